@@ -1,0 +1,197 @@
+//! `linechat`: the chat server. Maps flags and `LINECHAT_*` variables onto [`Config`], sets up
+//! logging, raises the open-file limit, and runs until SIGINT or SIGTERM.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::builder::RangedU64ValueParser;
+use clap::{Parser, ValueEnum};
+use linechat::Config;
+use tracing_subscriber::EnvFilter;
+
+/// A chat server for netcat: `nc localhost 4000`, pick a nickname, and talk.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to listen on, HOST:PORT. Use 127.0.0.1:0 for any free port (the log says which).
+    #[arg(long, env = "LINECHAT_LISTEN", default_value = "0.0.0.0:4000")]
+    listen: String,
+
+    /// Port to listen on; replaces the port of --listen (the original server's flag).
+    #[arg(long, env = "LINECHAT_PORT")]
+    port: Option<u16>,
+
+    /// Longest line accepted, in bytes, not counting the line ending.
+    #[arg(long, env = "LINECHAT_MAX_LINE", default_value_t = Config::default().max_line,
+          value_parser = RangedU64ValueParser::<usize>::new().range(16..=1 << 20))]
+    max_line: usize,
+
+    /// Disconnect a client after this many seconds without input (warned 30 s before); 0 = never.
+    #[arg(long, env = "LINECHAT_IDLE_TIMEOUT", value_name = "SECS",
+          default_value_t = Config::default().idle_timeout.map_or(0, |d| d.as_secs()))]
+    idle_timeout: u64,
+
+    /// Close a connection that has not chosen a nickname within this many seconds.
+    #[arg(long, env = "LINECHAT_REGISTER_TIMEOUT", value_name = "SECS",
+          default_value_t = Config::default().register_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    register_timeout: u64,
+
+    /// Most open connections at once, counting those still at the nickname prompt.
+    #[arg(long, env = "LINECHAT_MAX_CLIENTS", default_value_t = Config::default().max_clients,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_clients: usize,
+
+    /// Bytes of output that may wait for one client; a client that falls further behind is
+    /// disconnected as a slow consumer.
+    #[arg(long, env = "LINECHAT_QUEUE_BYTES", value_name = "BYTES",
+          default_value_t = Config::default().queue_bytes,
+          value_parser = RangedU64ValueParser::<usize>::new().range(4096..=1 << 30))]
+    queue_bytes: usize,
+
+    /// Flood control: lines per second one client may send, sustained; 0 = off. A faster
+    /// sender is read more slowly; nothing it sends is dropped.
+    #[arg(long, env = "LINECHAT_RATE_LIMIT", value_name = "MSGS_PER_SEC",
+          default_value_t = Config::default().rate_limit.unwrap_or(0.0))]
+    rate_limit: f64,
+
+    /// Flood control: lines a client may send at once before --rate-limit applies.
+    #[arg(long, env = "LINECHAT_RATE_BURST", default_value_t = Config::default().rate_burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: u32,
+
+    /// Seconds shutdown waits for queued output to reach clients.
+    #[arg(long, env = "LINECHAT_SHUTDOWN_GRACE", value_name = "SECS",
+          default_value_t = Config::default().shutdown_grace.as_secs())]
+    shutdown_grace: u64,
+
+    /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
+    #[arg(long, env = "LINECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            self.rate_limit.is_finite() && self.rate_limit >= 0.0,
+            "--rate-limit must be a number of lines per second, 0 or more"
+        );
+        anyhow::ensure!(
+            self.queue_bytes > self.max_line + 64,
+            "--queue-bytes ({}) must exceed --max-line ({}) with room to spare",
+            self.queue_bytes,
+            self.max_line
+        );
+        Ok(Config {
+            max_line: self.max_line,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            register_timeout: Duration::from_secs(self.register_timeout),
+            max_clients: self.max_clients,
+            queue_bytes: self.queue_bytes,
+            rate_limit: (self.rate_limit > 0.0).then_some(self.rate_limit),
+            rate_burst: self.rate_burst,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            ..Config::default()
+        })
+    }
+
+    fn addr(&self) -> anyhow::Result<SocketAddr> {
+        let mut addr = self
+            .listen
+            .to_socket_addrs()
+            .with_context(|| format!("--listen {}: expected HOST:PORT", self.listen))?
+            .next()
+            .with_context(|| format!("--listen {}: no address found", self.listen))?;
+        if let Some(port) = self.port {
+            addr.set_port(port);
+        }
+        Ok(addr)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("linechat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let addr = args.addr()?;
+    raise_open_file_limit();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = linechat::server::bind(addr).await?;
+        linechat::server::run(listener, config, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Each client holds a descriptor, and the usual soft limit of 1024 would cap the server far
+/// below --max-clients; the hard limit is what an unprivileged process may raise it to.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            tracing::warn!("cannot read the open-file limit");
+            return;
+        }
+        let before = limit.rlim_cur;
+        if before >= limit.rlim_max {
+            tracing::debug!(limit = before, "open-file limit already at its maximum");
+            return;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(from = before, to = limit.rlim_cur, "raised the open-file limit");
+        } else {
+            tracing::warn!(limit = before, "cannot raise the open-file limit");
+        }
+    }
+}

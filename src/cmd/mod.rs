@@ -1,0 +1,187 @@
+//! The commands a joined client can type: one table drives both parsing and `/help`, and each
+//! command lives in its own file whose doc comment is its grammar.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::hub::Client;
+use crate::server::Shared;
+
+mod echo;
+mod help;
+mod metrics;
+mod nick;
+mod ping;
+mod quit;
+mod throughput;
+mod time;
+mod who;
+
+pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS};
+
+/// One row of the command table.
+#[derive(Debug)]
+pub struct Spec {
+    /// Lower-case name without the slash; matched case-insensitively.
+    pub name: &'static str,
+    /// Argument grammar for `/help` and usage errors, e.g. `<name>` or `[token]`.
+    pub args: &'static str,
+    pub help: &'static str,
+    /// Parses the arguments (already trimmed); `None` means wrong arguments.
+    parse: fn(&str) -> Option<Command>,
+}
+
+/// Commands are identified by name; the parser function is not comparable.
+impl PartialEq for Spec {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Spec {}
+
+impl Spec {
+    pub fn usage(&self) -> String {
+        if self.args.is_empty() {
+            format!("/{}", self.name)
+        } else {
+            format!("/{} {}", self.name, self.args)
+        }
+    }
+}
+
+/// Every command, in the order `/help` lists them.
+pub const COMMANDS: &[Spec] = &[
+    help::SPEC,
+    time::SPEC,
+    ping::SPEC,
+    nick::SPEC,
+    echo::SPEC,
+    who::SPEC,
+    metrics::SPEC,
+    throughput::SPEC,
+    quit::SPEC,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Time,
+    Ping(ping::Ping),
+    Nick(nick::Nick),
+    Echo(echo::Echo),
+    Who,
+    Metrics(metrics::Metrics),
+    Throughput,
+    Quit,
+}
+
+/// Why a line starting with `/` is not a command we can run. `Display` is the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    #[error("Unknown command: /{0}. Type /help for the list.")]
+    Unknown(String),
+    #[error("Usage: {} ({})", .0.usage(), .0.help)]
+    Usage(&'static Spec),
+}
+
+/// Parses a line that starts with `/`. Pure, so it can be property-tested on arbitrary input.
+pub fn parse(line: &str) -> Result<Command, ParseError> {
+    let body = line.strip_prefix('/').unwrap_or(line);
+    let (name, args) = body
+        .split_once(char::is_whitespace)
+        .unwrap_or((body, ""));
+    let spec = COMMANDS
+        .iter()
+        .find(|spec| spec.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| ParseError::Unknown(name.to_owned()))?;
+    (spec.parse)(args.trim()).ok_or(ParseError::Usage(spec))
+}
+
+/// What the session does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+/// What a command may touch: the server, and the client that typed it.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub shared: &'a Shared,
+    pub client: &'a Arc<Client>,
+    /// The caller's current nickname; `/nick` replaces it.
+    pub nick: &'a mut Arc<str>,
+}
+
+impl Ctx<'_> {
+    /// Queues a reply for the caller. A reply that does not fit kicks the caller as a slow
+    /// consumer, which its session notices; there is nothing more to do here.
+    pub fn reply(&self, text: impl std::fmt::Display) {
+        let _ = self.client.send_line(text);
+    }
+}
+
+impl Command {
+    pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Command::Help => help::run(ctx),
+            Command::Time => time::run(ctx),
+            Command::Ping(cmd) => cmd.run(ctx),
+            Command::Nick(cmd) => cmd.run(ctx),
+            Command::Echo(cmd) => cmd.run(ctx),
+            Command::Who => who::run(ctx),
+            Command::Metrics(cmd) => cmd.run(ctx),
+            Command::Throughput => throughput::run(ctx),
+            Command::Quit => quit::run(ctx),
+        }
+    }
+}
+
+/// For commands that take no arguments.
+fn no_args(args: &str, command: Command) -> Option<Command> {
+    args.is_empty().then_some(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_case_insensitively_with_arguments() {
+        assert_eq!(parse("/TIME"), Ok(Command::Time));
+        assert_eq!(
+            parse("/nick  Bob "),
+            Ok(Command::Nick(nick::Nick { name: "Bob".into() }))
+        );
+        assert_eq!(
+            parse("/echo  two  spaces"),
+            Ok(Command::Echo(echo::Echo {
+                message: "two  spaces".into()
+            }))
+        );
+        assert_eq!(parse("/ping"), Ok(Command::Ping(ping::Ping { token: None })));
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        assert_eq!(
+            parse("/foo bar").unwrap_err().to_string(),
+            "Unknown command: /foo. Type /help for the list."
+        );
+        let usage = parse("/nick").unwrap_err().to_string();
+        assert!(usage.starts_with("Usage: /nick <name>"), "{usage}");
+        assert!(parse("/nick a b").is_err());
+        assert!(parse("/time now").is_err());
+        assert!(parse("/echo").is_err());
+    }
+
+    #[test]
+    fn every_command_is_listed_once() {
+        let mut names: Vec<_> = COMMANDS.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+    }
+}

@@ -1,0 +1,46 @@
+//! `/ping [token]` — `pong` (with the token), and this connection's round-trip time as the
+//! kernel measures it (`TCP_INFO`), with the recent min and average.
+
+use super::{Command, Ctx, Flow, Spec};
+use crate::metrics::lock;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ping {
+    pub token: Option<String>,
+}
+
+pub const SPEC: Spec = Spec {
+    name: "ping",
+    args: "[token]",
+    help: "pong, with your connection's round-trip time",
+    parse: |args| {
+        Some(Command::Ping(Ping {
+            token: (!args.is_empty()).then(|| args.to_owned()),
+        }))
+    },
+};
+
+impl Ping {
+    pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        let pong = match &self.token {
+            Some(token) => format!("pong {token}"),
+            None => "pong".to_owned(),
+        };
+        let stats = &ctx.client.stats;
+        let reply = match stats.sample_tcp(&*ctx.client.socket) {
+            Some(now) => {
+                let log = lock(&stats.rtt).clone();
+                format!(
+                    "{pong} (round trip {}; recent min {}, avg {} over {} samples)",
+                    super::metrics::ms(now.rtt_us as f64),
+                    super::metrics::ms(log.min_us.unwrap_or(now.rtt_us) as f64),
+                    super::metrics::ms(log.avg_us().unwrap_or(now.rtt_us as f64)),
+                    log.count
+                )
+            }
+            None => format!("{pong} (round-trip time unavailable on this platform)"),
+        };
+        ctx.reply(reply);
+        Flow::Continue
+    }
+}

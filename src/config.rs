@@ -1,0 +1,60 @@
+//! Server configuration and its defaults. The binary maps command-line flags onto this; tests
+//! build it directly, so nothing here knows about clap.
+
+use std::time::Duration;
+
+/// Everything a running server needs to know. `Config::default()` is what `linechat` runs with
+/// when given no flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Longest line accepted, in bytes, not counting the `\n` or `\r\n` ending.
+    pub max_line: usize,
+    /// A joined client that sends nothing for this long is disconnected. `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// A connection that has not chosen a nickname within this time is closed, so half-open
+    /// prompts cannot pile up and hold connection slots.
+    pub register_timeout: Duration,
+    /// Open connections at most, counting those still at the nickname prompt.
+    pub max_clients: usize,
+    /// Bound on the bytes waiting to be written to one client. A client whose queue would grow
+    /// past it is disconnected as a slow consumer.
+    pub queue_bytes: usize,
+    /// Sustained lines per second one client may send; `None` turns flood control off.
+    pub rate_limit: Option<f64>,
+    /// Lines a client may send at once before the rate applies (a pasted block of text).
+    pub rate_burst: u32,
+    /// How long shutdown waits for queued output to reach clients before closing anyway.
+    pub shutdown_grace: Duration,
+    /// How often each connection's `TCP_INFO` is sampled for the latency figures, besides the
+    /// samples taken on `/ping` and `/metrics`.
+    pub rtt_sample_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_line: 1024,
+            idle_timeout: Some(Duration::from_secs(600)),
+            register_timeout: Duration::from_secs(60),
+            max_clients: 10_000,
+            // 256 KiB is some 250 full-length lines or several thousand chat-sized ones: a burst
+            // a reading client absorbs easily, while 10 000 stalled clients stay under 2.5 GiB.
+            queue_bytes: 256 * 1024,
+            // No typist reaches 20 lines/s; a burst of 50 lets a pasted block through at once.
+            rate_limit: Some(20.0),
+            rate_burst: 50,
+            shutdown_grace: Duration::from_secs(5),
+            rtt_sample_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// When the idle warning is sent: 30 s before the disconnect, or at 90 % of a timeout shorter
+    /// than 300 s, so a short timeout still leaves the warning a useful lead.
+    pub fn idle_warning_after(&self) -> Option<Duration> {
+        let timeout = self.idle_timeout?;
+        let lead = Duration::from_secs(30).min(timeout / 10);
+        Some(timeout - lead)
+    }
+}

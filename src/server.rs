@@ -1,0 +1,160 @@
+//! The accept loop: binds, admits connections up to the limit, starts a session for each, and
+//! on shutdown stops accepting and waits (with a deadline) for every session to flush.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{field, info_span, Instrument};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::ServerMetrics;
+use crate::session;
+
+/// State every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub hub: Hub,
+    pub metrics: ServerMetrics,
+    /// Cancelled once, when the server starts shutting down.
+    pub shutdown: CancellationToken,
+}
+
+/// Why the server could not start. The messages are written for the person starting it.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "cannot listen on {addr}: port {port} is already in use (another linechat, or another \
+         program). Stop it, or pick another port with --port N or --listen HOST:PORT."
+    )]
+    AddrInUse { addr: SocketAddr, port: u16 },
+    #[error(
+        "cannot listen on {addr}: permission denied (ports below 1024 need privileges). Pick a \
+         port of 1024 or above with --port N."
+    )]
+    PermissionDenied { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// Binds the listening socket, turning the usual failures into advice.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse {
+            addr,
+            port: addr.port(),
+        },
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied { addr },
+        _ => Error::Bind { addr, source },
+    })
+}
+
+/// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
+/// (the lingering close that keeps a final line from being lost to a reset).
+const CLOSE_ALLOWANCE: Duration = Duration::from_secs(2);
+
+/// Back-off when `accept` fails for lack of resources (EMFILE and the like): retrying at once
+/// would spin, and descriptors free up only as clients leave.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves chat on `listener` until `shutdown` completes, then tells every client, flushes what
+/// is queued (up to `config.shutdown_grace`), and returns.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
+    let grace = config.shutdown_grace;
+    let permits = Arc::new(Semaphore::new(config.max_clients));
+    let max_clients = config.max_clients;
+    let shared = Arc::new(Shared {
+        config,
+        hub: Hub::new(),
+        metrics: ServerMetrics::default(),
+        shutdown: CancellationToken::new(),
+    });
+    let tracker = TaskTracker::new();
+    let next_id = AtomicU64::new(1);
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "listening"),
+        Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
+    }
+
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+        };
+        shared.metrics.connections_accepted.fetch_add(1, Relaxed);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared
+                .metrics
+                .connections_refused_full
+                .fetch_add(1, Relaxed);
+            refuse_full(stream, peer, max_clients);
+            continue;
+        };
+        let id = next_id.fetch_add(1, Relaxed);
+        let span = info_span!("conn", %peer, id, nick = field::Empty);
+        tracker.spawn(session::run(shared.clone(), stream, peer, id, permit).instrument(span));
+    }
+
+    drop(listener);
+    tracing::info!(
+        clients = tracker.len(),
+        "shutting down: no longer accepting, telling clients"
+    );
+    shared.shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(grace + CLOSE_ALLOWANCE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown deadline passed with connections still flushing; closing them"
+        );
+    }
+    tracing::info!("shutdown complete");
+}
+
+async fn accept_failed(e: &io::Error) {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            tracing::error!(error = %e, "cannot accept: out of resources; pausing accepts");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+        }
+        // The peer gave up between SYN and accept: nothing to do.
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {
+            tracing::debug!(error = %e, "connection aborted before accept");
+        }
+        _ => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+        }
+    }
+}
+
+/// Answers a connection over the limit with one line and closes it, without ever waiting on
+/// it: the line fits any fresh socket's send buffer, and a peer that is not reading loses
+/// nothing it did not ask for.
+fn refuse_full(stream: TcpStream, peer: SocketAddr, max_clients: usize) {
+    let msg = format!(
+        "Error: the server is full ({max_clients} connections); please try again later.\n"
+    );
+    let _ = stream.try_write(msg.as_bytes());
+    tracing::info!(%peer, max_clients, "refused connection: server full");
+}

@@ -1,0 +1,553 @@
+//! One connection, from the nickname prompt to the close.
+//!
+//! Each connection has two tasks. The session task (this module's [`run`]) owns reading: it
+//! frames lines, applies flood control and timeouts, runs commands and hands chat lines to the
+//! hub. The writer task owns the socket's sending side: it drains the client's queue and writes
+//! everything that is waiting with one vectored write, so a busy client gets few large writes
+//! rather than many small ones. All output, replies included, goes through the queue, so a
+//! client sees everything in the order it was queued.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::cmd::{self, format_duration, Command, Ctx, Flow};
+use crate::codec::{check_text, Frame, LineDecoder, LineError};
+use crate::hub::{queued_cost, Client, LeaveReason, OutboxReceiver};
+use crate::metrics::ClientStats;
+use crate::server::Shared;
+
+pub const PROMPT: &str = "Please enter your nickname: ";
+
+/// Bytes requested per read. Large enough that a fast sender's many lines arrive in few reads;
+/// the buffer is released whenever it empties, so idle connections do not keep it.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Queue entries written per vectored write (well under `IOV_MAX`, 1024 on Linux).
+const MAX_BATCH: usize = 64;
+
+/// How long a closing connection waits for the peer to close its side after our FIN, so that
+/// unread input does not make the kernel answer with a reset that destroys our final lines.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one accepted connection until it ends. `_permit` holds its slot under the
+/// connection limit until then.
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    _permit: OwnedSemaphorePermit,
+) {
+    tracing::info!("connected");
+    // Latency matters more than segment count for chat; batching happens in the writer.
+    let _ = stream.set_nodelay(true);
+    let socket = Arc::new(stream);
+    let stats = ClientStats::new(Instant::now());
+    let (client, outbox) = Client::new(id, peer, socket.clone(), stats, shared.config.queue_bytes);
+    let flushed = CancellationToken::new();
+    let writer = tokio::spawn(
+        write_loop(shared.clone(), client.clone(), outbox, flushed.clone()).in_current_span(),
+    );
+
+    let mut session = Session {
+        reader: Reader::new(&shared, client.clone()),
+        shared,
+        client,
+        nick: None,
+    };
+    let reason = session.serve().await;
+    session.finish(reason, writer, flushed).await;
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    reader: Reader,
+    /// Set once the client has joined.
+    nick: Option<Arc<str>>,
+}
+
+impl Session {
+    fn reply(&self, text: impl std::fmt::Display) {
+        let _ = self.client.send_line(text);
+    }
+
+    fn prompt(&self) {
+        let _ = self.client.push(Bytes::from_static(PROMPT.as_bytes()));
+    }
+
+    async fn serve(&mut self) -> LeaveReason {
+        let nick = match self.register().await {
+            Ok(nick) => nick,
+            Err(reason) => return reason,
+        };
+        tracing::Span::current().record("nick", &*nick);
+        tracing::info!("joined");
+        let mut nick = nick;
+        self.nick = Some(nick.clone());
+        let reason = self.chat(&mut nick).await;
+        self.nick = Some(nick);
+        reason
+    }
+
+    /// The nickname prompt, repeated until a valid free name, `/quit`, or the registration
+    /// deadline.
+    async fn register(&mut self) -> Result<Arc<str>, LeaveReason> {
+        let deadline = Instant::now() + self.shared.config.register_timeout;
+        self.prompt();
+        loop {
+            let text = match self.reader.next_event(Some(deadline)).await {
+                Event::End(reason) => return Err(reason),
+                Event::IdleWarning | Event::IdleTimeout => {
+                    self.reply(format_args!(
+                        "Error: no nickname chosen within {}; closing the connection.",
+                        format_duration(self.shared.config.register_timeout)
+                    ));
+                    tracing::info!("registration timeout");
+                    return Err(LeaveReason::IdleTimeout);
+                }
+                Event::Line(Frame::TooLong, _) => {
+                    self.reply(LineError::TooLong(self.shared.config.max_line));
+                    self.prompt();
+                    continue;
+                }
+                Event::Line(Frame::Line(line), _) => match check_text(&line) {
+                    Ok(text) => text.trim().to_owned(),
+                    Err(e) => {
+                        self.reply(e);
+                        self.prompt();
+                        continue;
+                    }
+                },
+            };
+            if text.starts_with('/') {
+                if cmd::parse(&text) == Ok(Command::Quit) {
+                    self.reply("Goodbye!");
+                    return Err(LeaveReason::Quit);
+                }
+                self.reply("Error: choose a nickname first; commands work once you have joined.");
+                self.prompt();
+                continue;
+            }
+            let wanted = (!text.is_empty()).then_some(text.as_str());
+            match self.shared.hub.join(&self.client, wanted) {
+                Ok(nick) => return Ok(nick),
+                Err(e) => {
+                    self.reply(e);
+                    self.prompt();
+                }
+            }
+        }
+    }
+
+    async fn chat(&mut self, nick: &mut Arc<str>) -> LeaveReason {
+        let config = &self.shared.config;
+        loop {
+            let (line, taken_at) = match self.reader.next_event(None).await {
+                Event::End(reason) => return reason,
+                Event::IdleWarning => {
+                    let idle = config.idle_warning_after().unwrap_or_default();
+                    let left = config.idle_timeout.unwrap_or_default().saturating_sub(idle);
+                    self.reply(format_args!(
+                        "Warning: you have been idle for {}; you will be disconnected in {} \
+                         unless you send something.",
+                        format_duration(idle),
+                        format_duration(left)
+                    ));
+                    continue;
+                }
+                Event::IdleTimeout => {
+                    self.reply(format_args!(
+                        "You have been disconnected after {} without input (idle timeout).",
+                        format_duration(config.idle_timeout.unwrap_or_default())
+                    ));
+                    self.shared.metrics.idle_timeouts.fetch_add(1, Relaxed);
+                    return LeaveReason::IdleTimeout;
+                }
+                Event::Line(Frame::TooLong, _) => {
+                    self.reply(LineError::TooLong(config.max_line));
+                    continue;
+                }
+                Event::Line(Frame::Line(line), taken_at) => (line, taken_at),
+            };
+            let text = match check_text(&line) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.reply(e);
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            if text.starts_with('/') {
+                self.shared.metrics.commands.fetch_add(1, Relaxed);
+                let flow = match cmd::parse(text) {
+                    Ok(command) => command.run(&mut Ctx {
+                        shared: &self.shared,
+                        client: &self.client,
+                        nick,
+                    }),
+                    Err(e) => {
+                        self.reply(e);
+                        Flow::Continue
+                    }
+                };
+                if flow == Flow::Quit {
+                    return LeaveReason::Quit;
+                }
+                continue;
+            }
+            self.relay(nick, text, taken_at);
+        }
+    }
+
+    /// Formats the chat line once and hands every recipient a clone of the same bytes.
+    fn relay(&self, nick: &str, text: &str, taken_at: std::time::Instant) {
+        let mut msg = BytesMut::with_capacity(nick.len() + text.len() + 3);
+        msg.put_slice(nick.as_bytes());
+        msg.put_slice(b": ");
+        msg.put_slice(text.as_bytes());
+        msg.put_u8(b'\n');
+        self.shared.hub.broadcast(self.client.id, &msg.freeze());
+        let metrics = &self.shared.metrics;
+        metrics.messages.add(&metrics.clock, 1);
+        self.client.stats.messages.fetch_add(1, Relaxed);
+        metrics.record_fanout(taken_at.elapsed());
+    }
+
+    /// Leaves the hub (announcing it), then flushes or drops the queue as the reason demands.
+    async fn finish(self, reason: LeaveReason, mut writer: JoinHandle<()>, flushed: CancellationToken) {
+        if self.nick.is_some() {
+            self.shared.hub.leave(self.client.id, reason);
+        }
+        let stats = &self.client.stats;
+        tracing::info!(
+            %reason,
+            messages = stats.messages.load(Relaxed),
+            bytes_in = stats.bytes_in.total(),
+            bytes_out = stats.bytes_out.total(),
+            "left"
+        );
+        match reason {
+            LeaveReason::SlowConsumer => {
+                self.shared.metrics.slow_consumers.fetch_add(1, Relaxed);
+                tracing::info!(
+                    queued = stats.queued.load(Relaxed),
+                    limit = self.shared.config.queue_bytes,
+                    "slow consumer disconnected: outgoing queue full"
+                );
+                // Its queue is full and it is not reading: nothing more can reach it.
+                writer.abort();
+                return;
+            }
+            LeaveReason::Reset | LeaveReason::Error => {
+                writer.abort();
+                return;
+            }
+            LeaveReason::Shutdown => self.reply("Server is shutting down."),
+            LeaveReason::Quit | LeaveReason::Closed | LeaveReason::IdleTimeout => {}
+        }
+        flushed.cancel();
+        let grace = self.shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            tracing::info!("could not flush within {grace:?}; closing");
+            writer.abort();
+            return;
+        }
+        if reason != LeaveReason::Closed {
+            linger_close(&self.client.socket).await;
+        }
+    }
+}
+
+/// What the reader hands the session.
+enum Event {
+    /// A framed line, with the moment it was taken off the buffer (for fan-out latency).
+    Line(Frame, std::time::Instant),
+    IdleWarning,
+    IdleTimeout,
+    End(LeaveReason),
+}
+
+/// The receiving side of a connection: buffering, framing, flood control and timers.
+struct Reader {
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    buf: BytesMut,
+    decoder: LineDecoder,
+    eof: bool,
+    limiter: Option<TokenBucket>,
+    last_input: Instant,
+    idle_warned: bool,
+    next_rtt_sample: Instant,
+}
+
+impl Reader {
+    fn new(shared: &Arc<Shared>, client: Arc<Client>) -> Self {
+        let config = &shared.config;
+        let now = Instant::now();
+        Reader {
+            shared: shared.clone(),
+            client,
+            buf: BytesMut::new(),
+            decoder: LineDecoder::new(config.max_line),
+            eof: false,
+            limiter: config
+                .rate_limit
+                .map(|rate| TokenBucket::new(rate, config.rate_burst, now)),
+            last_input: now,
+            idle_warned: false,
+            next_rtt_sample: now,
+        }
+    }
+
+    /// The next thing the session must act on. `register_deadline` replaces the idle timer
+    /// while the client is at the nickname prompt.
+    async fn next_event(&mut self, register_deadline: Option<Instant>) -> Event {
+        loop {
+            let now = Instant::now();
+            let throttled_until = self.limiter.as_mut().and_then(|l| l.blocked_until(now));
+            if throttled_until.is_none() {
+                let frame = if self.eof {
+                    self.decoder.decode_eof(&mut self.buf)
+                } else {
+                    self.decoder.decode(&mut self.buf)
+                };
+                if let Some(frame) = frame {
+                    if let Some(limiter) = &mut self.limiter {
+                        limiter.take();
+                    }
+                    let stats = &self.client.stats;
+                    stats.lines_in.add(&self.shared.metrics.clock, 1);
+                    self.mark_input(now);
+                    return Event::Line(frame, std::time::Instant::now());
+                }
+                if self.eof {
+                    return Event::End(LeaveReason::Closed);
+                }
+                if self.buf.is_empty() && self.buf.capacity() > 0 {
+                    // Give the buffer back while idle: 10 000 quiet clients then cost no
+                    // read buffers at all.
+                    self.buf = BytesMut::new();
+                }
+            }
+            let (timer_at, timer_event) = self.timer(register_deadline);
+            let socket = self.client.socket.clone();
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => return Event::End(LeaveReason::Shutdown),
+                _ = self.client.kicked() => {
+                    return Event::End(self.client.kick_reason().unwrap_or(LeaveReason::Error));
+                }
+                _ = sleep_until(throttled_until.unwrap_or(now)), if throttled_until.is_some() => {}
+                _ = sleep_until(timer_at.unwrap_or(now)), if timer_at.is_some() => {
+                    if matches!(timer_event, Event::IdleWarning) {
+                        self.idle_warned = true;
+                    }
+                    return timer_event;
+                }
+                _ = sleep_until(self.next_rtt_sample) => {
+                    self.client.stats.sample_tcp(&*socket);
+                    self.next_rtt_sample = Instant::now() + self.shared.config.rtt_sample_interval;
+                }
+                read = read_some(&socket, &mut self.buf), if throttled_until.is_none() => match read {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        let clock = &self.shared.metrics.clock;
+                        self.client.stats.bytes_in.add(clock, n as u64);
+                        self.shared.metrics.bytes_in.add(clock, n as u64);
+                        self.mark_input(Instant::now());
+                    }
+                    Err(e) => return Event::End(leave_reason_for(&e)),
+                },
+            }
+        }
+    }
+
+    fn mark_input(&mut self, now: Instant) {
+        self.last_input = now;
+        self.idle_warned = false;
+    }
+
+    /// The next timer to fire and what it means.
+    fn timer(&self, register_deadline: Option<Instant>) -> (Option<Instant>, Event) {
+        if let Some(deadline) = register_deadline {
+            return (Some(deadline), Event::IdleTimeout);
+        }
+        let config = &self.shared.config;
+        match (config.idle_timeout, config.idle_warning_after()) {
+            (Some(timeout), Some(warn)) if !self.idle_warned && warn < timeout => {
+                (Some(self.last_input + warn), Event::IdleWarning)
+            }
+            (Some(timeout), _) => (Some(self.last_input + timeout), Event::IdleTimeout),
+            (None, _) => (None, Event::IdleTimeout),
+        }
+    }
+}
+
+/// One read of whatever the socket has, appended to `buf`.
+async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        buf.reserve(READ_CHUNK);
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+fn leave_reason_for(e: &io::Error) -> LeaveReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => LeaveReason::Reset,
+        _ => LeaveReason::Error,
+    }
+}
+
+/// Flood control: a token bucket refilled at `rate` lines per second up to `burst`. When it is
+/// empty the session stops reading the socket, so TCP flow control slows the sender down and
+/// nothing it sent is dropped.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// `None` when a line may be taken now, else when the next token arrives.
+    fn blocked_until(&mut self, now: Instant) -> Option<Instant> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        (self.tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    fn take(&mut self) {
+        self.tokens -= 1.0;
+    }
+}
+
+/// Drains the client's queue to the socket until the session says it is done (`flushed`), a
+/// write fails, or the task is aborted.
+async fn write_loop(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    mut outbox: OutboxReceiver,
+    flushed: CancellationToken,
+) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        let n = tokio::select! {
+            biased;
+            n = outbox.rx.recv_many(&mut batch, MAX_BATCH) => n,
+            _ = flushed.cancelled() => {
+                while batch.len() < MAX_BATCH {
+                    match outbox.rx.try_recv() {
+                        Ok(msg) => batch.push(msg),
+                        Err(_) => break,
+                    }
+                }
+                batch.len()
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        let cost: usize = batch.iter().map(queued_cost).sum();
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        if let Err(e) = write_all(&client.socket, &batch).await {
+            tracing::debug!(error = %e, "write failed");
+            client.kick(leave_reason_for(&e));
+            return;
+        }
+        client.stats.queued.fetch_sub(cost, Relaxed);
+        let clock = &shared.metrics.clock;
+        client.stats.lines_out.add(clock, n as u64);
+        client.stats.bytes_out.add(clock, bytes as u64);
+        shared.metrics.bytes_out.add(clock, bytes as u64);
+        batch.clear();
+    }
+}
+
+/// Writes every byte of `batch`, as few syscalls as the kernel allows.
+async fn write_all(socket: &TcpStream, batch: &[Bytes]) -> io::Result<()> {
+    let (mut first, mut offset) = (0, 0);
+    while first < batch.len() {
+        socket.writable().await?;
+        let mut iov = [IoSlice::new(&[]); MAX_BATCH];
+        let count = batch.len() - first;
+        iov[0] = IoSlice::new(&batch[first][offset..]);
+        for (slot, msg) in iov[1..count].iter_mut().zip(&batch[first + 1..]) {
+            *slot = IoSlice::new(msg);
+        }
+        let mut written = match socket.try_write_vectored(&iov[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        while written > 0 {
+            let left = batch[first].len() - offset;
+            if written >= left {
+                written -= left;
+                first += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+        // Skip empty entries so the loop ends even when the last ones carry no bytes.
+        while first < batch.len() && batch[first].len() == offset {
+            first += 1;
+            offset = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Sends FIN, then reads and discards until the peer closes too (or [`LINGER`] passes), so the
+/// kernel does not answer leftover input with a reset that would destroy our last lines in the
+/// peer's receive buffer.
+async fn linger_close(socket: &TcpStream) {
+    // SAFETY: shutdown on a descriptor we own (through the Arc) has no memory effects.
+    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) };
+    let drain = async {
+        let mut scratch = BytesMut::new();
+        loop {
+            scratch.clear();
+            match read_some(socket, &mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
