@@ -165,7 +165,10 @@ mod tests {
     fn splits_several_lines_in_one_read_and_joins_split_lines() {
         let mut d = LineDecoder::new(16);
         let mut buf = BytesMut::new();
-        assert_eq!(feed(&mut d, &mut buf, b"a\nb\r\nc"), vec![line("a"), line("b")]);
+        assert_eq!(
+            feed(&mut d, &mut buf, b"a\nb\r\nc"),
+            vec![line("a"), line("b")]
+        );
         assert_eq!(feed(&mut d, &mut buf, b"d"), vec![]);
         assert_eq!(feed(&mut d, &mut buf, b"e\r"), vec![]);
         assert_eq!(feed(&mut d, &mut buf, b"\n"), vec![line("cde")]);

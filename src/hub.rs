@@ -368,7 +368,16 @@ mod tests {
         for ok in ["a", "Alice", "bob_2", "c-d.e", &"x".repeat(MAX_NICK)] {
             assert_eq!(validate_nick(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "1abc", "_a", "a b", "al!ce", "аlice", "/nick", &"x".repeat(MAX_NICK + 1)] {
+        for bad in [
+            "",
+            "1abc",
+            "_a",
+            "a b",
+            "al!ce",
+            "аlice",
+            "/nick",
+            &"x".repeat(MAX_NICK + 1),
+        ] {
             assert_eq!(validate_nick(bad), Err(NickError::Invalid), "{bad}");
         }
     }

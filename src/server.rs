@@ -49,14 +49,16 @@ pub enum Error {
 
 /// Binds the listening socket, turning the usual failures into advice.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
-        io::ErrorKind::AddrInUse => Error::AddrInUse {
-            addr,
-            port: addr.port(),
-        },
-        io::ErrorKind::PermissionDenied => Error::PermissionDenied { addr },
-        _ => Error::Bind { addr, source },
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => Error::AddrInUse {
+                addr,
+                port: addr.port(),
+            },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { addr },
+            _ => Error::Bind { addr, source },
+        })
 }
 
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
@@ -152,9 +154,8 @@ async fn accept_failed(e: &io::Error) {
 /// it: the line fits any fresh socket's send buffer, and a peer that is not reading loses
 /// nothing it did not ask for.
 fn refuse_full(stream: TcpStream, peer: SocketAddr, max_clients: usize) {
-    let msg = format!(
-        "Error: the server is full ({max_clients} connections); please try again later.\n"
-    );
+    let msg =
+        format!("Error: the server is full ({max_clients} connections); please try again later.\n");
     let _ = stream.try_write(msg.as_bytes());
     tracing::info!(%peer, max_clients, "refused connection: server full");
 }

@@ -41,14 +41,14 @@ const MAX_BATCH: usize = 64;
 /// unread input does not make the kernel answer with a reset that destroys our final lines.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Serves one accepted connection until it ends. `_permit` holds its slot under the
-/// connection limit until then.
+/// Serves one accepted connection until it ends. `permit` holds its slot under the connection
+/// limit until then.
 pub async fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     tracing::info!("connected");
     // Latency matters more than segment count for chat; batching happens in the writer.
@@ -68,7 +68,7 @@ pub async fn run(
         nick: None,
     };
     let reason = session.serve().await;
-    session.finish(reason, writer, flushed).await;
+    session.finish(reason, writer, flushed, permit).await;
 }
 
 struct Session {
@@ -229,7 +229,13 @@ impl Session {
     }
 
     /// Leaves the hub (announcing it), then flushes or drops the queue as the reason demands.
-    async fn finish(self, reason: LeaveReason, mut writer: JoinHandle<()>, flushed: CancellationToken) {
+    async fn finish(
+        self,
+        reason: LeaveReason,
+        mut writer: JoinHandle<()>,
+        flushed: CancellationToken,
+        permit: OwnedSemaphorePermit,
+    ) {
         if self.nick.is_some() {
             self.shared.hub.leave(self.client.id, reason);
         }
@@ -267,6 +273,9 @@ impl Session {
             writer.abort();
             return;
         }
+        // The chat session is over: its slot is free for the next person even while the
+        // socket lingers for at most LINGER.
+        drop(permit);
         if reason != LeaveReason::Closed {
             linger_close(&self.client.socket).await;
         }
@@ -370,6 +379,12 @@ impl Reader {
                         self.client.stats.bytes_in.add(clock, n as u64);
                         self.shared.metrics.bytes_in.add(clock, n as u64);
                         self.mark_input(Instant::now());
+                        // A socket with data ready never makes `readable()` wait, so without
+                        // this a fast sender could fan out read after read while the writers
+                        // of its recipients never run, and their queues would overflow though
+                        // the clients are reading. Yielding once per read (at most READ_CHUNK
+                        // bytes) bounds what one sender queues for others between their turns.
+                        tokio::task::yield_now().await;
                     }
                     Err(e) => return Event::End(leave_reason_for(&e)),
                 },

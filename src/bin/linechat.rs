@@ -189,7 +189,11 @@ fn raise_open_file_limit() {
         }
         limit.rlim_cur = limit.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::info!(from = before, to = limit.rlim_cur, "raised the open-file limit");
+            tracing::info!(
+                from = before,
+                to = limit.rlim_cur,
+                "raised the open-file limit"
+            );
         } else {
             tracing::warn!(limit = before, "cannot raise the open-file limit");
         }

@@ -237,7 +237,10 @@ mod tests {
     fn durations_and_units() {
         assert_eq!(format_duration(Duration::from_secs(5)), "5 sec");
         assert_eq!(format_duration(Duration::from_secs(125)), "2 min 5 sec");
-        assert_eq!(format_duration(Duration::from_secs(3725)), "1 h 2 min 5 sec");
+        assert_eq!(
+            format_duration(Duration::from_secs(3725)),
+            "1 h 2 min 5 sec"
+        );
         assert_eq!(rate(12.0), "12.0 B/s");
         assert_eq!(rate(25_000.0), "25.0 kB/s");
         assert_eq!(bytes(512), "512 B");

@@ -89,9 +89,7 @@ pub enum ParseError {
 /// Parses a line that starts with `/`. Pure, so it can be property-tested on arbitrary input.
 pub fn parse(line: &str) -> Result<Command, ParseError> {
     let body = line.strip_prefix('/').unwrap_or(line);
-    let (name, args) = body
-        .split_once(char::is_whitespace)
-        .unwrap_or((body, ""));
+    let (name, args) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
     let spec = COMMANDS
         .iter()
         .find(|spec| spec.name.eq_ignore_ascii_case(name))
@@ -161,7 +159,10 @@ mod tests {
                 message: "two  spaces".into()
             }))
         );
-        assert_eq!(parse("/ping"), Ok(Command::Ping(ping::Ping { token: None })));
+        assert_eq!(
+            parse("/ping"),
+            Ok(Command::Ping(ping::Ping { token: None }))
+        );
     }
 
     #[test]

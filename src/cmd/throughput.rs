@@ -25,7 +25,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Flow {
     ctx.reply(format_args!(
         "=== Throughput for {} (connected {}) ===\n\
          From you: {} lines, {}: {}\n\
-         To you: {} lines, {}: {}\n\
+         To you: {} messages, {}: {}\n\
          Queued for you now: {} B",
         me.nick,
         super::format_duration(connected),

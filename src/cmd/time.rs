@@ -31,6 +31,9 @@ mod tests {
     #[test]
     fn original_layout() {
         let at = time::macros::datetime!(2006-01-02 15:04:05 UTC);
-        assert_eq!(super::format_time(at), "Server time: 15:04:05 UTC 2006-01-02");
+        assert_eq!(
+            super::format_time(at),
+            "Server time: 15:04:05 UTC 2006-01-02"
+        );
     }
 }

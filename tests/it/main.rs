@@ -1,0 +1,13 @@
+//! Integration tests: each module drives a real server over real sockets on 127.0.0.1.
+
+mod support;
+
+mod binary;
+mod chat;
+mod commands;
+mod framing;
+mod limits;
+mod netcat;
+mod props;
+mod shutdown;
+mod timers;

@@ -1,0 +1,227 @@
+//! A real server on 127.0.0.1:0 and a line-oriented test client that talks to it over TCP.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use linechat::Config;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const PROMPT: &str = "Please enter your nickname: ";
+
+/// Long enough for a loaded 2-core CI machine, short enough that a hang fails fast. Under
+/// paused time this is virtual, so timer tests are unaffected.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let listener = linechat::server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(linechat::server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// The defaults, but without flood control, so tests can send as fast as they like.
+    pub async fn unthrottled() -> Self {
+        Self::start(Config {
+            rate_limit: None,
+            ..Config::default()
+        })
+        .await
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("server stopped in time")
+            .expect("server task did not panic");
+    }
+
+    pub async fn join(&self, nick: &str) -> Client {
+        Client::join(self.addr, nick).await
+    }
+}
+
+pub struct Client {
+    pub nick: String,
+    /// How long to wait for a line. Paused-time tests raise it: their clock jumps straight to
+    /// the next timer, so a long virtual wait costs nothing and a hang still fails at once.
+    pub wait: Duration,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// Connects with a tiny receive buffer, so a client that does not read fills up quickly
+    /// instead of hiding megabytes in the kernel.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> Client {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        Client::from_stream(socket.connect(addr).await.expect("connect"))
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
+        let (r, w) = stream.into_split();
+        Client {
+            nick: String::new(),
+            wait: WAIT,
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// Connects, answers the prompt and reads the welcome.
+    pub async fn join(addr: SocketAddr, nick: &str) -> Client {
+        let mut c = Client::connect(addr).await;
+        c.register(nick).await;
+        c
+    }
+
+    pub async fn register(&mut self, nick: &str) {
+        self.expect_prompt().await;
+        self.choose(nick).await;
+    }
+
+    /// Answers a prompt already read with `nick` and reads the welcome.
+    pub async fn choose(&mut self, nick: &str) {
+        self.send(nick).await;
+        self.expect(&format!("Welcome to the chat, {nick}!")).await;
+        self.expect("Type /help for the list of commands.").await;
+        self.nick = nick.to_owned();
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes()).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Half-closes: the server sees EOF, we can still read.
+    pub async fn close_write(&mut self) {
+        self.writer.shutdown().await.expect("shutdown");
+    }
+
+    /// Closes with SO_LINGER 0, so the kernel sends RST instead of FIN.
+    pub fn reset(self) {
+        let stream = self.reader.into_inner().reunite(self.writer).unwrap();
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream);
+    }
+
+    /// The next line, without its `\n`. Panics on EOF or after [`WAIT`].
+    pub async fn line(&mut self) -> String {
+        match self.try_line().await {
+            Some(line) => line,
+            None => panic!("{}: connection closed while waiting for a line", self.nick),
+        }
+    }
+
+    /// The next line, or `None` at EOF. Panics after [`WAIT`].
+    pub async fn try_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        let wait = self.wait;
+        let n = tokio::time::timeout(wait, self.reader.read_until(b'\n', &mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{}: no line within {wait:?}", self.nick))
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        assert_eq!(buf.pop(), Some(b'\n'), "{}: line cut off at EOF", self.nick);
+        Some(String::from_utf8(buf).expect("server sent UTF-8"))
+    }
+
+    pub async fn expect(&mut self, exact: &str) {
+        let got = self.line().await;
+        assert_eq!(got, exact, "{} got an unexpected line", self.nick);
+    }
+
+    /// Reads lines until one equals `exact`, returning those skipped.
+    pub async fn skip_until(&mut self, exact: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line == exact {
+                return skipped;
+            }
+            skipped.push(line);
+        }
+    }
+
+    /// Reads and discards everything up to EOF, returning how many bytes that was.
+    pub async fn read_to_eof(&mut self) -> usize {
+        let mut sink = Vec::new();
+        self.reader.read_to_end(&mut sink).await.expect("read");
+        sink.len()
+    }
+
+    /// The prompt has no line ending, so it is read byte-exact.
+    pub async fn expect_prompt(&mut self) {
+        let mut buf = vec![0; PROMPT.len()];
+        tokio::time::timeout(self.wait, self.reader.read_exact(&mut buf))
+            .await
+            .expect("prompt in time")
+            .expect("prompt");
+        assert_eq!(String::from_utf8_lossy(&buf), PROMPT);
+    }
+
+    /// The server closes the connection (after any lines still queued, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Some(line) = self.try_line().await {
+            rest.push(line);
+        }
+        rest
+    }
+
+    /// Sends `/echo` with a marker and returns every line that arrived before its echo: a
+    /// round trip through the server proves nothing else was pending for us.
+    pub async fn sync(&mut self) -> Vec<String> {
+        let marker = format!("sync-{}", rand_token());
+        self.send(&format!("/echo {marker}")).await;
+        self.skip_until(&marker).await
+    }
+
+    /// Runs a command and collects its reply lines (up to the sync marker).
+    pub async fn command(&mut self, line: &str) -> Vec<String> {
+        self.send(line).await;
+        self.sync().await
+    }
+}
+
+fn rand_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,160 @@
+//! Idle and registration timeouts and flood control, under paused tokio time: the clock jumps
+//! straight to the next timer, so minutes pass in milliseconds and the timing is exact.
+
+use std::time::Duration;
+
+use linechat::Config;
+use tokio::time::Instant;
+
+use crate::support::{Client, TestServer};
+
+/// Virtual time is free: wait as long as any timer here could take.
+const PATIENT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+async fn join(server: &TestServer, nick: &str) -> Client {
+    let mut c = Client::connect(server.addr).await;
+    c.wait = PATIENT;
+    c.register(nick).await;
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_client_is_warned_then_disconnected_and_others_are_told() {
+    let server = TestServer::start(Config {
+        idle_timeout: Some(Duration::from_secs(600)),
+        ..Config::default()
+    })
+    .await;
+    let mut watcher = join(&server, "watcher").await;
+    let mut idler = join(&server, "idler").await;
+    watcher.expect("idler has joined the chat.").await;
+
+    // Activity resets the clock.
+    tokio::time::sleep(Duration::from_secs(500)).await;
+    idler.send("/echo still here").await;
+    idler.expect("still here").await;
+    watcher.send("/echo me too").await;
+    watcher.expect("me too").await;
+    let active_at = Instant::now();
+    let keepalive = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(500)).await;
+        watcher.send("/echo tick").await;
+        watcher.expect("tick").await;
+        watcher
+    });
+
+    let warning = idler.line().await;
+    assert_eq!(
+        warning,
+        "Warning: you have been idle for 9 min 30 sec; you will be disconnected in 30 sec \
+         unless you send something."
+    );
+    assert_eq!((Instant::now() - active_at).as_secs(), 570);
+    let rest = idler.expect_closed().await;
+    assert_eq!(
+        rest,
+        ["You have been disconnected after 10 min 0 sec without input (idle timeout)."]
+    );
+    assert_eq!((Instant::now() - active_at).as_secs(), 600);
+    let mut watcher = keepalive.await.unwrap();
+    watcher
+        .expect("idler has left the chat (idle timeout).")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_idle_timeout_warns_at_ninety_percent() {
+    let server = TestServer::start(Config {
+        idle_timeout: Some(Duration::from_secs(20)),
+        ..Config::default()
+    })
+    .await;
+    let mut watcher = join(&server, "watcher").await;
+    let mut idler = join(&server, "idler").await;
+    watcher.expect("idler has joined the chat.").await;
+    let joined = Instant::now();
+    // Keep the watcher alive.
+    let keepalive = tokio::spawn(async move {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            watcher.send("/echo tick").await;
+        }
+        watcher
+    });
+    assert!(idler
+        .line()
+        .await
+        .starts_with("Warning: you have been idle for 18 sec"));
+    assert_eq!((Instant::now() - joined).as_secs(), 18);
+    idler.expect_closed().await;
+    assert_eq!((Instant::now() - joined).as_secs(), 20);
+    let mut watcher = keepalive.await.unwrap();
+    let lines = watcher
+        .skip_until("idler has left the chat (idle timeout).")
+        .await;
+    assert!(lines.iter().all(|l| l == "tick"), "{lines:?}");
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_at_the_prompt_is_closed() {
+    let server = TestServer::start(Config {
+        register_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    let mut c = Client::connect(server.addr).await;
+    c.wait = PATIENT;
+    c.expect_prompt().await;
+    let start = Instant::now();
+    assert_eq!(
+        c.expect_closed().await,
+        ["Error: no nickname chosen within 1 min 0 sec; closing the connection."]
+    );
+    assert_eq!((Instant::now() - start).as_secs(), 60);
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn flood_control_slows_a_sender_down_without_dropping_anything() {
+    let server = TestServer::start(Config {
+        rate_limit: Some(20.0),
+        rate_burst: 50,
+        idle_timeout: None,
+        ..Config::default()
+    })
+    .await;
+    let mut alice = join(&server, "alice").await;
+    let mut paster = join(&server, "paster").await;
+    alice.expect("paster has joined the chat.").await;
+
+    // The join used one token; 250 lines more arrive at once.
+    let start = Instant::now();
+    let block: String = (0..250).map(|i| format!("line {i}\n")).collect();
+    paster.send_raw(block.as_bytes()).await;
+    for i in 0..250 {
+        alice.expect(&format!("paster: line {i}")).await;
+    }
+    // 49 lines go at once from the burst, the other 201 at 20/s.
+    let took = Instant::now() - start;
+    assert!(
+        took >= Duration::from_millis(10_000) && took <= Duration::from_millis(10_100),
+        "{took:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_zero_means_never() {
+    let server = TestServer::start(Config {
+        idle_timeout: None,
+        ..Config::default()
+    })
+    .await;
+    let mut c = join(&server, "sleepy").await;
+    tokio::time::sleep(Duration::from_secs(7 * 24 * 3600)).await;
+    c.send("/echo awake").await;
+    c.expect("awake").await;
+    server.stop().await;
+}
