@@ -119,3 +119,65 @@ fn help_explains_every_option_and_its_default() {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
 }
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The server's memory is bounded by its queues, not by what a stalled client is owed: a flood
+/// of 10 MB towards a client that never reads must not show up in the server's peak RSS.
+#[tokio::test]
+async fn memory_stays_bounded_while_a_client_never_reads() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: needs /proc");
+        return;
+    }
+    let (child, addr) = start(&["--rate-limit", "0", "--queue-bytes", "262144"], &[]).await;
+    let pid = child.id().unwrap();
+    let mut reader = Client::join(addr, "reader").await;
+    let mut sleeper = Client::connect_small_buffer(addr).await;
+    sleeper.register("sleeper").await;
+    let mut flooder = Client::join(addr, "flooder").await;
+    reader.skip_until("flooder has joined the chat.").await;
+    let before = peak_rss_kib(pid);
+
+    const LINES: usize = 50_000;
+    let payload = "p".repeat(200);
+    let reading = tokio::spawn(async move {
+        reader
+            .skip_until(&format!("flooder: {} {payload}", LINES - 1))
+            .await;
+        reader
+    });
+    let payload = "p".repeat(200);
+    let mut batch = String::new();
+    for i in 0..LINES {
+        batch.push_str(&format!("{i} {payload}\n"));
+        if batch.len() > 64 * 1024 {
+            flooder.send_raw(batch.as_bytes()).await;
+            batch.clear();
+        }
+    }
+    flooder.send_raw(batch.as_bytes()).await;
+    let mut reader = tokio::time::timeout(std::time::Duration::from_secs(120), reading)
+        .await
+        .expect("the reader got every line")
+        .unwrap();
+    let growth = peak_rss_kib(pid).saturating_sub(before);
+    eprintln!(
+        "flood of {} KiB towards a stalled client: server peak RSS grew {growth} KiB",
+        LINES * 207 / 1024
+    );
+    assert!(
+        growth < 6 * 1024,
+        "peak RSS grew {growth} KiB: the stalled client's backlog was kept"
+    );
+    let metrics = reader.command("/metrics").await.join("\n");
+    assert!(
+        metrics.contains("Disconnects: 1 slow consumers"),
+        "{metrics}"
+    );
+}
