@@ -13,17 +13,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{lock, ClientStats};
+use crate::outbox::{Outbox, Overflow};
 
 /// Connection number, unique for the server's life; shown in logs.
 pub type ClientId = u64;
-
-/// Bytes charged per queued message on top of its length: the channel slot and the `Bytes`
-/// handle. Without it a flood of one-byte messages could queue far more memory than the bound.
-const ENTRY_OVERHEAD: usize = 64;
 
 /// Why a client left. The reason shapes both the notice others see and the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,30 +54,10 @@ impl fmt::Display for LeaveReason {
     }
 }
 
-/// A client's outgoing queue, bounded in bytes rather than in messages because a 1 KiB line
-/// and a 10-byte line cost different memory. The channel itself is unbounded; the byte count
-/// checked before every push is the bound.
-#[derive(Debug)]
-pub struct Outbox {
-    tx: mpsc::UnboundedSender<Bytes>,
-    limit: usize,
-}
-
 /// The client's queue had no room: it is disconnected as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("outgoing queue full")]
 pub struct QueueFull;
-
-/// The receiving end, drained by the connection's writer.
-#[derive(Debug)]
-pub struct OutboxReceiver {
-    pub rx: mpsc::UnboundedReceiver<Bytes>,
-}
-
-/// What the writer must subtract from the queue's byte count after writing `msg`.
-pub fn queued_cost(msg: &Bytes) -> usize {
-    msg.len() + ENTRY_OVERHEAD
-}
 
 /// One connected client as the rest of the server sees it.
 #[derive(Debug)]
@@ -104,38 +80,32 @@ impl Client {
         socket: Arc<TcpStream>,
         stats: ClientStats,
         queue_bytes: usize,
-    ) -> (Arc<Client>, OutboxReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let client = Arc::new(Client {
+    ) -> Arc<Client> {
+        Arc::new(Client {
             id,
             addr,
             stats,
             socket,
-            outbox: Outbox {
-                tx,
-                limit: queue_bytes,
-            },
+            outbox: Outbox::new(queue_bytes),
             kicked: CancellationToken::new(),
             kick_reason: OnceLock::new(),
-        });
-        (client, OutboxReceiver { rx })
+        })
     }
 
     /// Queues `msg` without waiting. A full queue disconnects the client as a slow consumer.
     pub fn push(&self, msg: Bytes) -> Result<(), QueueFull> {
-        let cost = queued_cost(&msg);
-        let before = self.stats.queued.fetch_add(cost, Relaxed);
-        if before + cost > self.outbox.limit {
-            self.stats.queued.fetch_sub(cost, Relaxed);
-            self.stats.dropped.fetch_add(1, Relaxed);
-            self.kick(LeaveReason::SlowConsumer);
-            return Err(QueueFull);
-        }
-        if self.outbox.tx.send(msg).is_err() {
-            // The writer is gone: the connection is closing for another reason already.
-            self.stats.queued.fetch_sub(cost, Relaxed);
-        }
-        Ok(())
+        self.outbox
+            .push(msg, &self.stats.queued)
+            .map_err(|Overflow| {
+                self.stats.dropped.fetch_add(1, Relaxed);
+                self.kick(LeaveReason::SlowConsumer);
+                QueueFull
+            })
+    }
+
+    /// The queue this client's writer drains.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Queues a text line, adding the `\n`.

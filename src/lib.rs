@@ -15,6 +15,7 @@
 //! - [`codec`]: line framing, the length bound and the text policy.
 //! - [`hub`]: who is connected under which nickname; fan-out to bounded per-client queues. It
 //!   never does socket I/O and never holds its lock across an `.await`.
+//! - [`outbox`]: a client's byte-bounded outgoing queue.
 //! - [`cmd`]: the command table and one module per command.
 //! - [`metrics`]: counters, rate windows, the fan-out histogram, `TCP_INFO` sampling.
 //! - [`config`]: the settings and their defaults.
@@ -24,6 +25,7 @@ pub mod codec;
 pub mod config;
 pub mod hub;
 pub mod metrics;
+pub mod outbox;
 pub mod server;
 pub mod session;
 
