@@ -10,8 +10,10 @@ test:
 	scripts/test-deps.sh
 	cargo test
 
+# linechat against redis-server and nats-server, side by side; writes BENCHMARKS.md.
+# Quick look: make bench SCENARIOS="S1 S2" REPS=1 DURATION=3
 bench:
-	cargo bench
+	bench/compare.sh
 
 # What CI runs.
 check:

@@ -5,6 +5,7 @@
 //! whether a framed line is text we are willing to show other people's terminals.
 
 use bytes::{Buf, Bytes, BytesMut};
+use memchr::memchr;
 use thiserror::Error;
 
 /// One unit of input from a client.
@@ -107,10 +108,6 @@ impl LineDecoder {
     pub fn max_line(&self) -> usize {
         self.max_line
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 /// Why a framed line was refused. The `Display` text is what the sender is told.
