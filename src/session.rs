@@ -39,6 +39,10 @@ const READ_CHUNK: usize = 8 * 1024;
 /// that a backlog leaves in few syscalls, small enough for the slice array to sit on the stack.
 const MAX_IOV: usize = 256;
 
+/// Queue slots a writer keeps between batches (32 bytes each). Swapped back and forth with the
+/// outbox, this bounds what an idle client's two queues hold after any burst.
+const KEEP_BATCH_CAPACITY: usize = 16;
+
 /// How long a closing connection waits for the peer to close its side after our FIN, so that
 /// unread input does not make the kernel answer with a reset that destroys our final lines.
 const LINGER: Duration = Duration::from_secs(1);
@@ -489,6 +493,11 @@ async fn write_loop(shared: Arc<Shared>, client: Arc<Client>) {
         client.stats.bytes_out.add(clock, bytes as u64);
         shared.metrics.bytes_out.add(clock, bytes as u64);
         batch.clear();
+        if batch.capacity() > KEEP_BATCH_CAPACITY {
+            // A burst (a join storm, a paste) must not leave every client holding a queue
+            // sized for it: the allocation goes back and the next burst grows a new one.
+            batch = VecDeque::new();
+        }
     }
     outbox.finish(&client.stats.queued);
 }
