@@ -67,6 +67,10 @@ struct Args {
           default_value_t = Config::default().shutdown_grace.as_secs())]
     shutdown_grace: u64,
 
+    /// Worker threads for the async runtime; 0 = one per CPU core.
+    #[arg(long, env = "LINECHAT_THREADS", default_value_t = 0)]
+    threads: usize,
+
     /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
     #[arg(long, env = "LINECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -133,7 +137,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let addr = args.addr()?;
     raise_open_file_limit();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        runtime.worker_threads(args.threads);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = linechat::server::bind(addr).await?;
         linechat::server::run(listener, config, shutdown_signal()).await;
