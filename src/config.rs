@@ -28,6 +28,12 @@ pub struct Config {
     /// How often each connection's `TCP_INFO` is sampled for the latency figures, besides the
     /// samples taken on `/ping` and `/metrics`.
     pub rtt_sample_interval: Duration,
+    /// Messages of a room shown to a client entering it (the lobby included, at connect);
+    /// 0 = no scrollback.
+    pub history: usize,
+    /// Messages kept per room for scrollback and `/history`; 0 = none. Memory for history is
+    /// at most this many lines per room.
+    pub history_retain: usize,
 }
 
 impl Default for Config {
@@ -45,6 +51,10 @@ impl Default for Config {
             rate_burst: 50,
             shutdown_grace: Duration::from_secs(5),
             rtt_sample_interval: Duration::from_secs(10),
+            // A screenful: enough to pick up a conversation without burying the present.
+            history: 20,
+            // At most some 1 MB of 1 KiB lines per room; chat-sized lines far less.
+            history_retain: 1000,
         }
     }
 }

@@ -1,22 +1,28 @@
-//! Who is connected, under which nickname, and fan-out to their bounded queues.
+//! Who is connected, under which nickname, in which room, and fan-out to their bounded queues.
 //!
 //! The hub never touches a socket and never awaits: every operation takes the state lock, hands
 //! `Bytes` to per-client queues with a non-blocking push, and returns. Text is formatted once,
 //! before the lock where possible, and every recipient gets a reference-counted clone of it.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::metrics::{lock, ClientStats};
 use crate::outbox::{Outbox, Overflow};
+use crate::room::{
+    render_history, room_name, Entry, Room, RoomError, RoomId, Topic, LOBBY, LOBBY_ID,
+    MAX_IDLE_ROOMS,
+};
 
 /// Connection number, unique for the server's life; shown in logs.
 pub type ClientId = u64;
@@ -161,37 +167,146 @@ pub fn validate_nick(name: &str) -> Result<(), NickError> {
 struct Member {
     nick: Arc<str>,
     client: Arc<Client>,
+    room: RoomId,
+    /// Index of `client` in its room's member list, so leaving a room is O(1).
+    slot: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     members: HashMap<ClientId, Member>,
     /// Lower-cased nickname → client, for case-insensitive uniqueness.
     by_nick: HashMap<String, ClientId>,
+    rooms: HashMap<RoomId, Room>,
+    /// Lower-cased room name → room.
+    room_ids: HashMap<String, RoomId>,
+    next_room: RoomId,
+    /// Rooms that emptied while holding history, oldest first, with their `emptied` count at
+    /// the time; bounded by [`MAX_IDLE_ROOMS`].
+    idle: VecDeque<(RoomId, u64)>,
 }
 
 impl State {
-    /// Queues `msg` for every member but `except`. Full queues kick their owners; the sessions
-    /// of those clients do the leaving, outside this lock.
-    fn fan_out(&self, msg: &Bytes, except: Option<ClientId>) {
-        for (id, member) in &self.members {
-            if Some(*id) != except {
-                deliver(member, msg.clone());
+    fn new() -> State {
+        let mut state = State {
+            members: HashMap::new(),
+            by_nick: HashMap::new(),
+            rooms: HashMap::new(),
+            room_ids: HashMap::new(),
+            next_room: LOBBY_ID + 1,
+            idle: VecDeque::new(),
+        };
+        state.rooms.insert(LOBBY_ID, Room::new(LOBBY));
+        state.room_ids.insert(LOBBY.to_owned(), LOBBY_ID);
+        state
+    }
+
+    fn room_of(&self, id: ClientId) -> Option<&Room> {
+        self.rooms.get(&self.members.get(&id)?.room)
+    }
+
+    /// Adds a member (not yet in `members`' room lists) to `room`, returning its slot.
+    fn enter(&mut self, room: RoomId, client: &Arc<Client>) -> usize {
+        let list = &mut self.rooms.get_mut(&room).expect("room exists").members;
+        list.push(client.clone());
+        list.len() - 1
+    }
+
+    /// Takes `id` out of its room's member list, keeping the moved member's slot right.
+    fn exit(&mut self, id: ClientId) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let (room, slot) = (member.room, member.slot);
+        let list = &mut self.rooms.get_mut(&room).expect("room exists").members;
+        list.swap_remove(slot);
+        if let Some(moved) = list.get(slot) {
+            let moved = moved.id;
+            self.members.get_mut(&moved).expect("member").slot = slot;
+        }
+    }
+
+    /// Forgets `room` if nobody is in it and it holds nothing worth keeping; an empty room
+    /// with history is kept, up to [`MAX_IDLE_ROOMS`] of them.
+    fn tidy(&mut self, id: RoomId) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        if id == LOBBY_ID || !room.members.is_empty() {
+            return;
+        }
+        if !room.has_history() {
+            self.remove_room(id);
+            return;
+        }
+        room.emptied += 1;
+        self.idle.push_back((id, room.emptied));
+        while self.idle.len() > MAX_IDLE_ROOMS {
+            let (old, emptied) = self.idle.pop_front().expect("non-empty");
+            let stale = self
+                .rooms
+                .get(&old)
+                .is_some_and(|r| r.members.is_empty() && r.emptied == emptied);
+            if stale {
+                self.remove_room(old);
             }
+        }
+    }
+
+    fn remove_room(&mut self, id: RoomId) {
+        if let Some(room) = self.rooms.remove(&id) {
+            self.room_ids.remove(&room.name.to_ascii_lowercase());
         }
     }
 }
 
-fn deliver(member: &Member, msg: Bytes) {
-    // A full queue has already kicked its owner; the owner's session counts and logs it.
-    let _ = member.client.push(msg);
+/// Scrollback shown when a client enters a room, and how much history each room keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Messages shown on entering a room; 0 = none.
+    pub scrollback: usize,
+    /// Messages kept per room; 0 = none.
+    pub retain: usize,
+    /// Most bytes of history sent at once: half a client's queue, so history alone can never
+    /// get a client disconnected as a slow consumer.
+    pub budget: usize,
 }
 
-/// The registry of joined clients.
-#[derive(Debug, Default)]
+impl HistoryConfig {
+    pub fn from_config(config: &Config) -> Self {
+        HistoryConfig {
+            scrollback: config.history,
+            retain: config.history_retain,
+            budget: config.queue_bytes / 2,
+        }
+    }
+}
+
+/// Room listing for `/rooms` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct RoomInfo {
+    pub name: Arc<str>,
+    pub members: usize,
+    pub messages: u64,
+    /// Whether the client that asked is in it.
+    pub here: bool,
+}
+
+/// Why a private message was not delivered. `Display` is what the sender is told.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PrivateError {
+    #[error("Error: nobody called {0} is connected.")]
+    NoSuchNick(String),
+    #[error("Error: that is you; a private message goes to someone else.")]
+    ToSelf,
+}
+
+/// The registry of joined clients and of the rooms they are in.
+#[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
     next_guest: AtomicU64,
+    history: HistoryConfig,
 }
 
 /// A joined client as listed by [`Hub::members`].
@@ -201,17 +316,33 @@ pub struct MemberInfo {
     pub client: Arc<Client>,
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
 impl Hub {
+    /// A hub with the default history settings.
     pub fn new() -> Self {
+        Hub::with_history(HistoryConfig::from_config(&Config::default()))
+    }
+
+    pub fn with_history(history: HistoryConfig) -> Self {
         Hub {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new()),
             next_guest: AtomicU64::new(1),
+            history,
         }
     }
 
-    /// Registers `client` under `nick` (or a free `guest-N` when `None`), welcomes it and
-    /// announces it to everyone else, all under one lock so nobody sees the newcomer speak
-    /// before being told it joined.
+    pub fn history_config(&self) -> HistoryConfig {
+        self.history
+    }
+
+    /// Registers `client` under `nick` (or a free `guest-N` when `None`) in the lobby, welcomes
+    /// it (with the lobby's topic and scrollback) and announces it to the lobby, all under one
+    /// lock so nobody sees the newcomer speak before being told it joined.
     pub fn join(&self, client: &Arc<Client>, nick: Option<&str>) -> Result<Arc<str>, NickError> {
         let mut state = lock(&self.state);
         let nick: Arc<str> = match nick {
@@ -230,39 +361,62 @@ impl Hub {
                 }
             },
         };
+        let lobby = state.rooms.get(&LOBBY_ID).expect("lobby");
+        let mut welcome =
+            format!("Welcome to the chat, {nick}!\nType /help for the list of commands.\n");
+        if let Some(topic) = &lobby.topic {
+            push_topic_line(&mut welcome, &lobby.name, topic);
+        }
         // The welcome cannot fail: it is the first thing queued after the prompt.
-        let _ = client.send_line(format_args!(
-            "Welcome to the chat, {nick}!\nType /help for the list of commands."
-        ));
+        let _ = client.push(Bytes::from(welcome));
+        self.scrollback(client, lobby);
         let notice = Bytes::from(format!("{nick} has joined the chat.\n"));
-        state.fan_out(&notice, None);
+        lobby.fan_out(&notice, None);
+        let slot = state.enter(LOBBY_ID, client);
         state.by_nick.insert(nick.to_ascii_lowercase(), client.id);
         state.members.insert(
             client.id,
             Member {
                 nick: nick.clone(),
                 client: client.clone(),
+                room: LOBBY_ID,
+                slot,
             },
         );
         Ok(nick)
     }
 
-    /// Removes a client and tells the others why it left (except at shutdown, where one
+    /// Queues the room's last messages for someone entering it; nothing if there are none.
+    fn scrollback(&self, client: &Client, room: &Room) {
+        if self.history.scrollback > 0 && room.has_history() {
+            let block = render_history(
+                &room.name,
+                room.recent(self.history.scrollback),
+                self.history.budget,
+            );
+            let _ = client.push(block);
+        }
+    }
+
+    /// Removes a client and tells its room why it left (except at shutdown, where one
     /// shutdown notice replaces everyone's leave notices).
     pub fn leave(&self, id: ClientId, reason: LeaveReason) {
         let mut state = lock(&self.state);
+        state.exit(id);
         let Some(member) = state.members.remove(&id) else {
             return;
         };
         state.by_nick.remove(&member.nick.to_ascii_lowercase());
-        if reason == LeaveReason::Shutdown {
-            return;
+        if reason != LeaveReason::Shutdown {
+            let notice = match reason.explanation() {
+                None => format!("{} has left the chat.\n", member.nick),
+                Some(why) => format!("{} has left the chat ({why}).\n", member.nick),
+            };
+            if let Some(room) = state.rooms.get(&member.room) {
+                room.fan_out(&Bytes::from(notice), None);
+            }
         }
-        let notice = match reason.explanation() {
-            None => format!("{} has left the chat.\n", member.nick),
-            Some(why) => format!("{} has left the chat ({why}).\n", member.nick),
-        };
-        state.fan_out(&Bytes::from(notice), None);
+        state.tidy(member.room);
     }
 
     /// Renames `id` to `new`. The caller has already checked that `new` differs from the
@@ -283,18 +437,175 @@ impl Hub {
         state.by_nick.insert(key, id);
         let _ = client.send_line(format_args!("Your nickname has been changed to {new}"));
         let notice = Bytes::from(format!("{old} changed nickname to {new}\n"));
-        state.fan_out(&notice, Some(id));
+        if let Some(room) = state.room_of(id) {
+            room.fan_out(&notice, Some(id));
+        }
         Ok(new.into())
     }
 
-    /// Relays an already formatted chat line to everyone but its sender.
+    /// Relays an already formatted chat line (or action) to the rest of its sender's room and
+    /// keeps it in the room's history.
     pub fn broadcast(&self, from: ClientId, msg: &Bytes) {
-        lock(&self.state).fan_out(msg, Some(from));
+        let at = SystemTime::now();
+        let mut state = lock(&self.state);
+        let State { members, rooms, .. } = &mut *state;
+        let Some(room) = members.get(&from).and_then(|m| rooms.get_mut(&m.room)) else {
+            return;
+        };
+        room.fan_out(msg, Some(from));
+        room.record(msg, at, self.history.retain);
     }
 
-    /// Queues a message for everyone (server notices).
+    /// Queues a message for everyone in every room (server notices).
     pub fn announce(&self, msg: &Bytes) {
-        lock(&self.state).fan_out(msg, None);
+        for member in lock(&self.state).members.values() {
+            let _ = member.client.push(msg.clone());
+        }
+    }
+
+    /// Moves `id` into the room called `name` (creating it), telling the room it left, the room
+    /// it enters, and the mover (with the new room's topic and scrollback).
+    pub fn move_to(&self, id: ClientId, name: &str) -> Result<(), RoomError> {
+        let (display, key) = room_name(name)?;
+        let mut state = lock(&self.state);
+        let Some(member) = state.members.get(&id) else {
+            return Ok(());
+        };
+        let (nick, client, old) = (member.nick.clone(), member.client.clone(), member.room);
+        let new = match state.room_ids.get(&key) {
+            Some(&new) if new == old => {
+                let name = state.rooms[&new].name.clone();
+                return Err(RoomError::AlreadyThere(name));
+            }
+            Some(&new) => new,
+            None => {
+                let new = state.next_room;
+                state.next_room += 1;
+                state.rooms.insert(new, Room::new(display));
+                state.room_ids.insert(key, new);
+                new
+            }
+        };
+        state.exit(id);
+        let left = Bytes::from(format!("{nick} has left the room.\n"));
+        state.rooms[&old].fan_out(&left, None);
+        let joined = Bytes::from(format!("{nick} has joined the room.\n"));
+        state.rooms[&new].fan_out(&joined, None);
+        let slot = state.enter(new, &client);
+        let member = state.members.get_mut(&id).expect("member");
+        member.room = new;
+        member.slot = slot;
+        let room = &state.rooms[&new];
+        let mut intro = match room.members.len() {
+            1 => format!("You are now in {} (just you so far).\n", room.name),
+            n => format!("You are now in {} ({n} people here).\n", room.name),
+        };
+        if let Some(topic) = &room.topic {
+            push_topic_line(&mut intro, &room.name, topic);
+        }
+        let _ = client.push(Bytes::from(intro));
+        self.scrollback(&client, room);
+        state.tidy(old);
+        Ok(())
+    }
+
+    /// The name of `id`'s room, or of the room called `name`, and who is in it, sorted.
+    pub fn who(
+        &self,
+        id: ClientId,
+        name: Option<&str>,
+    ) -> Result<(Arc<str>, Vec<Arc<str>>), RoomError> {
+        let state = lock(&self.state);
+        let room = match name {
+            None => state.room_of(id),
+            Some(typed) => {
+                let (_, key) = room_name(typed)?;
+                state.room_ids.get(&key).and_then(|r| state.rooms.get(r))
+            }
+        };
+        let Some(room) = room else {
+            return Err(RoomError::NoSuchRoom(name.unwrap_or(LOBBY).to_owned()));
+        };
+        let mut nicks: Vec<Arc<str>> = room
+            .members
+            .iter()
+            .filter_map(|c| state.members.get(&c.id).map(|m| m.nick.clone()))
+            .collect();
+        let room_name = room.name.clone();
+        drop(state);
+        nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
+        Ok((room_name, nicks))
+    }
+
+    /// Every room, unsorted, with `here` set on `id`'s.
+    pub fn rooms(&self, id: Option<ClientId>) -> Vec<RoomInfo> {
+        let state = lock(&self.state);
+        let mine = id.and_then(|id| state.members.get(&id)).map(|m| m.room);
+        state
+            .rooms
+            .iter()
+            .map(|(&rid, room)| RoomInfo {
+                name: room.name.clone(),
+                members: room.members.len(),
+                messages: room.messages,
+                here: Some(rid) == mine,
+            })
+            .collect()
+    }
+
+    /// The name of `id`'s room and its last `n` messages, newest first. Copies only
+    /// reference-counted handles under the lock; rendering happens outside it.
+    pub fn history(&self, id: ClientId, n: usize) -> Option<(Arc<str>, Vec<Entry>)> {
+        let state = lock(&self.state);
+        let room = state.room_of(id)?;
+        Some((room.name.clone(), room.recent(n).cloned().collect()))
+    }
+
+    /// The name and topic of `id`'s room.
+    pub fn topic(&self, id: ClientId) -> Option<(Arc<str>, Option<Topic>)> {
+        let state = lock(&self.state);
+        let room = state.room_of(id)?;
+        Some((room.name.clone(), room.topic.clone()))
+    }
+
+    /// Sets the topic of `id`'s room and tells everyone in it, the setter included.
+    pub fn set_topic(&self, id: ClientId, text: &str) {
+        let mut state = lock(&self.state);
+        let State { members, rooms, .. } = &mut *state;
+        let Some(member) = members.get(&id) else {
+            return;
+        };
+        let room = rooms.get_mut(&member.room).expect("room exists");
+        let notice = Bytes::from(format!(
+            "{} set the topic of {}: {text}\n",
+            member.nick, room.name
+        ));
+        room.topic = Some(Topic {
+            text: text.to_owned(),
+            by: member.nick.clone(),
+        });
+        room.fan_out(&notice, None);
+    }
+
+    /// Queues an already formatted private message for the client called `to`, wherever it
+    /// is, and returns that client's nickname as registered.
+    pub fn send_private(
+        &self,
+        from: ClientId,
+        to: &str,
+        msg: Bytes,
+    ) -> Result<Arc<str>, PrivateError> {
+        let state = lock(&self.state);
+        let target = state
+            .by_nick
+            .get(&to.to_ascii_lowercase())
+            .and_then(|id| state.members.get(id))
+            .ok_or_else(|| PrivateError::NoSuchNick(to.to_owned()))?;
+        if target.client.id == from {
+            return Err(PrivateError::ToSelf);
+        }
+        let _ = target.client.push(msg);
+        Ok(target.nick.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -327,6 +638,11 @@ impl Hub {
             client: m.client.clone(),
         })
     }
+}
+
+/// `Topic of dev: release on Friday (set by alice)` plus a newline.
+pub fn push_topic_line(out: &mut String, room: &str, topic: &Topic) {
+    let _ = writeln!(out, "Topic of {room}: {} (set by {})", topic.text, topic.by);
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 //! - [`session`]: one connection: reads lines, runs commands, and its writer task drains the
 //!   client's queue to the socket.
 //! - [`codec`]: line framing, the length bound and the text policy.
-//! - [`hub`]: who is connected under which nickname; fan-out to bounded per-client queues. It
-//!   never does socket I/O and never holds its lock across an `.await`.
+//! - [`hub`]: who is connected under which nickname and in which room; fan-out to bounded
+//!   per-client queues. It never does socket I/O and never holds its lock across an `.await`.
 //! - [`outbox`]: a client's byte-bounded outgoing queue.
+//! - [`room`]: a room's members, topic and bounded history; room names; history rendering.
 //! - [`cmd`]: the command table and one module per command.
 //! - [`metrics`]: counters, rate windows, the fan-out histogram, `TCP_INFO` sampling.
 //! - [`config`]: the settings and their defaults.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod room;
 pub mod server;
 pub mod session;
 

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{field, info_span, Instrument};
 
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{HistoryConfig, Hub};
 use crate::metrics::ServerMetrics;
 use crate::session;
 
@@ -76,8 +76,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let max_clients = config.max_clients;
     let shared = Arc::new(Shared {
+        hub: Hub::with_history(HistoryConfig::from_config(&config)),
         config,
-        hub: Hub::new(),
         metrics: ServerMetrics::default(),
         shutdown: CancellationToken::new(),
     });

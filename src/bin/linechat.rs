@@ -67,6 +67,19 @@ struct Args {
           default_value_t = Config::default().shutdown_grace.as_secs())]
     shutdown_grace: u64,
 
+    /// Messages of a room shown to a client entering it (the lobby at connect, or /join);
+    /// 0 = no scrollback.
+    #[arg(long, env = "LINECHAT_HISTORY", value_name = "N",
+          default_value_t = Config::default().history,
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=100_000))]
+    history: usize,
+
+    /// Messages kept per room for scrollback and /history; 0 = keep none.
+    #[arg(long, env = "LINECHAT_HISTORY_RETAIN", value_name = "N",
+          default_value_t = Config::default().history_retain,
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=100_000))]
+    history_retain: usize,
+
     /// Worker threads for the async runtime; 0 = one per CPU core.
     #[arg(long, env = "LINECHAT_THREADS", default_value_t = 0)]
     threads: usize,
@@ -103,6 +116,8 @@ impl Args {
             rate_limit: (self.rate_limit > 0.0).then_some(self.rate_limit),
             rate_burst: self.rate_burst,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            history: self.history,
+            history_retain: self.history_retain,
             ..Config::default()
         })
     }

@@ -6,12 +6,16 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::rooms::plural;
 use super::{Command, Ctx, Flow, Spec};
-use crate::hub::{validate_nick, MemberInfo};
+use crate::hub::{validate_nick, MemberInfo, RoomInfo};
 use crate::metrics::{lock, Counter, ServerMetrics, WINDOW_SECS};
 
 /// Blocks shown by a plain `/metrics`, so 10 000 clients do not flood the caller's terminal.
 pub const MAX_CLIENT_BLOCKS: usize = 20;
+
+/// Rooms shown by `/metrics`, the fullest first, for the same reason.
+pub const MAX_ROOM_LINES: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metrics {
@@ -41,7 +45,11 @@ impl Metrics {
             }
             return Flow::Continue;
         }
-        ctx.reply(server_report(&shared.hub.members(), &shared.metrics).trim_end());
+        let mut report = server_report(&shared.hub.members(), &shared.metrics);
+        let mut rooms = shared.hub.rooms(None);
+        super::rooms::sort_fullest_first(&mut rooms);
+        room_lines(&mut report, &rooms);
+        ctx.reply(report.trim_end());
         Flow::Continue
     }
 }
@@ -113,6 +121,27 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
         None => out.push_str("Fan-out latency: no messages yet\n"),
     }
     out
+}
+
+/// `Rooms: 3` and a line per room, at most [`MAX_ROOM_LINES`] of them, fullest first.
+fn room_lines(out: &mut String, rooms: &[RoomInfo]) {
+    let _ = writeln!(out, "Rooms: {}", rooms.len());
+    for room in rooms.iter().take(MAX_ROOM_LINES) {
+        let _ = writeln!(
+            out,
+            " - {}: {}, {}",
+            room.name,
+            plural(room.members as u64, "member", "members"),
+            plural(room.messages, "message", "messages")
+        );
+    }
+    if rooms.len() > MAX_ROOM_LINES {
+        let _ = writeln!(
+            out,
+            " ... and {} more rooms (/rooms lists more)",
+            rooms.len() - MAX_ROOM_LINES
+        );
+    }
 }
 
 fn client_block(member: &MemberInfo, m: &ServerMetrics) -> String {

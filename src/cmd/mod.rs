@@ -1,6 +1,7 @@
 //! The commands a joined client can type: one table drives both parsing and `/help`, and each
 //! command lives in its own file whose doc comment is its grammar.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -10,15 +11,23 @@ use crate::server::Shared;
 
 mod echo;
 mod help;
+mod history;
+mod join;
+mod leave;
+mod me;
 mod metrics;
+mod msg;
 mod nick;
 mod ping;
 mod quit;
+mod rooms;
 mod throughput;
 mod time;
+mod topic;
 mod who;
 
-pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS};
+pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS, MAX_ROOM_LINES};
+pub use self::rooms::MAX_ROOMS_LISTED;
 
 /// One row of the command table.
 #[derive(Debug)]
@@ -59,6 +68,13 @@ pub const COMMANDS: &[Spec] = &[
     nick::SPEC,
     echo::SPEC,
     who::SPEC,
+    join::SPEC,
+    leave::SPEC,
+    rooms::SPEC,
+    msg::SPEC,
+    me::SPEC,
+    history::SPEC,
+    topic::SPEC,
     metrics::SPEC,
     throughput::SPEC,
     quit::SPEC,
@@ -71,7 +87,14 @@ pub enum Command {
     Ping(ping::Ping),
     Nick(nick::Nick),
     Echo(echo::Echo),
-    Who,
+    Who(who::Who),
+    Join(join::Join),
+    Leave,
+    Rooms,
+    Msg(msg::Msg),
+    Me(me::Me),
+    History(history::History),
+    Topic(topic::Topic),
     Metrics(metrics::Metrics),
     Throughput,
     Quit,
@@ -119,6 +142,14 @@ impl Ctx<'_> {
     pub fn reply(&self, text: impl std::fmt::Display) {
         let _ = self.client.send_line(text);
     }
+
+    /// Counts a message the caller sent (a private message or an action) the way a chat line
+    /// is counted: in Total Messages and in the caller's Messages.
+    pub fn count_message(&self) {
+        let metrics = &self.shared.metrics;
+        metrics.messages.add(&metrics.clock, 1);
+        self.client.stats.messages.fetch_add(1, Relaxed);
+    }
 }
 
 impl Command {
@@ -129,7 +160,14 @@ impl Command {
             Command::Ping(cmd) => cmd.run(ctx),
             Command::Nick(cmd) => cmd.run(ctx),
             Command::Echo(cmd) => cmd.run(ctx),
-            Command::Who => who::run(ctx),
+            Command::Who(cmd) => cmd.run(ctx),
+            Command::Join(cmd) => cmd.run(ctx),
+            Command::Leave => leave::run(ctx),
+            Command::Rooms => rooms::run(ctx),
+            Command::Msg(cmd) => cmd.run(ctx),
+            Command::Me(cmd) => cmd.run(ctx),
+            Command::History(cmd) => cmd.run(ctx),
+            Command::Topic(cmd) => cmd.run(ctx),
             Command::Metrics(cmd) => cmd.run(ctx),
             Command::Throughput => throughput::run(ctx),
             Command::Quit => quit::run(ctx),

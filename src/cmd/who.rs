@@ -1,21 +1,39 @@
-//! `/who` — the nicknames of everyone in the caller's room.
+//! `/who [room]` — the nicknames of everyone in the caller's room, or in the named room:
+//! `In lobby (2): alice, bob`.
 
-use super::{no_args, Command, Ctx, Flow, Spec};
+use super::{Command, Ctx, Flow, Spec};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    pub room: Option<String>,
+}
 
 pub const SPEC: Spec = Spec {
     name: "who",
-    args: "",
-    help: "list the people in your room",
-    parse: |args| no_args(args, Command::Who),
+    args: "[room]",
+    help: "list the people in your room, or in another",
+    parse: |args| match args {
+        "" => Some(Command::Who(Who { room: None })),
+        room if !room.contains(char::is_whitespace) => Some(Command::Who(Who {
+            room: Some(room.to_owned()),
+        })),
+        _ => None,
+    },
 };
 
-pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    let members = ctx.shared.hub.members();
-    let names: Vec<&str> = members.iter().map(|m| &*m.nick).collect();
-    ctx.reply(format_args!(
-        "In lobby ({}): {}",
-        names.len(),
-        names.join(", ")
-    ));
-    Flow::Continue
+impl Who {
+    pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        match ctx.shared.hub.who(ctx.client.id, self.room.as_deref()) {
+            Ok((room, nicks)) if nicks.is_empty() => {
+                ctx.reply(format_args!("In {room} (0): nobody"))
+            }
+            Ok((room, nicks)) => ctx.reply(format_args!(
+                "In {room} ({}): {}",
+                nicks.len(),
+                nicks.join(", ")
+            )),
+            Err(e) => ctx.reply(e),
+        }
+        Flow::Continue
+    }
 }

@@ -9,5 +9,6 @@ mod framing;
 mod limits;
 mod netcat;
 mod props;
+mod rooms;
 mod shutdown;
 mod timers;

@@ -1,0 +1,43 @@
+//! `/msg <nick> <text>` — a private message: only `<nick>` gets `[private] alice: text`,
+//! wherever it is; the sender gets `[private to bob] text`. An unknown nick, or the sender's
+//! own, gets an error.
+
+use bytes::Bytes;
+
+use super::{Command, Ctx, Flow, Spec};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub to: String,
+    pub text: String,
+}
+
+pub const SPEC: Spec = Spec {
+    name: "msg",
+    args: "<nick> <text>",
+    help: "send a private message",
+    parse: |args| {
+        let (to, text) = args.split_once(char::is_whitespace)?;
+        let text = text.trim_start();
+        (!text.is_empty()).then(|| {
+            Command::Msg(Msg {
+                to: to.to_owned(),
+                text: text.to_owned(),
+            })
+        })
+    },
+};
+
+impl Msg {
+    pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        let line = Bytes::from(format!("[private] {}: {}\n", ctx.nick, self.text));
+        match ctx.shared.hub.send_private(ctx.client.id, &self.to, line) {
+            Ok(to) => {
+                ctx.count_message();
+                ctx.reply(format_args!("[private to {to}] {}", self.text));
+            }
+            Err(e) => ctx.reply(e),
+        }
+        Flow::Continue
+    }
+}

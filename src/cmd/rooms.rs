@@ -1,0 +1,63 @@
+//! `/rooms` — every room with its member and message counts, the caller's marked:
+//! `* lobby: 3 people, 12 messages (you are here)`. At most [`MAX_ROOMS_LISTED`] rooms, the
+//! fullest first; the caller's is always among them.
+
+use std::fmt::Write;
+
+use super::{no_args, Command, Ctx, Flow, Spec};
+use crate::hub::RoomInfo;
+
+/// Rooms listed at most, so a server with thousands of rooms does not flood the caller.
+pub const MAX_ROOMS_LISTED: usize = 50;
+
+pub const SPEC: Spec = Spec {
+    name: "rooms",
+    args: "",
+    help: "list the rooms, with people and messages",
+    parse: |args| no_args(args, Command::Rooms),
+};
+
+pub fn run(ctx: &mut Ctx<'_>) -> Flow {
+    let mut rooms = ctx.shared.hub.rooms(Some(ctx.client.id));
+    sort_fullest_first(&mut rooms);
+    let total = rooms.len();
+    if let Some(mine) = rooms.iter().position(|r| r.here) {
+        if mine >= MAX_ROOMS_LISTED {
+            rooms.swap(mine, MAX_ROOMS_LISTED - 1);
+        }
+    }
+    let mut out = format!("Rooms ({total}):");
+    for room in rooms.iter().take(MAX_ROOMS_LISTED) {
+        let _ = write!(
+            out,
+            "\n{} {}: {}, {}{}",
+            if room.here { '*' } else { ' ' },
+            room.name,
+            plural(room.members as u64, "person", "people"),
+            plural(room.messages, "message", "messages"),
+            if room.here { " (you are here)" } else { "" },
+        );
+    }
+    if total > MAX_ROOMS_LISTED {
+        let _ = write!(
+            out,
+            "\n  ... and {} more rooms (/who <room> shows one)",
+            total - MAX_ROOMS_LISTED
+        );
+    }
+    ctx.reply(out);
+    Flow::Continue
+}
+
+/// Most members first, then by name (case-insensitively), so listings are stable.
+pub(super) fn sort_fullest_first(rooms: &mut [RoomInfo]) {
+    rooms.sort_by_cached_key(|r| (std::cmp::Reverse(r.members), r.name.to_ascii_lowercase()));
+}
+
+pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}

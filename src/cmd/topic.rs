@@ -1,0 +1,44 @@
+//! `/topic [text]` — shows the caller's room's topic, or sets it: everyone in the room, the
+//! setter included, gets `alice set the topic of dev: text`. Whoever enters the room is shown
+//! it.
+
+use super::{Command, Ctx, Flow, Spec};
+use crate::hub::push_topic_line;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    pub text: Option<String>,
+}
+
+pub const SPEC: Spec = Spec {
+    name: "topic",
+    args: "[text]",
+    help: "show or set your room's topic",
+    parse: |args| {
+        Some(Command::Topic(Topic {
+            text: (!args.is_empty()).then(|| args.to_owned()),
+        }))
+    },
+};
+
+impl Topic {
+    pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        let hub = &ctx.shared.hub;
+        if let Some(text) = self.text {
+            hub.set_topic(ctx.client.id, &text);
+            return Flow::Continue;
+        }
+        match hub.topic(ctx.client.id) {
+            Some((room, Some(topic))) => {
+                let mut line = String::new();
+                push_topic_line(&mut line, &room, &topic);
+                ctx.reply(line.trim_end());
+            }
+            Some((room, None)) => ctx.reply(format_args!(
+                "No topic is set in {room}; /topic <text> sets one."
+            )),
+            None => {}
+        }
+        Flow::Continue
+    }
+}
