@@ -423,7 +423,14 @@ async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
         socket.readable().await?;
         buf.reserve(READ_CHUNK);
         match socket.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Readiness was stale (it is cleared only by a read that would block): give the
+                // empty buffer back before waiting, or every idle connection would hold one.
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                continue;
+            }
             result => return result,
         }
     }
