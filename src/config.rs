@@ -25,6 +25,11 @@ pub struct Config {
     pub rate_burst: u32,
     /// How long shutdown waits for queued output to reach clients before closing anyway.
     pub shutdown_grace: Duration,
+    /// Rooms with more listeners than this hear no individual join and leave notices, only a
+    /// summary every [`Config::presence_interval`]; 0 = always individual notices.
+    pub announce_limit: usize,
+    /// How often big rooms get their presence summary.
+    pub presence_interval: Duration,
     /// How often each connection's `TCP_INFO` is sampled for the latency figures, besides the
     /// samples taken on `/ping` and `/metrics`.
     pub rtt_sample_interval: Duration,
@@ -51,6 +56,10 @@ impl Default for Config {
             rate_burst: 50,
             shutdown_grace: Duration::from_secs(5),
             rtt_sample_interval: Duration::from_secs(10),
+            // Beyond a hundred people a notice per arrival is noise, and it is where the
+            // N²/2 cost of announcing joins starts to dominate (Twitch stops at 1000).
+            announce_limit: 100,
+            presence_interval: Duration::from_secs(10),
             // A screenful: enough to pick up a conversation without burying the present.
             history: 20,
             // At most some 1 MB of 1 KiB lines per room; chat-sized lines far less.

@@ -307,6 +307,9 @@ pub struct Hub {
     state: Mutex<State>,
     next_guest: AtomicU64,
     history: HistoryConfig,
+    /// Rooms with more listeners than this get presence summaries instead of a notice per
+    /// arrival and departure; 0 = always individual notices.
+    announce_limit: usize,
 }
 
 /// A joined client as listed by [`Hub::members`].
@@ -333,6 +336,24 @@ impl Hub {
             state: Mutex::new(State::new()),
             next_guest: AtomicU64::new(1),
             history,
+            announce_limit: Config::default().announce_limit,
+        }
+    }
+
+    /// Sets the room size above which arrivals and departures are summarised.
+    pub fn with_announce_limit(mut self, limit: usize) -> Self {
+        self.announce_limit = limit;
+        self
+    }
+
+    /// Tells every room with unannounced arrivals or departures how many there were in the
+    /// last `period_secs`. Called by the server's presence ticker.
+    pub fn summarize_presence(&self, period_secs: u64) {
+        let mut state = lock(&self.state);
+        for room in state.rooms.values_mut() {
+            if let Some(summary) = room.presence_summary(period_secs) {
+                room.fan_out(&summary, None);
+            }
         }
     }
 
@@ -370,8 +391,9 @@ impl Hub {
         // The welcome cannot fail: it is the first thing queued after the prompt.
         let _ = client.push(Bytes::from(welcome));
         self.scrollback(client, lobby);
-        let notice = Bytes::from(format!("{nick} has joined the chat.\n"));
-        lobby.fan_out(&notice, None);
+        let limit = self.announce_limit;
+        let lobby = state.rooms.get_mut(&LOBBY_ID).expect("lobby");
+        lobby.presence(true, limit, || format!("{nick} has joined the chat.\n"));
         let slot = state.enter(LOBBY_ID, client);
         state.by_nick.insert(nick.to_ascii_lowercase(), client.id);
         state.members.insert(
@@ -408,12 +430,11 @@ impl Hub {
         };
         state.by_nick.remove(&member.nick.to_ascii_lowercase());
         if reason != LeaveReason::Shutdown {
-            let notice = match reason.explanation() {
-                None => format!("{} has left the chat.\n", member.nick),
-                Some(why) => format!("{} has left the chat ({why}).\n", member.nick),
-            };
-            if let Some(room) = state.rooms.get(&member.room) {
-                room.fan_out(&Bytes::from(notice), None);
+            if let Some(room) = state.rooms.get_mut(&member.room) {
+                room.presence(false, self.announce_limit, || match reason.explanation() {
+                    None => format!("{} has left the chat.\n", member.nick),
+                    Some(why) => format!("{} has left the chat ({why}).\n", member.nick),
+                });
             }
         }
         state.tidy(member.room);
@@ -487,10 +508,12 @@ impl Hub {
             }
         };
         state.exit(id);
-        let left = Bytes::from(format!("{nick} has left the room.\n"));
-        state.rooms[&old].fan_out(&left, None);
-        let joined = Bytes::from(format!("{nick} has joined the room.\n"));
-        state.rooms[&new].fan_out(&joined, None);
+        let limit = self.announce_limit;
+        let rooms = &mut state.rooms;
+        let old_room = rooms.get_mut(&old).expect("room exists");
+        old_room.presence(false, limit, || format!("{nick} has left the room.\n"));
+        let new_room = rooms.get_mut(&new).expect("room exists");
+        new_room.presence(true, limit, || format!("{nick} has joined the room.\n"));
         let slot = state.enter(new, &client);
         let member = state.members.get_mut(&id).expect("member");
         member.room = new;

@@ -78,6 +78,10 @@ pub struct Room {
     /// Counts how often the room has emptied, so a stale entry in the hub's idle list cannot
     /// evict a room that has been re-entered and left again since.
     pub emptied: u64,
+    /// Arrivals and departures not announced one by one because the room was too big; told
+    /// to the room in the next presence summary.
+    quiet_arrivals: u32,
+    quiet_departures: u32,
 }
 
 impl Room {
@@ -89,6 +93,8 @@ impl Room {
             history: VecDeque::new(),
             messages: 0,
             emptied: 0,
+            quiet_arrivals: 0,
+            quiet_departures: 0,
         }
     }
 
@@ -100,6 +106,40 @@ impl Room {
                 let _ = client.push(msg.clone());
             }
         }
+    }
+
+    /// Someone arrived (`arrived`) or left. Up to `limit` listeners (0 = no limit) each of
+    /// them hears `notice`; a bigger room only counts it for [`Room::presence_summary`], since
+    /// announcing every join to everyone costs N²/2 lines as a room fills.
+    pub fn presence(&mut self, arrived: bool, limit: usize, notice: impl FnOnce() -> String) {
+        if limit == 0 || self.members.len() <= limit {
+            self.fan_out(&Bytes::from(notice()), None);
+        } else if arrived {
+            self.quiet_arrivals += 1;
+        } else {
+            self.quiet_departures += 1;
+        }
+    }
+
+    /// The summary of the arrivals and departures counted since the last one, or `None` if
+    /// there were none (or nobody is left to tell).
+    pub fn presence_summary(&mut self, period_secs: u64) -> Option<Bytes> {
+        let (joined, left) = (self.quiet_arrivals, self.quiet_departures);
+        self.quiet_arrivals = 0;
+        self.quiet_departures = 0;
+        if joined + left == 0 || self.members.is_empty() {
+            return None;
+        }
+        let people = |n: u32| if n == 1 { "person" } else { "people" };
+        let what = match (joined, left) {
+            (j, 0) => format!("{j} {} joined", people(j)),
+            (0, l) => format!("{l} {} left", people(l)),
+            (j, l) => format!("{j} {} joined and {l} left", people(j)),
+        };
+        Some(Bytes::from(format!(
+            "{what} in the last {period_secs} s ({} here now).\n",
+            self.members.len()
+        )))
     }
 
     /// Counts a chat line and keeps it, dropping the oldest beyond `retain`.

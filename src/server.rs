@@ -76,7 +76,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let max_clients = config.max_clients;
     let shared = Arc::new(Shared {
-        hub: Hub::with_history(HistoryConfig::from_config(&config)),
+        hub: Hub::with_history(HistoryConfig::from_config(&config))
+            .with_announce_limit(config.announce_limit),
         config,
         metrics: ServerMetrics::default(),
         shutdown: CancellationToken::new(),
@@ -87,6 +88,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
         Ok(addr) => tracing::info!(%addr, "listening"),
         Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
     }
+
+    tracker.spawn(presence_ticker(shared.clone()));
 
     tokio::pin!(shutdown);
     loop {
@@ -131,6 +134,19 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
         );
     }
     tracing::info!("shutdown complete");
+}
+
+/// Sends big rooms their arrivals-and-departures summary every `presence_interval`.
+async fn presence_ticker(shared: Arc<Shared>) {
+    let period = shared.config.presence_interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticks.tick() => shared.hub.summarize_presence(period.as_secs()),
+        }
+    }
 }
 
 async fn accept_failed(e: &io::Error) {

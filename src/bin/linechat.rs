@@ -80,6 +80,12 @@ struct Args {
           value_parser = RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     history_retain: usize,
 
+    /// Rooms with more people than this get a summary of arrivals and departures every 10 s
+    /// instead of a notice for each; 0 = always a notice for each.
+    #[arg(long, env = "LINECHAT_ANNOUNCE_LIMIT", value_name = "N",
+          default_value_t = Config::default().announce_limit)]
+    announce_limit: usize,
+
     /// Worker threads for the async runtime; 0 = one per CPU core.
     #[arg(long, env = "LINECHAT_THREADS", default_value_t = 0)]
     threads: usize,
@@ -116,6 +122,7 @@ impl Args {
             rate_limit: (self.rate_limit > 0.0).then_some(self.rate_limit),
             rate_burst: self.rate_burst,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            announce_limit: self.announce_limit,
             history: self.history,
             history_retain: self.history_retain,
             ..Config::default()

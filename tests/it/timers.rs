@@ -158,3 +158,34 @@ async fn idle_timeout_zero_means_never() {
     c.expect("awake").await;
     server.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn big_rooms_get_presence_summaries_instead_of_a_notice_each() {
+    let server = TestServer::start(Config {
+        announce_limit: 2,
+        idle_timeout: None,
+        ..Config::default()
+    })
+    .await;
+    let mut a = join(&server, "a").await;
+    let _b = join(&server, "b").await;
+    a.expect("b has joined the chat.").await;
+    let _c = join(&server, "c").await;
+    a.expect("c has joined the chat.").await; // two listeners: still announced
+    let start = Instant::now();
+    let d = join(&server, "d").await; // three listeners: counted
+    let _e = join(&server, "e").await;
+    d.reset();
+    // /who stays exact whatever is announced.
+    let who = a.command("/who").await;
+    assert_eq!(who, ["In lobby (4): a, b, c, e"]);
+    a.expect("2 people joined and 1 left in the last 10 s (4 here now).")
+        .await;
+    assert_eq!((Instant::now() - start).as_secs(), 10);
+    // Nothing to report, nothing sent.
+    a.send("/echo later").await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    a.expect("later").await;
+    assert_eq!(a.sync().await, Vec::<String>::new());
+    server.stop().await;
+}
