@@ -564,3 +564,28 @@ async fn linger_close(socket: &TcpStream) {
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readiness stays set until a read would block, so the wait after a consumed line starts
+    /// with a read that finds nothing; the buffer reserved for it must not be kept while idle.
+    #[tokio::test]
+    async fn an_idle_reader_holds_no_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"alice\n")
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(read_some(&server, &mut buf).await.unwrap(), 6);
+        buf.clear(); // the session consumed the line
+        let idle = tokio::time::timeout(Duration::from_millis(50), read_some(&server, &mut buf));
+        assert!(idle.await.is_err(), "nothing more to read");
+        assert_eq!(buf.capacity(), 0, "the idle wait kept a read buffer");
+    }
+}

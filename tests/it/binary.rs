@@ -181,3 +181,36 @@ async fn memory_stays_bounded_while_a_client_never_reads() {
         "{metrics}"
     );
 }
+
+/// Resident memory of a process now, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// An idle joined client costs the server a few KiB (the benchmark's target is under 8 KiB).
+#[tokio::test]
+async fn idle_connections_are_cheap() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: needs /proc");
+        return;
+    }
+    let (child, addr) = start(&[], &[]).await;
+    let pid = child.id().unwrap();
+    let mut first = Client::join(addr, "first").await;
+    let before = rss_kib(pid);
+    const CLIENTS: usize = 500;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(Client::join(addr, &format!("idle{i}")).await);
+    }
+    // Let every session settle into its idle wait.
+    first.sync().await;
+    for c in &mut clients[..10] {
+        c.sync().await;
+    }
+    let per_client = (rss_kib(pid) - before) * 1024 / CLIENTS as u64;
+    eprintln!("server RSS per idle joined client: {per_client} B");
+    assert!(per_client < 8 * 1024, "{per_client} B per idle client");
+}
