@@ -86,8 +86,10 @@ struct Args {
           default_value_t = Config::default().announce_limit)]
     announce_limit: usize,
 
-    /// Worker threads for the async runtime; 0 = one per CPU core.
-    #[arg(long, env = "LINECHAT_THREADS", default_value_t = 0)]
+    /// Worker threads; 0 = one per CPU core. One thread, like Redis, delivers the most per
+    /// CPU-second (no cross-thread wakeups, more lines per write) and ~10M lines/s in
+    /// BENCHMARKS.md; more help only when that one core is saturated.
+    #[arg(long, env = "LINECHAT_THREADS", default_value_t = 1)]
     threads: usize,
 
     /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
