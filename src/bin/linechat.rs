@@ -161,10 +161,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let addr = args.addr()?;
     raise_open_file_limit();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if args.threads > 0 {
-        runtime.worker_threads(args.threads);
-    }
+    // One thread means tokio's current-thread scheduler: no work-stealing machinery, and tasks
+    // woken by a fan-out run in order after the sessions already ready, which lets more lines
+    // share a write.
+    let mut runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if args.threads > 0 {
+            b.worker_threads(args.threads);
+        }
+        b
+    };
     let runtime = runtime
         .enable_all()
         .build()
