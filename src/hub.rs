@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{lock, ClientStats};
+use crate::transcript::{self, Recorder};
 
 /// Connection number, unique for the server's life; shown in logs.
 pub type ClientId = u64;
@@ -38,6 +39,30 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    /// Every reason, in the order metrics list them.
+    pub const ALL: [LeaveReason; 7] = [
+        LeaveReason::Quit,
+        LeaveReason::Closed,
+        LeaveReason::Reset,
+        LeaveReason::Error,
+        LeaveReason::IdleTimeout,
+        LeaveReason::SlowConsumer,
+        LeaveReason::Shutdown,
+    ];
+
+    /// The `reason` label value in the Prometheus exposition.
+    pub fn label(self) -> &'static str {
+        match self {
+            LeaveReason::Quit => "quit",
+            LeaveReason::Closed => "closed",
+            LeaveReason::Reset => "reset",
+            LeaveReason::Error => "error",
+            LeaveReason::IdleTimeout => "idle_timeout",
+            LeaveReason::SlowConsumer => "slow_consumer",
+            LeaveReason::Shutdown => "shutdown",
+        }
+    }
+
     /// The parenthesised part of `alice has left the chat (…).`; `None` for a plain `/quit`.
     pub fn explanation(self) -> Option<&'static str> {
         match self {
@@ -201,27 +226,42 @@ struct State {
 }
 
 impl State {
-    /// Queues `msg` for every member but `except`. Full queues kick their owners; the sessions
-    /// of those clients do the leaving, outside this lock.
-    fn fan_out(&self, msg: &Bytes, except: Option<ClientId>) {
+    /// Queues `msg` for every member but `except` and returns how many it was queued for. Full
+    /// queues kick their owners; the sessions of those clients do the leaving, outside this lock.
+    fn fan_out(&self, msg: &Bytes, except: Option<ClientId>) -> usize {
+        let mut delivered = 0;
         for (id, member) in &self.members {
             if Some(*id) != except {
-                deliver(member, msg.clone());
+                delivered += usize::from(deliver(member, msg.clone()));
             }
         }
+        delivered
     }
 }
 
-fn deliver(member: &Member, msg: Bytes) {
+fn deliver(member: &Member, msg: Bytes) -> bool {
     // A full queue has already kicked its owner; the owner's session counts and logs it.
-    let _ = member.client.push(msg);
+    member.client.push(msg).is_ok()
 }
 
+/// The one room there is; transcripts name it.
+pub const LOBBY: &str = "lobby";
+
 /// The registry of joined clients.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
     next_guest: AtomicU64,
+    /// Chat events go here, recorded under the state lock so the transcript has them in the
+    /// order the room saw them. Recording never waits (see [`Recorder::record`]).
+    transcript: Option<Recorder>,
+    lobby: Arc<str>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
 }
 
 /// A joined client as listed by [`Hub::members`].
@@ -236,6 +276,22 @@ impl Hub {
         Hub {
             state: Mutex::new(State::default()),
             next_guest: AtomicU64::new(1),
+            transcript: None,
+            lobby: LOBBY.into(),
+        }
+    }
+
+    /// A hub that records every chat event in a transcript.
+    pub fn with_transcript(recorder: Recorder) -> Self {
+        Hub {
+            transcript: Some(recorder),
+            ..Hub::new()
+        }
+    }
+
+    fn record(&self, sender: &Arc<str>, event: transcript::Kind) {
+        if let Some(transcript) = &self.transcript {
+            transcript.record(&self.lobby, sender, event);
         }
     }
 
@@ -266,6 +322,7 @@ impl Hub {
         ));
         let notice = Bytes::from(format!("{nick} has joined the chat.\n"));
         state.fan_out(&notice, None);
+        self.record(&nick, transcript::Kind::Join);
         state.by_nick.insert(nick.to_ascii_lowercase(), client.id);
         state.members.insert(
             client.id,
@@ -285,6 +342,7 @@ impl Hub {
             return;
         };
         state.by_nick.remove(&member.nick.to_ascii_lowercase());
+        self.record(&member.nick, transcript::Kind::Leave(reason));
         if reason == LeaveReason::Shutdown {
             return;
         }
@@ -307,19 +365,27 @@ impl Hub {
         let Some(member) = state.members.get_mut(&id) else {
             return Err(NickError::Invalid);
         };
-        let old = std::mem::replace(&mut member.nick, new.into());
+        let new: Arc<str> = new.into();
+        let old = std::mem::replace(&mut member.nick, new.clone());
         let client = member.client.clone();
         state.by_nick.remove(&old.to_ascii_lowercase());
         state.by_nick.insert(key, id);
         let _ = client.send_line(format_args!("Your nickname has been changed to {new}"));
         let notice = Bytes::from(format!("{old} changed nickname to {new}\n"));
         state.fan_out(&notice, Some(id));
-        Ok(new.into())
+        self.record(&old, transcript::Kind::Nick(new.clone()));
+        Ok(new)
     }
 
-    /// Relays an already formatted chat line to everyone but its sender.
-    pub fn broadcast(&self, from: ClientId, msg: &Bytes) {
-        lock(&self.state).fan_out(msg, Some(from));
+    /// Relays an already formatted chat line (`nick: text\n`) to everyone but its sender and
+    /// returns how many recipients it was queued for.
+    pub fn broadcast(&self, from: ClientId, msg: &Bytes) -> usize {
+        let state = lock(&self.state);
+        let delivered = state.fan_out(msg, Some(from));
+        if let Some(sender) = state.members.get(&from) {
+            self.record(&sender.nick, transcript::Kind::Message(msg.clone()));
+        }
+        delivered
     }
 
     /// Queues a message for everyone (server notices).

@@ -16,7 +16,9 @@
 //! - [`hub`]: who is connected under which nickname; fan-out to bounded per-client queues. It
 //!   never does socket I/O and never holds its lock across an `.await`.
 //! - [`cmd`]: the command table and one module per command.
-//! - [`metrics`]: counters, rate windows, the fan-out histogram, `TCP_INFO` sampling.
+//! - [`metrics`]: counters, rate windows, the fan-out and RTT histograms, `TCP_INFO` sampling.
+//! - [`prom`]: the HTTP endpoint for Prometheus (`/metrics`) and health checks (`/healthz`).
+//! - [`transcript`]: chat events appended to a JSON-lines file by a writer thread.
 //! - [`config`]: the settings and their defaults.
 
 pub mod cmd;
@@ -24,7 +26,12 @@ pub mod codec;
 pub mod config;
 pub mod hub;
 pub mod metrics;
+pub mod prom;
 pub mod server;
 pub mod session;
+pub mod transcript;
 
 pub use config::Config;
+
+/// The git commit this was built from (`unknown` outside a git checkout); see `build.rs`.
+pub const GIT_COMMIT: &str = env!("LINECHAT_GIT_COMMIT");
