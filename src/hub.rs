@@ -39,7 +39,8 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
-    /// Every reason, in the order metrics list them.
+    /// Every reason, in declaration order: metrics index counters by `reason as usize`, so a
+    /// new reason goes here (and in [`LeaveReason::label`]) too.
     pub const ALL: [LeaveReason; 7] = [
         LeaveReason::Quit,
         LeaveReason::Closed,
@@ -428,6 +429,13 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_leave_reason_is_listed_at_its_own_index() {
+        for (i, reason) in LeaveReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
+        }
+    }
 
     #[test]
     fn nickname_rules() {
