@@ -23,6 +23,7 @@ use crate::room::{
     render_history, room_name, Entry, Room, RoomError, RoomId, Topic, LOBBY, LOBBY_ID,
     MAX_IDLE_ROOMS,
 };
+use crate::transcript::{self, Recorder};
 
 /// Connection number, unique for the server's life; shown in logs.
 pub type ClientId = u64;
@@ -40,6 +41,31 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    /// Every reason, in declaration order: metrics index counters by `reason as usize`, so a
+    /// new reason goes here (and in [`LeaveReason::label`]) too.
+    pub const ALL: [LeaveReason; 7] = [
+        LeaveReason::Quit,
+        LeaveReason::Closed,
+        LeaveReason::Reset,
+        LeaveReason::Error,
+        LeaveReason::IdleTimeout,
+        LeaveReason::SlowConsumer,
+        LeaveReason::Shutdown,
+    ];
+
+    /// The `reason` label value in the Prometheus exposition.
+    pub fn label(self) -> &'static str {
+        match self {
+            LeaveReason::Quit => "quit",
+            LeaveReason::Closed => "closed",
+            LeaveReason::Reset => "reset",
+            LeaveReason::Error => "error",
+            LeaveReason::IdleTimeout => "idle_timeout",
+            LeaveReason::SlowConsumer => "slow_consumer",
+            LeaveReason::Shutdown => "shutdown",
+        }
+    }
+
     /// The parenthesised part of `alice has left the chat (…).`; `None` for a plain `/quit`.
     pub fn explanation(self) -> Option<&'static str> {
         match self {
@@ -310,6 +336,9 @@ pub struct Hub {
     /// Rooms with more listeners than this get presence summaries instead of a notice per
     /// arrival and departure; 0 = always individual notices.
     announce_limit: usize,
+    /// Chat events go here, recorded under the state lock so the transcript has them in the
+    /// order the room saw them. Recording never waits (see [`Recorder::record`]).
+    transcript: Option<Recorder>,
 }
 
 /// A joined client as listed by [`Hub::members`].
@@ -337,6 +366,19 @@ impl Hub {
             next_guest: AtomicU64::new(1),
             history,
             announce_limit: Config::default().announce_limit,
+            transcript: None,
+        }
+    }
+
+    /// Records every chat event in a transcript.
+    pub fn with_transcript(mut self, recorder: Recorder) -> Self {
+        self.transcript = Some(recorder);
+        self
+    }
+
+    fn record(&self, room: &Arc<str>, sender: &Arc<str>, event: transcript::Kind) {
+        if let Some(transcript) = &self.transcript {
+            transcript.record(room, sender, event);
         }
     }
 
@@ -394,6 +436,7 @@ impl Hub {
         let limit = self.announce_limit;
         let lobby = state.rooms.get_mut(&LOBBY_ID).expect("lobby");
         lobby.presence(true, limit, || format!("{nick} has joined the chat.\n"));
+        self.record(&lobby.name, &nick, transcript::Kind::Join);
         let slot = state.enter(LOBBY_ID, client);
         state.by_nick.insert(nick.to_ascii_lowercase(), client.id);
         state.members.insert(
@@ -429,6 +472,9 @@ impl Hub {
             return;
         };
         state.by_nick.remove(&member.nick.to_ascii_lowercase());
+        if let Some(room) = state.rooms.get(&member.room) {
+            self.record(&room.name, &member.nick, transcript::Kind::Leave(reason));
+        }
         if reason != LeaveReason::Shutdown {
             if let Some(room) = state.rooms.get_mut(&member.room) {
                 room.presence(false, self.announce_limit, || match reason.explanation() {
@@ -452,7 +498,8 @@ impl Hub {
         let Some(member) = state.members.get_mut(&id) else {
             return Err(NickError::Invalid);
         };
-        let old = std::mem::replace(&mut member.nick, new.into());
+        let new: Arc<str> = new.into();
+        let old = std::mem::replace(&mut member.nick, new.clone());
         let client = member.client.clone();
         state.by_nick.remove(&old.to_ascii_lowercase());
         state.by_nick.insert(key, id);
@@ -460,21 +507,27 @@ impl Hub {
         let notice = Bytes::from(format!("{old} changed nickname to {new}\n"));
         if let Some(room) = state.room_of(id) {
             room.fan_out(&notice, Some(id));
+            self.record(&room.name, &old, transcript::Kind::Nick(new.clone()));
         }
-        Ok(new.into())
+        Ok(new)
     }
 
-    /// Relays an already formatted chat line (or action) to the rest of its sender's room and
-    /// keeps it in the room's history.
-    pub fn broadcast(&self, from: ClientId, msg: &Bytes) {
+    /// Relays an already formatted chat line (or action) to the rest of its sender's room,
+    /// keeps it in the room's history, and returns how many recipients it was queued for.
+    pub fn broadcast(&self, from: ClientId, msg: &Bytes) -> usize {
         let at = SystemTime::now();
         let mut state = lock(&self.state);
         let State { members, rooms, .. } = &mut *state;
-        let Some(room) = members.get(&from).and_then(|m| rooms.get_mut(&m.room)) else {
-            return;
+        let Some((sender, room)) = members
+            .get(&from)
+            .and_then(|m| Some((&m.nick, rooms.get_mut(&m.room)?)))
+        else {
+            return 0;
         };
-        room.fan_out(msg, Some(from));
+        let delivered = room.fan_out(msg, Some(from));
         room.record(msg, at, self.history.retain);
+        self.record(&room.name, sender, transcript::Kind::Message(msg.clone()));
+        delivered
     }
 
     /// Queues a message for everyone in every room (server notices).
@@ -512,8 +565,10 @@ impl Hub {
         let rooms = &mut state.rooms;
         let old_room = rooms.get_mut(&old).expect("room exists");
         old_room.presence(false, limit, || format!("{nick} has left the room.\n"));
+        self.record(&old_room.name, &nick, transcript::Kind::Part);
         let new_room = rooms.get_mut(&new).expect("room exists");
         new_room.presence(true, limit, || format!("{nick} has joined the room.\n"));
+        self.record(&new_room.name, &nick, transcript::Kind::Enter);
         let slot = state.enter(new, &client);
         let member = state.members.get_mut(&id).expect("member");
         member.room = new;
@@ -688,6 +743,18 @@ mod tests {
             &"x".repeat(MAX_NICK + 1),
         ] {
             assert_eq!(validate_nick(bad), Err(NickError::Invalid), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn every_leave_reason_is_listed_at_its_own_index() {
+        for (i, reason) in LeaveReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
         }
     }
 }

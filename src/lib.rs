@@ -18,7 +18,9 @@
 //! - [`outbox`]: a client's byte-bounded outgoing queue.
 //! - [`room`]: a room's members, topic and bounded history; room names; history rendering.
 //! - [`cmd`]: the command table and one module per command.
-//! - [`metrics`]: counters, rate windows, the fan-out histogram, `TCP_INFO` sampling.
+//! - [`metrics`]: counters, rate windows, the fan-out and RTT histograms, `TCP_INFO` sampling.
+//! - [`prom`]: the HTTP endpoint for Prometheus (`/metrics`) and health checks (`/healthz`).
+//! - [`transcript`]: chat events appended to a JSON-lines file by a writer thread.
 //! - [`config`]: the settings and their defaults.
 
 pub mod cmd;
@@ -27,8 +29,13 @@ pub mod config;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod prom;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod transcript;
 
 pub use config::Config;
+
+/// The git commit this was built from (`unknown` outside a git checkout); see `build.rs`.
+pub const GIT_COMMIT: &str = env!("LINECHAT_GIT_COMMIT");

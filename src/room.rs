@@ -98,14 +98,16 @@ impl Room {
         }
     }
 
-    /// Queues `msg` for every member but `except`. A full queue kicks its owner, whose session
-    /// does the leaving outside the hub's lock.
-    pub fn fan_out(&self, msg: &Bytes, except: Option<ClientId>) {
+    /// Queues `msg` for every member but `except` and returns how many it was queued for. A
+    /// full queue kicks its owner, whose session does the leaving outside the hub's lock.
+    pub fn fan_out(&self, msg: &Bytes, except: Option<ClientId>) -> usize {
+        let mut delivered = 0;
         for client in &self.members {
             if Some(client.id) != except {
-                let _ = client.push(msg.clone());
+                delivered += usize::from(client.push(msg.clone()).is_ok());
             }
         }
+        delivered
     }
 
     /// Someone arrived (`arrived`) or left. Up to `limit` listeners (0 = no limit) each of

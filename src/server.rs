@@ -1,5 +1,6 @@
 //! The accept loop: binds, admits connections up to the limit, starts a session for each, and
-//! on shutdown stops accepting and waits (with a deadline) for every session to flush.
+//! on shutdown stops accepting and waits (with a deadline) for every session to flush. Beside
+//! it run the optional [`Extras`]: the metrics endpoint and the transcript writer.
 
 use std::future::Future;
 use std::io;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::hub::{HistoryConfig, Hub};
 use crate::metrics::ServerMetrics;
 use crate::session;
+use crate::transcript::Transcript;
 
 /// State every session shares.
 #[derive(Debug)]
@@ -45,6 +47,38 @@ pub enum Error {
     PermissionDenied { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error(
+        "cannot serve metrics on {addr}: {}. Pick another address with --metrics-addr HOST:PORT.",
+        describe_bind_error(.cause, .addr)
+    )]
+    MetricsBind { addr: SocketAddr, cause: io::Error },
+}
+
+fn describe_bind_error(e: &io::Error, addr: &SocketAddr) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => format!("port {} is already in use", addr.port()),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Binds the metrics endpoint's socket (see [`crate::prom`]).
+pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|cause| Error::MetricsBind { addr, cause })
+}
+
+/// What a server may run besides chat. Each is set up before [`run_with`], so that a port in
+/// use or a path that cannot be written is reported when the server starts.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Serves `/metrics` and `/healthz` over HTTP; from [`bind_metrics`].
+    pub metrics: Option<TcpListener>,
+    /// Where every chat event is appended.
+    pub transcript: Option<Transcript>,
 }
 
 /// Binds the listening socket, turning the usual failures into advice.
@@ -72,15 +106,47 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Serves chat on `listener` until `shutdown` completes, then tells every client, flushes what
 /// is queued (up to `config.shutdown_grace`), and returns.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
+    run_with(listener, Extras::default(), config, shutdown).await
+}
+
+/// [`run`], with the metrics endpoint and the transcript when `extras` has them.
+pub async fn run_with(
+    listener: TcpListener,
+    extras: Extras,
+    config: Config,
+    shutdown: impl Future,
+) {
     let grace = config.shutdown_grace;
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let max_clients = config.max_clients;
+    let metrics = ServerMetrics::default();
+    let hub = Hub::with_history(HistoryConfig::from_config(&config))
+        .with_announce_limit(config.announce_limit);
+    let (hub, transcript) = match extras
+        .transcript
+        .map(|t| t.start(metrics.transcript.clone()))
+    {
+        None => (hub, None),
+        Some(Ok((recorder, writer))) => (hub.with_transcript(recorder), Some(writer)),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot start the transcript writer; chat goes on without it");
+            (hub, None)
+        }
+    };
     let shared = Arc::new(Shared {
-        hub: Hub::with_history(HistoryConfig::from_config(&config))
-            .with_announce_limit(config.announce_limit),
         config,
-        metrics: ServerMetrics::default(),
+        hub,
+        metrics,
         shutdown: CancellationToken::new(),
+    });
+    // The endpoint outlives the chat listener, so /healthz can say 503 while clients flush.
+    let stop_metrics = CancellationToken::new();
+    let metrics_task = extras.metrics.map(|listener| {
+        tokio::spawn(crate::prom::serve(
+            listener,
+            shared.clone(),
+            stop_metrics.clone(),
+        ))
     });
     let tracker = TaskTracker::new();
     let next_id = AtomicU64::new(1);
@@ -132,6 +198,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
             remaining = tracker.len(),
             "shutdown deadline passed with connections still flushing; closing them"
         );
+    }
+    if let Some(writer) = transcript {
+        writer.close(grace).await;
+    }
+    stop_metrics.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
     }
     tracing::info!("shutdown complete");
 }

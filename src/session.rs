@@ -66,14 +66,19 @@ pub async fn run(
     // showed up in profiles, and the writer logs only at debug level.
     let writer = tokio::spawn(write_loop(shared.clone(), client.clone()));
 
+    let _open = shared.metrics.connection_opened();
     let mut session = Session {
         reader: Reader::new(&shared, client.clone()),
-        shared,
-        client,
+        shared: shared.clone(),
+        client: client.clone(),
         nick: None,
     };
     let reason = session.serve().await;
+    shared.metrics.count_disconnect(reason);
     session.finish(reason, writer, permit).await;
+    // A last sample, so what the connection retransmitted since the previous one still counts
+    // in the server's totals.
+    client.stats.sample_tcp(&*client.socket, &shared.metrics);
 }
 
 struct Session {
@@ -178,7 +183,6 @@ impl Session {
                         "You have been disconnected after {} without input (idle timeout).",
                         format_duration(config.idle_timeout.unwrap_or_default())
                     ));
-                    self.shared.metrics.idle_timeouts.fetch_add(1, Relaxed);
                     return LeaveReason::IdleTimeout;
                 }
                 Event::Line(Frame::TooLong, _) => {
@@ -226,9 +230,12 @@ impl Session {
         msg.put_slice(b": ");
         msg.put_slice(text.as_bytes());
         msg.put_u8(b'\n');
-        self.shared.hub.broadcast(self.client.id, &msg.freeze());
+        let delivered = self.shared.hub.broadcast(self.client.id, &msg.freeze());
         let metrics = &self.shared.metrics;
         metrics.messages.add(&metrics.clock, 1);
+        metrics
+            .messages_delivered
+            .fetch_add(delivered as u64, Relaxed);
         self.client.stats.messages.fetch_add(1, Relaxed);
         metrics.record_fanout(taken_at.elapsed());
     }
@@ -253,7 +260,6 @@ impl Session {
         );
         match reason {
             LeaveReason::SlowConsumer => {
-                self.shared.metrics.slow_consumers.fetch_add(1, Relaxed);
                 tracing::info!(
                     queued = stats.queued.load(Relaxed),
                     limit = self.shared.config.queue_bytes,
@@ -305,6 +311,8 @@ struct Reader {
     limiter: Option<TokenBucket>,
     last_input: Instant,
     idle_warned: bool,
+    /// Whether flood control is holding reading back, so each pause is counted once.
+    throttled: bool,
     next_rtt_sample: Instant,
 }
 
@@ -323,6 +331,7 @@ impl Reader {
                 .map(|rate| TokenBucket::new(rate, config.rate_burst, now)),
             last_input: now,
             idle_warned: false,
+            throttled: false,
             next_rtt_sample: now,
         }
     }
@@ -333,6 +342,10 @@ impl Reader {
         loop {
             let now = Instant::now();
             let throttled_until = self.limiter.as_mut().and_then(|l| l.blocked_until(now));
+            if throttled_until.is_some() && !self.throttled {
+                self.shared.metrics.rate_limited.fetch_add(1, Relaxed);
+            }
+            self.throttled = throttled_until.is_some();
             if throttled_until.is_none() {
                 let frame = if self.eof {
                     self.decoder.decode_eof(&mut self.buf)
@@ -373,7 +386,7 @@ impl Reader {
                     return timer_event;
                 }
                 _ = sleep_until(self.next_rtt_sample) => {
-                    self.client.stats.sample_tcp(&*socket);
+                    self.client.stats.sample_tcp(&*socket, &self.shared.metrics);
                     self.next_rtt_sample = Instant::now() + self.shared.config.rtt_sample_interval;
                 }
                 read = read_some(&socket, &mut self.buf), if throttled_until.is_none() => match read {

@@ -1,19 +1,23 @@
 //! `linechat`: the chat server. Maps flags and `LINECHAT_*` variables onto [`Config`], sets up
-//! logging, raises the open-file limit, and runs until SIGINT or SIGTERM.
+//! logging, raises the open-file limit, opens the metrics endpoint and the transcript when
+//! asked, and runs until SIGINT or SIGTERM. SIGHUP reopens the transcript.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
+use linechat::server::Extras;
+use linechat::transcript::{self, Transcript};
 use linechat::Config;
 use tracing_subscriber::EnvFilter;
 
 /// A chat server for netcat: `nc localhost 4000`, pick a nickname, and talk.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = VERSION, about, long_about = None)]
 struct Args {
     /// Address to listen on, HOST:PORT. Use 127.0.0.1:0 for any free port (the log says which).
     #[arg(long, env = "LINECHAT_LISTEN", default_value = "0.0.0.0:4000")]
@@ -92,6 +96,16 @@ struct Args {
     #[arg(long, env = "LINECHAT_THREADS", default_value_t = 1)]
     threads: usize,
 
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /healthz) over HTTP on
+    /// HOST:PORT, e.g. 127.0.0.1:9464. Off unless given.
+    #[arg(long, env = "LINECHAT_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+
+    /// Append every chat event (messages, actions, joins, leaves, room moves, nickname changes) to this file as JSON
+    /// lines. SIGHUP reopens it, for log rotation. Off unless given.
+    #[arg(long, env = "LINECHAT_TRANSCRIPT", value_name = "PATH")]
+    transcript: Option<PathBuf>,
+
     /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
     #[arg(long, env = "LINECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -132,18 +146,28 @@ impl Args {
     }
 
     fn addr(&self) -> anyhow::Result<SocketAddr> {
-        let mut addr = self
-            .listen
-            .to_socket_addrs()
-            .with_context(|| format!("--listen {}: expected HOST:PORT", self.listen))?
-            .next()
-            .with_context(|| format!("--listen {}: no address found", self.listen))?;
+        let mut addr = resolve("--listen", &self.listen)?;
         if let Some(port) = self.port {
             addr.set_port(port);
         }
         Ok(addr)
     }
 }
+
+fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("{flag} {addr}: expected HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{flag} {addr}: no address found"))
+}
+
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, so a bug report names the exact build.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LINECHAT_GIT_COMMIT"),
+    ")"
+);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -160,6 +184,17 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let addr = args.addr()?;
+    let metrics_addr = match &args.metrics_addr {
+        Some(a) => Some(resolve("--metrics-addr", a)?),
+        None => None,
+    };
+    let transcript = match &args.transcript {
+        Some(path) => Some(
+            Transcript::open(path, transcript::DEFAULT_CAPACITY)
+                .with_context(|| format!("cannot open the transcript file {}", path.display()))?,
+        ),
+        None => None,
+    };
     raise_open_file_limit();
     // One thread means tokio's current-thread scheduler: no work-stealing machinery, and tasks
     // woken by a fan-out run in order after the sessions already ready, which lets more lines
@@ -179,9 +214,39 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = linechat::server::bind(addr).await?;
-        linechat::server::run(listener, config, shutdown_signal()).await;
+        let metrics = match metrics_addr {
+            Some(addr) => Some(linechat::server::bind_metrics(addr).await?),
+            None => None,
+        };
+        if let Some(transcript) = &transcript {
+            reopen_on_sighup(transcript.control());
+        }
+        let extras = Extras {
+            metrics,
+            transcript,
+        };
+        linechat::server::run_with(listener, extras, config, shutdown_signal()).await;
         Ok(())
     })
+}
+
+/// The logrotate convention: after the file is moved away, SIGHUP makes the server write to a
+/// new one under the configured name.
+fn reopen_on_sighup(control: transcript::Control) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reopening the transcript");
+                    control.reopen();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the transcript will not be reopened")
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::rooms::plural;
 use super::{Command, Ctx, Flow, Spec};
-use crate::hub::{validate_nick, MemberInfo, RoomInfo};
+use crate::hub::{validate_nick, LeaveReason, MemberInfo, RoomInfo};
 use crate::metrics::{lock, Counter, ServerMetrics, WINDOW_SECS};
 
 /// Blocks shown by a plain `/metrics`, so 10 000 clients do not flood the caller's terminal.
@@ -100,16 +100,75 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
     );
     let _ = writeln!(
         out,
-        "Connections: {} accepted, {} refused (server full)",
-        m.connections_accepted.load(Relaxed),
-        m.connections_refused_full.load(Relaxed)
+        "Deliveries: {} (chat messages queued for recipients)",
+        m.messages_delivered.load(Relaxed)
     );
     let _ = writeln!(
         out,
-        "Disconnects: {} slow consumers, {} idle timeouts",
-        m.slow_consumers.load(Relaxed),
-        m.idle_timeouts.load(Relaxed)
+        "Connections: {} accepted, {} refused (server full), {} open",
+        m.connections_accepted.load(Relaxed),
+        m.connections_refused_full.load(Relaxed),
+        m.connections_open.load(Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "Disconnects: {} slow consumers, {} idle timeouts, {} quit, {} closed, {} reset, \
+         {} errors, {} at shutdown",
+        m.disconnects(LeaveReason::SlowConsumer),
+        m.disconnects(LeaveReason::IdleTimeout),
+        m.disconnects(LeaveReason::Quit),
+        m.disconnects(LeaveReason::Closed),
+        m.disconnects(LeaveReason::Reset),
+        m.disconnects(LeaveReason::Error),
+        m.disconnects(LeaveReason::Shutdown),
+    );
+    let _ = writeln!(
+        out,
+        "Flood control: {} pauses",
+        m.rate_limited.load(Relaxed)
+    );
+    let (queued, largest) = members.iter().fold((0, 0), |(sum, max), member| {
+        let q = member.client.stats.queued.load(Relaxed);
+        (sum + q, max.max(q))
+    });
+    let _ = writeln!(
+        out,
+        "Queued output: {} (largest for one client: {})",
+        bytes(queued as u64),
+        bytes(largest as u64)
+    );
+    let _ = writeln!(
+        out,
+        "TCP: {} of {} segments retransmitted (every connection, closed ones included)",
+        m.tcp_retransmits.load(Relaxed),
+        m.tcp_segments_out.load(Relaxed)
+    );
+    match m.rtt() {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "Round-trip time: p50 {}, p90 {}, p99 {}, max {} ({} samples)",
+                ms(p.p50 as f64),
+                ms(p.p90 as f64),
+                ms(p.p99 as f64),
+                ms(p.max as f64),
+                p.count
+            );
+        }
+        None => out.push_str("Round-trip time: no samples\n"),
+    }
+    let t = &m.transcript;
+    if t.enabled.load(Relaxed) {
+        let _ = writeln!(
+            out,
+            "Transcript: {} lines written, {} dropped (writer behind), {} lost to write errors",
+            t.written.load(Relaxed),
+            t.dropped.load(Relaxed),
+            t.write_errors.load(Relaxed)
+        );
+    } else {
+        out.push_str("Transcript: off\n");
+    }
     match m.fanout() {
         Some(p) => {
             let _ = writeln!(
@@ -147,7 +206,7 @@ fn room_lines(out: &mut String, rooms: &[RoomInfo]) {
 fn client_block(member: &MemberInfo, m: &ServerMetrics) -> String {
     let client = &member.client;
     let stats = &client.stats;
-    let info = stats.sample_tcp(&*client.socket);
+    let info = stats.sample_tcp(&*client.socket, m);
     let log = lock(&stats.rtt).clone();
     let mut out = String::new();
     let _ = writeln!(out, " - {} ({}):", member.nick, client.addr);

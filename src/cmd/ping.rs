@@ -27,7 +27,7 @@ impl Ping {
             None => "pong".to_owned(),
         };
         let stats = &ctx.client.stats;
-        let reply = match stats.sample_tcp(&*ctx.client.socket) {
+        let reply = match stats.sample_tcp(&*ctx.client.socket, &ctx.shared.metrics) {
             Some(now) => {
                 let log = lock(&stats.rtt).clone();
                 format!(

@@ -5,13 +5,23 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
-use crate::support::{Client, WAIT};
+use crate::support::{Client, TempPath, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_linechat");
 
 /// Starts the binary on a free port and returns it with the address its log announced.
 async fn start(extra: &[&str], env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
+    let (child, addr, _log) = start_logged(extra, env).await;
+    (child, addr)
+}
+
+/// [`start`], also handing over every later line of the server's log.
+async fn start_logged(
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
@@ -24,19 +34,147 @@ async fn start(extra: &[&str], env: &[(&str, &str)]) -> (Child, std::net::Socket
         .spawn()
         .expect("start linechat");
     let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Keep draining the log so the server never blocks on a full pipe, whether or not the
+    // caller still listens.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = log.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let mut early = Vec::new();
     let addr = tokio::time::timeout(WAIT, async {
-        while let Some(line) = log.next_line().await.unwrap() {
+        while let Some(line) = rx.recv().await {
             if let Some(at) = line.find("listening addr=") {
                 return line[at + "listening addr=".len()..].trim().parse().unwrap();
             }
+            early.push(line);
         }
         panic!("linechat exited without listening")
     })
     .await
     .expect("listening in time");
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    (child, addr)
+    // Lines logged before the chat port's are handed over too, ahead of the rest.
+    let (replay, log) = mpsc::unbounded_channel();
+    for line in early {
+        let _ = replay.send(line);
+    }
+    tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            if replay.send(line).is_err() {
+                // Nobody listens any more; keep draining.
+                while rx.recv().await.is_some() {}
+                return;
+            }
+        }
+    });
+    (child, addr, log)
+}
+
+/// Waits for a log line containing `needle`.
+async fn expect_log(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = log.recv().await {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the log ended without {needle:?}")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} in the log in time"))
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: signalling the child we started, by its PID.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+#[tokio::test]
+async fn sighup_reopens_the_transcript_for_log_rotation() {
+    let path = TempPath::new("chat.jsonl");
+    let rotated = path.with_name("chat.jsonl.1");
+    let (mut child, addr, mut log) =
+        start_logged(&["--transcript", path.0.to_str().unwrap()], &[]).await;
+    let mut alice = Client::join(addr, "alice").await;
+    alice.send("before rotation").await;
+    alice.sync().await;
+
+    // What logrotate does: move the file away, then SIGHUP.
+    std::fs::rename(&path.0, &rotated).unwrap();
+    signal(&child, libc::SIGHUP);
+    expect_log(&mut log, "transcript reopened").await;
+    alice.send("after rotation").await;
+    alice.sync().await;
+
+    signal(&child, libc::SIGTERM);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&path.0).expect("a new file under the old name");
+    assert!(new.contains(r#""text":"after rotation""#), "{new}");
+    assert!(!old.contains("after rotation"), "{old}");
+    // Written before or after the reopen, but exactly once.
+    assert_eq!(
+        (old.clone() + &new)
+            .matches(r#""text":"before rotation""#)
+            .count(),
+        1,
+        "{old}\n---\n{new}"
+    );
+    assert!(
+        new.contains(r#""kind":"leave","text":"server shutting down""#),
+        "{new}"
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_serves_from_the_binary() {
+    let (mut child, addr, mut log) = start_logged(&["--metrics-addr", "127.0.0.1:0"], &[]).await;
+    // The chat port is announced first; the endpoint's own line follows.
+    let line = expect_log(&mut log, "serving metrics addr=").await;
+    let metrics: std::net::SocketAddr = line[line.find("addr=").unwrap() + 5..]
+        .trim()
+        .parse()
+        .unwrap();
+    let _alice = Client::join(addr, "alice").await;
+    let (status, body) = crate::support::http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\nlinechat_clients 1\n"), "{body}");
+    let (status, _) = crate::support::http_get(metrics, "/healthz").await;
+    assert_eq!(status, 200);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_metrics_port_in_use_gives_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap();
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--metrics-addr", &at.to_string()])
+            .output(),
+    )
+    .await
+    .expect("exited in time")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        format!(
+            "linechat: cannot serve metrics on {at}: port {} is already in use. Pick another \
+             address with --metrics-addr HOST:PORT.",
+            at.port()
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -110,6 +248,10 @@ fn help_explains_every_option_and_its_default() {
         "--queue-bytes",
         "--rate-limit",
         "--log-format",
+        "--metrics-addr",
+        "LINECHAT_METRICS_ADDR",
+        "--transcript",
+        "LINECHAT_TRANSCRIPT",
         "LINECHAT_LISTEN",
         "[default: 0.0.0.0:4000]",
         "[default: 1024]",

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use linechat::server::Extras;
 use linechat::Config;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -18,24 +19,53 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP endpoint, when started with [`TestServer::with_metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl TestServer {
     pub async fn start(config: Config) -> Self {
+        Self::start_with(config, Extras::default()).await
+    }
+
+    /// Starts with a metrics endpoint on 127.0.0.1:0, plus whatever `extras` holds.
+    pub async fn with_metrics(config: Config, mut extras: Extras) -> Self {
+        let metrics = linechat::server::bind_metrics("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind metrics on 127.0.0.1:0");
+        extras.metrics = Some(metrics);
+        Self::start_with(config, extras).await
+    }
+
+    pub async fn start_with(config: Config, extras: Extras) -> Self {
         let listener = linechat::server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
+        let metrics_addr = extras.metrics.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(linechat::server::run(listener, config, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(linechat::server::run_with(
+            listener,
+            extras,
+            config,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             addr,
+            metrics_addr,
             shutdown: Some(tx),
             task,
+        }
+    }
+
+    /// Starts shutdown without waiting for it to finish.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
     }
 
@@ -50,9 +80,7 @@ impl TestServer {
 
     /// Triggers shutdown and waits for `run` to return.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.begin_stop();
         tokio::time::timeout(WAIT, &mut self.task)
             .await
             .expect("server stopped in time")
@@ -224,4 +252,61 @@ fn rand_token() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A plain HTTP/1.1 GET, as a monitoring system would send it: returns the status code and the
+/// body. The server closes the connection after the response because the request asks it to.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path).await
+}
+
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to metrics");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8(response).expect("HTTP response is UTF-8")
+    };
+    let response = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("HTTP response in time");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
+
+/// A path under the system's temporary directory that no other test uses; removed on drop.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> TempPath {
+        let dir = std::env::temp_dir().join(format!(
+            "linechat-test-{}-{}",
+            std::process::id(),
+            rand_token()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempPath(dir.join(name))
+    }
+
+    pub fn with_name(&self, name: &str) -> std::path::PathBuf {
+        self.0.with_file_name(name)
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }

@@ -1,0 +1,398 @@
+//! The monitoring endpoint: `GET /metrics` in the Prometheus text exposition format and
+//! `GET /healthz` for load balancers and orchestrators, over HTTP/1.1.
+//!
+//! Nothing here is updated on the chat path. A scrape reads the same atomics and histograms the
+//! chat `/metrics` command reads ([`ServerMetrics`]) through a custom [`Collector`], so the two
+//! can never disagree and chat pays nothing for being monitored. Histogram buckets are derived
+//! from the HDR histograms at scrape time. Labels are few and fixed (a disconnect reason, a
+//! refusal reason, the build): never a nickname or an address, whose number has no bound.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::LeaveReason;
+use crate::metrics::{Buckets, ServerMetrics};
+use crate::server::Shared;
+
+/// The exposition format version Prometheus negotiates for text.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Fan-out bucket bounds in seconds: a few microseconds for a small room, milliseconds for
+/// ten thousand recipients, and room above for a stalled thread.
+pub const FANOUT_BUCKETS: &[f64] = &[
+    2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05,
+    0.1, 0.25,
+];
+
+/// TCP round-trip bucket bounds in seconds: loopback and LAN (tens of microseconds) through
+/// intercontinental links and congested mobile ones (seconds).
+pub const RTT_BUCKETS: &[f64] = &[
+    2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+
+/// Concurrent HTTP connections served; more are closed at once. Monitoring needs a handful,
+/// and this port must not become a way to exhaust the server's descriptors.
+const MAX_HTTP_CONNECTIONS: usize = 32;
+
+/// A client must finish sending its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long in-flight scrapes may finish once the server stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A registry holding the linechat collector, prefixed `linechat_`.
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let mut registry = Registry::with_prefix("linechat");
+    registry.register_collector(Box::new(ServerCollector { shared }));
+    registry
+}
+
+/// The text exposition of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail, and the collector's own encoding does not either.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "serving metrics"),
+        Err(e) => tracing::warn!(error = %e, "serving metrics (address unknown)"),
+    }
+    let registry = Arc::new(registry(shared.clone()));
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics: too many connections; closing");
+            continue;
+        };
+        let registry = registry.clone();
+        let shared = shared.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |req| {
+                let response = respond(&req, &registry, &shared);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "metrics: connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(CLOSE_GRACE, connections.wait()).await;
+}
+
+fn respond(req: &Request<Incoming>, registry: &Registry, shared: &Shared) -> Response<Full<Bytes>> {
+    let readable = matches!(*req.method(), Method::GET | Method::HEAD);
+    match (req.uri().path(), readable) {
+        ("/metrics", true) => {
+            let mut response = text(StatusCode::OK, encode(registry));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
+            response
+        }
+        // Healthy means accepting chat clients: once shutdown starts, a load balancer should
+        // send nobody new here.
+        ("/healthz", true) if shared.shutdown.is_cancelled() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+        }
+        ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
+        ("/metrics" | "/healthz", false) => {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD here\n".into(),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics or /healthz\n".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Reads the server's figures at scrape time.
+#[derive(Debug)]
+struct ServerCollector {
+    shared: Arc<Shared>,
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let shared = &self.shared;
+        let m: &ServerMetrics = &shared.metrics;
+        let members = shared.hub.members();
+
+        info(
+            &mut enc,
+            "build",
+            "The running build: crate version and git commit.",
+            vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", crate::GIT_COMMIT),
+            ],
+        )?;
+        let started = m
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge(
+            &mut enc,
+            "start_time_seconds",
+            "When the server started, in seconds since the Unix epoch.",
+            started.as_secs_f64(),
+        )?;
+
+        gauge(
+            &mut enc,
+            "connections",
+            "TCP connections open now, joined or still at the nickname prompt.",
+            m.connections_open.load(Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "clients",
+            "Clients that have chosen a nickname and are in the chat now.",
+            members.len() as u64,
+        )?;
+        counter(
+            &mut enc,
+            "connections_accepted",
+            "TCP connections accepted, including those then refused.",
+            m.connections_accepted.load(Relaxed),
+        )?;
+        labeled_counter(
+            &mut enc,
+            "connections_refused",
+            "Connections refused, by reason (server_full: --max-clients reached).",
+            "reason",
+            &[("server_full", m.connections_refused_full.load(Relaxed))],
+        )?;
+        let disconnects: Vec<_> = LeaveReason::ALL
+            .iter()
+            .map(|&r| (r.label(), m.disconnects(r)))
+            .collect();
+        labeled_counter(
+            &mut enc,
+            "disconnects",
+            "Connections that ended, by reason. A connection that chose no nickname in time \
+             counts as idle_timeout.",
+            "reason",
+            &disconnects,
+        )?;
+
+        counter(
+            &mut enc,
+            "messages_received",
+            "Chat messages received and relayed to the room (commands are not counted).",
+            m.messages.total(),
+        )?;
+        counter(
+            &mut enc,
+            "messages_delivered",
+            "Copies of chat messages queued for recipients (one message to five others is five).",
+            m.messages_delivered.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "commands",
+            "Commands received (lines starting with /), valid or not.",
+            m.commands.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "received_bytes",
+            "Bytes read from client connections.",
+            m.bytes_in.total(),
+        )?;
+        counter(
+            &mut enc,
+            "sent_bytes",
+            "Bytes written to client connections.",
+            m.bytes_out.total(),
+        )?;
+        counter(
+            &mut enc,
+            "rate_limited_reads",
+            "Times flood control paused reading a client until its allowance refilled.",
+            m.rate_limited.load(Relaxed),
+        )?;
+
+        let (queued, largest) = members.iter().fold((0, 0), |(sum, max), member| {
+            let q = member.client.stats.queued.load(Relaxed);
+            (sum + q, max.max(q))
+        });
+        gauge(
+            &mut enc,
+            "queued_bytes",
+            "Output waiting in client queues now, summed over joined clients (each message \
+             charged its length plus 64 bytes of bookkeeping).",
+            queued as u64,
+        )?;
+        gauge(
+            &mut enc,
+            "client_queue_max_bytes",
+            "The longest queue of any one joined client now, in bytes; --queue-bytes is its limit.",
+            largest as u64,
+        )?;
+
+        histogram(
+            &mut enc,
+            "fanout_latency_seconds",
+            "Time from taking a chat line off the sender's buffer to having it queued for every \
+             recipient.",
+            m.fanout_buckets(FANOUT_BUCKETS),
+        )?;
+        histogram(
+            &mut enc,
+            "tcp_rtt_seconds",
+            "Smoothed TCP round-trip time of client connections (TCP_INFO), one observation per \
+             sample: every 10 s per connection, and on /ping and /metrics.",
+            m.rtt_buckets(RTT_BUCKETS),
+        )?;
+        counter(
+            &mut enc,
+            "tcp_retransmitted_segments",
+            "TCP segments retransmitted to clients (TCP_INFO), closed connections included.",
+            m.tcp_retransmits.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tcp_sent_segments",
+            "TCP segments sent to clients (TCP_INFO), closed connections included.",
+            m.tcp_segments_out.load(Relaxed),
+        )?;
+
+        let t = &m.transcript;
+        counter(
+            &mut enc,
+            "transcript_lines",
+            "Chat events written to the transcript (--transcript).",
+            t.written.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "transcript_dropped_lines",
+            "Chat events left out of the transcript because its writer was a whole buffer behind.",
+            t.dropped.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "transcript_write_error_lines",
+            "Chat events lost to transcript write errors (a full disk, say).",
+            t.write_errors.load(Relaxed),
+        )
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn labeled_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[(&'static str, u64)],
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for &(value, count) in values {
+        let labels = [(label, value)];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn info(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: Vec<(&'static str, &'static str)>,
+) -> fmt::Result {
+    let metric = Info::new(labels);
+    metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, b: Buckets) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(b.sum_secs, b.count, &b.buckets, None)
+}
