@@ -32,9 +32,13 @@ pub enum LeaveReason {
     Closed,
     Reset,
     Error,
+    /// The peer stopped acknowledging (keepalive or write deadline): it vanished.
+    TimedOut,
     IdleTimeout,
     SlowConsumer,
     Shutdown,
+    /// Another protocol's client at the prompt (never joined, so never announced).
+    NotChat,
 }
 
 impl LeaveReason {
@@ -45,9 +49,11 @@ impl LeaveReason {
             LeaveReason::Closed => Some("connection closed"),
             LeaveReason::Reset => Some("connection reset"),
             LeaveReason::Error => Some("connection error"),
+            LeaveReason::TimedOut => Some("connection timed out"),
             LeaveReason::IdleTimeout => Some("idle timeout"),
             LeaveReason::SlowConsumer => Some("slow consumer: stopped reading"),
             LeaveReason::Shutdown => Some("server shutting down"),
+            LeaveReason::NotChat => Some("not a chat client"),
         }
     }
 }

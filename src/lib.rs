@@ -17,6 +17,7 @@
 //!   never does socket I/O and never holds its lock across an `.await`.
 //! - [`cmd`]: the command table and one module per command.
 //! - [`metrics`]: counters, rate windows, the fan-out histogram, `TCP_INFO` sampling.
+//! - [`sockopt`]: keepalive and `TCP_USER_TIMEOUT`, so vanished peers are detected.
 //! - [`config`]: the settings and their defaults.
 
 pub mod cmd;
@@ -26,5 +27,6 @@ pub mod hub;
 pub mod metrics;
 pub mod server;
 pub mod session;
+pub mod sockopt;
 
 pub use config::Config;

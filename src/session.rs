@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cmd::{self, format_duration, Command, Ctx, Flow};
-use crate::codec::{check_text, Frame, LineDecoder, LineError};
+use crate::codec::{check_text, foreign_protocol, Frame, LineDecoder, LineError};
 use crate::hub::{queued_cost, Client, LeaveReason, OutboxReceiver};
 use crate::metrics::ClientStats;
 use crate::server::Shared;
@@ -53,16 +53,27 @@ pub async fn run(
     tracing::info!("connected");
     // Latency matters more than segment count for chat; batching happens in the writer.
     let _ = stream.set_nodelay(true);
+    if let Err(e) = crate::sockopt::tune(&stream, &shared.config) {
+        tracing::warn!(error = %e, "cannot set keepalive/user timeout; dead peers are found late");
+    }
     let socket = Arc::new(stream);
     let stats = ClientStats::new(Instant::now());
     let (client, outbox) = Client::new(id, peer, socket.clone(), stats, shared.config.queue_bytes);
     let flushed = CancellationToken::new();
+    let drained = Arc::new(Notify::new());
     let writer = tokio::spawn(
-        write_loop(shared.clone(), client.clone(), outbox, flushed.clone()).in_current_span(),
+        write_loop(
+            shared.clone(),
+            client.clone(),
+            outbox,
+            flushed.clone(),
+            drained.clone(),
+        )
+        .in_current_span(),
     );
 
     let mut session = Session {
-        reader: Reader::new(&shared, client.clone()),
+        reader: Reader::new(&shared, client.clone(), drained),
         shared,
         client,
         nick: None,
@@ -123,14 +134,21 @@ impl Session {
                     self.prompt();
                     continue;
                 }
-                Event::Line(Frame::Line(line), _) => match check_text(&line) {
-                    Ok(text) => text.trim().to_owned(),
-                    Err(e) => {
-                        self.reply(e);
-                        self.prompt();
-                        continue;
+                Event::Line(Frame::Line(line), _) => {
+                    if let Some(protocol) = foreign_protocol(&line) {
+                        self.reply(protocol);
+                        tracing::info!(?protocol, "not a chat client; closing");
+                        return Err(LeaveReason::NotChat);
                     }
-                },
+                    match check_text(&line) {
+                        Ok(text) => text.trim().to_owned(),
+                        Err(e) => {
+                            self.reply(e);
+                            self.prompt();
+                            continue;
+                        }
+                    }
+                }
             };
             if text.starts_with('/') {
                 if cmd::parse(&text) == Ok(Command::Quit) {
@@ -259,12 +277,15 @@ impl Session {
                 writer.abort();
                 return;
             }
-            LeaveReason::Reset | LeaveReason::Error => {
+            LeaveReason::Reset | LeaveReason::Error | LeaveReason::TimedOut => {
                 writer.abort();
                 return;
             }
             LeaveReason::Shutdown => self.reply("Server is shutting down."),
-            LeaveReason::Quit | LeaveReason::Closed | LeaveReason::IdleTimeout => {}
+            LeaveReason::Quit
+            | LeaveReason::Closed
+            | LeaveReason::IdleTimeout
+            | LeaveReason::NotChat => {}
         }
         flushed.cancel();
         let grace = self.shared.config.shutdown_grace;
@@ -302,10 +323,12 @@ struct Reader {
     last_input: Instant,
     idle_warned: bool,
     next_rtt_sample: Instant,
+    /// Signalled by the writer after each write, for a reader waiting on its own backlog.
+    drained: Arc<Notify>,
 }
 
 impl Reader {
-    fn new(shared: &Arc<Shared>, client: Arc<Client>) -> Self {
+    fn new(shared: &Arc<Shared>, client: Arc<Client>, drained: Arc<Notify>) -> Self {
         let config = &shared.config;
         let now = Instant::now();
         Reader {
@@ -320,6 +343,7 @@ impl Reader {
             last_input: now,
             idle_warned: false,
             next_rtt_sample: now,
+            drained,
         }
     }
 
@@ -327,6 +351,9 @@ impl Reader {
     /// while the client is at the nickname prompt.
     async fn next_event(&mut self, register_deadline: Option<Instant>) -> Event {
         loop {
+            if let Some(end) = self.wait_for_own_backlog().await {
+                return end;
+            }
             let now = Instant::now();
             let throttled_until = self.limiter.as_mut().and_then(|l| l.blocked_until(now));
             if throttled_until.is_none() {
@@ -392,6 +419,33 @@ impl Reader {
         }
     }
 
+    /// Replies to a client's own commands go through its queue like everything else, and one
+    /// read can hold hundreds of commands: 900 `/metrics` in 8 KiB ask for about 1 MB. Past half
+    /// the queue bound the reader stops taking lines until the writer has caught up, so TCP
+    /// slows such a client down instead of the queue overflowing and cutting it off as a slow
+    /// consumer. (A client that stops reading altogether is still cut off, by the other half of
+    /// the bound or by the write timeout.)
+    async fn wait_for_own_backlog(&self) -> Option<Event> {
+        let threshold = self.shared.config.queue_bytes / 2;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a write finishing in between is not missed.
+            drained.as_mut().enable();
+            if self.client.stats.queued.load(Relaxed) <= threshold {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => return Some(Event::End(LeaveReason::Shutdown)),
+                _ = self.client.kicked() => {
+                    return Some(Event::End(self.client.kick_reason().unwrap_or(LeaveReason::Error)));
+                }
+                _ = drained => {}
+            }
+        }
+    }
+
     fn mark_input(&mut self, now: Instant) {
         self.last_input = now;
         self.idle_warned = false;
@@ -430,6 +484,7 @@ fn leave_reason_for(e: &io::Error) -> LeaveReason {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => LeaveReason::Reset,
+        io::ErrorKind::TimedOut => LeaveReason::TimedOut,
         _ => LeaveReason::Error,
     }
 }
@@ -476,6 +531,7 @@ async fn write_loop(
     client: Arc<Client>,
     mut outbox: OutboxReceiver,
     flushed: CancellationToken,
+    drained: Arc<Notify>,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -497,12 +553,20 @@ async fn write_loop(
         }
         let cost: usize = batch.iter().map(queued_cost).sum();
         let bytes: usize = batch.iter().map(Bytes::len).sum();
-        if let Err(e) = write_all(&client.socket, &batch).await {
-            tracing::debug!(error = %e, "write failed");
+        if let Err(e) = write_all(&client.socket, &batch, shared.config.write_timeout).await {
+            if e.kind() == io::ErrorKind::TimedOut {
+                tracing::info!(
+                    queued = client.stats.queued.load(Relaxed),
+                    "peer stopped acknowledging output; connection timed out"
+                );
+            } else {
+                tracing::debug!(error = %e, "write failed");
+            }
             client.kick(leave_reason_for(&e));
             return;
         }
         client.stats.queued.fetch_sub(cost, Relaxed);
+        drained.notify_waiters();
         let clock = &shared.metrics.clock;
         client.stats.lines_out.add(clock, n as u64);
         client.stats.bytes_out.add(clock, bytes as u64);
@@ -511,11 +575,24 @@ async fn write_loop(
     }
 }
 
-/// Writes every byte of `batch`, as few syscalls as the kernel allows.
-async fn write_all(socket: &TcpStream, batch: &[Bytes]) -> io::Result<()> {
+/// Writes every byte of `batch`, as few syscalls as the kernel allows. Fails with `TimedOut`
+/// when the socket accepts nothing for `deadline`: a peer that vanished without a FIN leaves a
+/// full send buffer that never drains, and this bounds how long its queue is kept. (The
+/// kernel's `TCP_USER_TIMEOUT` usually fires first; this also covers a peer whose kernel is
+/// alive but whose window stays shut.)
+async fn write_all(
+    socket: &TcpStream,
+    batch: &[Bytes],
+    deadline: Option<Duration>,
+) -> io::Result<()> {
     let (mut first, mut offset) = (0, 0);
     while first < batch.len() {
-        socket.writable().await?;
+        match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, socket.writable())
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+            None => socket.writable().await?,
+        }
         let mut iov = [IoSlice::new(&[]); MAX_BATCH];
         let count = batch.len() - first;
         iov[0] = IoSlice::new(&batch[first][offset..]);

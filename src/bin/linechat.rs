@@ -67,6 +67,18 @@ struct Args {
           default_value_t = Config::default().shutdown_grace.as_secs())]
     shutdown_grace: u64,
 
+    /// Probe a connection silent for this many seconds with TCP keepalive, so a peer that
+    /// vanished without closing is dropped (within 4/3 of this); 0 = off.
+    #[arg(long, env = "LINECHAT_KEEPALIVE", value_name = "SECS",
+          default_value_t = Config::default().keepalive.map_or(0, |d| d.as_secs()))]
+    keepalive: u64,
+
+    /// Drop a connection whose output goes unacknowledged for this many seconds (a dead peer
+    /// with messages pending; TCP_USER_TIMEOUT); 0 = off.
+    #[arg(long, env = "LINECHAT_WRITE_TIMEOUT", value_name = "SECS",
+          default_value_t = Config::default().write_timeout.map_or(0, |d| d.as_secs()))]
+    write_timeout: u64,
+
     /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
     #[arg(long, env = "LINECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -99,6 +111,9 @@ impl Args {
             rate_limit: (self.rate_limit > 0.0).then_some(self.rate_limit),
             rate_burst: self.rate_burst,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            keepalive: (self.keepalive > 0).then(|| Duration::from_secs(self.keepalive)),
+            write_timeout: (self.write_timeout > 0)
+                .then(|| Duration::from_secs(self.write_timeout)),
             ..Config::default()
         })
     }
