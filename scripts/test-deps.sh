@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond cargo: netcat-openbsd, for the test that a real `nc`
-# can chat. Safe to run again; does nothing when everything is present.
+# Installs what the test suite needs beyond cargo: netcat-openbsd (a real `nc` chats), and for
+# the fault suite's network-namespace tests iproute2 (`ip`) and nftables (`nft`). Safe to run
+# again; does nothing when everything is present. The fault tests that need them also need
+# root; in CI (CI set) they fail rather than skip when something is missing.
 set -euo pipefail
 
 need=()
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "test-deps: please install ${need[*]} (the netcat test will be skipped)" >&2
+  echo "test-deps: please install ${need[*]} (the tests that need them will be skipped)" >&2
   exit 0
 fi
 echo "test-deps: installing ${need[*]}" >&2
