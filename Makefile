@@ -1,6 +1,6 @@
 # For people used to the original server's `make run`. Cargo does the work.
 
-.PHONY: run test bench check
+.PHONY: run test bench check faults fuzz soak
 
 run:
 	cargo run --release
@@ -18,3 +18,16 @@ bench:
 # What CI runs.
 check:
 	.ci/run
+
+# The fault suite in release mode, one test at a time, with its figures and a verdict
+# (root for the network-namespace tests). See TESTING.md.
+faults:
+	scripts/faults/all.sh
+
+# Each fuzz target for FUZZ_SECS seconds (default 60).
+fuzz:
+	scripts/faults/fuzz.sh
+
+# The long soak (default 10 min, 2000 clients).
+soak:
+	scripts/faults/soak.sh

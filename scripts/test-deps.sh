@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond cargo: netcat-openbsd, for the test that a real `nc`
-# can chat, and prometheus, whose `promtool check metrics` validates the metrics endpoint's
-# output. Safe to run again; does nothing when everything is present.
+# Installs what the test suite needs beyond cargo: netcat-openbsd (a real `nc` chats),
+# prometheus (`promtool check metrics` validates the metrics endpoint's output), and for the
+# fault suite's network-namespace tests iproute2 (`ip`) and nftables (`nft`). Safe to run
+# again; does nothing when everything is present. The tests that need them fail rather than
+# skip in CI (CI set) when something is missing; the namespace tests also need root.
 set -euo pipefail
 
 need=()
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "test-deps: please install ${need[*]} (the tests needing them will be skipped)" >&2
+  echo "test-deps: please install ${need[*]} (the tests that need them will be skipped)" >&2
   exit 0
 fi
 echo "test-deps: installing ${need[*]}" >&2

@@ -145,6 +145,49 @@ pub fn check_text(line: &[u8]) -> Result<&str, LineError> {
     }
 }
 
+/// Another protocol's client that reached the chat port by mistake (a browser, `curl`, a TLS
+/// client, `ssh`). Recognised on the first line at the nickname prompt, so it is told what this
+/// port is and closed instead of being welcomed as a guest (an HTTP request's blank line would
+/// otherwise pick a `guest-N` name, and an SSH banner is a valid nickname).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ForeignProtocol {
+    #[error(
+        "Error: this is a linechat chat server, not a web server; connect with a line-based \
+         client such as nc HOST PORT."
+    )]
+    Http,
+    #[error(
+        "Error: this chat server speaks plain text, not TLS; connect with a line-based client \
+         such as nc HOST PORT."
+    )]
+    Tls,
+    #[error(
+        "Error: this is a linechat chat server, not an SSH server; connect with a line-based \
+         client such as nc HOST PORT."
+    )]
+    Ssh,
+}
+
+/// Recognises the first line another protocol's client sends.
+pub fn foreign_protocol(line: &[u8]) -> Option<ForeignProtocol> {
+    // A TLS record carrying a handshake: content type 22, protocol major version 3.
+    if line.starts_with(&[0x16, 0x03]) {
+        return Some(ForeignProtocol::Tls);
+    }
+    if line.starts_with(b"SSH-2.0-") || line.starts_with(b"SSH-1.") {
+        return Some(ForeignProtocol::Ssh);
+    }
+    // An HTTP/1 request line: `METHOD target HTTP/x.y`.
+    let mut words = line.split(|&b| b == b' ');
+    let (Some(method), Some(_target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return None;
+    };
+    let is_method = !method.is_empty() && method.iter().all(u8::is_ascii_uppercase);
+    (is_method && version.starts_with(b"HTTP/")).then_some(ForeignProtocol::Http)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +241,35 @@ mod tests {
         assert_eq!(d.decode(&mut buf), None);
         assert_eq!(d.decode_eof(&mut buf), Some(line("bye")));
         assert_eq!(d.decode_eof(&mut buf), None);
+    }
+
+    #[test]
+    fn other_protocols_are_recognised_but_chat_is_not() {
+        assert_eq!(
+            foreign_protocol(b"GET / HTTP/1.1"),
+            Some(ForeignProtocol::Http)
+        );
+        assert_eq!(
+            foreign_protocol(b"POST /x?y=1 HTTP/1.0"),
+            Some(ForeignProtocol::Http)
+        );
+        assert_eq!(
+            foreign_protocol(b"\x16\x03\x01\x02\x00\x01"),
+            Some(ForeignProtocol::Tls)
+        );
+        assert_eq!(
+            foreign_protocol(b"SSH-2.0-OpenSSH_9.2p1"),
+            Some(ForeignProtocol::Ssh)
+        );
+        for chat in [
+            &b"alice"[..],
+            b"",
+            b"GET me HTTP",
+            b"I read HTTP/1.1 docs",
+            b"get / HTTP/1.1",
+        ] {
+            assert_eq!(foreign_protocol(chat), None, "{chat:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub struct Config {
     pub announce_limit: usize,
     /// How often big rooms get their presence summary.
     pub presence_interval: Duration,
+    /// TCP keepalive: a connection silent this long is probed, and one whose peer answers
+    /// nothing for about a third of this again is dropped, so a peer that vanished (power cut,
+    /// cable pulled, NAT entry expired) leaves even when nobody sends to it. `None` = off.
+    pub keepalive: Option<Duration>,
+    /// Output that the peer does not acknowledge (or a send buffer that does not drain) for
+    /// this long ends the connection: the bound on how long a dead peer with pending output
+    /// keeps its queue. Applied as `TCP_USER_TIMEOUT` and as the writer's own deadline.
+    /// `None` = off.
+    pub write_timeout: Option<Duration>,
     /// How often each connection's `TCP_INFO` is sampled for the latency figures, besides the
     /// samples taken on `/ping` and `/metrics`.
     pub rtt_sample_interval: Duration,
@@ -55,6 +64,11 @@ impl Default for Config {
             rate_limit: Some(20.0),
             rate_burst: 50,
             shutdown_grace: Duration::from_secs(5),
+            // A vanished idle peer is gone within 40 s (probed after 30 s of silence, 3 s
+            // between probes); a vanished peer with output pending within 30 s. Long enough that a brief outage
+            // (Wi-Fi roaming, a router reboot) does not cut anyone off.
+            keepalive: Some(Duration::from_secs(30)),
+            write_timeout: Some(Duration::from_secs(30)),
             rtt_sample_interval: Duration::from_secs(10),
             // Beyond a hundred people a notice per arrival is noise, and it is where the
             // N²/2 cost of announcing joins starts to dominate (Twitch stops at 1000).

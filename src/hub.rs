@@ -35,22 +35,28 @@ pub enum LeaveReason {
     Closed,
     Reset,
     Error,
+    /// The peer stopped acknowledging (keepalive or write deadline): it vanished.
+    TimedOut,
     IdleTimeout,
     SlowConsumer,
     Shutdown,
+    /// Another protocol's client at the prompt (never joined, so never announced).
+    NotChat,
 }
 
 impl LeaveReason {
     /// Every reason, in declaration order: metrics index counters by `reason as usize`, so a
     /// new reason goes here (and in [`LeaveReason::label`]) too.
-    pub const ALL: [LeaveReason; 7] = [
+    pub const ALL: [LeaveReason; 9] = [
         LeaveReason::Quit,
         LeaveReason::Closed,
         LeaveReason::Reset,
         LeaveReason::Error,
+        LeaveReason::TimedOut,
         LeaveReason::IdleTimeout,
         LeaveReason::SlowConsumer,
         LeaveReason::Shutdown,
+        LeaveReason::NotChat,
     ];
 
     /// The `reason` label value in the Prometheus exposition.
@@ -60,9 +66,11 @@ impl LeaveReason {
             LeaveReason::Closed => "closed",
             LeaveReason::Reset => "reset",
             LeaveReason::Error => "error",
+            LeaveReason::TimedOut => "timed_out",
             LeaveReason::IdleTimeout => "idle_timeout",
             LeaveReason::SlowConsumer => "slow_consumer",
             LeaveReason::Shutdown => "shutdown",
+            LeaveReason::NotChat => "not_chat",
         }
     }
 
@@ -73,9 +81,11 @@ impl LeaveReason {
             LeaveReason::Closed => Some("connection closed"),
             LeaveReason::Reset => Some("connection reset"),
             LeaveReason::Error => Some("connection error"),
+            LeaveReason::TimedOut => Some("connection timed out"),
             LeaveReason::IdleTimeout => Some("idle timeout"),
             LeaveReason::SlowConsumer => Some("slow consumer: stopped reading"),
             LeaveReason::Shutdown => Some("server shutting down"),
+            LeaveReason::NotChat => Some("not a chat client"),
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`metrics`]: counters, rate windows, the fan-out and RTT histograms, `TCP_INFO` sampling.
 //! - [`prom`]: the HTTP endpoint for Prometheus (`/metrics`) and health checks (`/healthz`).
 //! - [`transcript`]: chat events appended to a JSON-lines file by a writer thread.
+//! - [`sockopt`]: keepalive and `TCP_USER_TIMEOUT`, so vanished peers are detected.
 //! - [`config`]: the settings and their defaults.
 
 pub mod cmd;
@@ -33,6 +34,7 @@ pub mod prom;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod sockopt;
 pub mod transcript;
 
 pub use config::Config;

@@ -158,14 +158,20 @@ pub async fn run_with(
     tracker.spawn(presence_ticker(shared.clone()));
 
     tokio::pin!(shutdown);
+    let mut starved = Starved::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    starved.recovered();
+                    conn
+                }
                 Err(e) => {
-                    accept_failed(&e).await;
-                    continue;
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = starved.accept_failed(&e) => continue,
+                    }
                 }
             },
         };
@@ -222,19 +228,61 @@ async fn presence_ticker(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_failed(e: &io::Error) {
-    match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-            tracing::error!(error = %e, "cannot accept: out of resources; pausing accepts");
-            tokio::time::sleep(ACCEPT_BACKOFF).await;
+/// How often a server that stays out of descriptors says so again.
+const STARVED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accept failures for lack of resources: logged when they start, every
+/// [`STARVED_LOG_EVERY`] while they last and when they end, not on every retry.
+#[derive(Debug, Default)]
+struct Starved {
+    since: Option<tokio::time::Instant>,
+    last_logged: Option<tokio::time::Instant>,
+    retries: u64,
+}
+
+impl Starved {
+    async fn accept_failed(&mut self, e: &io::Error) {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                let now = tokio::time::Instant::now();
+                self.retries += 1;
+                if self.since.is_none() {
+                    self.since = Some(now);
+                    self.last_logged = Some(now);
+                    tracing::error!(
+                        error = %e,
+                        "cannot accept: out of resources; serving existing clients and retrying \
+                         every {ACCEPT_BACKOFF:?}"
+                    );
+                } else if self
+                    .last_logged
+                    .is_some_and(|at| now.duration_since(at) >= STARVED_LOG_EVERY)
+                {
+                    self.last_logged = Some(now);
+                    tracing::warn!(error = %e, retries = self.retries, "still cannot accept");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            // The peer gave up between SYN and accept: nothing to do.
+            Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {
+                tracing::debug!(error = %e, "connection aborted before accept");
+            }
+            _ => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
         }
-        // The peer gave up between SYN and accept: nothing to do.
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {
-            tracing::debug!(error = %e, "connection aborted before accept");
-        }
-        _ => {
-            tracing::warn!(error = %e, "accept failed");
-            tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                after = ?since.elapsed(),
+                retries = self.retries,
+                "accepting again"
+            );
+            self.retries = 0;
+            self.last_logged = None;
         }
     }
 }

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 use crate::cmd::{self, format_duration, Command, Ctx, Flow};
-use crate::codec::{check_text, Frame, LineDecoder, LineError};
+use crate::codec::{check_text, foreign_protocol, Frame, LineDecoder, LineError};
 use crate::hub::{Client, LeaveReason};
 use crate::metrics::ClientStats;
 use crate::outbox::queued_cost;
@@ -59,16 +59,20 @@ pub async fn run(
     tracing::info!("connected");
     // Latency matters more than segment count for chat; batching happens in the writer.
     let _ = stream.set_nodelay(true);
+    if let Err(e) = crate::sockopt::tune(&stream, &shared.config) {
+        tracing::warn!(error = %e, "cannot set keepalive/user timeout; dead peers are found late");
+    }
     let socket = Arc::new(stream);
     let stats = ClientStats::new(Instant::now());
     let client = Client::new(id, peer, socket.clone(), stats, shared.config.queue_bytes);
+    let drained = Arc::new(Notify::new());
     // Not instrumented: entering the connection span on every poll of the busiest task
     // showed up in profiles, and the writer logs only at debug level.
-    let writer = tokio::spawn(write_loop(shared.clone(), client.clone()));
+    let writer = tokio::spawn(write_loop(shared.clone(), client.clone(), drained.clone()));
 
     let _open = shared.metrics.connection_opened();
     let mut session = Session {
-        reader: Reader::new(&shared, client.clone()),
+        reader: Reader::new(&shared, client.clone(), drained),
         shared: shared.clone(),
         client: client.clone(),
         nick: None,
@@ -133,14 +137,21 @@ impl Session {
                     self.prompt();
                     continue;
                 }
-                Event::Line(Frame::Line(line), _) => match check_text(&line) {
-                    Ok(text) => text.trim().to_owned(),
-                    Err(e) => {
-                        self.reply(e);
-                        self.prompt();
-                        continue;
+                Event::Line(Frame::Line(line), _) => {
+                    if let Some(protocol) = foreign_protocol(&line) {
+                        self.reply(protocol);
+                        tracing::info!(?protocol, "not a chat client; closing");
+                        return Err(LeaveReason::NotChat);
                     }
-                },
+                    match check_text(&line) {
+                        Ok(text) => text.trim().to_owned(),
+                        Err(e) => {
+                            self.reply(e);
+                            self.prompt();
+                            continue;
+                        }
+                    }
+                }
             };
             if text.starts_with('/') {
                 if cmd::parse(&text) == Ok(Command::Quit) {
@@ -269,12 +280,15 @@ impl Session {
                 writer.abort();
                 return;
             }
-            LeaveReason::Reset | LeaveReason::Error => {
+            LeaveReason::Reset | LeaveReason::Error | LeaveReason::TimedOut => {
                 writer.abort();
                 return;
             }
             LeaveReason::Shutdown => self.reply("Server is shutting down."),
-            LeaveReason::Quit | LeaveReason::Closed | LeaveReason::IdleTimeout => {}
+            LeaveReason::Quit
+            | LeaveReason::Closed
+            | LeaveReason::IdleTimeout
+            | LeaveReason::NotChat => {}
         }
         self.client.outbox().close();
         let grace = self.shared.config.shutdown_grace;
@@ -314,10 +328,12 @@ struct Reader {
     /// Whether flood control is holding reading back, so each pause is counted once.
     throttled: bool,
     next_rtt_sample: Instant,
+    /// Signalled by the writer after each write, for a reader waiting on its own backlog.
+    drained: Arc<Notify>,
 }
 
 impl Reader {
-    fn new(shared: &Arc<Shared>, client: Arc<Client>) -> Self {
+    fn new(shared: &Arc<Shared>, client: Arc<Client>, drained: Arc<Notify>) -> Self {
         let config = &shared.config;
         let now = Instant::now();
         Reader {
@@ -333,6 +349,7 @@ impl Reader {
             idle_warned: false,
             throttled: false,
             next_rtt_sample: now,
+            drained,
         }
     }
 
@@ -340,6 +357,9 @@ impl Reader {
     /// while the client is at the nickname prompt.
     async fn next_event(&mut self, register_deadline: Option<Instant>) -> Event {
         loop {
+            if let Some(end) = self.wait_for_own_backlog().await {
+                return end;
+            }
             let now = Instant::now();
             let throttled_until = self.limiter.as_mut().and_then(|l| l.blocked_until(now));
             if throttled_until.is_some() && !self.throttled {
@@ -409,6 +429,33 @@ impl Reader {
         }
     }
 
+    /// Replies to a client's own commands go through its queue like everything else, and one
+    /// read can hold hundreds of commands: 900 `/metrics` in 8 KiB ask for about 1 MB. Past half
+    /// the queue bound the reader stops taking lines until the writer has caught up, so TCP
+    /// slows such a client down instead of the queue overflowing and cutting it off as a slow
+    /// consumer. (A client that stops reading altogether is still cut off, by the other half of
+    /// the bound or by the write timeout.)
+    async fn wait_for_own_backlog(&self) -> Option<Event> {
+        let threshold = self.shared.config.queue_bytes / 2;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a write finishing in between is not missed.
+            drained.as_mut().enable();
+            if self.client.stats.queued.load(Relaxed) <= threshold {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => return Some(Event::End(LeaveReason::Shutdown)),
+                _ = self.client.kicked() => {
+                    return Some(Event::End(self.client.kick_reason().unwrap_or(LeaveReason::Error)));
+                }
+                _ = drained => {}
+            }
+        }
+    }
+
     fn mark_input(&mut self, now: Instant) {
         self.last_input = now;
         self.idle_warned = false;
@@ -454,6 +501,7 @@ fn leave_reason_for(e: &io::Error) -> LeaveReason {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => LeaveReason::Reset,
+        io::ErrorKind::TimedOut => LeaveReason::TimedOut,
         _ => LeaveReason::Error,
     }
 }
@@ -493,21 +541,31 @@ impl TokenBucket {
     }
 }
 
-/// Drains the client's queue to the socket until the session closes it, a write fails, or the
-/// task is aborted.
-async fn write_loop(shared: Arc<Shared>, client: Arc<Client>) {
+/// Drains the client's queue to the socket until the session closes it, a write fails or
+/// times out, or the task is aborted. `drained` tells the reader each time output was written.
+async fn write_loop(shared: Arc<Shared>, client: Arc<Client>, drained: Arc<Notify>) {
     let mut batch = VecDeque::new();
     let outbox = client.outbox();
     while poll_fn(|cx| outbox.poll_take(&mut batch, cx)).await {
         let n = batch.len();
         let cost: usize = batch.iter().map(queued_cost).sum();
         let bytes: usize = batch.iter().map(Bytes::len).sum();
-        if let Err(e) = write_all(&client.socket, batch.make_contiguous()).await {
-            tracing::debug!(id = client.id, error = %e, "write failed");
+        let deadline = shared.config.write_timeout;
+        if let Err(e) = write_all(&client.socket, batch.make_contiguous(), deadline).await {
+            if e.kind() == io::ErrorKind::TimedOut {
+                tracing::info!(
+                    id = client.id,
+                    queued = client.stats.queued.load(Relaxed),
+                    "peer stopped acknowledging output; connection timed out"
+                );
+            } else {
+                tracing::debug!(id = client.id, error = %e, "write failed");
+            }
             client.kick(leave_reason_for(&e));
             break;
         }
         outbox.written(cost, &client.stats.queued);
+        drained.notify_waiters();
         let clock = &shared.metrics.clock;
         client.stats.lines_out.add(clock, n as u64);
         client.stats.bytes_out.add(clock, bytes as u64);
@@ -522,11 +580,24 @@ async fn write_loop(shared: Arc<Shared>, client: Arc<Client>) {
     outbox.finish(&client.stats.queued);
 }
 
-/// Writes every byte of `batch`, as few syscalls as the kernel allows.
-async fn write_all(socket: &TcpStream, batch: &[Bytes]) -> io::Result<()> {
+/// Writes every byte of `batch`, as few syscalls as the kernel allows. Fails with `TimedOut`
+/// when the socket accepts nothing for `deadline`: a peer that vanished without a FIN leaves a
+/// full send buffer that never drains, and this bounds how long its queue is kept. (The
+/// kernel's `TCP_USER_TIMEOUT` usually fires first; this also covers a peer whose kernel is
+/// alive but whose window stays shut.)
+async fn write_all(
+    socket: &TcpStream,
+    batch: &[Bytes],
+    deadline: Option<Duration>,
+) -> io::Result<()> {
     let (mut first, mut offset) = (0, 0);
     while first < batch.len() {
-        socket.writable().await?;
+        match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, socket.writable())
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+            None => socket.writable().await?,
+        }
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let count = (batch.len() - first).min(MAX_IOV);
         iov[0] = IoSlice::new(&batch[first][offset..]);

@@ -105,6 +105,17 @@ struct Args {
     /// lines. SIGHUP reopens it, for log rotation. Off unless given.
     #[arg(long, env = "LINECHAT_TRANSCRIPT", value_name = "PATH")]
     transcript: Option<PathBuf>,
+    /// Probe a connection silent for this many seconds with TCP keepalive, so a peer that
+    /// vanished without closing is dropped (within 4/3 of this); 0 = off.
+    #[arg(long, env = "LINECHAT_KEEPALIVE", value_name = "SECS",
+          default_value_t = Config::default().keepalive.map_or(0, |d| d.as_secs()))]
+    keepalive: u64,
+
+    /// Drop a connection whose output goes unacknowledged for this many seconds (a dead peer
+    /// with messages pending; TCP_USER_TIMEOUT); 0 = off.
+    #[arg(long, env = "LINECHAT_WRITE_TIMEOUT", value_name = "SECS",
+          default_value_t = Config::default().write_timeout.map_or(0, |d| d.as_secs()))]
+    write_timeout: u64,
 
     /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
     #[arg(long, env = "LINECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -141,6 +152,9 @@ impl Args {
             announce_limit: self.announce_limit,
             history: self.history,
             history_retain: self.history_retain,
+            keepalive: (self.keepalive > 0).then(|| Duration::from_secs(self.keepalive)),
+            write_timeout: (self.write_timeout > 0)
+                .then(|| Duration::from_secs(self.write_timeout)),
             ..Config::default()
         })
     }

@@ -69,6 +69,26 @@ impl TestServer {
         }
     }
 
+    /// Serves on a listener the test made itself (in a network namespace, say).
+    #[allow(dead_code)] // used by the fault suite, which shares this file
+    pub async fn with_listener(listener: std::net::TcpListener, config: Config) -> Self {
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("register listener");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(linechat::server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            metrics_addr: None,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
     /// The defaults, but without flood control, so tests can send as fast as they like.
     pub async fn unthrottled() -> Self {
         Self::start(Config {
@@ -115,6 +135,13 @@ impl Client {
         Client::from_stream(socket.connect(addr).await.expect("connect"))
     }
 
+    /// Wraps a connection the test made itself (in a network namespace, through a proxy).
+    #[allow(dead_code)] // used by the fault suite, which shares this file
+    pub fn from_std(stream: std::net::TcpStream) -> Client {
+        stream.set_nonblocking(true).expect("non-blocking stream");
+        Client::from_stream(TcpStream::from_std(stream).expect("register stream"))
+    }
+
     fn from_stream(stream: TcpStream) -> Client {
         let (r, w) = stream.into_split();
         Client {
@@ -151,6 +178,12 @@ impl Client {
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Like [`Client::send_raw`], for tests where the server may be gone.
+    #[allow(dead_code)] // used by the fault suite, which shares this file
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
     }
 
     /// Half-closes: the server sees EOF, we can still read.

@@ -1,0 +1,129 @@
+//! The `linechat` binary as a child process, so a test can watch what the operating system sees
+//! of it (resident memory, open descriptors), limit it (`RLIMIT_NOFILE`), and signal it.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::WAIT;
+
+const BIN: &str = env!("CARGO_BIN_EXE_linechat");
+
+#[derive(Debug)]
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// Every log line so far (stderr), for tests that check what was logged.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Options<'a> {
+    pub args: &'a [&'a str],
+    /// Soft and hard `RLIMIT_NOFILE`; the server cannot raise it past the hard limit.
+    pub max_fds: Option<u64>,
+}
+
+impl Server {
+    pub async fn start(opts: Options<'_>) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(opts.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(limit) = opts.max_fds {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start linechat");
+        let pid = child.id().expect("running");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                if let Some(at) = line.find("listening addr=") {
+                    return line[at + "listening addr=".len()..].trim().parse().unwrap();
+                }
+            }
+            panic!("linechat exited without listening")
+        })
+        .await
+        .expect("listening in time");
+        // Keep draining the log so the server never blocks on a full pipe.
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Server {
+            child,
+            addr,
+            pid,
+            log,
+        }
+    }
+
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Resident memory in KiB, from `/proc/PID/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Open file descriptors, from `/proc/PID/fd`.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap()
+            .count()
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: signalling the child we started, by its PID.
+        assert_eq!(
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+    }
+}
+
+/// A figure in the report from a `/metrics` reply: the number after `label`.
+pub fn figure(report: &[String], label: &str) -> u64 {
+    report
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{label} not in report: {report:#?}"))
+}
