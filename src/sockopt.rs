@@ -7,55 +7,61 @@
 //! `ETIMEDOUT`, which wakes the session and ends it as "connection timed out".
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::os::fd::AsFd;
+
+use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::Config;
 
 /// Applies the configured dead-peer bounds to an accepted connection.
-pub fn tune(socket: &impl AsRawFd, config: &Config) -> io::Result<()> {
-    let fd = socket.as_raw_fd();
+pub fn tune(socket: &impl AsFd, config: &Config) -> io::Result<()> {
+    let socket = SockRef::from(socket);
     if let Some(idle) = config.keepalive {
-        let idle_secs = secs(idle);
         // Three probes spread over a third of the idle time: the peer has that long to answer
-        // one before the connection is declared dead.
-        let interval = (idle_secs / 9).max(1);
-        setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-        setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_secs)?;
-        setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, interval)?;
-        setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)?;
+        // one before the connection is declared dead. The kernel counts whole seconds.
+        let idle = idle.max(std::time::Duration::from_secs(1));
+        let interval = (idle / 9).max(std::time::Duration::from_secs(1));
+        let keepalive = TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(interval)
+            .with_retries(3);
+        socket.set_tcp_keepalive(&keepalive)?;
     }
     if let Some(timeout) = config.write_timeout {
-        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
+        socket.set_tcp_user_timeout(Some(timeout))?;
     }
     Ok(())
 }
 
-/// Whole seconds, at least 1 (the kernel's keepalive knobs count seconds, and 0 is invalid).
-fn secs(d: Duration) -> libc::c_int {
-    d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
 
-fn setsockopt(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` outlives the call and its size is passed with it; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    #[test]
+    fn the_kernel_gets_the_configured_bounds() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let config = Config {
+            keepalive: Some(Duration::from_secs(27)),
+            write_timeout: Some(Duration::from_secs(12)),
+            ..Config::default()
+        };
+        tune(&client, &config).unwrap();
+        let socket = SockRef::from(&client);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(27)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(12))
+        );
     }
 }
