@@ -94,12 +94,7 @@ impl Server {
 
     /// Resident memory in KiB, from `/proc/PID/status`.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        crate::support::proc_status_kib(self.pid, "VmRSS")
     }
 
     /// Open file descriptors, from `/proc/PID/fd`.

@@ -7,7 +7,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::support::{Client, TempPath, WAIT};
+use crate::support::{proc_status_kib, Client, TempPath, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_linechat");
 
@@ -262,13 +262,6 @@ fn help_explains_every_option_and_its_default() {
     }
 }
 
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// The server's memory is bounded by its queues, not by what a stalled client is owed: a flood
 /// of 10 MB towards a client that never reads must not show up in the server's peak RSS.
 #[tokio::test]
@@ -284,7 +277,7 @@ async fn memory_stays_bounded_while_a_client_never_reads() {
     sleeper.register("sleeper").await;
     let mut flooder = Client::join(addr, "flooder").await;
     reader.skip_until("flooder has joined the chat.").await;
-    let before = peak_rss_kib(pid);
+    let before = proc_status_kib(pid, "VmHWM");
 
     const LINES: usize = 50_000;
     let payload = "p".repeat(200);
@@ -308,7 +301,7 @@ async fn memory_stays_bounded_while_a_client_never_reads() {
         .await
         .expect("the reader got every line")
         .unwrap();
-    let growth = peak_rss_kib(pid).saturating_sub(before);
+    let growth = proc_status_kib(pid, "VmHWM").saturating_sub(before);
     eprintln!(
         "flood of {} KiB towards a stalled client: server peak RSS grew {growth} KiB",
         LINES * 207 / 1024
@@ -324,13 +317,6 @@ async fn memory_stays_bounded_while_a_client_never_reads() {
     );
 }
 
-/// Resident memory of a process now, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// An idle joined client costs the server a few KiB (the benchmark's target is under 8 KiB).
 #[tokio::test]
 async fn idle_connections_are_cheap() {
@@ -341,7 +327,7 @@ async fn idle_connections_are_cheap() {
     let (child, addr) = start(&[], &[]).await;
     let pid = child.id().unwrap();
     let mut first = Client::join(addr, "first").await;
-    let before = rss_kib(pid);
+    let before = proc_status_kib(pid, "VmRSS");
     const CLIENTS: usize = 500;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
@@ -352,7 +338,7 @@ async fn idle_connections_are_cheap() {
     for c in &mut clients[..10] {
         c.sync().await;
     }
-    let per_client = (rss_kib(pid) - before) * 1024 / CLIENTS as u64;
+    let per_client = (proc_status_kib(pid, "VmRSS") - before) * 1024 / CLIENTS as u64;
     eprintln!("server RSS per idle joined client: {per_client} B");
     assert!(per_client < 8 * 1024, "{per_client} B per idle client");
 }

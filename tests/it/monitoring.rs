@@ -9,7 +9,7 @@ use linechat::server::Extras;
 use linechat::Config;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{http_get, http_request, Client, TestServer, WAIT};
+use crate::support::{http_get, http_request, required_tool, Client, TestServer, WAIT};
 
 /// One scrape: every sample by its series (`name{labels}`), and the raw text.
 struct Scrape {
@@ -38,26 +38,6 @@ impl Scrape {
             .get(series)
             .unwrap_or_else(|| panic!("{series} missing from the scrape:\n{}", self.text))
     }
-}
-
-/// `promtool`, from Debian's `prometheus` package. `.ci/run` installs it (scripts/test-deps.sh);
-/// elsewhere the check says it skipped.
-fn promtool() -> Option<&'static str> {
-    let found = std::process::Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing in CI: scripts/test-deps.sh should have installed prometheus"
-        );
-        eprintln!("skipped: promtool not installed (apt-get install prometheus)");
-        return None;
-    }
-    Some("promtool")
 }
 
 #[tokio::test]
@@ -182,7 +162,7 @@ async fn a_scrape_counts_what_the_chat_did() {
         assert!(!series.contains("alice") && !series.contains("127.0.0.1"));
     }
 
-    if let Some(promtool) = promtool() {
+    if let Some(promtool) = required_tool("promtool", "--version", "prometheus") {
         let mut check = tokio::process::Command::new(promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())

@@ -6,29 +6,13 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::support::{TestServer, WAIT};
-
-fn netcat() -> Option<&'static str> {
-    let found = std::process::Command::new("nc")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nc is missing in CI: .ci/run should have installed netcat-openbsd"
-        );
-        eprintln!("skipped: nc not installed (apt-get install netcat-openbsd)");
-        return None;
-    }
-    Some("nc")
-}
+use crate::support::{required_tool, TestServer, WAIT};
 
 #[tokio::test]
 async fn netcat_can_join_and_chat() {
-    let Some(nc) = netcat() else { return };
+    let Some(nc) = required_tool("nc", "-h", "netcat-openbsd") else {
+        return;
+    };
     let server = TestServer::unthrottled().await;
     let mut bob = server.join("bob").await;
 

@@ -343,3 +343,35 @@ impl Drop for TempPath {
         }
     }
 }
+
+/// A program a test drives (`nc`, `promtool`), probed by running it with `probe`. `.ci/run`
+/// installs them (scripts/test-deps.sh), so in CI a missing one fails the test; elsewhere the
+/// test says it skipped.
+#[allow(dead_code)] // the fault suite shares this file and does not use it
+pub fn required_tool(program: &'static str, probe: &str, package: &str) -> Option<&'static str> {
+    let found = std::process::Command::new(program)
+        .arg(probe)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing in CI: scripts/test-deps.sh should have installed {package}"
+        );
+        eprintln!("skipped: {program} not installed (apt-get install {package})");
+        return None;
+    }
+    Some(program)
+}
+
+/// A `/proc/PID/status` figure in KiB, e.g. `VmRSS` (resident now) or `VmHWM` (peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
