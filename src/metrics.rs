@@ -97,8 +97,13 @@ pub struct Counter {
 
 impl Counter {
     pub fn add(&self, clock: &Clock, n: u64) {
+        self.add_at(clock.second(), n);
+    }
+    /// [`Counter::add`] with the second already read, for callers that count several things
+    /// at once.
+    pub fn add_at(&self, second: u64, n: u64) {
         self.total.fetch_add(n, Relaxed);
-        self.window.add(clock.second(), n);
+        self.window.add(second, n);
     }
     pub fn total(&self) -> u64 {
         self.total.load(Relaxed)

@@ -412,9 +412,9 @@ impl Reader {
                 read = read_some(&socket, &mut self.buf), if throttled_until.is_none() => match read {
                     Ok(0) => self.eof = true,
                     Ok(n) => {
-                        let clock = &self.shared.metrics.clock;
-                        self.client.stats.bytes_in.add(clock, n as u64);
-                        self.shared.metrics.bytes_in.add(clock, n as u64);
+                        let second = self.shared.metrics.clock.second();
+                        self.client.stats.bytes_in.add_at(second, n as u64);
+                        self.shared.metrics.bytes_in.add_at(second, n as u64);
                         self.mark_input(Instant::now());
                         // A socket with data ready never makes `readable()` wait, so without
                         // this a fast sender could fan out read after read while the writers
@@ -436,7 +436,11 @@ impl Reader {
     /// consumer. (A client that stops reading altogether is still cut off, by the other half of
     /// the bound or by the write timeout.)
     async fn wait_for_own_backlog(&self) -> Option<Event> {
-        let threshold = self.shared.config.queue_bytes / 2;
+        let threshold = own_backlog_threshold(&self.shared.config);
+        // The common case, checked without registering with the Notify: this runs per line.
+        if self.client.stats.queued.load(Relaxed) <= threshold {
+            return None;
+        }
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -541,11 +545,18 @@ impl TokenBucket {
     }
 }
 
+/// Past this much queued output a client's own input is no longer read (see
+/// `Reader::wait_for_own_backlog`): half the queue bound.
+fn own_backlog_threshold(config: &crate::config::Config) -> usize {
+    config.queue_bytes / 2
+}
+
 /// Drains the client's queue to the socket until the session closes it, a write fails or
 /// times out, or the task is aborted. `drained` tells the reader each time output was written.
 async fn write_loop(shared: Arc<Shared>, client: Arc<Client>, drained: Arc<Notify>) {
     let mut batch = VecDeque::new();
     let outbox = client.outbox();
+    let pause_above = own_backlog_threshold(&shared.config);
     while poll_fn(|cx| outbox.poll_take(&mut batch, cx)).await {
         let n = batch.len();
         let cost: usize = batch.iter().map(queued_cost).sum();
@@ -564,12 +575,17 @@ async fn write_loop(shared: Arc<Shared>, client: Arc<Client>, drained: Arc<Notif
             client.kick(leave_reason_for(&e));
             break;
         }
+        let before = client.stats.queued.load(Relaxed);
         outbox.written(cost, &client.stats.queued);
-        drained.notify_waiters();
-        let clock = &shared.metrics.clock;
-        client.stats.lines_out.add(clock, n as u64);
-        client.stats.bytes_out.add(clock, bytes as u64);
-        shared.metrics.bytes_out.add(clock, bytes as u64);
+        // Only a reader paused on its own backlog waits for this (see wait_for_own_backlog),
+        // and it pauses only above the threshold: below it, skip the Notify's lock.
+        if before > pause_above {
+            drained.notify_waiters();
+        }
+        let second = shared.metrics.clock.second();
+        client.stats.lines_out.add_at(second, n as u64);
+        client.stats.bytes_out.add_at(second, bytes as u64);
+        shared.metrics.bytes_out.add_at(second, bytes as u64);
         batch.clear();
         if batch.capacity() > KEEP_BATCH_CAPACITY {
             // A burst (a join storm, a paste) must not leave every client holding a queue
@@ -592,22 +608,31 @@ async fn write_all(
 ) -> io::Result<()> {
     let (mut first, mut offset) = (0, 0);
     while first < batch.len() {
-        match deadline {
-            Some(deadline) => tokio::time::timeout(deadline, socket.writable())
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
-            None => socket.writable().await?,
-        }
-        let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        let count = (batch.len() - first).min(MAX_IOV);
-        iov[0] = IoSlice::new(&batch[first][offset..]);
-        for (slot, msg) in iov[1..count].iter_mut().zip(&batch[first + 1..]) {
-            *slot = IoSlice::new(msg);
-        }
-        let mut written = match socket.try_write_vectored(&iov[..count]) {
+        // The slice array (4 KiB) lives only in this block: held across the `.await` below it
+        // would become part of every connection's writer future.
+        let attempt = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let count = (batch.len() - first).min(MAX_IOV);
+            iov[0] = IoSlice::new(&batch[first][offset..]);
+            for (slot, msg) in iov[1..count].iter_mut().zip(&batch[first + 1..]) {
+                *slot = IoSlice::new(msg);
+            }
+            socket.try_write_vectored(&iov[..count])
+        };
+        let mut written = match attempt {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            // Writing is tried first and waited for only when the socket is full: a deadline
+            // per write would cost a clock read and a timer for the rare case.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match deadline {
+                    Some(deadline) => tokio::time::timeout(deadline, socket.writable())
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+                    None => socket.writable().await?,
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         };
         while written > 0 {
