@@ -98,6 +98,12 @@ impl Outbox {
         Poll::Pending
     }
 
+    /// Appends whatever was queued since the last take to `batch`, without waiting.
+    pub fn take_more(&self, batch: &mut VecDeque<Bytes>) {
+        let mut state = lock(&self.state);
+        batch.extend(state.queue.drain(..));
+    }
+
     /// The writer wrote `cost` bytes' worth of what it took.
     pub fn written(&self, cost: usize, gauge: &AtomicUsize) {
         let mut state = lock(&self.state);
