@@ -86,9 +86,11 @@ async fn soak_holds_steady_and_loses_nothing() {
     let clients = env("SOAK_CLIENTS", 60);
     let interval = Duration::from_millis(env("SOAK_INTERVAL_MS", 500));
     // The witness listens without a word for the whole soak; the default 10-minute idle
-    // timeout would warn it and then cut it off in a long run.
+    // timeout would warn it and then cut it off in a long run. It also checks each session's
+    // count at that session's own leave notice, which a room above the announce limit would
+    // fold into a summary.
     let server = Server::start(Options {
-        args: &["--idle-timeout", "0"],
+        args: &["--idle-timeout", "0", "--announce-limit", "0"],
         ..Options::default()
     })
     .await;
