@@ -113,13 +113,15 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
     let _ = writeln!(
         out,
         "Disconnects: {} slow consumers, {} idle timeouts, {} quit, {} closed, {} reset, \
-         {} errors, {} at shutdown",
+         {} timed out, {} errors, {} not chat clients, {} at shutdown",
         m.disconnects(LeaveReason::SlowConsumer),
         m.disconnects(LeaveReason::IdleTimeout),
         m.disconnects(LeaveReason::Quit),
         m.disconnects(LeaveReason::Closed),
         m.disconnects(LeaveReason::Reset),
+        m.disconnects(LeaveReason::TimedOut),
         m.disconnects(LeaveReason::Error),
+        m.disconnects(LeaveReason::NotChat),
         m.disconnects(LeaveReason::Shutdown),
     );
     let _ = writeln!(

@@ -151,23 +151,26 @@ async fn the_metrics_endpoint_serves_from_the_binary() {
     child.kill().await.unwrap();
 }
 
+/// Runs the binary expecting it to refuse to start with exit code 1; returns the last line of
+/// its stderr (what the person sees) and the whole of it.
+async fn refused_start(args: &[&str]) -> (String, String) {
+    let out = tokio::time::timeout(WAIT, Command::new(BIN).args(args).output())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (stderr.lines().last().unwrap_or_default().to_owned(), stderr)
+}
+
 #[tokio::test]
 async fn a_metrics_port_in_use_gives_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let at = taken.local_addr().unwrap();
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--metrics-addr", &at.to_string()])
-            .output(),
-    )
-    .await
-    .expect("exited in time")
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (last, stderr) =
+        refused_start(&["--listen", "127.0.0.1:0", "--metrics-addr", &at.to_string()]).await;
     assert_eq!(
-        stderr.lines().last().unwrap_or_default(),
+        last,
         format!(
             "linechat: cannot serve metrics on {at}: port {} is already in use. Pick another \
              address with --metrics-addr HOST:PORT.",
@@ -196,18 +199,8 @@ async fn sigterm_tells_clients_and_exits_zero() {
 async fn a_port_in_use_gives_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:4000", "--port", &port.to_string()])
-            .output(),
-    )
-    .await
-    .expect("exited in time")
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
+    let (last, stderr) =
+        refused_start(&["--listen", "127.0.0.1:4000", "--port", &port.to_string()]).await;
     assert!(
         last.starts_with(&format!(
             "linechat: cannot listen on 127.0.0.1:{port}: port {port} is already in use"
