@@ -398,6 +398,9 @@ mod tests {
             Kind::Leave(LeaveReason::IdleTimeout),
             Kind::Leave(LeaveReason::Quit),
             Kind::Nick("alicia".into()),
+            Kind::Message(Bytes::from_static(b"* alice waves\n")),
+            Kind::Enter,
+            Kind::Part,
         ] {
             let event = Event {
                 at,
@@ -418,6 +421,9 @@ mod tests {
                 format!(r#"{head}"kind":"leave","text":"idle timeout"}}"#),
                 format!(r#"{head}"kind":"leave","text":"quit"}}"#),
                 format!(r#"{head}"kind":"nick","text":"alicia"}}"#),
+                format!(r#"{head}"kind":"action","text":"waves"}}"#),
+                format!(r#"{head}"kind":"enter","text":""}}"#),
+                format!(r#"{head}"kind":"part","text":""}}"#),
             ]
         );
     }
