@@ -302,6 +302,14 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl ServerMetrics {
+    /// Counts a message a client sent (a chat line, an action or a private message) and the
+    /// recipients it was queued for: Total Messages, Deliveries, and the sender's Messages.
+    pub fn count_message(&self, sender: &ClientStats, delivered: usize) {
+        self.messages.add(&self.clock, 1);
+        self.messages_delivered.fetch_add(delivered as u64, Relaxed);
+        sender.messages.fetch_add(1, Relaxed);
+    }
+
     pub fn record_fanout(&self, took: Duration) {
         lock(&self.fanout_us).record(micros(took));
     }

@@ -314,7 +314,7 @@ impl Collector for ServerCollector {
             &mut enc,
             "tcp_rtt_seconds",
             "Smoothed TCP round-trip time of client connections (TCP_INFO), one observation per \
-             sample: every 10 s per connection, and on /ping and /metrics.",
+             sample: periodically per connection (Config::rtt_sample_interval), and on /ping and /metrics.",
             m.rtt_buckets(RTT_BUCKETS),
         )?;
         counter(

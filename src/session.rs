@@ -243,11 +243,7 @@ impl Session {
         msg.put_u8(b'\n');
         let delivered = self.shared.hub.broadcast(self.client.id, &msg.freeze());
         let metrics = &self.shared.metrics;
-        metrics.messages.add(&metrics.clock, 1);
-        metrics
-            .messages_delivered
-            .fetch_add(delivered as u64, Relaxed);
-        self.client.stats.messages.fetch_add(1, Relaxed);
+        metrics.count_message(&self.client.stats, delivered);
         metrics.record_fanout(taken_at.elapsed());
     }
 

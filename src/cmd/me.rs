@@ -31,8 +31,8 @@ impl Me {
         msg.put_u8(b' ');
         msg.put_slice(self.action.as_bytes());
         msg.put_u8(b'\n');
-        ctx.shared.hub.broadcast(ctx.client.id, &msg.freeze());
-        ctx.count_message();
+        let delivered = ctx.shared.hub.broadcast(ctx.client.id, &msg.freeze());
+        ctx.count_message(delivered);
         Flow::Continue
     }
 }

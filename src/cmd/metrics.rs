@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::rooms::plural;
 use super::{Command, Ctx, Flow, Spec};
-use crate::hub::{validate_nick, LeaveReason, MemberInfo, RoomInfo};
+use crate::hub::{validate_nick, LeaveReason, MemberInfo, PrivateError, RoomInfo};
 use crate::metrics::{lock, Counter, ServerMetrics, WINDOW_SECS};
 
 /// Blocks shown by a plain `/metrics`, so 10 000 clients do not flood the caller's terminal.
@@ -41,7 +41,7 @@ impl Metrics {
         if let Some(nick) = self.nick {
             match shared.hub.find(&nick) {
                 Some(member) => ctx.reply(client_block(&member, &shared.metrics).trim_end()),
-                None => ctx.reply(format_args!("Error: nobody called {nick} is connected.")),
+                None => ctx.reply(PrivateError::NoSuchNick(nick)),
             }
             return Flow::Continue;
         }

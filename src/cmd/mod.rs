@@ -1,7 +1,6 @@
 //! The commands a joined client can type: one table drives both parsing and `/help`, and each
 //! command lives in its own file whose doc comment is its grammar.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -144,11 +143,11 @@ impl Ctx<'_> {
     }
 
     /// Counts a message the caller sent (a private message or an action) the way a chat line
-    /// is counted: in Total Messages and in the caller's Messages.
-    pub fn count_message(&self) {
-        let metrics = &self.shared.metrics;
-        metrics.messages.add(&metrics.clock, 1);
-        self.client.stats.messages.fetch_add(1, Relaxed);
+    /// is counted, with the recipients it reached.
+    pub fn count_message(&self, delivered: usize) {
+        self.shared
+            .metrics
+            .count_message(&self.client.stats, delivered);
     }
 }
 

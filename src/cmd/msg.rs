@@ -33,7 +33,7 @@ impl Msg {
         let line = Bytes::from(format!("[private] {}: {}\n", ctx.nick, self.text));
         match ctx.shared.hub.send_private(ctx.client.id, &self.to, line) {
             Ok(to) => {
-                ctx.count_message();
+                ctx.count_message(1);
                 ctx.reply(format_args!("[private to {to}] {}", self.text));
             }
             Err(e) => ctx.reply(e),

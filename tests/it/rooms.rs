@@ -671,3 +671,30 @@ async fn concurrent_moves_and_renames_keep_membership_exact() {
     assert_eq!(messages, (CLIENTS * MOVES) as u64);
     server.stop().await;
 }
+
+/// Actions and private messages are messages: they count in Total Messages, the sender's
+/// Messages and Deliveries (which once missed both, while chat lines counted).
+#[tokio::test]
+async fn actions_and_private_messages_count_their_deliveries() {
+    let server = TestServer::start(config()).await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    alice.expect("bob has joined the chat.").await;
+    let mut carol = server.join("carol").await;
+    alice.expect("carol has joined the chat.").await;
+    bob.expect("carol has joined the chat.").await;
+
+    alice.send("/me waves").await;
+    bob.expect("* alice waves").await;
+    carol.expect("* alice waves").await;
+    alice.send("/msg bob psst").await;
+    alice.expect("[private to bob] psst").await;
+    bob.expect("[private] alice: psst").await;
+
+    let report = alice.command("/metrics").await.join("\n");
+    assert!(report.contains("Total Messages: 2\n"), "{report}");
+    assert!(report.contains("Deliveries: 3 "), "{report}");
+    let block = alice.command("/metrics alice").await;
+    assert_eq!(block[1], "    Messages: 2", "{block:?}");
+    server.stop().await;
+}
