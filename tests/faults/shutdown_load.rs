@@ -87,6 +87,11 @@ async fn sigterm_under_load_loses_nothing_accepted_and_exits_zero() {
     // Let the load run, then signal and note what each sender had confirmed by then.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before: Vec<usize> = confirmed.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    // Without confirmed lines the "nothing accepted is lost" check below would hold vacuously.
+    assert!(
+        before.iter().all(|&n| n > 0),
+        "load never got going before SIGTERM: {before:?}"
+    );
     server.sigterm();
     let signal_at = Instant::now();
     let mut child = server.child;

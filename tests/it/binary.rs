@@ -237,21 +237,39 @@ fn help_explains_every_option_and_its_default() {
         "--port",
         "--max-line",
         "--idle-timeout",
+        "--register-timeout",
         "--max-clients",
         "--queue-bytes",
         "--rate-limit",
-        "--log-format",
+        "--rate-burst",
+        "--shutdown-grace",
+        "--history",
+        "--history-retain",
+        "--announce-limit",
+        "--threads",
+        "--keepalive",
+        "--write-timeout",
         "--metrics-addr",
-        "LINECHAT_METRICS_ADDR",
         "--transcript",
-        "LINECHAT_TRANSCRIPT",
-        "LINECHAT_LISTEN",
+        "--log-format",
+    ] {
+        let env = format!(
+            "[env: LINECHAT_{}=",
+            flag[2..].to_ascii_uppercase().replace('-', "_")
+        );
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        assert!(help.contains(&env), "{env} missing from --help:\n{help}");
+    }
+    for default in [
         "[default: 0.0.0.0:4000]",
         "[default: 1024]",
         "[default: 600]",
         "[default: 10000]",
     ] {
-        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        assert!(
+            help.contains(default),
+            "{default} missing from --help:\n{help}"
+        );
     }
 }
 

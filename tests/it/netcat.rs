@@ -64,6 +64,10 @@ async fn netcat_can_join_and_chat() {
         line.clear();
     }
     assert_eq!(rest, "Goodbye!\n");
-    let _ = tokio::time::timeout(WAIT, child.wait()).await;
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("nc exits once its input and the connection have ended")
+        .unwrap();
+    assert!(status.success(), "nc: {status}");
     server.stop().await;
 }
