@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::{lock, ClientStats};
-use crate::outbox::{Outbox, Overflow};
+use crate::outbox::{Outbox, Rejected};
 use crate::room::{
     render_history, room_name, Entry, Room, RoomError, RoomId, Topic, LOBBY, LOBBY_ID,
     MAX_IDLE_ROOMS,
@@ -96,11 +96,6 @@ impl fmt::Display for LeaveReason {
     }
 }
 
-/// The client's queue had no room: it is disconnected as a slow consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("outgoing queue full")]
-pub struct QueueFull;
-
 /// One connected client as the rest of the server sees it.
 #[derive(Debug)]
 pub struct Client {
@@ -134,15 +129,15 @@ impl Client {
         })
     }
 
-    /// Queues `msg` without waiting. A full queue disconnects the client as a slow consumer.
-    pub fn push(&self, msg: Bytes) -> Result<(), QueueFull> {
-        self.outbox
-            .push(msg, &self.stats.queued)
-            .map_err(|Overflow| {
-                self.stats.dropped.fetch_add(1, Relaxed);
-                self.kick(LeaveReason::SlowConsumer);
-                QueueFull
-            })
+    /// Queues `msg` without waiting. A full queue disconnects the client as a slow consumer;
+    /// a closing connection takes nothing more (and that is not counted as a delivery).
+    pub fn push(&self, msg: Bytes) -> Result<(), Rejected> {
+        let result = self.outbox.push(msg, &self.stats.queued);
+        if result == Err(Rejected::Full) {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            self.kick(LeaveReason::SlowConsumer);
+        }
+        result
     }
 
     /// The queue this client's writer drains.
@@ -151,7 +146,7 @@ impl Client {
     }
 
     /// Queues a text line, adding the `\n`.
-    pub fn send_line(&self, text: impl fmt::Display) -> Result<(), QueueFull> {
+    pub fn send_line(&self, text: impl fmt::Display) -> Result<(), Rejected> {
         self.push(Bytes::from(format!("{text}\n")))
     }
 

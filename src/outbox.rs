@@ -43,9 +43,16 @@ struct State {
     finished: bool,
 }
 
-/// The push did not fit: the recipient is a slow consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// It did not fit: the recipient is a slow consumer.
+    #[error("outgoing queue full")]
+    Full,
+    /// The writer has stopped (the connection is closing): nobody will send it.
+    #[error("connection closing")]
+    Closed,
+}
 
 impl Outbox {
     pub fn new(limit: usize) -> Self {
@@ -58,15 +65,15 @@ impl Outbox {
     /// Queues `msg` unless that would pass the bound. `gauge` mirrors the queued byte count
     /// for the metrics; it is stored, never read-modified-written, so it costs no extra atomic
     /// round trip.
-    pub fn push(&self, msg: Bytes, gauge: &AtomicUsize) -> Result<(), Overflow> {
+    pub fn push(&self, msg: Bytes, gauge: &AtomicUsize) -> Result<(), Rejected> {
         let cost = queued_cost(&msg);
         let waker = {
             let mut state = lock(&self.state);
             if state.finished {
-                return Ok(());
+                return Err(Rejected::Closed);
             }
             if state.bytes + cost > self.limit {
-                return Err(Overflow);
+                return Err(Rejected::Full);
             }
             state.bytes += cost;
             state.queue.push_back(msg);
@@ -146,17 +153,31 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(outbox.push(msg.clone(), &gauge), Ok(()));
         }
-        assert_eq!(outbox.push(msg.clone(), &gauge), Err(Overflow));
+        assert_eq!(outbox.push(msg.clone(), &gauge), Err(Rejected::Full));
         assert_eq!(gauge.load(Relaxed), 3 * (10 + ENTRY_OVERHEAD));
 
         let mut batch = VecDeque::new();
         assert!(poll_fn(|cx| outbox.poll_take(&mut batch, cx)).await);
         assert_eq!(batch.len(), 3);
         // Taken but not yet written still counts.
-        assert_eq!(outbox.push(msg.clone(), &gauge), Err(Overflow));
+        assert_eq!(outbox.push(msg.clone(), &gauge), Err(Rejected::Full));
         outbox.written(3 * (10 + ENTRY_OVERHEAD), &gauge);
         assert_eq!(gauge.load(Relaxed), 0);
         assert_eq!(outbox.push(msg.clone(), &gauge), Ok(()));
+    }
+
+    #[test]
+    fn a_finished_outbox_takes_nothing_and_says_so() {
+        let gauge = AtomicUsize::new(0);
+        let outbox = Outbox::new(1 << 20);
+        outbox.push(Bytes::from_static(b"a"), &gauge).unwrap();
+        outbox.finish(&gauge);
+        // Not Ok: fan-out counts Ok pushes as deliveries.
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"b"), &gauge),
+            Err(Rejected::Closed)
+        );
+        assert_eq!(gauge.load(Relaxed), 0);
     }
 
     #[tokio::test]
