@@ -181,6 +181,14 @@ pub enum NickError {
 
 pub const MAX_NICK: usize = 32;
 
+/// Bytes queued over `clients`, and the most for any one: the `Queued output` figures.
+pub fn queue_totals<'a>(clients: impl Iterator<Item = &'a Client>) -> (usize, usize) {
+    clients.fold((0, 0), |(sum, max), client| {
+        let q = client.stats.queued.load(Relaxed);
+        (sum + q, max.max(q))
+    })
+}
+
 /// ASCII only, starting with a letter, so nobody can impersonate someone with look-alike
 /// Unicode or a name that reads as a command.
 pub fn validate_nick(name: &str) -> Result<(), NickError> {
@@ -697,6 +705,14 @@ impl Hub {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Joined clients and the output queued for them: `(clients, total bytes, largest)`, in
+    /// one pass and without the copy and sort of [`Hub::members`].
+    pub fn queue_totals(&self) -> (usize, usize, usize) {
+        let state = lock(&self.state);
+        let (sum, max) = queue_totals(state.members.values().map(|m| &*m.client));
+        (state.members.len(), sum, max)
     }
 
     /// Every joined client, sorted by nickname (case-insensitively) for stable listings.

@@ -188,7 +188,7 @@ impl Collector for ServerCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let shared = &self.shared;
         let m: &ServerMetrics = &shared.metrics;
-        let members = shared.hub.members();
+        let (clients, queued, largest) = shared.hub.queue_totals();
 
         info(
             &mut enc,
@@ -220,7 +220,7 @@ impl Collector for ServerCollector {
             &mut enc,
             "clients",
             "Clients that have chosen a nickname and are in the chat now.",
-            members.len() as u64,
+            clients as u64,
         )?;
         counter(
             &mut enc,
@@ -285,10 +285,6 @@ impl Collector for ServerCollector {
             m.rate_limited.load(Relaxed),
         )?;
 
-        let (queued, largest) = members.iter().fold((0, 0), |(sum, max), member| {
-            let q = member.client.stats.queued.load(Relaxed);
-            (sum + q, max.max(q))
-        });
         gauge(
             &mut enc,
             "queued_bytes",

@@ -6,9 +6,11 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::rooms::plural;
 use super::{Command, Ctx, Flow, Spec};
-use crate::hub::{validate_nick, LeaveReason, MemberInfo, PrivateError, RoomInfo};
+use crate::hub::{queue_totals, validate_nick, LeaveReason, MemberInfo, PrivateError, RoomInfo};
 use crate::metrics::{lock, Counter, ServerMetrics, WINDOW_SECS};
 
 /// Blocks shown by a plain `/metrics`, so 10 000 clients do not flood the caller's terminal.
@@ -129,10 +131,7 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
         "Flood control: {} pauses",
         m.rate_limited.load(Relaxed)
     );
-    let (queued, largest) = members.iter().fold((0, 0), |(sum, max), member| {
-        let q = member.client.stats.queued.load(Relaxed);
-        (sum + q, max.max(q))
-    });
+    let (queued, largest) = queue_totals(members.iter().map(|m| &*m.client));
     let _ = writeln!(
         out,
         "Queued output: {} (largest for one client: {})",
@@ -218,8 +217,8 @@ fn client_block(member: &MemberInfo, m: &ServerMetrics) -> String {
     let _ = writeln!(
         out,
         "    Throughput: in {}; out {}",
-        throughput(&stats.lines_in, &stats.bytes_in, member, m),
-        throughput(&stats.lines_out, &stats.bytes_out, member, m),
+        throughput(&stats.lines_in, &stats.bytes_in, stats.connected_at, m),
+        throughput(&stats.lines_out, &stats.bytes_out, stats.connected_at, m),
     );
     let dropped = stats.dropped.load(Relaxed);
     match info.and_then(|i| Some((i.total_retrans, i.segs_out?))) {
@@ -269,10 +268,9 @@ fn client_block(member: &MemberInfo, m: &ServerMetrics) -> String {
 pub(super) fn throughput(
     lines: &Counter,
     bytes_: &Counter,
-    member: &MemberInfo,
+    since: Instant,
     m: &ServerMetrics,
 ) -> String {
-    let since = member.client.stats.connected_at;
     let life = m
         .clock
         .now()

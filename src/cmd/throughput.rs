@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::metrics::{bytes, throughput};
 use super::{no_args, Command, Ctx, Flow, Spec};
-use crate::hub::MemberInfo;
 
 pub const SPEC: Spec = Spec {
     name: "throughput",
@@ -17,24 +16,20 @@ pub const SPEC: Spec = Spec {
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
     let m = &ctx.shared.metrics;
     let stats = &ctx.client.stats;
-    let me = MemberInfo {
-        nick: ctx.nick.clone(),
-        client: ctx.client.clone(),
-    };
     let connected = m.clock.now().saturating_duration_since(stats.connected_at);
     ctx.reply(format_args!(
         "=== Throughput for {} (connected {}) ===\n\
          From you: {} lines, {}: {}\n\
          To you: {} messages, {}: {}\n\
          Queued for you now: {} B",
-        me.nick,
+        ctx.nick,
         super::format_duration(connected),
         stats.lines_in.total(),
         bytes(stats.bytes_in.total()),
-        throughput(&stats.lines_in, &stats.bytes_in, &me, m),
+        throughput(&stats.lines_in, &stats.bytes_in, stats.connected_at, m),
         stats.lines_out.total(),
         bytes(stats.bytes_out.total()),
-        throughput(&stats.lines_out, &stats.bytes_out, &me, m),
+        throughput(&stats.lines_out, &stats.bytes_out, stats.connected_at, m),
         stats.queued.load(Relaxed),
     ));
     Flow::Continue
