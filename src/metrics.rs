@@ -2,8 +2,9 @@
 //!
 //! Everything on the message path is a relaxed atomic: figures are read rarely (`/metrics`,
 //! `/throughput`, a Prometheus scrape) and written on every line, so writers must never wait
-//! for readers. The only lock taken per message is the fan-out histogram's, once per chat line
-//! (not per recipient). [`ServerMetrics`] is the one source of every server-wide figure: the
+//! for readers. The only lock metrics add per message is the fan-out histogram's, once per chat
+//! line (not per recipient); the hub's lock and each recipient's outbox lock are the fan-out
+//! itself. [`ServerMetrics`] is the one source of every server-wide figure: the
 //! chat `/metrics` report and the Prometheus exposition (`crate::prom`) both read it.
 
 use std::collections::VecDeque;
