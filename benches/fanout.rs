@@ -1,5 +1,6 @@
 //! The fan-out path alone: one chat line handed to 10, 100 and 1 000 queues through the hub,
-//! without the network, so changes to the hub, rooms or queues can be judged on their own.
+//! without the network or any socket (members own a queue, nothing else), so changes to the
+//! hub, rooms, rendering or queues can be judged on their own.
 //!
 //! `cargo bench --bench fanout`. Queues are drained between measured batches (outside the
 //! timing), as writers would, so no recipient ever becomes a slow consumer.
@@ -10,55 +11,61 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use linechat::hub::{Client, Hub};
-use linechat::metrics::ClientStats;
-use tokio::net::{TcpListener, TcpStream};
+use linechat::core::hub::{Arrival, Hub, Settings, Whither};
+use linechat::core::member::{Kind as MemberKind, Member};
+use linechat::core::stats::ClientStats;
+use linechat::core::Kind;
+use linechat::proto::FORMATS;
 
 /// Messages between drains: well under what the default queue bound holds.
 const DRAIN_EVERY: u64 = 256;
 
 struct Room {
     hub: Hub,
-    clients: Vec<Arc<Client>>,
-    // Keeps the client ends of the sockets open.
-    _peers: Vec<TcpStream>,
+    members: Vec<Arc<Member>>,
 }
 
-async fn room(n: usize) -> Room {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hub = Hub::new().with_announce_limit(0);
-    let (mut clients, mut peers) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let peer = TcpStream::connect(addr).await.unwrap();
-        let (socket, at) = listener.accept().await.unwrap();
-        let stats = ClientStats::new(tokio::time::Instant::now());
-        let client = Client::new(i as u64, at, Arc::new(socket), stats, 256 * 1024);
-        hub.join(&client, Some(&format!("c{i}"))).unwrap();
-        clients.push(client);
-        peers.push(peer);
-    }
-    let room = Room {
-        hub,
-        clients,
-        _peers: peers,
+/// A room of `n` members with no sockets: the hub needs none. `format(i)` is member i's
+/// format slot.
+fn room(n: usize, format: impl Fn(usize) -> usize) -> Room {
+    let settings = Settings {
+        scrollback: 0,
+        retain: 1000,
+        budget: 128 * 1024,
+        announce_limit: 0,
     };
-    drain(&room.clients);
+    let hub = Hub::new(settings, &FORMATS);
+    let addr = "127.0.0.1:1".parse().unwrap();
+    let kind = MemberKind {
+        protocol: "bench",
+        tls: false,
+    };
+    let mut members = Vec::new();
+    for i in 0..n {
+        let stats = ClientStats::new(tokio::time::Instant::now());
+        let member = Member::new(i as u64, addr, kind, format(i), stats, 256 * 1024, None);
+        hub.register(&member, Some(&format!("c{i}")), None, "")
+            .unwrap();
+        hub.enter(member.id, "lobby", Arrival::Entered, |_| {})
+            .unwrap();
+        members.push(member);
+    }
+    let room = Room { hub, members };
+    drain(&room.members);
     room
 }
 
 /// Empties every queue as its writer would, without writing anything.
-fn drain(clients: &[Arc<Client>]) {
+fn drain(members: &[Arc<Member>]) {
     let mut cx = Context::from_waker(Waker::noop());
     let mut batch = VecDeque::new();
-    for client in clients {
-        let outbox = client.outbox();
+    for member in members {
+        let outbox = member.outbox();
         let mut take = std::pin::pin!(std::future::poll_fn(|cx| outbox.poll_take(&mut batch, cx)));
         if let Poll::Ready(true) = take.as_mut().poll(&mut cx) {
-            let cost = batch.iter().map(linechat::outbox::queued_cost).sum();
-            outbox.written(cost, &client.stats.queued);
+            let cost = batch.iter().map(linechat::core::outbox::queued_cost).sum();
+            outbox.written(cost, &member.stats.queued);
             batch.clear();
         }
     }
@@ -70,9 +77,9 @@ fn fanout(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("fanout");
+    let text = "x".repeat(60);
     for n in [10usize, 100, 1000] {
-        let room = runtime.block_on(room(n));
-        let msg = Bytes::from(format!("c0: {}\n", "x".repeat(60)));
+        let room = runtime.block_on(async { room(n, |_| linechat::proto::LINE) });
         group.throughput(Throughput::Elements((n - 1) as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &room, |b, room| {
             b.iter_custom(|iters| {
@@ -82,10 +89,11 @@ fn fanout(c: &mut Criterion) {
                     let batch = DRAIN_EVERY.min(iters - done);
                     let start = Instant::now();
                     for _ in 0..batch {
-                        room.hub.broadcast(0, &msg);
+                        let said = Kind::Message(text.as_str().into());
+                        let _ = room.hub.say(0, Whither::Current, said);
                     }
                     measured += start.elapsed();
-                    drain(&room.clients);
+                    drain(&room.members);
                     done += batch;
                 }
                 measured

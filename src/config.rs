@@ -48,6 +48,8 @@ pub struct Config {
     /// Messages kept per room for scrollback and `/history`; 0 = none. Memory for history is
     /// at most this many lines per room.
     pub history_retain: usize,
+    /// The name IRC replies carry as their source.
+    pub server_name: String,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             history: 20,
             // At most some 1 MB of 1 KiB lines per room; chat-sized lines far less.
             history_retain: 1000,
+            server_name: "linechat.local".to_owned(),
         }
     }
 }
@@ -89,5 +92,23 @@ impl Config {
         let timeout = self.idle_timeout?;
         let lead = Duration::from_secs(30).min(timeout / 10);
         Some(timeout - lead)
+    }
+}
+
+/// This machine's host name, for `--server-name`'s default; `linechat.local` if it has none
+/// that IRC could carry (IRC server names contain a dot and no spaces).
+pub fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        });
+    match name {
+        Some(n) if n.contains('.') => n,
+        Some(n) => format!("{n}.local"),
+        None => "linechat.local".to_owned(),
     }
 }

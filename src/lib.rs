@@ -1,4 +1,4 @@
-//! linechat: a concurrent TCP chat server for `nc localhost 4000`.
+//! linechat: one chat hub for every client — netcat, IRC, and (later) browsers.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), linechat::server::Error> {
@@ -9,33 +9,26 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: the accept loop, the connection limit, shutdown.
-//! - [`session`]: one connection: reads lines, runs commands, and its writer task drains the
-//!   client's queue to the socket.
-//! - [`codec`]: line framing, the length bound and the text policy.
-//! - [`hub`]: who is connected under which nickname and in which room; fan-out to bounded
-//!   per-client queues. It never does socket I/O and never holds its lock across an `.await`.
-//! - [`outbox`]: a client's byte-bounded outgoing queue.
-//! - [`room`]: a room's members, topic and bounded history; room names; history rendering.
-//! - [`cmd`]: the command table and one module per command.
-//! - [`metrics`]: counters, rate windows, the fan-out and RTT histograms, `TCP_INFO` sampling.
-//! - [`prom`]: the HTTP endpoint for Prometheus (`/metrics`) and health checks (`/healthz`).
-//! - [`transcript`]: chat events appended to a JSON-lines file by a writer thread.
-//! - [`sockopt`]: keepalive and `TCP_USER_TIMEOUT`, so vanished peers are detected.
+//! The layers, each importing only those above it in this list:
+//!
+//! - [`core`]: the protocol-neutral hub. Members (a bounded outbox, no socket), rooms, events
+//!   and their per-format rendering cache, nickname and room rules, typed errors. No I/O.
+//! - [`net`]: listeners (`--listen URL`), the accept loop, socket options.
+//! - [`ops`]: server-wide metrics, the Prometheus endpoint, the transcript.
+//! - [`context`]: what every session shares (settings, hub, metrics, shutdown).
+//! - [`proto`]: the protocols. [`proto::conn`] is the connection machinery they share
+//!   (reading, framing, flood control, timers, the writer); [`proto::line`] is netcat's,
+//!   [`proto::irc`] IRC's; each renders events and words errors its own way.
+//! - [`server`]: wires it together: one accept loop per listener, shutdown.
 //! - [`config`]: the settings and their defaults.
 
-pub mod cmd;
-pub mod codec;
 pub mod config;
-pub mod hub;
-pub mod metrics;
-pub mod outbox;
-pub mod prom;
-pub mod room;
+pub mod context;
+pub mod core;
+pub mod net;
+pub mod ops;
+pub mod proto;
 pub mod server;
-pub mod session;
-pub mod sockopt;
-pub mod transcript;
 
 pub use config::Config;
 

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &str| {
     for candidate in [line, &format!("/{line}")] {
-        if let Err(e) = linechat::cmd::parse(candidate) {
+        if let Err(e) = linechat::proto::line::cmd::parse(candidate) {
             let reply = e.to_string();
             assert!(
                 reply.starts_with("Unknown command: /") || reply.starts_with("Usage: /"),

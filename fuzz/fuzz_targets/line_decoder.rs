@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use linechat::codec::{check_text, Frame, LineDecoder};
+use linechat::proto::codec::{check_text, Frame, LineDecoder};
 
 fn frames(data: &[u8], max_line: usize, cuts: &[usize]) -> Vec<Frame> {
     let mut decoder = LineDecoder::new(max_line);

@@ -1,6 +1,6 @@
 //! `linechat`: the chat server. Maps flags and `LINECHAT_*` variables onto [`Config`], sets up
-//! logging, raises the open-file limit, opens the metrics endpoint and the transcript when
-//! asked, and runs until SIGINT or SIGTERM. SIGHUP reopens the transcript.
+//! logging, raises the open-file limit, opens the listeners, the metrics endpoint and the
+//! transcript when asked, and runs until SIGINT or SIGTERM. SIGHUP reopens the transcript.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -10,37 +10,48 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
-use linechat::server::Extras;
-use linechat::transcript::{self, Transcript};
+use linechat::net::listen::{self, ListenUrl, Scheme};
+use linechat::ops::transcript::{self, Transcript};
+use linechat::server::{Extras, Listener};
 use linechat::Config;
 use tracing_subscriber::EnvFilter;
 
-/// A chat server for netcat: `nc localhost 4000`, pick a nickname, and talk.
+/// One chat hub for netcat and IRC: `nc localhost 4000`, or point an IRC client at port 6667.
 #[derive(Debug, Parser)]
 #[command(version = VERSION, about, long_about = None)]
 struct Args {
-    /// Address to listen on, HOST:PORT. Use 127.0.0.1:0 for any free port (the log says which).
-    #[arg(long, env = "LINECHAT_LISTEN", default_value = "0.0.0.0:4000")]
-    listen: String,
+    /// A listener, as URL: `line://HOST:PORT` (or a bare HOST:PORT) for netcat, `irc://HOST:PORT`
+    /// for IRC clients. Repeatable. Without any, linechat serves line://[::]:4000 and
+    /// irc://[::]:6667 (a busy default port is skipped with a warning). Port 0 picks a free
+    /// port (the log says which).
+    #[arg(long, env = "LINECHAT_LISTEN", value_delimiter = ',')]
+    listen: Vec<String>,
 
-    /// Port to listen on; replaces the port of --listen (the original server's flag).
+    /// The netcat port (the original server's flag): replaces the port of the first line://
+    /// listener, or of the default one.
     #[arg(long, env = "LINECHAT_PORT")]
     port: Option<u16>,
+
+    /// The name IRC replies carry as their source; default: this machine's host name.
+    #[arg(long, env = "LINECHAT_SERVER_NAME")]
+    server_name: Option<String>,
 
     /// Longest line accepted, in bytes, not counting the line ending.
     #[arg(long, env = "LINECHAT_MAX_LINE", default_value_t = Config::default().max_line,
           value_parser = RangedU64ValueParser::<usize>::new().range(16..=1 << 20))]
     max_line: usize,
 
-    /// Disconnect a client after this many seconds without input (warned 30 s before); 0 = never.
+    /// Disconnect a client after this many seconds without input; 0 = never. The warning (an
+    /// IRC client: a PING) comes 30 s before, or at 90 % of a timeout under 300 s.
     #[arg(long, env = "LINECHAT_IDLE_TIMEOUT", value_name = "SECS",
           default_value_t = Config::default().idle_timeout.map_or(0, |d| d.as_secs()))]
     idle_timeout: u64,
 
-    /// Close a connection that has not chosen a nickname within this many seconds.
+    /// Close a connection that has not chosen a nickname within this many seconds. Never 0:
+    /// connections that never register would hold their slots for ever.
     #[arg(long, env = "LINECHAT_REGISTER_TIMEOUT", value_name = "SECS",
           default_value_t = Config::default().register_timeout.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = register_timeout)]
     register_timeout: u64,
 
     /// Most open connections at once, counting those still at the nickname prompt.
@@ -159,12 +170,45 @@ impl Args {
         })
     }
 
-    fn addr(&self) -> anyhow::Result<SocketAddr> {
-        let mut addr = resolve("--listen", &self.listen)?;
-        if let Some(port) = self.port {
-            addr.set_port(port);
+    /// The listeners to open, and whether they are the defaults (a busy default port is
+    /// skipped; a port asked for is an error).
+    fn listeners(&self) -> anyhow::Result<(Vec<(ListenUrl, SocketAddr)>, bool)> {
+        let defaults = self.listen.is_empty();
+        let urls = if defaults {
+            listen::defaults()
+        } else {
+            self.listen
+                .iter()
+                .map(|text| ListenUrl::parse(text))
+                .collect::<Result<_, _>>()?
+        };
+        let mut port = self.port;
+        let mut out = Vec::new();
+        for url in urls {
+            let mut addr = url.resolve()?;
+            if url.scheme == Scheme::Line {
+                if let Some(port) = port.take() {
+                    addr.set_port(port);
+                }
+            }
+            out.push((url, addr));
         }
-        Ok(addr)
+        if port.is_some() {
+            anyhow::bail!("--port: no line:// listener to apply it to");
+        }
+        Ok((out, defaults))
+    }
+}
+
+fn register_timeout(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err(
+            "0 would let connections that never choose a nickname hold their slots \
+                      for ever; give a number of seconds, 1 or more"
+                .to_owned(),
+        ),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -196,8 +240,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config()?;
-    let addr = args.addr()?;
+    let mut config = args.config()?;
+    config.server_name = args
+        .server_name
+        .clone()
+        .unwrap_or_else(linechat::config::host_name);
+    let (listeners, defaults) = args.listeners()?;
     let metrics_addr = match &args.metrics_addr {
         Some(a) => Some(resolve("--metrics-addr", a)?),
         None => None,
@@ -227,33 +275,49 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = linechat::server::bind(addr).await?;
+        tracing::info!(version = VERSION, "linechat starting");
+        let mut bound = Vec::new();
+        for (url, addr) in listeners {
+            match listen::bind(addr) {
+                Ok(socket) => bound.push(Listener {
+                    scheme: url.scheme,
+                    socket,
+                }),
+                Err(e) if defaults => tracing::warn!("{e}; skipping the default listener {url}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::ensure!(!bound.is_empty(), "no listener could be opened");
         let metrics = match metrics_addr {
             Some(addr) => Some(linechat::server::bind_metrics(addr).await?),
             None => None,
         };
-        if let Some(transcript) = &transcript {
-            reopen_on_sighup(transcript.control());
-        }
+        on_sighup(transcript.as_ref().map(Transcript::control));
         let extras = Extras {
             metrics,
             transcript,
         };
-        linechat::server::run_with(listener, extras, config, shutdown_signal()).await;
+        linechat::server::serve(bound, extras, config, shutdown_signal()).await;
         Ok(())
     })
 }
 
-/// The logrotate convention: after the file is moved away, SIGHUP makes the server write to a
-/// new one under the configured name.
-fn reopen_on_sighup(control: transcript::Control) {
+/// SIGHUP is always handled, so that it never kills the server (its default disposition).
+/// The logrotate convention: after the transcript is moved away, SIGHUP makes the server
+/// write to a new one under the configured name.
+fn on_sighup(control: Option<transcript::Control>) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP received: reopening the transcript");
-                    control.reopen();
+                    match &control {
+                        Some(control) => {
+                            tracing::info!("SIGHUP received: reopening the transcript");
+                            control.reopen();
+                        }
+                        None => tracing::info!("SIGHUP received: nothing to reopen"),
+                    }
                 }
             });
         }

@@ -37,7 +37,7 @@ async fn random_bytes_get_errors_and_harm_nobody() {
             .collect();
         garbage.extend_from_slice(&line);
         garbage.push(b'\n');
-        if let Ok(text) = linechat::codec::check_text(&line) {
+        if let Ok(text) = linechat::proto::codec::check_text(&line) {
             let text = text.strip_suffix('\r').unwrap_or(text);
             if !text.trim().is_empty() && !text.starts_with('/') {
                 relayed.push(format!("noisy: {text}"));

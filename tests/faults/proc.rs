@@ -61,7 +61,12 @@ impl Server {
             while let Some(line) = lines.next_line().await.unwrap() {
                 log.lock().unwrap().push(line.clone());
                 if let Some(at) = line.find("listening addr=") {
-                    return line[at + "listening addr=".len()..].trim().parse().unwrap();
+                    return line[at + "listening addr=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                 }
             }
             panic!("linechat exited without listening")

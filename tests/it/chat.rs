@@ -66,13 +66,21 @@ async fn nicknames_are_validated_unique_and_case_insensitive() {
         "émile",
         "x".repeat(33).as_str(),
         "/nick",
+        // Valid in version 1, but IRC reads a dot as part of a server name.
+        "bob.b",
+        "#lobby",
     ] {
         c.send(bad).await;
         let reply = c.line().await;
         assert!(reply.starts_with("Error: "), "{bad:?} → {reply}");
         c.expect_prompt().await;
     }
-    c.choose("bob.b-2_").await;
+    // Reserved for the server's own service and lines, whatever the case.
+    c.send("LineChat").await;
+    c.expect("Error: the nickname LineChat is reserved for the server; choose another.")
+        .await;
+    c.expect_prompt().await;
+    c.choose("bob_b-2[x]").await;
     server.stop().await;
 }
 

@@ -170,9 +170,12 @@ async fn throughput_counts_this_clients_bytes_both_ways() {
     assert!(lines[0].starts_with("=== Throughput for bob"), "{text}");
     // "bob\n" + "0123456789\n" + "/throughput\n", all counted before the reply is built.
     assert!(lines[1].starts_with("From you: 3 lines, 27 B: "), "{text}");
-    // The prompt (28 B) and the two-line welcome (26 + 37 B) are two messages; the reply
-    // itself is counted once written, so it is not in its own figures.
-    assert!(lines[2].starts_with("To you: 2 messages, 91 B: "), "{text}");
+    // The prompt (28 B) and the three-line welcome (26 + 37 + 50 B) are two messages; the
+    // reply itself is counted once written, so it is not in its own figures.
+    assert!(
+        lines[2].starts_with("To you: 2 messages, 141 B: "),
+        "{text}"
+    );
     assert_eq!(lines[3], "Queued for you now: 0 B", "{text}");
     server.stop().await;
 }

@@ -137,8 +137,8 @@ async fn a_scrape_counts_what_the_chat_did() {
     assert!(report.contains("Deliveries: 33 "), "{report}");
     assert!(
         report.contains(
-            "Disconnects: 0 slow consumers, 0 idle timeouts, 1 quit, 1 closed, 1 reset, \
-             0 timed out, 0 errors, 0 not chat clients, 0 at shutdown"
+            "Disconnects: 0 slow consumers, 0 idle timeouts, 0 registration timeouts, 1 quit, \
+             1 closed, 1 reset, 0 timed out, 0 errors, 0 not chat clients, 0 at shutdown"
         ),
         "{report}"
     );

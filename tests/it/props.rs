@@ -2,7 +2,7 @@
 //! never exceed their bounds, and the decoder does not depend on how the bytes were chunked.
 
 use bytes::{Bytes, BytesMut};
-use linechat::codec::{check_text, Frame, LineDecoder};
+use linechat::proto::codec::{check_text, Frame, LineDecoder};
 use proptest::prelude::*;
 
 /// The obvious definition: split on `\n`, drop one `\r` before it, judge the length.
@@ -82,9 +82,9 @@ proptest! {
 
     #[test]
     fn command_parser_never_panics(line in "/\\PC{0,80}", raw in ".{0,80}") {
-        let _ = linechat::cmd::parse(&line);
-        let _ = linechat::cmd::parse(&raw);
-        if let Err(e) = linechat::cmd::parse(&line) {
+        let _ = linechat::proto::line::cmd::parse(&line);
+        let _ = linechat::proto::line::cmd::parse(&raw);
+        if let Err(e) = linechat::proto::line::cmd::parse(&line) {
             let reply = e.to_string();
             prop_assert!(reply.starts_with("Unknown command: /") || reply.starts_with("Usage: /"));
         }

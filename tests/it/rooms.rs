@@ -550,7 +550,7 @@ async fn metrics_show_rooms_within_their_display_limit() {
 async fn emptied_rooms_with_history_are_kept_up_to_a_bound() {
     let server = TestServer::start(config()).await;
     let mut alice = server.join("alice").await;
-    let rooms = linechat::room::MAX_IDLE_ROOMS + 1;
+    let rooms = linechat::core::room::MAX_IDLE_ROOMS + 1;
     for i in 0..rooms {
         alice.send(&format!("/join r{i}")).await;
         alice.send("hello").await;
@@ -560,18 +560,21 @@ async fn emptied_rooms_with_history_are_kept_up_to_a_bound() {
     let listing = alice.command("/rooms").await;
     assert_eq!(
         listing[0],
-        format!("Rooms ({}):", linechat::room::MAX_IDLE_ROOMS + 1)
+        format!("Rooms ({}):", linechat::core::room::MAX_IDLE_ROOMS + 1)
     );
     // The room empty longest went first.
     assert!(alice.command("/who r0").await[0].starts_with("Error: there is no room"));
     assert_eq!(alice.command("/who r1").await, ["In r1 (0): nobody"]);
     // The listing is bounded too.
-    assert_eq!(listing.len(), 1 + linechat::cmd::MAX_ROOMS_LISTED + 1);
+    assert_eq!(
+        listing.len(),
+        1 + linechat::proto::line::cmd::MAX_ROOMS_LISTED + 1
+    );
     assert_eq!(
         listing.last().unwrap(),
         &format!(
             "  ... and {} more rooms (/who <room> shows one)",
-            linechat::room::MAX_IDLE_ROOMS + 1 - linechat::cmd::MAX_ROOMS_LISTED
+            linechat::core::room::MAX_IDLE_ROOMS + 1 - linechat::proto::line::cmd::MAX_ROOMS_LISTED
         )
     );
     server.stop().await;

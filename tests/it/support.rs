@@ -169,6 +169,11 @@ impl Client {
         self.send(nick).await;
         self.expect(&format!("Welcome to the chat, {nick}!")).await;
         self.expect("Type /help for the list of commands.").await;
+        let here = self.line().await;
+        assert!(
+            here.starts_with("You are in lobby ("),
+            "{nick}: the welcome should say who is here: {here}"
+        );
         self.nick = nick.to_owned();
     }
 

@@ -4,8 +4,8 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use linechat::ops::transcript::{Transcript, DEFAULT_CAPACITY};
 use linechat::server::Extras;
-use linechat::transcript::{Transcript, DEFAULT_CAPACITY};
 use linechat::Config;
 use serde_json::Value;
 

@@ -1,7 +1,8 @@
 //! `/me <action>` — `* alice waves` to the caller's room. Like a chat line, it is kept in the
 //! room's history and not echoed to the sender.
 
-use bytes::{BufMut, BytesMut};
+use crate::core::hub::Whither;
+use crate::core::Kind;
 
 use super::{Command, Ctx, Flow, Spec};
 
@@ -25,14 +26,10 @@ pub const SPEC: Spec = Spec {
 
 impl Me {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        let mut msg = BytesMut::with_capacity(ctx.nick.len() + self.action.len() + 4);
-        msg.put_slice(b"* ");
-        msg.put_slice(ctx.nick.as_bytes());
-        msg.put_u8(b' ');
-        msg.put_slice(self.action.as_bytes());
-        msg.put_u8(b'\n');
-        let delivered = ctx.shared.hub.broadcast(ctx.client.id, &msg.freeze());
-        ctx.count_message(delivered);
+        let action = Kind::Action(self.action.into());
+        if let Ok((_, delivered)) = ctx.shared.hub.say(ctx.member.id, Whither::Current, action) {
+            ctx.count_message(delivered);
+        }
         Flow::Continue
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Command, Ctx, Flow, Spec};
+use crate::proto::line::words;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nick {
@@ -29,13 +30,16 @@ impl Nick {
             ctx.reply("You already have that nickname.");
             return Flow::Continue;
         }
-        match ctx.shared.hub.rename(ctx.client.id, &self.name) {
-            Ok(new) => {
-                // The connection span keeps the name it joined with; this event ties the two.
-                tracing::info!(old = %ctx.nick, new = %new, "nick change");
-                *ctx.nick = Arc::clone(&new);
+        match ctx.shared.hub.rename(ctx.member.id, &self.name) {
+            Ok(renamed) => {
+                tracing::info!(old = %ctx.nick, new = %renamed.new.nick, "nick change");
+                ctx.reply(format_args!(
+                    "Your nickname has been changed to {}",
+                    renamed.new.nick
+                ));
+                *ctx.nick = Arc::clone(&renamed.new.nick);
             }
-            Err(e) => ctx.reply(e),
+            Err(e) => ctx.reply(words::nick_error(&e)),
         }
         Flow::Continue
     }

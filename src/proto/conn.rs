@@ -1,11 +1,9 @@
-//! One connection, from the nickname prompt to the close.
-//!
-//! Each connection has two tasks. The session task (this module's [`run`]) owns reading: it
-//! frames lines, applies flood control and timeouts, runs commands and hands chat lines to the
-//! hub. The writer task owns the socket's sending side: it drains the client's queue and writes
-//! everything that is waiting with one vectored write, so a busy client gets few large writes
-//! rather than many small ones. All output, replies included, goes through the queue, so a
-//! client sees everything in the order it was queued.
+//! The machinery every stream protocol shares: a connection's member, its reading side
+//! (buffering, line framing, flood control, idle and registration timers, `TCP_INFO`
+//! sampling) and its writer task, which drains the member's outbox to the socket with one
+//! vectored write for everything waiting. A protocol's session reads [`Input`]s from a
+//! [`Reader`] and queues everything it says through the member's outbox, so a client sees
+//! everything in the order it was queued.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -16,20 +14,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use crate::cmd::{self, format_duration, Command, Ctx, Flow};
-use crate::codec::{check_text, foreign_protocol, Frame, LineDecoder, LineError};
-use crate::hub::{Client, LeaveReason};
-use crate::metrics::ClientStats;
-use crate::outbox::queued_cost;
-use crate::server::Shared;
-
-pub const PROMPT: &str = "Please enter your nickname: ";
+use crate::context::Shared;
+use crate::core::member::{self, Member};
+use crate::core::outbox::queued_cost;
+use crate::core::stats::ClientStats;
+use crate::core::LeaveReason;
+use crate::net::sockopt::TcpProbe;
+use crate::proto::codec::{Frame, LineDecoder};
 
 /// Bytes requested per read. Large enough that a fast sender's many lines arrive in few reads;
 /// the buffer is released whenever it empties, so idle connections do not keep it.
@@ -47,274 +44,154 @@ const KEEP_BATCH_CAPACITY: usize = 16;
 /// unread input does not make the kernel answer with a reset that destroys our final lines.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Serves one accepted connection until it ends. `permit` holds its slot under the connection
-/// limit until then.
-pub async fn run(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
+/// An accepted connection, set up: its member (not yet in the hub), its reader and its
+/// writer task.
+#[derive(Debug)]
+pub struct Conn {
+    pub shared: Arc<Shared>,
+    pub member: Arc<Member>,
+    pub socket: Arc<TcpStream>,
+    pub reader: Reader,
+    writer: JoinHandle<()>,
     permit: OwnedSemaphorePermit,
-) {
-    tracing::info!("connected");
-    // Latency matters more than segment count for chat; batching happens in the writer.
-    let _ = stream.set_nodelay(true);
-    if let Err(e) = crate::sockopt::tune(&stream, &shared.config) {
-        tracing::warn!(error = %e, "cannot set keepalive/user timeout; dead peers are found late");
-    }
-    let socket = Arc::new(stream);
-    let stats = ClientStats::new(Instant::now());
-    let client = Client::new(id, peer, socket.clone(), stats, shared.config.queue_bytes);
-    let drained = Arc::new(Notify::new());
-    // Not instrumented: entering the connection span on every poll of the busiest task
-    // showed up in profiles, and the writer logs only at debug level.
-    let writer = tokio::spawn(write_loop(shared.clone(), client.clone(), drained.clone()));
-
-    let _open = shared.metrics.connection_opened();
-    let mut session = Session {
-        reader: Reader::new(&shared, client.clone(), drained),
-        shared: shared.clone(),
-        client: client.clone(),
-        nick: None,
-    };
-    let reason = session.serve().await;
-    shared.metrics.count_disconnect(reason);
-    session.finish(reason, writer, permit).await;
-    // A last sample, so what the connection retransmitted since the previous one still counts
-    // in the server's totals.
-    client.stats.sample_tcp(&*client.socket, &shared.metrics);
 }
 
-struct Session {
-    shared: Arc<Shared>,
-    client: Arc<Client>,
-    reader: Reader,
-    /// Set once the client has joined.
-    nick: Option<Arc<str>>,
-}
-
-impl Session {
-    fn reply(&self, text: impl std::fmt::Display) {
-        let _ = self.client.send_line(text);
-    }
-
-    fn prompt(&self) {
-        let _ = self.client.push(Bytes::from_static(PROMPT.as_bytes()));
-    }
-
-    async fn serve(&mut self) -> LeaveReason {
-        let nick = match self.register().await {
-            Ok(nick) => nick,
-            Err(reason) => return reason,
-        };
-        tracing::Span::current().record("nick", &*nick);
-        tracing::info!("joined");
-        let mut nick = nick;
-        self.nick = Some(nick.clone());
-        let reason = self.chat(&mut nick).await;
-        self.nick = Some(nick);
-        reason
-    }
-
-    /// The nickname prompt, repeated until a valid free name, `/quit`, or the registration
-    /// deadline.
-    async fn register(&mut self) -> Result<Arc<str>, LeaveReason> {
-        let deadline = Instant::now() + self.shared.config.register_timeout;
-        self.prompt();
-        loop {
-            let text = match self.reader.next_event(Some(deadline)).await {
-                Event::End(reason) => return Err(reason),
-                Event::IdleWarning | Event::IdleTimeout => {
-                    self.reply(format_args!(
-                        "Error: no nickname chosen within {}; closing the connection.",
-                        format_duration(self.shared.config.register_timeout)
-                    ));
-                    tracing::info!("registration timeout");
-                    return Err(LeaveReason::IdleTimeout);
-                }
-                Event::Line(Frame::TooLong, _) => {
-                    self.reply(LineError::TooLong(self.shared.config.max_line));
-                    self.prompt();
-                    continue;
-                }
-                Event::Line(Frame::Line(line), _) => {
-                    if let Some(protocol) = foreign_protocol(&line) {
-                        self.reply(protocol);
-                        tracing::info!(?protocol, "not a chat client; closing");
-                        return Err(LeaveReason::NotChat);
-                    }
-                    match check_text(&line) {
-                        Ok(text) => text.trim().to_owned(),
-                        Err(e) => {
-                            self.reply(e);
-                            self.prompt();
-                            continue;
-                        }
-                    }
-                }
-            };
-            if text.starts_with('/') {
-                if cmd::parse(&text) == Ok(Command::Quit) {
-                    self.reply("Goodbye!");
-                    return Err(LeaveReason::Quit);
-                }
-                self.reply("Error: choose a nickname first; commands work once you have joined.");
-                self.prompt();
-                continue;
-            }
-            let wanted = (!text.is_empty()).then_some(text.as_str());
-            match self.shared.hub.join(&self.client, wanted) {
-                Ok(nick) => return Ok(nick),
-                Err(e) => {
-                    self.reply(e);
-                    self.prompt();
-                }
-            }
-        }
-    }
-
-    async fn chat(&mut self, nick: &mut Arc<str>) -> LeaveReason {
-        let config = &self.shared.config;
-        loop {
-            let (line, taken_at) = match self.reader.next_event(None).await {
-                Event::End(reason) => return reason,
-                Event::IdleWarning => {
-                    let idle = config.idle_warning_after().unwrap_or_default();
-                    let left = config.idle_timeout.unwrap_or_default().saturating_sub(idle);
-                    self.reply(format_args!(
-                        "Warning: you have been idle for {}; you will be disconnected in {} \
-                         unless you send something.",
-                        format_duration(idle),
-                        format_duration(left)
-                    ));
-                    continue;
-                }
-                Event::IdleTimeout => {
-                    self.reply(format_args!(
-                        "You have been disconnected after {} without input (idle timeout).",
-                        format_duration(config.idle_timeout.unwrap_or_default())
-                    ));
-                    return LeaveReason::IdleTimeout;
-                }
-                Event::Line(Frame::TooLong, _) => {
-                    self.reply(LineError::TooLong(config.max_line));
-                    continue;
-                }
-                Event::Line(Frame::Line(line), taken_at) => (line, taken_at),
-            };
-            let text = match check_text(&line) {
-                Ok(text) => text,
-                Err(e) => {
-                    self.reply(e);
-                    continue;
-                }
-            };
-            if text.trim().is_empty() {
-                continue;
-            }
-            if text.starts_with('/') {
-                self.shared.metrics.commands.fetch_add(1, Relaxed);
-                let flow = match cmd::parse(text) {
-                    Ok(command) => command.run(&mut Ctx {
-                        shared: &self.shared,
-                        client: &self.client,
-                        nick,
-                    }),
-                    Err(e) => {
-                        self.reply(e);
-                        Flow::Continue
-                    }
-                };
-                if flow == Flow::Quit {
-                    return LeaveReason::Quit;
-                }
-                continue;
-            }
-            self.relay(nick, text, taken_at);
-        }
-    }
-
-    /// Formats the chat line once and hands every recipient a clone of the same bytes.
-    fn relay(&self, nick: &str, text: &str, taken_at: std::time::Instant) {
-        let mut msg = BytesMut::with_capacity(nick.len() + text.len() + 3);
-        msg.put_slice(nick.as_bytes());
-        msg.put_slice(b": ");
-        msg.put_slice(text.as_bytes());
-        msg.put_u8(b'\n');
-        let delivered = self.shared.hub.broadcast(self.client.id, &msg.freeze());
-        let metrics = &self.shared.metrics;
-        metrics.count_message(&self.client.stats, delivered);
-        metrics.record_fanout(taken_at.elapsed());
-    }
-
-    /// Leaves the hub (announcing it), then flushes or drops the queue as the reason demands.
-    async fn finish(
-        self,
-        reason: LeaveReason,
-        mut writer: JoinHandle<()>,
+impl Conn {
+    /// Tunes the socket, makes the member that `kind` and `format` describe and starts its
+    /// writer.
+    pub fn start(
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        kind: member::Kind,
+        format: usize,
         permit: OwnedSemaphorePermit,
-    ) {
-        if self.nick.is_some() {
-            self.shared.hub.leave(self.client.id, reason);
+    ) -> Conn {
+        // Latency matters more than segment count for chat; batching happens in the writer.
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = crate::net::sockopt::tune(&stream, &shared.config) {
+            tracing::warn!(error = %e, "cannot set keepalive/user timeout; dead peers are found late");
         }
-        let stats = &self.client.stats;
+        let socket = Arc::new(stream);
+        let stats = ClientStats::new(Instant::now());
+        let probe = Box::new(TcpProbe(socket.clone()));
+        let member = Member::new(
+            id,
+            peer,
+            kind,
+            format,
+            stats,
+            shared.config.queue_bytes,
+            Some(probe),
+        );
+        let drained = Arc::new(Notify::new());
+        // Not instrumented: entering the connection span on every poll of the busiest task
+        // showed up in profiles, and the writer logs only at debug level.
+        let writer = tokio::spawn(write_loop(
+            shared.clone(),
+            member.clone(),
+            socket.clone(),
+            drained.clone(),
+        ));
+        Conn {
+            reader: Reader::new(&shared, member.clone(), socket.clone(), drained),
+            shared,
+            member,
+            socket,
+            writer,
+            permit,
+        }
+    }
+
+    /// Queues bytes for this connection; a reply that does not fit kicks it as a slow consumer,
+    /// which its reader notices.
+    pub fn send(&self, bytes: impl Into<Bytes>) {
+        let _ = self.member.push(bytes.into());
+    }
+
+    /// Ends the connection after the session ended for `reason`, having left the hub:
+    /// queues `farewell`, flushes or drops what is queued as the reason demands, and logs
+    /// what the connection did, counting what the final flush wrote.
+    pub async fn finish(
+        mut self,
+        reason: LeaveReason,
+        nick: Option<&str>,
+        farewell: Option<Bytes>,
+    ) {
+        let shared = self.shared.clone();
+        shared.metrics.count_disconnect(reason);
+        let flushed = match reason {
+            // Its queue is full and it is not reading: nothing more can reach it.
+            LeaveReason::SlowConsumer
+            | LeaveReason::Reset
+            | LeaveReason::Error
+            | LeaveReason::TimedOut => {
+                self.writer.abort();
+                let _ = (&mut self.writer).await;
+                false
+            }
+            _ => {
+                if let Some(farewell) = farewell {
+                    self.send(farewell);
+                }
+                self.member.outbox().close();
+                let grace = shared.config.shutdown_grace;
+                if tokio::time::timeout(grace, &mut self.writer).await.is_err() {
+                    tracing::info!("could not flush within {grace:?}; closing");
+                    self.writer.abort();
+                    false
+                } else {
+                    true
+                }
+            }
+        };
+        let stats = &self.member.stats;
         tracing::info!(
+            nick = nick.unwrap_or(""),
             %reason,
             messages = stats.messages.load(Relaxed),
             bytes_in = stats.bytes_in.total(),
             bytes_out = stats.bytes_out.total(),
             "left"
         );
-        match reason {
-            LeaveReason::SlowConsumer => {
-                tracing::info!(
-                    queued = stats.queued.load(Relaxed),
-                    limit = self.shared.config.queue_bytes,
-                    "slow consumer disconnected: outgoing queue full"
-                );
-                // Its queue is full and it is not reading: nothing more can reach it.
-                writer.abort();
-                return;
-            }
-            LeaveReason::Reset | LeaveReason::Error | LeaveReason::TimedOut => {
-                writer.abort();
-                return;
-            }
-            LeaveReason::Shutdown => self.reply("Server is shutting down."),
-            LeaveReason::Quit
-            | LeaveReason::Closed
-            | LeaveReason::IdleTimeout
-            | LeaveReason::NotChat => {}
+        if reason == LeaveReason::SlowConsumer {
+            tracing::info!(
+                queued = stats.queued.load(Relaxed),
+                limit = shared.config.queue_bytes,
+                "slow consumer disconnected: outgoing queue full"
+            );
         }
-        self.client.outbox().close();
-        let grace = self.shared.config.shutdown_grace;
-        if tokio::time::timeout(grace, &mut writer).await.is_err() {
-            tracing::info!("could not flush within {grace:?}; closing");
-            writer.abort();
-            return;
-        }
+        // A last sample, so what the connection retransmitted since the previous one still
+        // counts in the server's totals.
+        shared.metrics.sample_tcp(&self.member);
         // The chat session is over: its slot is free for the next person even while the
         // socket lingers for at most LINGER.
-        drop(permit);
-        if reason != LeaveReason::Closed {
-            linger_close(&self.client.socket).await;
+        drop(self.permit);
+        if flushed && reason != LeaveReason::Closed {
+            linger_close(&self.socket).await;
         }
     }
 }
 
 /// What the reader hands the session.
-enum Event {
+#[derive(Debug)]
+pub enum Input {
     /// A framed line, with the moment it was taken off the buffer (for fan-out latency).
     Line(Frame, std::time::Instant),
     IdleWarning,
     IdleTimeout,
+    /// The registration deadline passed.
+    RegisterTimeout,
     End(LeaveReason),
 }
 
 /// The receiving side of a connection: buffering, framing, flood control and timers.
-struct Reader {
+#[derive(Debug)]
+pub struct Reader {
     shared: Arc<Shared>,
-    client: Arc<Client>,
+    client: Arc<Member>,
+    socket: Arc<TcpStream>,
     buf: BytesMut,
     decoder: LineDecoder,
     eof: bool,
@@ -329,12 +206,18 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(shared: &Arc<Shared>, client: Arc<Client>, drained: Arc<Notify>) -> Self {
+    fn new(
+        shared: &Arc<Shared>,
+        client: Arc<Member>,
+        socket: Arc<TcpStream>,
+        drained: Arc<Notify>,
+    ) -> Self {
         let config = &shared.config;
         let now = Instant::now();
         Reader {
             shared: shared.clone(),
             client,
+            socket,
             buf: BytesMut::new(),
             decoder: LineDecoder::new(config.max_line),
             eof: false,
@@ -351,7 +234,7 @@ impl Reader {
 
     /// The next thing the session must act on. `register_deadline` replaces the idle timer
     /// while the client is at the nickname prompt.
-    async fn next_event(&mut self, register_deadline: Option<Instant>) -> Event {
+    pub async fn next(&mut self, register_deadline: Option<Instant>) -> Input {
         loop {
             if let Some(end) = self.wait_for_own_backlog().await {
                 return end;
@@ -375,10 +258,10 @@ impl Reader {
                     let stats = &self.client.stats;
                     stats.lines_in.add(&self.shared.metrics.clock, 1);
                     self.mark_input(now);
-                    return Event::Line(frame, std::time::Instant::now());
+                    return Input::Line(frame, std::time::Instant::now());
                 }
                 if self.eof {
-                    return Event::End(LeaveReason::Closed);
+                    return Input::End(LeaveReason::Closed);
                 }
                 if self.buf.is_empty() && self.buf.capacity() > 0 {
                     // Give the buffer back while idle: 10 000 quiet clients then cost no
@@ -387,22 +270,22 @@ impl Reader {
                 }
             }
             let (timer_at, timer_event) = self.timer(register_deadline);
-            let socket = self.client.socket.clone();
+            let socket = self.socket.clone();
             tokio::select! {
                 biased;
-                _ = self.shared.shutdown.cancelled() => return Event::End(LeaveReason::Shutdown),
+                _ = self.shared.shutdown.cancelled() => return Input::End(LeaveReason::Shutdown),
                 _ = self.client.kicked() => {
-                    return Event::End(self.client.kick_reason().unwrap_or(LeaveReason::Error));
+                    return Input::End(self.client.kick_reason().unwrap_or(LeaveReason::Error));
                 }
                 _ = sleep_until(throttled_until.unwrap_or(now)), if throttled_until.is_some() => {}
                 _ = sleep_until(timer_at.unwrap_or(now)), if timer_at.is_some() => {
-                    if matches!(timer_event, Event::IdleWarning) {
+                    if matches!(timer_event, Input::IdleWarning) {
                         self.idle_warned = true;
                     }
                     return timer_event;
                 }
                 _ = sleep_until(self.next_rtt_sample) => {
-                    self.client.stats.sample_tcp(&*socket, &self.shared.metrics);
+                    self.shared.metrics.sample_tcp(&self.client);
                     self.next_rtt_sample = Instant::now() + self.shared.config.rtt_sample_interval;
                 }
                 read = read_some(&socket, &mut self.buf), if throttled_until.is_none() => match read {
@@ -419,7 +302,7 @@ impl Reader {
                         // bytes) bounds what one sender queues for others between their turns.
                         tokio::task::yield_now().await;
                     }
-                    Err(e) => return Event::End(leave_reason_for(&e)),
+                    Err(e) => return Input::End(leave_reason_for(&e)),
                 },
             }
         }
@@ -431,7 +314,7 @@ impl Reader {
     /// slows such a client down instead of the queue overflowing and cutting it off as a slow
     /// consumer. (A client that stops reading altogether is still cut off, by the other half of
     /// the bound or by the write timeout.)
-    async fn wait_for_own_backlog(&self) -> Option<Event> {
+    async fn wait_for_own_backlog(&self) -> Option<Input> {
         let threshold = own_backlog_threshold(&self.shared.config);
         // The common case, checked without registering with the Notify: this runs per line.
         if self.client.stats.queued.load(Relaxed) <= threshold {
@@ -447,9 +330,9 @@ impl Reader {
             }
             tokio::select! {
                 biased;
-                _ = self.shared.shutdown.cancelled() => return Some(Event::End(LeaveReason::Shutdown)),
+                _ = self.shared.shutdown.cancelled() => return Some(Input::End(LeaveReason::Shutdown)),
                 _ = self.client.kicked() => {
-                    return Some(Event::End(self.client.kick_reason().unwrap_or(LeaveReason::Error)));
+                    return Some(Input::End(self.client.kick_reason().unwrap_or(LeaveReason::Error)));
                 }
                 _ = drained => {}
             }
@@ -462,17 +345,17 @@ impl Reader {
     }
 
     /// The next timer to fire and what it means.
-    fn timer(&self, register_deadline: Option<Instant>) -> (Option<Instant>, Event) {
+    fn timer(&self, register_deadline: Option<Instant>) -> (Option<Instant>, Input) {
         if let Some(deadline) = register_deadline {
-            return (Some(deadline), Event::IdleTimeout);
+            return (Some(deadline), Input::RegisterTimeout);
         }
         let config = &self.shared.config;
         match (config.idle_timeout, config.idle_warning_after()) {
             (Some(timeout), Some(warn)) if !self.idle_warned && warn < timeout => {
-                (Some(self.last_input + warn), Event::IdleWarning)
+                (Some(self.last_input + warn), Input::IdleWarning)
             }
-            (Some(timeout), _) => (Some(self.last_input + timeout), Event::IdleTimeout),
-            (None, _) => (None, Event::IdleTimeout),
+            (Some(timeout), _) => (Some(self.last_input + timeout), Input::IdleTimeout),
+            (None, _) => (None, Input::IdleTimeout),
         }
     }
 }
@@ -549,7 +432,12 @@ fn own_backlog_threshold(config: &crate::config::Config) -> usize {
 
 /// Drains the client's queue to the socket until the session closes it, a write fails or
 /// times out, or the task is aborted. `drained` tells the reader each time output was written.
-async fn write_loop(shared: Arc<Shared>, client: Arc<Client>, drained: Arc<Notify>) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    client: Arc<Member>,
+    socket: Arc<TcpStream>,
+    drained: Arc<Notify>,
+) {
     let mut batch = VecDeque::new();
     let outbox = client.outbox();
     let pause_above = own_backlog_threshold(&shared.config);
@@ -564,7 +452,7 @@ async fn write_loop(shared: Arc<Shared>, client: Arc<Client>, drained: Arc<Notif
         let cost: usize = batch.iter().map(queued_cost).sum();
         let bytes: usize = batch.iter().map(Bytes::len).sum();
         let deadline = shared.config.write_timeout;
-        if let Err(e) = write_all(&client.socket, batch.make_contiguous(), deadline).await {
+        if let Err(e) = write_all(&socket, batch.make_contiguous(), deadline).await {
             if e.kind() == io::ErrorKind::TimedOut {
                 tracing::info!(
                     id = client.id,

@@ -4,7 +4,8 @@
 //! and the header says so.
 
 use super::{Command, Ctx, Flow, Spec};
-use crate::room::render_history;
+use crate::core::hub::Whither;
+use crate::proto::line::render::render_history;
 
 pub const DEFAULT_HISTORY: usize = 20;
 
@@ -29,13 +30,14 @@ pub const SPEC: Spec = Spec {
 impl History {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
         let hub = &ctx.shared.hub;
-        let config = hub.history_config();
+        let config = hub.settings();
         let retain = config.retain;
         if retain == 0 {
             ctx.reply("No history is kept on this server (--history-retain 0).");
             return Flow::Continue;
         }
-        let Some((room, entries)) = hub.history(ctx.client.id, self.n.min(retain)) else {
+        let Ok((room, entries)) = hub.history(ctx.member.id, Whither::Current, self.n.min(retain))
+        else {
             return Flow::Continue;
         };
         if entries.is_empty() {
@@ -43,7 +45,7 @@ impl History {
             return Flow::Continue;
         }
         let block = render_history(&room, entries.iter(), config.budget);
-        let _ = ctx.client.push(block);
+        let _ = ctx.member.push(block);
         Flow::Continue
     }
 }

@@ -3,6 +3,9 @@
 //! and the caller gets `You are now in dev (3 people here).`, the topic and the scrollback.
 
 use super::{Command, Ctx, Flow, Spec};
+use crate::core::names::RoomError;
+use crate::proto::line::session::arrival_text;
+use crate::proto::line::words;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Join {
@@ -24,9 +27,19 @@ pub const SPEC: Spec = Spec {
 
 impl Join {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        if let Err(e) = ctx.shared.hub.move_to(ctx.client.id, &self.room) {
-            ctx.reply(e);
+        if let Err(e) = move_to(ctx, &self.room) {
+            ctx.reply(words::room_error(&e));
         }
         Flow::Continue
     }
+}
+
+/// Moves the caller to `room`, showing it the room as it enters.
+pub(super) fn move_to(ctx: &mut Ctx<'_>, room: &str) -> Result<(), RoomError> {
+    let member = ctx.member.clone();
+    ctx.shared.hub.move_to(ctx.member.id, room, |view| {
+        for part in arrival_text(&view, None) {
+            let _ = member.push(part);
+        }
+    })
 }

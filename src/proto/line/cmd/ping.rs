@@ -2,7 +2,7 @@
 //! kernel measures it (`TCP_INFO`), with the recent min and average.
 
 use super::{Command, Ctx, Flow, Spec};
-use crate::metrics::lock;
+use crate::core::lock;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ping {
@@ -26,8 +26,8 @@ impl Ping {
             Some(token) => format!("pong {token}"),
             None => "pong".to_owned(),
         };
-        let stats = &ctx.client.stats;
-        let reply = match stats.sample_tcp(&*ctx.client.socket, &ctx.shared.metrics) {
+        let stats = &ctx.member.stats;
+        let reply = match ctx.shared.metrics.sample_tcp(ctx.member) {
             Some(now) => {
                 let log = lock(&stats.rtt).clone();
                 format!(

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::metrics::lock;
+use super::lock;
 
 /// Bytes charged per queued message on top of its length: the `Bytes` handle and its slot.
 /// Without it a flood of one-byte messages could queue far more memory than the bound.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::hub::Client;
-use crate::server::Shared;
+use crate::context::Shared;
+use crate::core::Member;
 
 mod echo;
 mod help;
@@ -130,7 +130,7 @@ pub enum Flow {
 #[derive(Debug)]
 pub struct Ctx<'a> {
     pub shared: &'a Shared,
-    pub client: &'a Arc<Client>,
+    pub member: &'a Arc<Member>,
     /// The caller's current nickname; `/nick` replaces it.
     pub nick: &'a mut Arc<str>,
 }
@@ -139,7 +139,7 @@ impl Ctx<'_> {
     /// Queues a reply for the caller. A reply that does not fit kicks the caller as a slow
     /// consumer, which its session notices; there is nothing more to do here.
     pub fn reply(&self, text: impl std::fmt::Display) {
-        let _ = self.client.send_line(text);
+        let _ = self.member.push(format!("{text}\n").into());
     }
 
     /// Counts a message the caller sent (a private message or an action) the way a chat line
@@ -147,7 +147,7 @@ impl Ctx<'_> {
     pub fn count_message(&self, delivered: usize) {
         self.shared
             .metrics
-            .count_message(&self.client.stats, delivered);
+            .count_message(&self.member.stats, delivered);
     }
 }
 

@@ -7,11 +7,16 @@
 //! `ETIMEDOUT`, which wakes the session and ends it as "connection timed out".
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 
 use socket2::{SockRef, TcpKeepalive};
 
+use tokio::net::TcpStream;
+
 use crate::config::Config;
+use crate::core::member::Probe;
+use crate::core::stats::TcpInfo;
 
 /// Applies the configured dead-peer bounds to an accepted connection.
 pub fn tune(socket: &impl AsFd, config: &Config) -> io::Result<()> {
@@ -31,6 +36,56 @@ pub fn tune(socket: &impl AsFd, config: &Config) -> io::Result<()> {
         socket.set_tcp_user_timeout(Some(timeout))?;
     }
     Ok(())
+}
+
+/// A TCP connection as a member's [`Probe`]: its `TCP_INFO`. The `Arc` keeps the descriptor
+/// from being closed and reused while a sample is taken.
+#[derive(Debug)]
+pub struct TcpProbe(pub Arc<TcpStream>);
+
+impl Probe for TcpProbe {
+    fn tcp_info(&self) -> Option<TcpInfo> {
+        tcp_info(&*self.0)
+    }
+}
+
+/// `getsockopt(TCP_INFO)`. `None` where the platform has no `TCP_INFO` or the call fails, which
+/// the reports show as "unavailable" rather than as zero.
+#[cfg(target_os = "linux")]
+pub fn tcp_info(socket: &impl AsRawFd) -> Option<TcpInfo> {
+    // SAFETY: tcp_info is plain old data, so all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `info`, which outlives the call; the kernel
+    // writes at most `len` bytes and reports how many it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let has = |end: usize| len as usize >= end;
+    if !has(std::mem::offset_of!(libc::tcp_info, tcpi_total_retrans) + 4) {
+        return None;
+    }
+    let segs_end = std::mem::offset_of!(libc::tcp_info, tcpi_segs_out) + 4;
+    Some(TcpInfo {
+        rtt_us: info.tcpi_rtt,
+        rttvar_us: info.tcpi_rttvar,
+        total_retrans: info.tcpi_total_retrans,
+        segs_out: has(segs_end).then_some(info.tcpi_segs_out),
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tcp_info(_socket: &impl AsRawFd) -> Option<TcpInfo> {
+    None
 }
 
 #[cfg(test)]

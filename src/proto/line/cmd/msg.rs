@@ -2,7 +2,8 @@
 //! wherever it is; the sender gets `[private to bob] text`. An unknown nick, or the sender's
 //! own, gets an error.
 
-use bytes::Bytes;
+use crate::core::event::{Kind, Target};
+use crate::proto::line::words;
 
 use super::{Command, Ctx, Flow, Spec};
 
@@ -30,13 +31,15 @@ pub const SPEC: Spec = Spec {
 
 impl Msg {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        let line = Bytes::from(format!("[private] {}: {}\n", ctx.nick, self.text));
-        match ctx.shared.hub.send_private(ctx.client.id, &self.to, line) {
-            Ok(to) => {
+        let text = Kind::Message(self.text.as_str().into());
+        match ctx.shared.hub.private(ctx.member.id, &self.to, text) {
+            Ok(event) => {
                 ctx.count_message(1);
-                ctx.reply(format_args!("[private to {to}] {}", self.text));
+                if let Target::Member(to) = &event.target {
+                    ctx.reply(format_args!("[private to {}] {}", to.nick, self.text));
+                }
             }
-            Err(e) => ctx.reply(e),
+            Err(e) => ctx.reply(words::private_error(&e)),
         }
         Flow::Continue
     }

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::{no_args, Command, Ctx, Flow, Spec};
-use crate::hub::RoomInfo;
+use crate::core::hub::RoomInfo;
 
 /// Rooms listed at most, so a server with thousands of rooms does not flood the caller.
 pub const MAX_ROOMS_LISTED: usize = 50;
@@ -18,7 +18,7 @@ pub const SPEC: Spec = Spec {
 };
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    let mut rooms = ctx.shared.hub.rooms(Some(ctx.client.id));
+    let mut rooms = ctx.shared.hub.rooms(Some(ctx.member.id));
     sort_fullest_first(&mut rooms);
     let total = rooms.len();
     if let Some(mine) = rooms.iter().position(|r| r.here) {

@@ -1,7 +1,11 @@
 //! `/who [room]` — the nicknames of everyone in the caller's room, or in the named room:
 //! `In lobby (2): alice, bob`.
 
+use std::sync::Arc;
+
 use super::{Command, Ctx, Flow, Spec};
+use crate::core::hub::Whither;
+use crate::proto::line::words;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Who {
@@ -23,7 +27,20 @@ pub const SPEC: Spec = Spec {
 
 impl Who {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        match ctx.shared.hub.who(ctx.client.id, self.room.as_deref()) {
+        let whither = match &self.room {
+            Some(room) => Whither::Named(room),
+            None => Whither::Current,
+        };
+        let listing = ctx
+            .shared
+            .hub
+            .room_members(ctx.member.id, whither)
+            .map(|(room, members)| {
+                let mut nicks: Vec<Arc<str>> = members.iter().map(|m| m.nick().clone()).collect();
+                nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
+                (room, nicks)
+            });
+        match listing {
             Ok((room, nicks)) if nicks.is_empty() => {
                 ctx.reply(format_args!("In {room} (0): nobody"))
             }
@@ -32,7 +49,7 @@ impl Who {
                 nicks.len(),
                 nicks.join(", ")
             )),
-            Err(e) => ctx.reply(e),
+            Err(e) => ctx.reply(words::room_error(&e)),
         }
         Flow::Continue
     }

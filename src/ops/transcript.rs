@@ -22,14 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::hub::LeaveReason;
-use crate::metrics::TranscriptCounters;
+use crate::core::event::{Event, Kind};
+use crate::core::hub::Journal;
+use crate::core::LeaveReason;
+use crate::ops::metrics::TranscriptCounters;
 
 /// Events the writer may fall behind by before new ones are dropped. A disk that keeps up
 /// drains this within a write; one that stalls for a second under 8 000 messages/s fills it.
@@ -43,32 +44,17 @@ pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Events written with one `write` at most, so a burst is written in a few large writes.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
-/// What happened, as the hub hands it over.
-#[derive(Debug, Clone)]
-pub enum Kind {
-    /// The line as formatted for the room, `nick: text\n`.
-    Message(Bytes),
-    Join,
-    Leave(LeaveReason),
-    /// The new nickname (the event's sender is the old one).
-    Nick(Arc<str>),
-    /// The sender moved into this room with `/join` or `/leave`.
-    Enter,
-    /// The sender moved out of this room.
-    Part,
-}
-
+/// An event as the writer receives it: the room it is recorded under (a departure is recorded
+/// once for each room the leaver was in) and the hub's event itself, shared, not copied.
 #[derive(Debug)]
-struct Event {
-    at: SystemTime,
+struct Entry {
     room: Arc<str>,
-    sender: Arc<str>,
-    kind: Kind,
+    event: Arc<Event>,
 }
 
 #[derive(Debug)]
 enum Msg {
-    Event(Event),
+    Event(Entry),
     /// Wakes the writer to look at its control flags.
     Wake,
 }
@@ -216,14 +202,12 @@ pub struct Recorder {
 impl Recorder {
     /// Hands an event to the writer without waiting; when the writer is a whole buffer behind,
     /// the event is dropped and counted.
-    pub fn record(&self, room: &Arc<str>, sender: &Arc<str>, kind: Kind) {
-        let event = Event {
-            at: SystemTime::now(),
+    pub fn record(&self, room: &Arc<str>, event: &Arc<Event>) {
+        let entry = Entry {
             room: room.clone(),
-            sender: sender.clone(),
-            kind,
+            event: event.clone(),
         };
-        match self.tx.try_send(Msg::Event(event)) {
+        match self.tx.try_send(Msg::Event(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped(),
         }
@@ -341,39 +325,30 @@ const TIME_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = ti
 );
 
 /// Appends the event's JSON line to `out`.
-fn encode(event: &Event, out: &mut Vec<u8>) {
+fn encode(entry: &Entry, out: &mut Vec<u8>) {
+    let event = &entry.event;
     let time = time::OffsetDateTime::from(event.at)
         .format(TIME_FORMAT)
         .unwrap_or_default();
-    let message;
-    let (kind, text) = match &event.kind {
-        Kind::Message(line) => {
-            message = String::from_utf8_lossy(line);
-            let line = message.strip_suffix('\n').unwrap_or(&message);
-            let said = line
-                .strip_prefix(&*event.sender)
-                .and_then(|rest| rest.strip_prefix(": "));
-            // `/me` lines are `* nick action`.
-            let acted = line
-                .strip_prefix("* ")
-                .and_then(|rest| rest.strip_prefix(&*event.sender))
-                .and_then(|rest| rest.strip_prefix(' '));
-            match (said, acted) {
-                (Some(text), _) => ("message", text),
-                (None, Some(text)) => ("action", text),
-                (None, None) => ("message", line),
-            }
-        }
-        Kind::Join => ("join", ""),
-        Kind::Leave(reason) => ("leave", reason.explanation().unwrap_or("quit")),
-        Kind::Nick(new) => ("nick", &**new),
-        Kind::Enter => ("enter", ""),
-        Kind::Part => ("part", ""),
+    let (kind, text): (&str, &str) = match &event.kind {
+        Kind::Message(text) => ("message", text),
+        Kind::Action(text) => ("action", text),
+        Kind::Notice(text) => ("notice", text),
+        Kind::Joined => ("join", ""),
+        Kind::Entered => ("enter", ""),
+        Kind::Parted(message) => ("part", message.as_deref().unwrap_or("")),
+        Kind::Left(reason, message) => match (reason, message) {
+            (LeaveReason::Quit, Some(message)) => ("leave", message),
+            _ => ("leave", reason.explanation().unwrap_or("quit")),
+        },
+        Kind::Nick(new) => ("nick", &new.nick),
+        Kind::Topic(text) => ("topic", text),
+        Kind::Away(_) | Kind::Presence { .. } => return,
     };
     let line = Line {
         time: &time,
-        room: &event.room,
-        sender: &event.sender,
+        room: &entry.room,
+        sender: event.nick(),
         kind,
         text,
     };
@@ -382,33 +357,52 @@ fn encode(event: &Event, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+impl Journal for Recorder {
+    fn record(&self, room: &Arc<str>, event: &Arc<Event>) {
+        Recorder::record(self, room, event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn events_encode_as_one_json_line_each() {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        use crate::core::event::{Identity, Target};
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let lobby: Arc<str> = "lobby".into();
-        let alice: Arc<str> = "alice".into();
+        let alice = Arc::new(Identity {
+            id: 1,
+            nick: "alice".into(),
+            user: "alice".into(),
+            host: "127.0.0.1".into(),
+            realname: "".into(),
+        });
         let mut out = Vec::new();
         for kind in [
-            Kind::Message(Bytes::from_static(b"alice: say \"hi\"\tthere\n")),
-            Kind::Join,
-            Kind::Leave(LeaveReason::IdleTimeout),
-            Kind::Leave(LeaveReason::Quit),
-            Kind::Nick("alicia".into()),
-            Kind::Message(Bytes::from_static(b"* alice waves\n")),
-            Kind::Enter,
-            Kind::Part,
+            Kind::Message("say \"hi\"\tthere".into()),
+            Kind::Joined,
+            Kind::Left(LeaveReason::IdleTimeout, None),
+            Kind::Left(LeaveReason::Quit, None),
+            Kind::Nick(Arc::new(alice.renamed("alicia"))),
+            Kind::Action("waves".into()),
+            Kind::Entered,
+            Kind::Parted(None),
+            Kind::Topic("soon".into()),
         ] {
-            let event = Event {
+            let event = Event::at(
+                1,
                 at,
-                room: lobby.clone(),
-                sender: alice.clone(),
+                Target::Room(lobby.clone()),
+                Some(alice.clone()),
                 kind,
+            );
+            let entry = Entry {
+                room: lobby.clone(),
+                event,
             };
-            encode(&event, &mut out);
+            encode(&entry, &mut out);
         }
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -424,6 +418,7 @@ mod tests {
                 format!(r#"{head}"kind":"action","text":"waves"}}"#),
                 format!(r#"{head}"kind":"enter","text":""}}"#),
                 format!(r#"{head}"kind":"part","text":""}}"#),
+                format!(r#"{head}"kind":"topic","text":"soon"}}"#),
             ]
         );
     }

@@ -15,7 +15,7 @@ pub const SPEC: Spec = Spec {
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
     let m = &ctx.shared.metrics;
-    let stats = &ctx.client.stats;
+    let stats = &ctx.member.stats;
     let connected = m.clock.now().saturating_duration_since(stats.connected_at);
     ctx.reply(format_args!(
         "=== Throughput for {} (connected {}) ===\n\

@@ -10,8 +10,14 @@ use tokio::time::Instant;
 
 use super::rooms::plural;
 use super::{Command, Ctx, Flow, Spec};
-use crate::hub::{queue_totals, validate_nick, LeaveReason, MemberInfo, PrivateError, RoomInfo};
-use crate::metrics::{lock, Counter, ServerMetrics, WINDOW_SECS};
+use crate::core::hub::{MemberInfo, PrivateError, RoomInfo};
+use crate::core::lock;
+use crate::core::member::queue_totals;
+use crate::core::names::validate_nick;
+use crate::core::stats::{Counter, WINDOW_SECS};
+use crate::core::LeaveReason;
+use crate::ops::metrics::ServerMetrics;
+use crate::proto::line::words;
 
 /// Blocks shown by a plain `/metrics`, so 10 000 clients do not flood the caller's terminal.
 pub const MAX_CLIENT_BLOCKS: usize = 20;
@@ -43,7 +49,7 @@ impl Metrics {
         if let Some(nick) = self.nick {
             match shared.hub.find(&nick) {
                 Some(member) => ctx.reply(client_block(&member, &shared.metrics).trim_end()),
-                None => ctx.reply(PrivateError::NoSuchNick(nick)),
+                None => ctx.reply(words::private_error(&PrivateError::NoSuchNick(nick))),
             }
             return Flow::Continue;
         }
@@ -75,7 +81,7 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
     // kernel RTT estimate, sampled just now for the listed ones and periodically for the rest.
     let rtts: Vec<f64> = members
         .iter()
-        .filter_map(|member| lock(&member.client.stats.rtt).last.map(|i| i.rtt_us as f64))
+        .filter_map(|member| lock(&member.member.stats.rtt).last.map(|i| i.rtt_us as f64))
         .collect();
     match rtts.len() {
         0 => out.push_str("Average Latency: unavailable\n"),
@@ -114,10 +120,11 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
     );
     let _ = writeln!(
         out,
-        "Disconnects: {} slow consumers, {} idle timeouts, {} quit, {} closed, {} reset, \
-         {} timed out, {} errors, {} not chat clients, {} at shutdown",
+        "Disconnects: {} slow consumers, {} idle timeouts, {} registration timeouts, {} quit, \
+         {} closed, {} reset, {} timed out, {} errors, {} not chat clients, {} at shutdown",
         m.disconnects(LeaveReason::SlowConsumer),
         m.disconnects(LeaveReason::IdleTimeout),
+        m.disconnects(LeaveReason::RegisterTimeout),
         m.disconnects(LeaveReason::Quit),
         m.disconnects(LeaveReason::Closed),
         m.disconnects(LeaveReason::Reset),
@@ -131,7 +138,7 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
         "Flood control: {} pauses",
         m.rate_limited.load(Relaxed)
     );
-    let (queued, largest) = queue_totals(members.iter().map(|m| &*m.client));
+    let (queued, largest) = queue_totals(members.iter().map(|m| &*m.member));
     let _ = writeln!(
         out,
         "Queued output: {} (largest for one client: {})",
@@ -205,12 +212,19 @@ fn room_lines(out: &mut String, rooms: &[RoomInfo]) {
 }
 
 fn client_block(member: &MemberInfo, m: &ServerMetrics) -> String {
-    let client = &member.client;
+    let client = &member.member;
     let stats = &client.stats;
-    let info = stats.sample_tcp(&*client.socket, m);
+    let info = m.sample_tcp(client);
     let log = lock(&stats.rtt).clone();
     let mut out = String::new();
-    let _ = writeln!(out, " - {} ({}):", member.nick, client.addr);
+    let _ = writeln!(
+        out,
+        " - {} ({}, {}{}):",
+        member.nick(),
+        client.addr,
+        client.kind.protocol,
+        if client.kind.tls { "+tls" } else { "" }
+    );
     let _ = writeln!(out, "    Messages: {}", stats.messages.load(Relaxed));
     let connected = m.clock.now().saturating_duration_since(stats.connected_at);
     let _ = writeln!(out, "    Connected: {}", format_duration(connected));

@@ -3,7 +3,9 @@
 //! it.
 
 use super::{Command, Ctx, Flow, Spec};
-use crate::hub::push_topic_line;
+use crate::core::hub::Whither;
+use crate::proto::line::render::push_topic_line;
+use crate::proto::line::words;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic {
@@ -25,19 +27,21 @@ impl Topic {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
         let hub = &ctx.shared.hub;
         if let Some(text) = self.text {
-            hub.set_topic(ctx.client.id, &text);
+            if let Err(e) = hub.set_topic(ctx.member.id, Whither::Current, &text) {
+                ctx.reply(words::room_error(&e));
+            }
             return Flow::Continue;
         }
-        match hub.topic(ctx.client.id) {
-            Some((room, Some(topic))) => {
+        match hub.topic(ctx.member.id, Whither::Current) {
+            Ok((room, Some(topic))) => {
                 let mut line = String::new();
                 push_topic_line(&mut line, &room, &topic);
                 ctx.reply(line.trim_end());
             }
-            Some((room, None)) => ctx.reply(format_args!(
+            Ok((room, None)) => ctx.reply(format_args!(
                 "No topic is set in {room}; /topic <text> sets one."
             )),
-            None => {}
+            Err(e) => ctx.reply(words::room_error(&e)),
         }
         Flow::Continue
     }

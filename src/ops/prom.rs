@@ -33,9 +33,20 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::LeaveReason;
-use crate::metrics::{Buckets, ServerMetrics};
-use crate::server::Shared;
+use crate::core::LeaveReason;
+use crate::net::listen::accept_loop;
+use crate::ops::metrics::{Buckets, ServerMetrics};
+
+/// What the endpoint reads: the server-wide figures, the queues, and whether the server is
+/// shutting down (for `/healthz`).
+pub trait Source: Send + Sync + fmt::Debug + 'static {
+    fn metrics(&self) -> &ServerMetrics;
+    /// `(members, bytes queued for them, the most for one)`.
+    fn queue_totals(&self) -> (usize, usize, usize);
+    fn shutting_down(&self) -> bool;
+}
+
+type Shared = dyn Source;
 
 /// The exposition format version Prometheus negotiates for text.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -88,49 +99,43 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
     let registry = Arc::new(registry(shared.clone()));
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics: too many connections; closing");
-            continue;
-        };
-        let registry = registry.clone();
-        let shared = shared.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| {
-                let response = respond(&req, &registry, &shared);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
-                }
+    accept_loop(
+        &listener,
+        "metrics",
+        stop.clone().cancelled_owned(),
+        |stream, peer| {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "metrics: too many connections; closing");
+                return;
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "metrics: connection ended with an error");
-            }
-        });
-    }
+            let registry = registry.clone();
+            let shared = shared.clone();
+            let stop = stop.clone();
+            connections.spawn(async move {
+                let _slot = slot;
+                let service = service_fn(move |req| {
+                    let response = respond(&req, &registry, &*shared);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "metrics: connection ended with an error");
+                }
+            });
+        },
+    )
+    .await;
     connections.close();
     let _ = tokio::time::timeout(CLOSE_GRACE, connections.wait()).await;
 }
@@ -147,7 +152,7 @@ fn respond(req: &Request<Incoming>, registry: &Registry, shared: &Shared) -> Res
         }
         // Healthy means accepting chat clients: once shutdown starts, a load balancer should
         // send nobody new here.
-        ("/healthz", true) if shared.shutdown.is_cancelled() => {
+        ("/healthz", true) if shared.shutting_down() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
         }
         ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
@@ -187,8 +192,8 @@ struct ServerCollector {
 impl Collector for ServerCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let shared = &self.shared;
-        let m: &ServerMetrics = &shared.metrics;
-        let (clients, queued, largest) = shared.hub.queue_totals();
+        let m: &ServerMetrics = shared.metrics();
+        let (clients, queued, largest) = shared.queue_totals();
 
         info(
             &mut enc,
@@ -243,7 +248,7 @@ impl Collector for ServerCollector {
             &mut enc,
             "disconnects",
             "Connections that ended, by reason. A connection that chose no nickname in time \
-             counts as idle_timeout.",
+             counts as register_timeout.",
             "reason",
             &disconnects,
         )?;

@@ -1,7 +1,10 @@
 //! `/leave` — back to the lobby, as `/join lobby` would.
 
+use super::join::move_to;
 use super::{no_args, Command, Ctx, Flow, Spec};
-use crate::room::{RoomError, LOBBY};
+use crate::core::names::RoomError;
+use crate::core::room::LOBBY;
+use crate::proto::line::words;
 
 pub const SPEC: Spec = Spec {
     name: "leave",
@@ -11,12 +14,12 @@ pub const SPEC: Spec = Spec {
 };
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    match ctx.shared.hub.move_to(ctx.client.id, LOBBY) {
+    match move_to(ctx, LOBBY) {
         Ok(()) => {}
         Err(RoomError::AlreadyThere(_)) => {
             ctx.reply("You are already in lobby; /quit leaves the chat.")
         }
-        Err(e) => ctx.reply(e),
+        Err(e) => ctx.reply(words::room_error(&e)),
     }
     Flow::Continue
 }

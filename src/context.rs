@@ -1,0 +1,31 @@
+//! What every session shares: the settings, the hub, the server-wide figures, and the
+//! shutdown signal.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::core::Hub;
+use crate::ops::metrics::ServerMetrics;
+
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub hub: Hub,
+    pub metrics: ServerMetrics,
+    /// Cancelled once, when the server starts shutting down.
+    pub shutdown: CancellationToken,
+}
+
+impl crate::ops::prom::Source for Shared {
+    fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
+    }
+
+    fn queue_totals(&self) -> (usize, usize, usize) {
+        self.hub.queue_totals()
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}

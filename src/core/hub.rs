@@ -1,0 +1,841 @@
+//! Who is here, under which nickname, in which rooms, and fan-out of events to their queues.
+//!
+//! The hub never touches a socket, never awaits and words nothing: every operation takes the
+//! state lock, builds at most one [`Event`], hands it to each recipient's outbox with a
+//! non-blocking push (rendered once per format, see [`Event::rendered`]), and returns. Errors
+//! are typed; each protocol says them its own way.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use thiserror::Error;
+
+use super::event::{Event, Identity, Kind, MemberId, Render, Target};
+use super::leave::LeaveReason;
+use super::lock;
+use super::member::{queue_totals, Member};
+use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
+use super::room::{Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
+
+/// Where every event that happens in a room is also recorded (the transcript). Called under
+/// the hub's lock, so it must never wait.
+pub trait Journal: Send + Sync + fmt::Debug {
+    fn record(&self, room: &Arc<str>, event: &Arc<Event>);
+}
+
+/// The hub's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Messages shown on entering a room; 0 = none.
+    pub scrollback: usize,
+    /// Messages kept per room; 0 = none.
+    pub retain: usize,
+    /// Most bytes of history sent at once: half a member's queue, so history alone can never
+    /// get a member disconnected as a slow consumer.
+    pub budget: usize,
+    /// Rooms with more members than this get presence summaries instead of a notice per
+    /// arrival and departure; 0 = always individual notices.
+    pub announce_limit: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Settings {
+            scrollback: config.history,
+            retain: config.history_retain,
+            budget: config.queue_bytes / 2,
+            announce_limit: config.announce_limit,
+        }
+    }
+}
+
+/// How someone comes into a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Straight from registration (the line protocol's lobby): others hear a join.
+    Connected,
+    /// Moving in, or an IRC `JOIN`.
+    Entered,
+}
+
+/// Which room an operation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whither<'a> {
+    /// The caller's room (a line-protocol user is in exactly one).
+    Current,
+    /// The room called this (`#` optional).
+    Named(&'a str),
+}
+
+/// Why a private message was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PrivateError {
+    #[error("nobody called {0} is connected")]
+    NoSuchNick(String),
+    #[error("a private message to oneself")]
+    ToSelf,
+}
+
+/// Someone here, as listings see them.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    pub identity: Arc<Identity>,
+    pub member: Arc<Member>,
+    pub away: Option<Arc<str>>,
+}
+
+impl MemberInfo {
+    pub fn nick(&self) -> &Arc<str> {
+        &self.identity.nick
+    }
+}
+
+/// Room listing for `/rooms`, IRC `LIST` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct RoomInfo {
+    pub name: Arc<str>,
+    pub members: usize,
+    pub messages: u64,
+    pub topic: Option<Topic>,
+    /// Whether the member that asked is in it.
+    pub here: bool,
+}
+
+/// A rename, as [`Hub::rename`] made it.
+#[derive(Debug)]
+pub struct Renamed {
+    pub old: Arc<Identity>,
+    pub new: Arc<Identity>,
+    pub event: Arc<Event>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    identity: Arc<Identity>,
+    member: Arc<Member>,
+    /// The rooms this member is in, each with its index in that room's member list, so
+    /// leaving a room is O(1). A line-protocol user has exactly one.
+    rooms: Vec<(RoomId, usize)>,
+    away: Option<Arc<str>>,
+}
+
+impl Entry {
+    fn info(&self) -> MemberInfo {
+        MemberInfo {
+            identity: self.identity.clone(),
+            member: self.member.clone(),
+            away: self.away.clone(),
+        }
+    }
+}
+
+/// What a member sees of a room as it enters it, under the hub's lock, so that nothing said
+/// in the room can land before it: the name, the topic, who is in it and its recent history.
+#[derive(Debug)]
+pub struct RoomView<'a> {
+    room: &'a Room,
+    members: &'a HashMap<MemberId, Entry>,
+    /// The arrival as others were told it.
+    pub event: &'a Arc<Event>,
+    pub settings: Settings,
+}
+
+impl<'a> RoomView<'a> {
+    pub fn name(&self) -> &'a Arc<str> {
+        &self.room.name
+    }
+
+    pub fn topic(&self) -> Option<&'a Topic> {
+        self.room.topic.as_ref()
+    }
+
+    pub fn created(&self) -> SystemTime {
+        self.room.created
+    }
+
+    /// Members, the one entering included.
+    pub fn len(&self) -> usize {
+        self.room.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.room.members.is_empty()
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = MemberInfo> + 'a {
+        let members = self.members;
+        self.room
+            .members
+            .iter()
+            .filter_map(move |m| members.get(&m.id).map(Entry::info))
+    }
+
+    /// The last `n` messages, newest first.
+    pub fn recent(&self, n: usize) -> impl Iterator<Item = &'a Arc<Event>> {
+        self.room.recent(n)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    members: HashMap<MemberId, Entry>,
+    /// Nickname key → member, for case-insensitive uniqueness.
+    by_nick: HashMap<String, MemberId>,
+    rooms: HashMap<RoomId, Room>,
+    /// Room name key → room.
+    room_ids: HashMap<String, RoomId>,
+    next_room: RoomId,
+    /// Rooms that emptied while holding history, oldest first, with their `emptied` count at
+    /// the time; bounded by [`MAX_IDLE_ROOMS`].
+    idle: VecDeque<(RoomId, u64)>,
+}
+
+impl State {
+    fn new() -> State {
+        let mut state = State {
+            members: HashMap::new(),
+            by_nick: HashMap::new(),
+            rooms: HashMap::new(),
+            room_ids: HashMap::new(),
+            next_room: LOBBY_ID + 1,
+            idle: VecDeque::new(),
+        };
+        state.rooms.insert(LOBBY_ID, Room::new(LOBBY));
+        state.room_ids.insert(LOBBY.to_owned(), LOBBY_ID);
+        state
+    }
+
+    /// The room `whither` names for `id`: its own (first) room, or an existing room by name.
+    fn find_room(&self, id: MemberId, whither: Whither<'_>) -> Result<RoomId, RoomError> {
+        match whither {
+            Whither::Current => self
+                .members
+                .get(&id)
+                .and_then(|e| e.rooms.first())
+                .map(|&(room, _)| room)
+                .ok_or_else(|| RoomError::NoSuchRoom(LOBBY.to_owned())),
+            Whither::Named(typed) => {
+                let (_, key) = room_name(typed)?;
+                self.room_ids
+                    .get(&key)
+                    .copied()
+                    .ok_or_else(|| RoomError::NoSuchRoom(typed.to_owned()))
+            }
+        }
+    }
+
+    /// The room `whither` names, which `id` must be in.
+    fn own_room(&self, id: MemberId, whither: Whither<'_>) -> Result<RoomId, RoomError> {
+        let room = self.find_room(id, whither)?;
+        let inside = self
+            .members
+            .get(&id)
+            .is_some_and(|e| e.rooms.iter().any(|&(r, _)| r == room));
+        if inside {
+            Ok(room)
+        } else {
+            Err(RoomError::NotThere(self.rooms[&room].name.clone()))
+        }
+    }
+
+    /// The room called `typed`, created if there is none.
+    fn room_or_create(&mut self, typed: &str) -> Result<RoomId, RoomError> {
+        let (display, key) = room_name(typed)?;
+        if let Some(&id) = self.room_ids.get(&key) {
+            return Ok(id);
+        }
+        let id = self.next_room;
+        self.next_room += 1;
+        self.rooms.insert(id, Room::new(display));
+        self.room_ids.insert(key, id);
+        Ok(id)
+    }
+
+    /// Adds `id` to `room`'s member list.
+    fn add(&mut self, id: MemberId, room: RoomId) {
+        let entry = self.members.get_mut(&id).expect("member");
+        let list = &mut self.rooms.get_mut(&room).expect("room exists").members;
+        list.push(entry.member.clone());
+        entry.rooms.push((room, list.len() - 1));
+    }
+
+    /// Takes `id` out of `room`'s member list, keeping the moved member's slot right.
+    fn remove(&mut self, id: MemberId, room: RoomId) {
+        let Some(entry) = self.members.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = entry.rooms.iter().position(|&(r, _)| r == room) else {
+            return;
+        };
+        let (_, slot) = entry.rooms.remove(at);
+        let list = &mut self.rooms.get_mut(&room).expect("room exists").members;
+        list.swap_remove(slot);
+        if let Some(moved) = list.get(slot) {
+            let moved = moved.id;
+            let entry = self.members.get_mut(&moved).expect("member");
+            if let Some(r) = entry.rooms.iter_mut().find(|(r, _)| *r == room) {
+                r.1 = slot;
+            }
+        }
+    }
+
+    /// Forgets `room` if nobody is in it and it holds nothing worth keeping; an empty room
+    /// with history is kept, up to [`MAX_IDLE_ROOMS`] of them.
+    fn tidy(&mut self, id: RoomId) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        if id == LOBBY_ID || !room.members.is_empty() {
+            return;
+        }
+        if !room.has_history() && room.topic.is_none() {
+            self.remove_room(id);
+            return;
+        }
+        room.emptied += 1;
+        self.idle.push_back((id, room.emptied));
+        while self.idle.len() > MAX_IDLE_ROOMS {
+            let (old, emptied) = self.idle.pop_front().expect("non-empty");
+            let stale = self
+                .rooms
+                .get(&old)
+                .is_some_and(|r| r.members.is_empty() && r.emptied == emptied);
+            if stale {
+                self.remove_room(old);
+            }
+        }
+    }
+
+    fn remove_room(&mut self, id: RoomId) {
+        if let Some(room) = self.rooms.remove(&id) {
+            self.room_ids.remove(&room.name.to_ascii_lowercase());
+        }
+    }
+}
+
+/// The registry of members and of the rooms they are in.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    /// Every format members can be rendered for, indexed by [`Member::format`].
+    formats: &'static [&'static dyn Render],
+    next_guest: AtomicU64,
+    next_event: AtomicU64,
+    settings: Settings,
+    /// Room events go here, recorded under the state lock so the journal has them in the
+    /// order the room saw them.
+    journal: Option<Box<dyn Journal>>,
+}
+
+impl Hub {
+    pub fn new(settings: Settings, formats: &'static [&'static dyn Render]) -> Self {
+        assert!(formats.len() <= super::event::MAX_FORMATS);
+        Hub {
+            state: Mutex::new(State::new()),
+            formats,
+            next_guest: AtomicU64::new(1),
+            next_event: AtomicU64::new(1),
+            settings,
+            journal: None,
+        }
+    }
+
+    /// Records every room event in `journal` from now on.
+    pub fn with_journal(mut self, journal: Box<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    pub fn formats(&self) -> &'static [&'static dyn Render] {
+        self.formats
+    }
+
+    fn event(&self, target: Target, from: Option<Arc<Identity>>, kind: Kind) -> Arc<Event> {
+        Event::new(self.next_event.fetch_add(1, Relaxed), target, from, kind)
+    }
+
+    fn journal(&self, room: &Arc<str>, event: &Arc<Event>) {
+        if let Some(journal) = &self.journal {
+            journal.record(room, event);
+        }
+    }
+
+    /// Claims `wanted` (or a free `guest-N` when `None`) for `member`, which is then in no
+    /// room. `user` is the IRC user name (the nickname when `None`).
+    pub fn register(
+        &self,
+        member: &Arc<Member>,
+        wanted: Option<&str>,
+        user: Option<&str>,
+        realname: &str,
+    ) -> Result<Arc<Identity>, NickError> {
+        let mut state = lock(&self.state);
+        let nick: Arc<str> = match wanted {
+            Some(name) => {
+                validate_nick(name)?;
+                if state.by_nick.contains_key(&nick_key(name)) {
+                    return Err(NickError::Taken(name.to_owned()));
+                }
+                name.into()
+            }
+            None => loop {
+                let n = self.next_guest.fetch_add(1, Relaxed);
+                let name = format!("guest-{n}");
+                if !state.by_nick.contains_key(&name) {
+                    break name.into();
+                }
+            },
+        };
+        let ip = member.addr.ip().to_canonical().to_string();
+        // A host that starts with ':' would read as a trailing parameter in IRC replies.
+        let host = if ip.starts_with(':') {
+            format!("0{ip}")
+        } else {
+            ip
+        };
+        let identity = Arc::new(Identity {
+            id: member.id,
+            user: user.map_or_else(|| nick.clone(), Arc::from),
+            nick: nick.clone(),
+            host: host.into(),
+            realname: realname.into(),
+        });
+        state.by_nick.insert(nick_key(&nick), member.id);
+        state.members.insert(
+            member.id,
+            Entry {
+                identity: identity.clone(),
+                member: member.clone(),
+                rooms: Vec::new(),
+                away: None,
+            },
+        );
+        Ok(identity)
+    }
+
+    /// Puts `id` into the room called `name` (creating it), tells the room, and hands `view`
+    /// what the newcomer sees of it, all under one lock.
+    pub fn enter(
+        &self,
+        id: MemberId,
+        name: &str,
+        arrival: Arrival,
+        view: impl FnOnce(RoomView<'_>),
+    ) -> Result<(), RoomError> {
+        let mut state = lock(&self.state);
+        let room = state.room_or_create(name)?;
+        self.enter_locked(&mut state, id, room, arrival, view)
+    }
+
+    fn enter_locked(
+        &self,
+        state: &mut State,
+        id: MemberId,
+        room: RoomId,
+        arrival: Arrival,
+        view: impl FnOnce(RoomView<'_>),
+    ) -> Result<(), RoomError> {
+        let Some(entry) = state.members.get(&id) else {
+            return Ok(());
+        };
+        if entry.rooms.iter().any(|&(r, _)| r == room) {
+            return Err(RoomError::AlreadyThere(state.rooms[&room].name.clone()));
+        }
+        let identity = entry.identity.clone();
+        let name = state.rooms[&room].name.clone();
+        let kind = match arrival {
+            Arrival::Connected => Kind::Joined,
+            Arrival::Entered => Kind::Entered,
+        };
+        let event = self.event(Target::Room(name.clone()), Some(identity), kind);
+        let limit = self.settings.announce_limit;
+        state.rooms.get_mut(&room).expect("room exists").presence(
+            &event,
+            self.formats,
+            limit,
+            true,
+            id,
+        );
+        self.journal(&name, &event);
+        state.add(id, room);
+        view(RoomView {
+            room: &state.rooms[&room],
+            members: &state.members,
+            event: &event,
+            settings: self.settings,
+        });
+        Ok(())
+    }
+
+    /// Takes `id` out of the room `whither` names, telling the room; returns the event, for
+    /// the protocols that show the leaver its own departure.
+    pub fn part(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        message: Option<&str>,
+    ) -> Result<Arc<Event>, RoomError> {
+        let mut state = lock(&self.state);
+        let room = state.own_room(id, whither)?;
+        Ok(self.part_locked(&mut state, id, room, message))
+    }
+
+    fn part_locked(
+        &self,
+        state: &mut State,
+        id: MemberId,
+        room: RoomId,
+        message: Option<&str>,
+    ) -> Arc<Event> {
+        let identity = state.members[&id].identity.clone();
+        state.remove(id, room);
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        let event = self.event(
+            Target::Room(r.name.clone()),
+            Some(identity),
+            Kind::Parted(message.map(Into::into)),
+        );
+        r.presence(
+            &event,
+            self.formats,
+            self.settings.announce_limit,
+            false,
+            id,
+        );
+        let name = r.name.clone();
+        self.journal(&name, &event);
+        state.tidy(room);
+        event
+    }
+
+    /// Moves `id` out of every room it is in and into the one called `name`: the line
+    /// protocol's `/join` and `/leave`. Already there (and only there): an error.
+    pub fn move_to(
+        &self,
+        id: MemberId,
+        name: &str,
+        view: impl FnOnce(RoomView<'_>),
+    ) -> Result<(), RoomError> {
+        let mut state = lock(&self.state);
+        let room = state.room_or_create(name)?;
+        let Some(entry) = state.members.get(&id) else {
+            return Ok(());
+        };
+        let current: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
+        if current == [room] {
+            return Err(RoomError::AlreadyThere(state.rooms[&room].name.clone()));
+        }
+        for old in current {
+            if old != room {
+                self.part_locked(&mut state, id, old, None);
+            }
+        }
+        // The room may have been tidied away if it was empty and its name was typed again.
+        let room = state.room_or_create(name)?;
+        self.enter_locked(&mut state, id, room, Arrival::Entered, view)
+    }
+
+    /// Removes `id` from the server and tells everyone who shared a room with it, once each
+    /// (except at shutdown, where one shutdown notice replaces everyone's leave notices).
+    pub fn leave(&self, id: MemberId, reason: LeaveReason, message: Option<&str>) {
+        let mut state = lock(&self.state);
+        let Some(entry) = state.members.get(&id) else {
+            return;
+        };
+        let identity = entry.identity.clone();
+        let rooms: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
+        for &room in &rooms {
+            state.remove(id, room);
+        }
+        state.members.remove(&id);
+        state.by_nick.remove(&nick_key(&identity.nick));
+        let event = self.event(
+            Target::Peers,
+            Some(identity),
+            Kind::Left(reason, message.map(Into::into)),
+        );
+        for &room in &rooms {
+            let r = state.rooms.get_mut(&room).expect("room exists");
+            if reason != LeaveReason::Shutdown {
+                r.presence_once(&event, self.formats, self.settings.announce_limit);
+            }
+            let name = r.name.clone();
+            self.journal(&name, &event);
+        }
+        for room in rooms {
+            state.tidy(room);
+        }
+    }
+
+    /// Renames `id` to `new` and tells everyone who shares a room with it, once each. A
+    /// change of case alone is allowed; the caller tells the member itself.
+    pub fn rename(&self, id: MemberId, new: &str) -> Result<Renamed, NickError> {
+        validate_nick(new)?;
+        let key = nick_key(new);
+        let mut state = lock(&self.state);
+        if state.by_nick.get(&key).is_some_and(|&owner| owner != id) {
+            return Err(NickError::Taken(new.to_owned()));
+        }
+        let Some(entry) = state.members.get_mut(&id) else {
+            return Err(NickError::Invalid);
+        };
+        let renamed = Arc::new(entry.identity.renamed(new));
+        let old = std::mem::replace(&mut entry.identity, renamed.clone());
+        let member = entry.member.clone();
+        let rooms: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
+        state.by_nick.remove(&nick_key(&old.nick));
+        state.by_nick.insert(key, id);
+        let event = self.event(
+            Target::Peers,
+            Some(old.clone()),
+            Kind::Nick(renamed.clone()),
+        );
+        // The renamer is a member of its own rooms; it is told by its own protocol instead.
+        member.mark_seen(event.id);
+        for room in rooms {
+            let r = &state.rooms[&room];
+            for m in &r.members {
+                m.deliver_once(&event, self.formats);
+            }
+            self.journal(&r.name, &event);
+        }
+        Ok(Renamed {
+            old,
+            new: renamed,
+            event,
+        })
+    }
+
+    /// Says `kind` (a message, action or notice) from `id` in the room `whither` names, keeps
+    /// it in the room's history and returns it with how many others it was queued for.
+    pub fn say(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        kind: Kind,
+    ) -> Result<(Arc<Event>, usize), RoomError> {
+        let mut state = lock(&self.state);
+        let room = state.own_room(id, whither)?;
+        let identity = state.members[&id].identity.clone();
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        let event = self.event(Target::Room(r.name.clone()), Some(identity), kind);
+        let delivered = r.fan_out(&event, self.formats, Some(id));
+        r.record(&event, self.settings.retain);
+        let name = r.name.clone();
+        self.journal(&name, &event);
+        Ok((event, delivered))
+    }
+
+    /// Sends `kind` from `id` to the member called `to`, wherever it is; returns the event,
+    /// whose target names the recipient as registered.
+    pub fn private(&self, id: MemberId, to: &str, kind: Kind) -> Result<Arc<Event>, PrivateError> {
+        let state = lock(&self.state);
+        let target = state
+            .by_nick
+            .get(&nick_key(to))
+            .and_then(|t| state.members.get(t))
+            .ok_or_else(|| PrivateError::NoSuchNick(to.to_owned()))?;
+        if target.member.id == id {
+            return Err(PrivateError::ToSelf);
+        }
+        let Some(sender) = state.members.get(&id) else {
+            return Err(PrivateError::NoSuchNick(to.to_owned()));
+        };
+        let event = self.event(
+            Target::Member(target.identity.clone()),
+            Some(sender.identity.clone()),
+            kind,
+        );
+        target.member.deliver(&event, self.formats);
+        Ok(event)
+    }
+
+    /// The name and topic of the room `whither` names.
+    pub fn topic(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+    ) -> Result<(Arc<str>, Option<Topic>), RoomError> {
+        let state = lock(&self.state);
+        let room = &state.rooms[&state.find_room(id, whither)?];
+        Ok((room.name.clone(), room.topic.clone()))
+    }
+
+    /// Sets the topic of the room `whither` names, which `id` must be in, and tells everyone
+    /// in it, the setter included.
+    pub fn set_topic(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        text: &str,
+    ) -> Result<Arc<Event>, RoomError> {
+        let mut state = lock(&self.state);
+        let room = state.own_room(id, whither)?;
+        let identity = state.members[&id].identity.clone();
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        r.topic = Some(Topic {
+            text: text.into(),
+            by: identity.nick.clone(),
+            at: SystemTime::now(),
+        });
+        let event = self.event(
+            Target::Room(r.name.clone()),
+            Some(identity),
+            Kind::Topic(text.into()),
+        );
+        r.fan_out(&event, self.formats, None);
+        let name = r.name.clone();
+        self.journal(&name, &event);
+        Ok(event)
+    }
+
+    /// Marks `id` away (with `message`) or back, telling those who share a room with it and
+    /// asked to know.
+    pub fn set_away(&self, id: MemberId, message: Option<&str>) {
+        let mut state = lock(&self.state);
+        let Some(entry) = state.members.get_mut(&id) else {
+            return;
+        };
+        entry.away = message.map(Into::into);
+        let identity = entry.identity.clone();
+        let member = entry.member.clone();
+        let rooms: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
+        let event = self.event(
+            Target::Peers,
+            Some(identity),
+            Kind::Away(message.map(Into::into)),
+        );
+        member.mark_seen(event.id);
+        for room in rooms {
+            for m in &state.rooms[&room].members {
+                if m.wants_away() {
+                    m.deliver_once(&event, self.formats);
+                }
+            }
+        }
+    }
+
+    /// Tells every big room with unannounced arrivals or departures how many there were in
+    /// the last `period_secs`. Called by the server's presence ticker.
+    pub fn summarize_presence(&self, period_secs: u64) {
+        let mut state = lock(&self.state);
+        for room in state.rooms.values_mut() {
+            if let Some((joined, left)) = room.take_presence() {
+                let kind = Kind::Presence {
+                    joined,
+                    left,
+                    period_secs,
+                    here: room.members.len(),
+                };
+                let event = self.event(Target::Room(room.name.clone()), None, kind);
+                room.fan_out(&event, self.formats, None);
+            }
+        }
+    }
+
+    /// The name of the room `whither` names and who is in it.
+    pub fn room_members(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+    ) -> Result<(Arc<str>, Vec<MemberInfo>), RoomError> {
+        let state = lock(&self.state);
+        let room = &state.rooms[&state.find_room(id, whither)?];
+        let members = room
+            .members
+            .iter()
+            .filter_map(|m| state.members.get(&m.id).map(Entry::info))
+            .collect();
+        Ok((room.name.clone(), members))
+    }
+
+    /// Every room, unsorted, with `here` set on those `id` is in.
+    pub fn rooms(&self, id: Option<MemberId>) -> Vec<RoomInfo> {
+        let state = lock(&self.state);
+        let mine: &[(RoomId, usize)] = id
+            .and_then(|id| state.members.get(&id))
+            .map_or(&[], |e| &e.rooms);
+        state
+            .rooms
+            .iter()
+            .map(|(&rid, room)| RoomInfo {
+                name: room.name.clone(),
+                members: room.members.len(),
+                messages: room.messages,
+                topic: room.topic.clone(),
+                here: mine.iter().any(|&(r, _)| r == rid),
+            })
+            .collect()
+    }
+
+    /// The names of the rooms `id` is in, in the order it entered them.
+    pub fn rooms_of(&self, id: MemberId) -> Vec<Arc<str>> {
+        let state = lock(&self.state);
+        state.members.get(&id).map_or_else(Vec::new, |e| {
+            e.rooms
+                .iter()
+                .map(|(r, _)| state.rooms[r].name.clone())
+                .collect()
+        })
+    }
+
+    /// The name of the room `whither` names and its last `n` messages, newest first. Copies
+    /// only reference-counted handles under the lock; rendering happens outside it.
+    pub fn history(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        n: usize,
+    ) -> Result<(Arc<str>, Vec<Arc<Event>>), RoomError> {
+        let state = lock(&self.state);
+        let room = &state.rooms[&state.find_room(id, whither)?];
+        Ok((room.name.clone(), room.recent(n).cloned().collect()))
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.state).members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Members and the output queued for them: `(members, total bytes, largest)`, in one
+    /// pass and without the copy and sort of [`Hub::members`].
+    pub fn queue_totals(&self) -> (usize, usize, usize) {
+        let state = lock(&self.state);
+        let (sum, max) = queue_totals(state.members.values().map(|e| &*e.member));
+        (state.members.len(), sum, max)
+    }
+
+    /// Every member, sorted by nickname (case-insensitively) for stable listings.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let mut list: Vec<MemberInfo> = lock(&self.state)
+            .members
+            .values()
+            .map(Entry::info)
+            .collect();
+        list.sort_by_cached_key(|m| nick_key(m.nick()));
+        list
+    }
+
+    pub fn find(&self, nick: &str) -> Option<MemberInfo> {
+        let state = lock(&self.state);
+        let id = state.by_nick.get(&nick_key(nick))?;
+        state.members.get(id).map(Entry::info)
+    }
+
+    pub fn identity(&self, id: MemberId) -> Option<Arc<Identity>> {
+        lock(&self.state)
+            .members
+            .get(&id)
+            .map(|e| e.identity.clone())
+    }
+}

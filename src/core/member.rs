@@ -1,0 +1,165 @@
+//! A member: someone the hub can deliver to. It owns a bounded outbox and a format slot, and
+//! has no socket: whatever drains the outbox (a TCP writer, later a WebSocket or a cluster
+//! link) is the protocol's business.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{Event, MemberId, Render};
+use super::leave::LeaveReason;
+use super::outbox::{Outbox, Rejected};
+use super::stats::{ClientStats, TcpInfo};
+
+/// Where a member's transport figures come from (`TCP_INFO` for a TCP connection).
+pub trait Probe: Send + Sync + fmt::Debug {
+    fn tcp_info(&self) -> Option<TcpInfo>;
+}
+
+/// What a member is, for reports: the protocol it speaks and whether its transport is
+/// encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// `line`, `irc`, `web`.
+    pub protocol: &'static str,
+    pub tls: bool,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub id: MemberId,
+    pub addr: SocketAddr,
+    pub kind: Kind,
+    pub stats: ClientStats,
+    probe: Option<Box<dyn Probe>>,
+    outbox: Outbox,
+    /// The slot of the hub's formats this member's events are rendered with. Changes when an
+    /// IRC client turns message tags on or off.
+    format: AtomicUsize,
+    /// Whether the member is sent its own messages back (IRC `echo-message`).
+    echo: AtomicBool,
+    /// Whether the member is told when people go away and come back (IRC `away-notify`).
+    wants_away: AtomicBool,
+    /// The id of the last event fanned out to this member across several rooms, so an event
+    /// that reaches it through two rooms is delivered once.
+    seen: AtomicU64,
+    kicked: CancellationToken,
+    kick_reason: OnceLock<LeaveReason>,
+}
+
+impl Member {
+    pub fn new(
+        id: MemberId,
+        addr: SocketAddr,
+        kind: Kind,
+        format: usize,
+        stats: ClientStats,
+        queue_bytes: usize,
+        probe: Option<Box<dyn Probe>>,
+    ) -> Arc<Member> {
+        Arc::new(Member {
+            id,
+            addr,
+            kind,
+            stats,
+            probe,
+            outbox: Outbox::new(queue_bytes),
+            format: AtomicUsize::new(format),
+            echo: AtomicBool::new(false),
+            wants_away: AtomicBool::new(false),
+            seen: AtomicU64::new(0),
+            kicked: CancellationToken::new(),
+            kick_reason: OnceLock::new(),
+        })
+    }
+
+    /// Queues `msg` without waiting. A full queue disconnects the member as a slow consumer;
+    /// a closing connection takes nothing more (and that is not counted as a delivery).
+    pub fn push(&self, msg: Bytes) -> Result<(), Rejected> {
+        let result = self.outbox.push(msg, &self.stats.queued);
+        if result == Err(Rejected::Full) {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            self.kick(LeaveReason::SlowConsumer);
+        }
+        result
+    }
+
+    /// Queues `event` as this member's format renders it; `false` if it was not queued or
+    /// this format does not show it.
+    pub fn deliver(&self, event: &Event, formats: &[&'static dyn Render]) -> bool {
+        let bytes = event.rendered(formats, self.format.load(Relaxed));
+        !bytes.is_empty() && self.push(bytes.clone()).is_ok()
+    }
+
+    /// [`Member::deliver`], unless this member already got `event` through another room.
+    pub fn deliver_once(&self, event: &Event, formats: &[&'static dyn Render]) -> bool {
+        self.seen.swap(event.id, Relaxed) != event.id && self.deliver(event, formats)
+    }
+
+    /// Counts `event_id` as delivered, so [`Member::deliver_once`] skips it.
+    pub fn mark_seen(&self, event_id: u64) {
+        self.seen.store(event_id, Relaxed);
+    }
+
+    /// The queue this member's writer drains.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn format(&self) -> usize {
+        self.format.load(Relaxed)
+    }
+
+    pub fn set_format(&self, slot: usize) {
+        self.format.store(slot, Relaxed);
+    }
+
+    pub fn echo(&self) -> bool {
+        self.echo.load(Relaxed)
+    }
+
+    pub fn set_echo(&self, on: bool) {
+        self.echo.store(on, Relaxed);
+    }
+
+    pub fn wants_away(&self) -> bool {
+        self.wants_away.load(Relaxed)
+    }
+
+    pub fn set_wants_away(&self, on: bool) {
+        self.wants_away.store(on, Relaxed);
+    }
+
+    /// The transport's current figures, where it has any.
+    pub fn tcp_info(&self) -> Option<TcpInfo> {
+        self.probe.as_ref()?.tcp_info()
+    }
+
+    /// Asks the member's session to end for `reason`. The first reason wins; returns whether
+    /// this call was the first.
+    pub fn kick(&self, reason: LeaveReason) -> bool {
+        let first = self.kick_reason.set(reason).is_ok();
+        self.kicked.cancel();
+        first
+    }
+
+    pub fn kick_reason(&self) -> Option<LeaveReason> {
+        self.kick_reason.get().copied()
+    }
+
+    pub async fn kicked(&self) {
+        self.kicked.cancelled().await
+    }
+}
+
+/// Bytes queued over `members`, and the most for any one: the `Queued output` figures.
+pub fn queue_totals<'a>(members: impl Iterator<Item = &'a Member>) -> (usize, usize) {
+    members.fold((0, 0), |(sum, max), member| {
+        let q = member.stats.queued.load(Relaxed);
+        (sum + q, max.max(q))
+    })
+}

@@ -1,0 +1,192 @@
+//! A room: its members (the fan-out list), its topic and its bounded history of events. The
+//! hub owns every room under its one lock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::event::{Event, MemberId, Render};
+use super::member::Member;
+
+/// Rooms are numbered for the hub's maps: a chat line looks its room up by number, not by
+/// hashing a name.
+pub type RoomId = u64;
+
+/// Where every line-protocol user starts, and where `/leave` goes. Never removed.
+pub const LOBBY: &str = "lobby";
+pub const LOBBY_ID: RoomId = 0;
+
+/// Rooms kept after their last member left because they hold history. Without a bound, one
+/// client could create rooms one message at a time until memory ran out; past it the room
+/// that has been empty longest is forgotten.
+pub const MAX_IDLE_ROOMS: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub text: Arc<str>,
+    pub by: Arc<str>,
+    pub at: SystemTime,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    /// As first written by whoever created it.
+    pub name: Arc<str>,
+    /// The fan-out list: a chat line walks this vector and nothing else. Each member's index
+    /// here is kept in the hub's member record so leaving is a `swap_remove`.
+    pub members: Vec<Arc<Member>>,
+    pub topic: Option<Topic>,
+    pub created: SystemTime,
+    history: VecDeque<Arc<Event>>,
+    /// Messages ever sent here, retained or not.
+    pub messages: u64,
+    /// Counts how often the room has emptied, so a stale entry in the hub's idle list cannot
+    /// evict a room that has been re-entered and left again since.
+    pub emptied: u64,
+    /// Arrivals and departures not announced one by one because the room was too big; told
+    /// to the room in the next presence summary.
+    quiet_arrivals: u32,
+    quiet_departures: u32,
+}
+
+impl Room {
+    pub fn new(name: &str) -> Room {
+        Room {
+            name: name.into(),
+            members: Vec::new(),
+            topic: None,
+            created: SystemTime::now(),
+            history: VecDeque::new(),
+            messages: 0,
+            emptied: 0,
+            quiet_arrivals: 0,
+            quiet_departures: 0,
+        }
+    }
+
+    /// Queues `event` for every member, except `sender` unless it asked for its own messages
+    /// back (echo), and returns how many others it was queued for. A full queue kicks its
+    /// owner, whose session does the leaving outside the hub's lock.
+    pub fn fan_out(
+        &self,
+        event: &Event,
+        formats: &[&'static dyn Render],
+        sender: Option<MemberId>,
+    ) -> usize {
+        let mut delivered = 0;
+        for member in &self.members {
+            if Some(member.id) == sender {
+                if member.echo() {
+                    member.deliver(event, formats);
+                }
+            } else {
+                delivered += usize::from(member.deliver(event, formats));
+            }
+        }
+        delivered
+    }
+
+    /// Someone arrived or left. Up to `limit` members (0 = no limit) every member hears it;
+    /// in a bigger room only formats that need every arrival (IRC's member lists) do, and
+    /// the rest hear it counted in [`Room::presence_summary`], since announcing every join to
+    /// everyone costs N²/2 lines as a room fills.
+    pub fn presence(
+        &mut self,
+        event: &Event,
+        formats: &[&'static dyn Render],
+        limit: usize,
+        arrived: bool,
+        except: MemberId,
+    ) {
+        if limit == 0 || self.members.len() <= limit {
+            self.fan_out(event, formats, Some(except));
+            return;
+        }
+        for member in &self.members {
+            if member.id != except && formats[member.format()].every_presence() {
+                member.deliver(event, formats);
+            }
+        }
+        if arrived {
+            self.quiet_arrivals += 1;
+        } else {
+            self.quiet_departures += 1;
+        }
+    }
+
+    /// Like [`Room::presence`] for an event that may reach a member through several rooms
+    /// (a departure from the server): each member gets it once.
+    pub fn presence_once(&mut self, event: &Event, formats: &[&'static dyn Render], limit: usize) {
+        let everyone = limit == 0 || self.members.len() <= limit;
+        for member in &self.members {
+            if everyone || formats[member.format()].every_presence() {
+                member.deliver_once(event, formats);
+            }
+        }
+        if !everyone {
+            self.quiet_departures += 1;
+        }
+    }
+
+    /// The arrivals and departures counted since the last summary, or `None` if there were
+    /// none (or nobody is left to tell).
+    pub fn take_presence(&mut self) -> Option<(u32, u32)> {
+        let counts = (self.quiet_arrivals, self.quiet_departures);
+        self.quiet_arrivals = 0;
+        self.quiet_departures = 0;
+        (counts.0 + counts.1 > 0 && !self.members.is_empty()).then_some(counts)
+    }
+
+    /// Counts a message and keeps it, dropping the oldest beyond `retain`.
+    pub fn record(&mut self, event: &Arc<Event>, retain: usize) {
+        self.messages += 1;
+        if retain == 0 {
+            return;
+        }
+        while self.history.len() >= retain {
+            self.history.pop_front();
+        }
+        self.history.push_back(event.clone());
+    }
+
+    pub fn has_history(&self) -> bool {
+        !self.history.is_empty()
+    }
+
+    /// The last `n` events, newest first.
+    pub fn recent(&self, n: usize) -> impl Iterator<Item = &Arc<Event>> {
+        self.history.iter().rev().take(n)
+    }
+
+    /// Every kept event, oldest first.
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> + ExactSizeIterator {
+        self.history.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{Kind, Target};
+
+    #[test]
+    fn retention_drops_the_oldest() {
+        let mut room = Room::new("r");
+        for i in 0..5 {
+            let event = Event::new(
+                i,
+                Target::Room(room.name.clone()),
+                None,
+                Kind::Message(i.to_string().into()),
+            );
+            room.record(&event, 3);
+        }
+        assert_eq!(room.messages, 5);
+        let kept: Vec<u64> = room.recent(10).map(|e| e.id).collect();
+        assert_eq!(kept, [4, 3, 2]);
+        let mut off = Room::new("r");
+        off.record(&Event::new(0, Target::Peers, None, Kind::Joined), 0);
+        assert!(!off.has_history());
+        assert_eq!(off.messages, 1);
+    }
+}

@@ -1,0 +1,252 @@
+//! How line-protocol (netcat) users see events: plain sentences, one per line. The texts
+//! marked exact in docs/PROTOCOL.md are kept word for word from the original server.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::core::event::{Event, Kind, Render, Target};
+use crate::core::room::Topic;
+use crate::core::LeaveReason;
+
+/// The line protocol's [`Render`].
+#[derive(Debug)]
+pub struct Line;
+
+pub static LINE: Line = Line;
+
+impl Render for Line {
+    fn render(&self, event: &Event) -> Bytes {
+        let nick = event.nick();
+        let private = matches!(event.target, Target::Member(_));
+        let mut out = BytesMut::with_capacity(nick.len() + 32 + text_len(&event.kind));
+        if private {
+            out.put_slice(b"[private] ");
+        }
+        let mut line = |parts: &[&str]| {
+            for part in parts {
+                out.put_slice(part.as_bytes());
+            }
+            out.put_u8(b'\n');
+        };
+        match &event.kind {
+            Kind::Message(text) => line(&[nick, ": ", text]),
+            Kind::Action(text) => line(&["* ", nick, " ", text]),
+            Kind::Notice(text) => line(&["-", nick, "- ", text]),
+            Kind::Joined => line(&[nick, " has joined the chat."]),
+            Kind::Entered => line(&[nick, " has joined the room."]),
+            Kind::Parted(None) => line(&[nick, " has left the room."]),
+            Kind::Parted(Some(why)) => line(&[nick, " has left the room (", why, ")."]),
+            Kind::Left(reason, message) => match (reason.explanation(), message) {
+                (_, Some(message)) if *reason == LeaveReason::Quit => {
+                    line(&[nick, " has left the chat (", message, ")."])
+                }
+                (None, _) => line(&[nick, " has left the chat."]),
+                (Some(why), _) => line(&[nick, " has left the chat (", why, ")."]),
+            },
+            Kind::Nick(new) => line(&[nick, " changed nickname to ", &new.nick]),
+            Kind::Topic(text) => {
+                let room = event.room().map_or("", |r| &**r);
+                line(&[nick, " set the topic of ", room, ": ", text])
+            }
+            Kind::Away(_) => return Bytes::new(),
+            Kind::Presence {
+                joined,
+                left,
+                period_secs,
+                here,
+            } => {
+                let people = |n: u32| if n == 1 { "person" } else { "people" };
+                let what = match (joined, left) {
+                    (j, 0) => format!("{j} {} joined", people(*j)),
+                    (0, l) => format!("{l} {} left", people(*l)),
+                    (j, l) => format!("{j} {} joined and {l} left", people(*j)),
+                };
+                let text = format!("{what} in the last {period_secs} s ({here} here now).");
+                line(&[&text])
+            }
+        }
+        out.freeze()
+    }
+}
+
+fn text_len(kind: &Kind) -> usize {
+    match kind {
+        Kind::Message(t) | Kind::Action(t) | Kind::Notice(t) | Kind::Topic(t) => t.len(),
+        _ => 0,
+    }
+}
+
+/// `Topic of dev: release on Friday (set by alice)` plus a newline.
+pub fn push_topic_line(out: &mut String, room: &str, topic: &Topic) {
+    let _ = writeln!(out, "Topic of {room}: {} (set by {})", topic.text, topic.by);
+}
+
+/// `[09:15:02] ` for today (UTC), `[2026-11-26 09:15:02] ` for older lines.
+fn stamp(at: SystemTime, today: time::Date) -> String {
+    let at = OffsetDateTime::from(at);
+    let layout = if at.date() == today {
+        format_description!("[[[hour]:[minute]:[second]] ")
+    } else {
+        format_description!("[[[year]-[month]-[day] [hour]:[minute]:[second]] ")
+    };
+    at.format(&layout).unwrap_or_default()
+}
+
+/// History as one message, set apart from live traffic by a header and a footer. `newest_first`
+/// is walked until `budget` bytes are used, so a long history cannot overflow the reader's
+/// queue and get it disconnected as a slow consumer; the header then says how much was left
+/// out. `of` says which part of the history this is (`the last 3 messages`).
+pub fn render_history<'a>(
+    room: &str,
+    newest_first: impl Iterator<Item = &'a std::sync::Arc<Event>>,
+    budget: usize,
+) -> Bytes {
+    const STAMP_MAX: usize = "[2026-11-26 09:15:02] ".len();
+    let mut shown = Vec::new();
+    let mut used = 0;
+    let mut total = 0;
+    for event in newest_first {
+        total += 1;
+        let line = LINE.render(event);
+        let cost = STAMP_MAX + line.len();
+        if shown.len() == total - 1 && used + cost <= budget {
+            used += cost;
+            shown.push((event.at, line));
+        }
+    }
+    let today = OffsetDateTime::now_utc().date();
+    let mut out = String::with_capacity(used + 160);
+    let what = match (shown.len(), total) {
+        (1, 1) => "the last message".to_owned(),
+        (n, t) if n == t => format!("the last {n} messages"),
+        (n, t) => format!("the last {n} of {t} messages (the rest would overflow your queue)"),
+    };
+    let _ = writeln!(out, "--- History of {room}: {what}, times in UTC ---");
+    for (at, line) in shown.iter().rev() {
+        out.push_str(&stamp(*at, today));
+        out.push_str(&String::from_utf8_lossy(line));
+    }
+    out.push_str("--- End of history ---\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::event::Identity;
+
+    fn who(nick: &str) -> Option<Arc<Identity>> {
+        Some(Arc::new(Identity {
+            id: 1,
+            nick: nick.into(),
+            user: nick.into(),
+            host: "127.0.0.1".into(),
+            realname: "".into(),
+        }))
+    }
+
+    fn event(secs: u64, nick: &str, kind: Kind) -> Arc<Event> {
+        Event::at(
+            secs,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            Target::Room("dev".into()),
+            who(nick),
+            kind,
+        )
+    }
+
+    fn text(event: &Event) -> String {
+        String::from_utf8(LINE.render(event).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn events_read_as_version_one_lines() {
+        assert_eq!(
+            text(&event(0, "alice", Kind::Message("hi".into()))),
+            "alice: hi\n"
+        );
+        assert_eq!(
+            text(&event(0, "bob", Kind::Action("waves".into()))),
+            "* bob waves\n"
+        );
+        assert_eq!(
+            text(&event(0, "a", Kind::Joined)),
+            "a has joined the chat.\n"
+        );
+        assert_eq!(
+            text(&event(0, "a", Kind::Entered)),
+            "a has joined the room.\n"
+        );
+        assert_eq!(
+            text(&event(0, "a", Kind::Left(LeaveReason::Quit, None))),
+            "a has left the chat.\n"
+        );
+        assert_eq!(
+            text(&event(0, "a", Kind::Left(LeaveReason::IdleTimeout, None))),
+            "a has left the chat (idle timeout).\n"
+        );
+        assert_eq!(
+            text(&event(
+                0,
+                "a",
+                Kind::Left(LeaveReason::Quit, Some("bye".into()))
+            )),
+            "a has left the chat (bye).\n"
+        );
+        assert_eq!(
+            text(&event(0, "a", Kind::Topic("soon".into()))),
+            "a set the topic of dev: soon\n"
+        );
+        let private = Event::new(
+            1,
+            Target::Member(who("b").unwrap()),
+            who("a"),
+            Kind::Message("psst".into()),
+        );
+        assert_eq!(text(&private), "[private] a: psst\n");
+        assert_eq!(text(&event(0, "a", Kind::Away(Some("lunch".into())))), "");
+    }
+
+    #[test]
+    fn history_is_framed_oldest_first_with_times_and_bounded_by_budget() {
+        let entries = [
+            event(3, "carol", Kind::Message("c".into())),
+            event(2, "bob", Kind::Action("waves".into())),
+            event(1, "alice", Kind::Message("a".into())),
+        ];
+        let text = render_history("dev", entries.iter(), 10_000);
+        assert_eq!(
+            std::str::from_utf8(&text).unwrap(),
+            "--- History of dev: the last 3 messages, times in UTC ---\n\
+             [1970-01-01 00:00:01] alice: a\n\
+             [1970-01-01 00:00:02] * bob waves\n\
+             [1970-01-01 00:00:03] carol: c\n\
+             --- End of history ---\n"
+        );
+        let cut = render_history("dev", entries.iter(), 70);
+        let cut = std::str::from_utf8(&cut).unwrap();
+        assert!(
+            cut.starts_with("--- History of dev: the last 2 of 3 messages (the rest"),
+            "{cut}"
+        );
+        assert!(!cut.contains("alice: a"), "{cut}");
+        let now = Event::new(
+            9,
+            Target::Room("r".into()),
+            who("x"),
+            Kind::Message("y".into()),
+        );
+        let one = render_history("r", std::iter::once(&now), 1000);
+        let one = std::str::from_utf8(&one).unwrap();
+        assert!(one.contains("the last message,"), "{one}");
+        // Today's lines carry the time alone.
+        assert_eq!(one.lines().nth(1).unwrap().len(), "[00:00:00] x: y".len());
+    }
+}

@@ -1,0 +1,281 @@
+//! One netcat connection, from the nickname prompt to the close: frames lines, runs commands
+//! and hands chat lines to the hub. The reading and writing machinery is [`crate::proto::conn`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::cmd::{self, format_duration, Command, Ctx, Flow};
+use super::render::{push_topic_line, render_history};
+use super::words;
+use crate::context::Shared;
+use crate::core::hub::{Arrival, RoomView, Whither};
+use crate::core::member;
+use crate::core::room::LOBBY;
+use crate::core::{Kind, LeaveReason};
+use crate::proto::codec::{check_text, foreign_protocol, Frame, LineError};
+use crate::proto::conn::{Conn, Input};
+
+pub const PROMPT: &str = "Please enter your nickname: ";
+
+/// Serves one accepted connection until it ends. `permit` holds its slot under the connection
+/// limit until then.
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    permit: OwnedSemaphorePermit,
+) {
+    tracing::info!("connected");
+    let kind = member::Kind {
+        protocol: "line",
+        tls: false,
+    };
+    let conn = Conn::start(
+        shared.clone(),
+        stream,
+        peer,
+        id,
+        kind,
+        crate::proto::LINE,
+        permit,
+    );
+    let _open = shared.metrics.connection_opened();
+    let mut session = Session { conn, nick: None };
+    let reason = session.serve().await;
+    let Session { conn, nick } = session;
+    if nick.is_some() {
+        shared.hub.leave(id, reason, None);
+    }
+    let farewell = (reason == LeaveReason::Shutdown)
+        .then(|| Bytes::from_static(b"Server is shutting down.\n"));
+    conn.finish(reason, nick.as_deref(), farewell).await;
+}
+
+struct Session {
+    conn: Conn,
+    /// Set once the client has joined.
+    nick: Option<Arc<str>>,
+}
+
+/// The welcome, the room's topic, who is here and the scrollback, as the newcomer sees them.
+pub fn arrival_text(view: &RoomView<'_>, first: Option<&str>) -> Vec<Bytes> {
+    let mut intro = String::new();
+    let others = view.len().saturating_sub(1);
+    match first {
+        Some(nick) => {
+            intro.push_str(&format!(
+                "Welcome to the chat, {nick}!\nType /help for the list of commands.\n"
+            ));
+            match others {
+                0 => intro.push_str(&format!("You are in {} (just you so far).\n", view.name())),
+                n => intro.push_str(&format!(
+                    "You are in {} ({n} other{} here; /who lists them).\n",
+                    view.name(),
+                    if n == 1 { "" } else { "s" }
+                )),
+            }
+        }
+        None => match view.len() {
+            1 => intro.push_str(&format!(
+                "You are now in {} (just you so far).\n",
+                view.name()
+            )),
+            n => intro.push_str(&format!(
+                "You are now in {} ({n} people here).\n",
+                view.name()
+            )),
+        },
+    }
+    if let Some(topic) = view.topic() {
+        push_topic_line(&mut intro, view.name(), topic);
+    }
+    let mut out = vec![Bytes::from(intro)];
+    let settings = view.settings;
+    if settings.scrollback > 0 {
+        let mut recent = view.recent(settings.scrollback).peekable();
+        if recent.peek().is_some() {
+            out.push(render_history(view.name(), recent, settings.budget));
+        }
+    }
+    out
+}
+
+impl Session {
+    fn reply(&self, text: impl std::fmt::Display) {
+        self.conn.send(format!("{text}\n"));
+    }
+
+    fn prompt(&self) {
+        self.conn.send(Bytes::from_static(PROMPT.as_bytes()));
+    }
+
+    async fn serve(&mut self) -> LeaveReason {
+        let nick = match self.register().await {
+            Ok(nick) => nick,
+            Err(reason) => return reason,
+        };
+        tracing::info!(%nick, "joined");
+        self.nick = Some(nick.clone());
+        let mut nick = nick;
+        let reason = self.chat(&mut nick).await;
+        self.nick = Some(nick);
+        reason
+    }
+
+    /// The nickname prompt, repeated until a valid free name, `/quit`, or the registration
+    /// deadline; then the lobby.
+    async fn register(&mut self) -> Result<Arc<str>, LeaveReason> {
+        let shared = self.conn.shared.clone();
+        let deadline = Instant::now() + shared.config.register_timeout;
+        self.prompt();
+        loop {
+            let text = match self.conn.reader.next(Some(deadline)).await {
+                Input::End(reason) => return Err(reason),
+                Input::IdleWarning | Input::IdleTimeout | Input::RegisterTimeout => {
+                    self.reply(format_args!(
+                        "Error: no nickname chosen within {}; closing the connection.",
+                        format_duration(shared.config.register_timeout)
+                    ));
+                    tracing::info!("registration timeout");
+                    return Err(LeaveReason::RegisterTimeout);
+                }
+                Input::Line(Frame::TooLong, _) => {
+                    self.reply(LineError::TooLong(shared.config.max_line));
+                    self.prompt();
+                    continue;
+                }
+                Input::Line(Frame::Line(line), _) => {
+                    if let Some(protocol) = foreign_protocol(&line) {
+                        self.reply(protocol);
+                        tracing::info!(?protocol, "not a chat client; closing");
+                        return Err(LeaveReason::NotChat);
+                    }
+                    match check_text(&line) {
+                        Ok(text) => text.trim().to_owned(),
+                        Err(e) => {
+                            self.reply(e);
+                            self.prompt();
+                            continue;
+                        }
+                    }
+                }
+            };
+            if text.starts_with('/') {
+                if cmd::parse(&text) == Ok(Command::Quit) {
+                    self.reply("Goodbye!");
+                    return Err(LeaveReason::Quit);
+                }
+                self.reply("Error: choose a nickname first; commands work once you have joined.");
+                self.prompt();
+                continue;
+            }
+            let wanted = (!text.is_empty()).then_some(text.as_str());
+            let identity = match shared.hub.register(&self.conn.member, wanted, None, "") {
+                Ok(identity) => identity,
+                Err(e) => {
+                    self.reply(words::nick_error(&e));
+                    self.prompt();
+                    continue;
+                }
+            };
+            let member = self.conn.member.clone();
+            let nick = identity.nick.clone();
+            let entered = shared
+                .hub
+                .enter(member.id, LOBBY, Arrival::Connected, |view| {
+                    for part in arrival_text(&view, Some(&nick)) {
+                        let _ = member.push(part);
+                    }
+                });
+            if let Err(e) = entered {
+                tracing::error!(error = %e, "cannot enter the lobby");
+            }
+            return Ok(nick);
+        }
+    }
+
+    async fn chat(&mut self, nick: &mut Arc<str>) -> LeaveReason {
+        let shared = self.conn.shared.clone();
+        let config = &shared.config;
+        loop {
+            let (line, taken_at) = match self.conn.reader.next(None).await {
+                Input::End(reason) => return reason,
+                Input::IdleWarning => {
+                    let idle = config.idle_warning_after().unwrap_or_default();
+                    let left = config.idle_timeout.unwrap_or_default().saturating_sub(idle);
+                    self.reply(format_args!(
+                        "Warning: you have been idle for {}; you will be disconnected in {} \
+                         unless you send something.",
+                        format_duration(idle),
+                        format_duration(left)
+                    ));
+                    continue;
+                }
+                Input::IdleTimeout | Input::RegisterTimeout => {
+                    self.reply(format_args!(
+                        "You have been disconnected after {} without input (idle timeout).",
+                        format_duration(config.idle_timeout.unwrap_or_default())
+                    ));
+                    return LeaveReason::IdleTimeout;
+                }
+                Input::Line(Frame::TooLong, _) => {
+                    self.reply(LineError::TooLong(config.max_line));
+                    continue;
+                }
+                Input::Line(Frame::Line(line), taken_at) => (line, taken_at),
+            };
+            let text = match check_text(&line) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.reply(e);
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            if text.starts_with('/') {
+                shared.metrics.commands.fetch_add(1, Relaxed);
+                let flow = match cmd::parse(text) {
+                    Ok(command) => command.run(&mut Ctx {
+                        shared: &shared,
+                        member: &self.conn.member,
+                        nick,
+                    }),
+                    Err(e) => {
+                        self.reply(e);
+                        Flow::Continue
+                    }
+                };
+                if flow == Flow::Quit {
+                    return LeaveReason::Quit;
+                }
+                continue;
+            }
+            self.relay(text, taken_at);
+        }
+    }
+
+    /// Hands the chat line to the hub, which renders it once per format in the room.
+    fn relay(&self, text: &str, taken_at: std::time::Instant) {
+        let shared = &self.conn.shared;
+        let said = shared.hub.say(
+            self.conn.member.id,
+            Whither::Current,
+            Kind::Message(text.into()),
+        );
+        if let Ok((_, delivered)) = said {
+            shared
+                .metrics
+                .count_message(&self.conn.member.stats, delivered);
+            shared.metrics.record_fanout(taken_at.elapsed());
+        }
+    }
+}

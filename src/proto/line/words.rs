@@ -1,0 +1,41 @@
+//! The core's typed errors, worded for netcat users (the texts version 1 used).
+
+use crate::core::hub::PrivateError;
+use crate::core::names::{NickError, RoomError, MAX_NICK};
+
+pub fn nick_error(e: &NickError) -> String {
+    match e {
+        NickError::Invalid => format!(
+            "Error: a nickname is 1-{MAX_NICK} characters: ASCII letters, digits or any of \
+             _ - [ ] \\ ^ {{ }} | `, starting with a letter."
+        ),
+        NickError::Reserved(name) => {
+            format!("Error: the nickname {name} is reserved for the server; choose another.")
+        }
+        NickError::Taken(name) => {
+            format!("Error: the nickname {name} is already taken; choose another.")
+        }
+    }
+}
+
+pub fn room_error(e: &RoomError) -> String {
+    match e {
+        RoomError::InvalidName => "Error: a room name is 1-32 characters: ASCII letters, \
+                                   digits, '_', '-' or '.', starting with a letter."
+            .to_owned(),
+        RoomError::NoSuchRoom(name) => {
+            format!("Error: there is no room called {name}; /rooms lists them.")
+        }
+        RoomError::AlreadyThere(name) => format!("You are already in {name}."),
+        RoomError::NotThere(name) => format!("Error: you are not in {name}."),
+    }
+}
+
+pub fn private_error(e: &PrivateError) -> String {
+    match e {
+        PrivateError::NoSuchNick(name) => format!("Error: nobody called {name} is connected."),
+        PrivateError::ToSelf => {
+            "Error: that is you; a private message goes to someone else.".to_owned()
+        }
+    }
+}

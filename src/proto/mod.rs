@@ -1,0 +1,16 @@
+//! The protocols: how each kind of client talks to the core. Each renders events its own way
+//! and words the core's typed errors its own way; all share the connection machinery in
+//! [`conn`] and the framing in [`codec`].
+
+use crate::core::Render;
+
+pub mod codec;
+pub mod conn;
+pub mod irc;
+pub mod line;
+
+/// Every format the hub renders events for; a member's format is its index here.
+pub static FORMATS: [&'static dyn Render; 1] = [&line::render::LINE];
+
+/// The line protocol's slot in [`FORMATS`].
+pub const LINE: usize = 0;
