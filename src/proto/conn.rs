@@ -58,7 +58,8 @@ pub struct Conn {
 
 impl Conn {
     /// Tunes the socket, makes the member that `kind` and `format` describe and starts its
-    /// writer.
+    /// writer. Lines longer than `max_line` are reported as [`Frame::TooLong`].
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         shared: Arc<Shared>,
         stream: TcpStream,
@@ -66,6 +67,7 @@ impl Conn {
         id: u64,
         kind: member::Kind,
         format: usize,
+        max_line: usize,
         permit: OwnedSemaphorePermit,
     ) -> Conn {
         // Latency matters more than segment count for chat; batching happens in the writer.
@@ -95,7 +97,7 @@ impl Conn {
             drained.clone(),
         ));
         Conn {
-            reader: Reader::new(&shared, member.clone(), socket.clone(), drained),
+            reader: Reader::new(&shared, member.clone(), socket.clone(), drained, max_line),
             shared,
             member,
             socket,
@@ -211,6 +213,7 @@ impl Reader {
         client: Arc<Member>,
         socket: Arc<TcpStream>,
         drained: Arc<Notify>,
+        max_line: usize,
     ) -> Self {
         let config = &shared.config;
         let now = Instant::now();
@@ -219,7 +222,7 @@ impl Reader {
             client,
             socket,
             buf: BytesMut::new(),
-            decoder: LineDecoder::new(config.max_line),
+            decoder: LineDecoder::new(max_line),
             eof: false,
             limiter: config
                 .rate_limit

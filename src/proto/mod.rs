@@ -10,7 +10,15 @@ pub mod irc;
 pub mod line;
 
 /// Every format the hub renders events for; a member's format is its index here.
-pub static FORMATS: [&'static dyn Render; 1] = [&line::render::LINE];
+pub static FORMATS: [&'static dyn Render; 3] = [
+    &line::render::LINE,
+    &irc::render::PLAIN,
+    &irc::render::TAGGED,
+];
 
 /// The line protocol's slot in [`FORMATS`].
 pub const LINE: usize = 0;
+/// IRC without message tags.
+pub const IRC: usize = 1;
+/// IRC with `time` and `msgid` tags (`server-time` or `message-tags`).
+pub const IRC_TAGGED: usize = 2;

@@ -1,14 +1,9 @@
-//! IRC (in progress).
-use crate::context::Shared;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
-pub async fn run(
-    _s: Arc<Shared>,
-    _t: TcpStream,
-    _p: SocketAddr,
-    _i: u64,
-    _permit: OwnedSemaphorePermit,
-) {
-}
+//! IRC (RFC 1459/2812 with the IRCv3 capabilities docs/PROTOCOL.md lists): the same people,
+//! rooms and history as every other protocol, seen as ordinary IRC. A room `dev` is the
+//! channel `#dev`.
+
+pub mod message;
+pub mod render;
+mod session;
+
+pub use session::run;

@@ -44,6 +44,7 @@ pub async fn run(
         id,
         kind,
         crate::proto::LINE,
+        shared.config.max_line,
         permit,
     );
     let _open = shared.metrics.connection_opened();
@@ -177,7 +178,10 @@ impl Session {
                 continue;
             }
             let wanted = (!text.is_empty()).then_some(text.as_str());
-            let identity = match shared.hub.register(&self.conn.member, wanted, None, "") {
+            let identity = match shared
+                .hub
+                .register(&self.conn.member, wanted, None, "netcat user")
+            {
                 Ok(identity) => identity,
                 Err(e) => {
                     self.reply(words::nick_error(&e));

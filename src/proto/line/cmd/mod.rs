@@ -27,6 +27,7 @@ mod who;
 
 pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS, MAX_ROOM_LINES};
 pub use self::rooms::MAX_ROOMS_LISTED;
+pub use self::time::server_time;
 
 /// One row of the command table.
 #[derive(Debug)]

@@ -14,8 +14,13 @@ pub const SPEC: Spec = Spec {
 };
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    ctx.reply(format_time(OffsetDateTime::now_utc()));
+    ctx.reply(server_time());
     Flow::Continue
+}
+
+/// `Server time: 15:04:05 UTC 2006-01-02`, now.
+pub fn server_time() -> String {
+    format_time(OffsetDateTime::now_utc())
 }
 
 fn format_time(at: OffsetDateTime) -> String {

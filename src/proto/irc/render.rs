@@ -1,0 +1,190 @@
+//! How IRC clients see events: ordinary IRC lines with the sender as `nick!user@host`, and, for
+//! clients that turned on `server-time` or `message-tags`, the event's time and id as tags.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::message::{write, Tag};
+use crate::core::event::{Event, Identity, Kind, Render, Target};
+use crate::core::LeaveReason;
+
+/// IRC's [`Render`]; `tagged` adds `time` and `msgid`.
+#[derive(Debug)]
+pub struct Irc {
+    pub tagged: bool,
+}
+
+pub static PLAIN: Irc = Irc { tagged: false };
+pub static TAGGED: Irc = Irc { tagged: true };
+
+/// `nick!user@host`.
+pub fn source(who: &Identity) -> String {
+    format!("{}!{}@{}", who.nick, who.user, who.host)
+}
+
+/// `2026-12-01T21:22:33.123Z`, as `server-time` wants it.
+pub fn timestamp(at: SystemTime) -> String {
+    let at = OffsetDateTime::from(at);
+    let mut out = at
+        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    // Rfc3339 drops trailing zero fractions; clients expect milliseconds.
+    if !out.contains('.') {
+        out = out.replacen('Z', ".000Z", 1);
+    }
+    out
+}
+
+/// `#room` for a room name.
+pub fn channel(room: &str) -> String {
+    format!("#{room}")
+}
+
+/// Writes `event` as one IRC line into `out`, with `extra` tags (e.g. `batch`) before the
+/// event's own when `tagged`. Nothing is written for events IRC does not show.
+pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag<'_>]) {
+    let Some(from) = &event.from else {
+        return;
+    };
+    let src = source(from);
+    let target = match &event.target {
+        Target::Room(room) => channel(room),
+        Target::Member(to) => to.nick.to_string(),
+        Target::Peers => String::new(),
+    };
+    let action;
+    let quit;
+    let (command, params): (&str, Vec<&str>) = match &event.kind {
+        Kind::Message(text) => ("PRIVMSG", vec![&target, text]),
+        Kind::Action(text) => {
+            action = format!("\u{1}ACTION {text}\u{1}");
+            ("PRIVMSG", vec![&target, &action])
+        }
+        Kind::Notice(text) => ("NOTICE", vec![&target, text]),
+        Kind::Joined | Kind::Entered => ("JOIN", vec![&target]),
+        Kind::Parted(None) => ("PART", vec![&target]),
+        Kind::Parted(Some(why)) => ("PART", vec![&target, why]),
+        Kind::Left(reason, message) => {
+            quit = match (reason, message) {
+                (LeaveReason::Quit, Some(message)) => format!("Quit: {message}"),
+                (LeaveReason::Quit, None) => "Quit".to_owned(),
+                (reason, _) => reason.explanation().unwrap_or("Quit").to_owned(),
+            };
+            ("QUIT", vec![&quit])
+        }
+        Kind::Nick(new) => ("NICK", vec![&new.nick]),
+        Kind::Topic(text) => ("TOPIC", vec![&target, text]),
+        Kind::Away(Some(message)) => ("AWAY", vec![message]),
+        Kind::Away(None) => ("AWAY", vec![]),
+        Kind::Presence { .. } => return,
+    };
+    let mut tags: Vec<Tag<'_>> = extra.to_vec();
+    let (time, id);
+    if tagged {
+        time = timestamp(event.at);
+        tags.push(Tag::new("time", time.as_str()));
+        if matches!(
+            event.kind,
+            Kind::Message(_) | Kind::Action(_) | Kind::Notice(_) | Kind::Topic(_)
+        ) {
+            id = event.id.to_string();
+            tags.push(Tag::new("msgid", id.as_str()));
+        }
+    }
+    write(out, &tags, Some(&src), command, &params);
+}
+
+impl Render for Irc {
+    fn render(&self, event: &Event) -> Bytes {
+        let mut out = BytesMut::with_capacity(128);
+        write_event(&mut out, event, self.tagged, &[]);
+        out.freeze()
+    }
+
+    fn every_presence(&self) -> bool {
+        true
+    }
+}
+
+/// Appends a numeric reply `:server NNN nick params…` to `out`.
+pub fn numeric(out: &mut BytesMut, server: &str, code: u16, nick: &str, params: &[&str]) {
+    let mut command = String::with_capacity(3);
+    let _ = write!(command, "{code:03}");
+    let mut all = Vec::with_capacity(params.len() + 1);
+    all.push(nick);
+    all.extend_from_slice(params);
+    write(out, &[], Some(server), &command, &all);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn alice() -> Option<Arc<Identity>> {
+        Some(Arc::new(Identity {
+            id: 1,
+            nick: "alice".into(),
+            user: "alice".into(),
+            host: "127.0.0.1".into(),
+            realname: "Alice".into(),
+        }))
+    }
+
+    fn line(event: &Event, r: &Irc) -> String {
+        String::from_utf8(r.render(event).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn events_read_as_irc() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let room = || Target::Room("lobby".into());
+        let say = Event::at(7, at, room(), alice(), Kind::Message("hi there".into()));
+        assert_eq!(
+            line(&say, &PLAIN),
+            ":alice!alice@127.0.0.1 PRIVMSG #lobby :hi there\r\n"
+        );
+        assert_eq!(
+            line(&say, &TAGGED),
+            "@time=2023-11-14T22:13:20.123Z;msgid=7 :alice!alice@127.0.0.1 PRIVMSG #lobby :hi there\r\n"
+        );
+        let act = Event::at(8, at, room(), alice(), Kind::Action("waves".into()));
+        assert_eq!(
+            line(&act, &PLAIN),
+            ":alice!alice@127.0.0.1 PRIVMSG #lobby :\u{1}ACTION waves\u{1}\r\n"
+        );
+        let left = Event::at(
+            9,
+            at,
+            Target::Peers,
+            alice(),
+            Kind::Left(LeaveReason::IdleTimeout, None),
+        );
+        assert_eq!(
+            line(&left, &PLAIN),
+            ":alice!alice@127.0.0.1 QUIT :idle timeout\r\n"
+        );
+        let joined = Event::at(9, at, room(), alice(), Kind::Joined);
+        assert_eq!(
+            line(&joined, &PLAIN),
+            ":alice!alice@127.0.0.1 JOIN #lobby\r\n"
+        );
+        let presence = Kind::Presence {
+            joined: 1,
+            left: 0,
+            period_secs: 10,
+            here: 3,
+        };
+        assert_eq!(line(&Event::at(1, at, room(), None, presence), &PLAIN), "");
+        let whole_second = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(timestamp(whole_second), "2023-11-14T22:13:20.000Z");
+    }
+}

@@ -1,0 +1,1327 @@
+//! One IRC connection: capability negotiation and registration, then the commands a modern
+//! client uses, each answered with the numerics RFC 2812 and the IRCv3 specifications give.
+//! Everything that happens in rooms comes from the hub as events, rendered by
+//! [`super::render`]; what is said here goes to the hub, which renders it for every protocol.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use time::macros::format_description;
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::message::{self, write, Message, ParseError, Tag, MAX_BODY_LEN};
+use super::render::{channel, numeric, source, write_event};
+use crate::context::Shared;
+use crate::core::event::{Event, Identity, Kind, Target};
+use crate::core::hub::{Arrival, MemberInfo, PrivateError, Whither};
+use crate::core::member;
+use crate::core::names::{validate_nick, NickError, RoomError, MAX_NICK, MAX_ROOM};
+use crate::core::LeaveReason;
+use crate::proto::codec::Frame;
+use crate::proto::conn::{Conn, Input};
+
+/// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
+/// may send. Longer lines are answered with 417 without being buffered.
+const MAX_IRC_LINE: usize = MAX_BODY_LEN + 2 + message::MAX_CLIENT_TAG_DATA_LEN + 2;
+
+/// Longest topic accepted (ISUPPORT `TOPICLEN`).
+const TOPICLEN: usize = 390;
+
+/// Longest away message (`AWAYLEN`).
+const AWAYLEN: usize = 200;
+
+/// Channels one JOIN or PART may name, so one line cannot make the server do unbounded work.
+const MAX_TARGETS: usize = 10;
+
+/// Messages one CHATHISTORY request returns at most (`CHATHISTORY=` in ISUPPORT).
+const CHATHISTORY_LIMIT: usize = 100;
+
+/// The service nickname that answers the line protocol's own commands.
+const SERVICE: &str = "linechat";
+
+/// Capabilities offered, in `CAP LS` order.
+const CAPS: &[&str] = &[
+    "away-notify",
+    "batch",
+    "cap-notify",
+    "draft/chathistory",
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+];
+
+/// Serves one accepted IRC connection until it ends.
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    permit: OwnedSemaphorePermit,
+) {
+    tracing::info!("connected");
+    let kind = member::Kind {
+        protocol: "irc",
+        tls: false,
+    };
+    let conn = Conn::start(
+        shared.clone(),
+        stream,
+        peer,
+        id,
+        kind,
+        crate::proto::IRC,
+        MAX_IRC_LINE,
+        permit,
+    );
+    let _open = shared.metrics.connection_opened();
+    let mut session = Session {
+        server: shared.config.server_name.clone(),
+        conn,
+        nick: None,
+        wanted: None,
+        user: None,
+        caps: BTreeSet::new(),
+        negotiating: false,
+        quit_message: None,
+        invisible: false,
+        next_batch: 0,
+    };
+    let reason = session.serve().await;
+    let registered = session.nick.clone();
+    if registered.is_some() {
+        shared
+            .hub
+            .leave(id, reason, session.quit_message.as_deref());
+    }
+    let why = match (reason, &session.quit_message) {
+        (LeaveReason::Quit, Some(m)) => format!("Quit: {m}"),
+        (LeaveReason::Quit, None) => "Quit".to_owned(),
+        (LeaveReason::SlowConsumer, _) => "SendQ exceeded".to_owned(),
+        (LeaveReason::IdleTimeout, _) => "Ping timeout".to_owned(),
+        (reason, _) => reason.explanation().unwrap_or("Quit").to_owned(),
+    };
+    let host = peer.ip().to_canonical().to_string();
+    let farewell = format!("ERROR :Closing link: ({host}) [{why}]\r\n");
+    if reason == LeaveReason::SlowConsumer {
+        // The queue is full, so the usual farewell cannot be queued; one write straight to the
+        // socket tells a client that is still reading what happened.
+        let _ = session.conn.socket.try_write(b"ERROR :SendQ exceeded\r\n");
+    }
+    let Session { conn, .. } = session;
+    conn.finish(reason, registered.as_deref(), Some(Bytes::from(farewell)))
+        .await;
+}
+
+struct Session {
+    server: String,
+    conn: Conn,
+    /// Set once registered.
+    nick: Option<Arc<str>>,
+    /// The NICK given before registration.
+    wanted: Option<String>,
+    /// `USER`'s user name and real name.
+    user: Option<(String, String)>,
+    caps: BTreeSet<&'static str>,
+    /// Between `CAP LS`/`REQ` and `CAP END`, registration waits.
+    negotiating: bool,
+    quit_message: Option<String>,
+    invisible: bool,
+    next_batch: u64,
+}
+
+impl Session {
+    /// The nickname replies are addressed to: `*` before registration.
+    fn me(&self) -> &str {
+        match (&self.nick, &self.wanted) {
+            (Some(nick), _) => nick,
+            (None, Some(wanted)) => wanted,
+            (None, None) => "*",
+        }
+    }
+
+    fn send(&self, bytes: BytesMut) {
+        self.conn.send(bytes.freeze());
+    }
+
+    fn reply(&self, code: u16, params: &[&str]) {
+        let mut out = BytesMut::new();
+        numeric(&mut out, &self.server, code, self.me(), params);
+        self.send(out);
+    }
+
+    /// A line from the server itself: `:server COMMAND params`.
+    fn server_line(&self, command: &str, params: &[&str]) {
+        let mut out = BytesMut::new();
+        write(&mut out, &[], Some(&self.server), command, params);
+        self.send(out);
+    }
+
+    fn has(&self, cap: &str) -> bool {
+        self.caps.contains(cap)
+    }
+
+    fn tagged(&self) -> bool {
+        self.has("server-time") || self.has("message-tags")
+    }
+
+    /// Queues `event` in this connection's own format (its own JOIN, PART, NICK, echo).
+    fn show(&self, event: &Event) {
+        let member = &self.conn.member;
+        member.deliver(event, self.conn.shared.hub.formats());
+    }
+
+    async fn serve(&mut self) -> LeaveReason {
+        let shared = self.conn.shared.clone();
+        let deadline = Instant::now() + shared.config.register_timeout;
+        loop {
+            let registered = self.nick.is_some();
+            let input = self
+                .conn
+                .reader
+                .next((!registered).then_some(deadline))
+                .await;
+            let line = match input {
+                Input::End(reason) => return reason,
+                Input::RegisterTimeout => {
+                    self.server_line(
+                        "NOTICE",
+                        &[self.me(), "No registration within the time allowed"],
+                    );
+                    return LeaveReason::RegisterTimeout;
+                }
+                Input::IdleWarning => {
+                    self.server_line("PING", &[&self.server.clone()]);
+                    continue;
+                }
+                Input::IdleTimeout => return LeaveReason::IdleTimeout,
+                Input::Line(Frame::TooLong, _) => {
+                    self.reply(417, &["Input line was too long"]);
+                    continue;
+                }
+                Input::Line(Frame::Line(line), taken_at) => (line, taken_at),
+            };
+            let (bytes, taken_at) = line;
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                self.fail_utf8(&bytes);
+                continue;
+            };
+            let msg = match message::parse(text) {
+                Ok(msg) => msg,
+                Err(ParseError::Empty) => continue,
+                Err(ParseError::InputTooLong | ParseError::TagsTooLong) => {
+                    self.reply(417, &["Input line was too long"]);
+                    continue;
+                }
+                Err(ParseError::BadCommand) => {
+                    let word = text.split(' ').find(|w| !w.starts_with(['@', ':']));
+                    self.reply(421, &[word.unwrap_or("?"), "Unknown command"]);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            shared.metrics.commands.fetch_add(1, Relaxed);
+            let done = if registered {
+                self.command(&msg, taken_at)
+            } else {
+                self.register(&msg)
+            };
+            if let Some(reason) = done {
+                return reason;
+            }
+        }
+    }
+
+    /// A line that is not UTF-8 (`UTF8ONLY`): refused, as IRCv3's UTF8ONLY says.
+    fn fail_utf8(&self, bytes: &[u8]) {
+        let lossy = String::from_utf8_lossy(bytes);
+        let command = message::parse(&lossy)
+            .ok()
+            .map_or_else(|| "*".to_owned(), |m| m.command_upper().into_owned());
+        self.server_line(
+            "FAIL",
+            &[
+                &command,
+                "INVALID_UTF8",
+                "Message rejected, your IRC software MUST use UTF-8",
+            ],
+        );
+    }
+
+    /// Before registration: CAP, NICK, USER, PASS, PING and QUIT; anything else is 451.
+    fn register(&mut self, msg: &Message<'_>) -> Option<LeaveReason> {
+        let command = msg.command_upper();
+        match &*command {
+            "CAP" => self.cap(msg),
+            "PASS" => {}
+            "NICK" => match msg.param(0).filter(|n| !n.is_empty()) {
+                None => self.reply(431, &["No nickname given"]),
+                Some(nick) => match validate_nick(nick) {
+                    Err(_) => self.reply(432, &[nick, "Erroneous nickname"]),
+                    Ok(()) if self.conn.shared.hub.find(nick).is_some() => {
+                        self.reply(433, &[nick, "Nickname is already in use"])
+                    }
+                    Ok(()) => self.wanted = Some(nick.to_owned()),
+                },
+            },
+            "USER" => {
+                if msg.params.len() < 4 || msg.params[0].is_empty() {
+                    self.reply(461, &["USER", "Not enough parameters"]);
+                } else {
+                    let user: String = msg.params[0]
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                        .take(10)
+                        .collect();
+                    let user = if user.is_empty() {
+                        "user".to_owned()
+                    } else {
+                        user
+                    };
+                    self.user = Some((format!("~{user}"), msg.params[3].to_owned()));
+                }
+            }
+            "PING" => self.pong(msg),
+            "PONG" => {}
+            "QUIT" => {
+                self.quit_message = msg.param(0).map(str::to_owned);
+                return Some(LeaveReason::Quit);
+            }
+            _ => self.reply(451, &["You have not registered"]),
+        }
+        if !self.negotiating {
+            if let (Some(_), Some(_)) = (&self.wanted, &self.user) {
+                self.complete_registration();
+            }
+        }
+        None
+    }
+
+    fn complete_registration(&mut self) {
+        let Some(wanted) = self.wanted.clone() else {
+            return;
+        };
+        let (user, realname) = self.user.clone().unwrap_or_default();
+        let shared = self.conn.shared.clone();
+        match shared
+            .hub
+            .register(&self.conn.member, Some(&wanted), Some(&user), &realname)
+        {
+            Ok(identity) => {
+                tracing::info!(nick = %identity.nick, "joined");
+                self.nick = Some(identity.nick.clone());
+                self.welcome(&identity);
+            }
+            Err(NickError::Taken(_)) => {
+                self.wanted = None;
+                self.reply(433, &[&wanted, "Nickname is already in use"]);
+            }
+            Err(_) => {
+                self.wanted = None;
+                self.reply(432, &[&wanted, "Erroneous nickname"]);
+            }
+        }
+    }
+
+    /// 001–005, LUSERS and the MOTD.
+    fn welcome(&self, me: &Identity) {
+        let server = &self.server;
+        let version = concat!("linechat-", env!("CARGO_PKG_VERSION"));
+        self.reply(
+            1,
+            &[&format!(
+                "Welcome to the linechat IRC network, {}",
+                source(me)
+            )],
+        );
+        self.reply(
+            2,
+            &[&format!("Your host is {server}, running version {version}")],
+        );
+        let started = OffsetDateTime::from(self.conn.shared.metrics.started)
+            .format(format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .unwrap_or_default();
+        self.reply(3, &[&format!("This server was created {started}")]);
+        self.reply(4, &[server, version, "i", "ntb"]);
+        self.isupport();
+        self.lusers();
+        self.motd();
+    }
+
+    fn isupport(&self) {
+        let tokens = [
+            "AWAYLEN=200".to_owned(),
+            "CASEMAPPING=ascii".to_owned(),
+            format!("CHANNELLEN={}", MAX_ROOM + 1),
+            "CHANLIMIT=#:".to_owned(),
+            "CHANMODES=b,,,nt".to_owned(),
+            "CHANTYPES=#".to_owned(),
+            format!("CHATHISTORY={CHATHISTORY_LIMIT}"),
+            "ELIST=".to_owned(),
+            "MODES=1".to_owned(),
+            "NETWORK=linechat".to_owned(),
+            format!("NICKLEN={MAX_NICK}"),
+            "PREFIX=(o)@".to_owned(),
+            "STATUSMSG=@".to_owned(),
+            format!("TARGMAX=JOIN:{MAX_TARGETS},PART:{MAX_TARGETS},PRIVMSG:4,NOTICE:4,WHOIS:1"),
+            format!("TOPICLEN={TOPICLEN}"),
+            "UTF8ONLY".to_owned(),
+            "WHOX".to_owned(),
+        ];
+        for chunk in tokens.chunks(12) {
+            let mut params: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            params.push("are supported by this server");
+            self.reply(5, &params);
+        }
+    }
+
+    fn lusers(&self) {
+        let hub = &self.conn.shared.hub;
+        let users = hub.len().to_string();
+        let rooms = hub.rooms(None).iter().filter(|r| r.members > 0).count();
+        self.reply(
+            251,
+            &[&format!(
+                "There are {users} users and 0 invisible on 1 servers"
+            )],
+        );
+        self.reply(252, &["0", "operator(s) online"]);
+        self.reply(254, &[&rooms.to_string(), "channels formed"]);
+        self.reply(255, &[&format!("I have {users} clients and 0 servers")]);
+        self.reply(
+            265,
+            &[&users, &users, &format!("Current local users {users}")],
+        );
+        self.reply(
+            266,
+            &[&users, &users, &format!("Current global users {users}")],
+        );
+    }
+
+    fn motd(&self) {
+        self.reply(375, &[&format!("- {} Message of the day - ", self.server)]);
+        for line in [
+            "- One hub for every client: the people here may be on netcat, IRC or the web.",
+            "- /msg linechat help lists the server's own commands.",
+        ] {
+            self.reply(372, &[line]);
+        }
+        self.reply(376, &["End of /MOTD command."]);
+    }
+
+    fn pong(&self, msg: &Message<'_>) {
+        match msg.param(0) {
+            Some(token) => self.server_line("PONG", &[&self.server.clone(), token]),
+            None => self.reply(409, &["No origin specified"]),
+        }
+    }
+
+    fn cap(&mut self, msg: &Message<'_>) {
+        let sub = msg.param(0).unwrap_or("").to_ascii_uppercase();
+        let me = self.me().to_owned();
+        match sub.as_str() {
+            "LS" => {
+                if self.nick.is_none() {
+                    self.negotiating = true;
+                }
+                if msg
+                    .param(1)
+                    .is_some_and(|v| v.parse::<u32>().unwrap_or(0) >= 302)
+                {
+                    self.caps.insert("cap-notify");
+                }
+                self.server_line("CAP", &[&me, "LS", &CAPS.join(" ")]);
+            }
+            "LIST" => {
+                let list: Vec<&str> = self.caps.iter().copied().collect();
+                self.server_line("CAP", &[&me, "LIST", &list.join(" ")]);
+            }
+            "REQ" => {
+                if self.nick.is_none() {
+                    self.negotiating = true;
+                }
+                let asked = msg.param(1).unwrap_or("");
+                let mut changes = Vec::new();
+                let mut ok = true;
+                for word in asked.split(' ').filter(|w| !w.is_empty()) {
+                    let (off, name) = match word.strip_prefix('-') {
+                        Some(name) => (true, name),
+                        None => (false, word),
+                    };
+                    match CAPS.iter().find(|c| **c == name) {
+                        Some(cap) => changes.push((off, *cap)),
+                        None => ok = false,
+                    }
+                }
+                if !ok || changes.is_empty() {
+                    self.server_line("CAP", &[&me, "NAK", asked]);
+                    return;
+                }
+                for (off, cap) in changes {
+                    if off {
+                        self.caps.remove(cap);
+                    } else {
+                        self.caps.insert(cap);
+                    }
+                }
+                self.apply_caps();
+                self.server_line("CAP", &[&me, "ACK", asked]);
+            }
+            "END" => {
+                self.negotiating = false;
+            }
+            _ => self.reply(410, &[msg.param(0).unwrap_or("*"), "Invalid CAP command"]),
+        }
+    }
+
+    /// Makes the member's format and flags follow the capabilities.
+    fn apply_caps(&self) {
+        let member = &self.conn.member;
+        member.set_format(if self.tagged() {
+            crate::proto::IRC_TAGGED
+        } else {
+            crate::proto::IRC
+        });
+        member.set_echo(self.has("echo-message"));
+        member.set_wants_away(self.has("away-notify"));
+    }
+
+    /// After registration.
+    fn command(&mut self, msg: &Message<'_>, taken_at: std::time::Instant) -> Option<LeaveReason> {
+        let command = msg.command_upper();
+        match &*command {
+            "PING" => self.pong(msg),
+            "PONG" => {}
+            "CAP" => self.cap(msg),
+            "PASS" | "USER" => self.reply(462, &["You may not reregister"]),
+            "NICK" => self.nick(msg),
+            "JOIN" => self.join(msg),
+            "PART" => self.part(msg),
+            "PRIVMSG" | "NOTICE" => self.say(msg, command == "NOTICE", taken_at),
+            "TOPIC" => self.topic(msg),
+            "NAMES" => self.names(msg),
+            "LIST" => self.list(),
+            "WHO" => self.who(msg),
+            "WHOIS" => self.whois(msg),
+            "WHOWAS" => {
+                let nick = msg.param(0).unwrap_or("*");
+                self.reply(406, &[nick, "There was no such nickname"]);
+                self.reply(369, &[nick, "End of WHOWAS"]);
+            }
+            "MODE" => self.mode(msg),
+            "KICK" => self.kick(msg),
+            "AWAY" => self.away(msg),
+            "ISON" => {
+                let hub = &self.conn.shared.hub;
+                let on: Vec<String> = msg
+                    .params
+                    .iter()
+                    .flat_map(|p| p.split(' '))
+                    .filter_map(|n| hub.find(n).map(|m| m.nick().to_string()))
+                    .collect();
+                self.reply(303, &[&on.join(" ")]);
+            }
+            "USERHOST" => {
+                let hub = &self.conn.shared.hub;
+                let found: Vec<String> = msg
+                    .params
+                    .iter()
+                    .take(5)
+                    .filter_map(|n| hub.find(n))
+                    .map(|m| {
+                        let away = if m.away.is_some() { '-' } else { '+' };
+                        format!(
+                            "{}={away}{}@{}",
+                            m.identity.nick, m.identity.user, m.identity.host
+                        )
+                    })
+                    .collect();
+                self.reply(302, &[&found.join(" ")]);
+            }
+            "TIME" => {
+                let now = OffsetDateTime::now_utc()
+                    .format(format_description!(
+                        "[weekday] [month repr:long] [day] [year] -- [hour]:[minute]:[second] UTC"
+                    ))
+                    .unwrap_or_default();
+                self.reply(391, &[&self.server.clone(), &now]);
+            }
+            "VERSION" => {
+                let version = concat!("linechat-", env!("CARGO_PKG_VERSION"));
+                self.reply(351, &[version, &self.server.clone(), crate::GIT_COMMIT]);
+                self.isupport();
+            }
+            "MOTD" => self.motd(),
+            "LUSERS" => self.lusers(),
+            "CHATHISTORY" => self.chathistory(msg),
+            "QUIT" => {
+                self.quit_message = msg.param(0).map(str::to_owned);
+                return Some(LeaveReason::Quit);
+            }
+            other => self.reply(421, &[other, "Unknown command"]),
+        }
+        None
+    }
+
+    fn nick(&mut self, msg: &Message<'_>) {
+        let Some(new) = msg.param(0).filter(|n| !n.is_empty()) else {
+            self.reply(431, &["No nickname given"]);
+            return;
+        };
+        if Some(new) == self.nick.as_deref() {
+            return;
+        }
+        let shared = self.conn.shared.clone();
+        match shared.hub.rename(self.conn.member.id, new) {
+            Ok(renamed) => {
+                tracing::info!(old = %renamed.old.nick, new = %renamed.new.nick, "nick change");
+                self.show(&renamed.event);
+                self.nick = Some(renamed.new.nick.clone());
+            }
+            Err(NickError::Taken(_)) => self.reply(433, &[new, "Nickname is already in use"]),
+            Err(_) => self.reply(432, &[new, "Erroneous nickname"]),
+        }
+    }
+
+    fn join(&mut self, msg: &Message<'_>) {
+        let Some(targets) = msg.param(0).filter(|t| !t.is_empty()) else {
+            self.reply(461, &["JOIN", "Not enough parameters"]);
+            return;
+        };
+        if targets == "0" {
+            let shared = self.conn.shared.clone();
+            for room in shared.hub.rooms_of(self.conn.member.id) {
+                if let Ok(event) = shared
+                    .hub
+                    .part(self.conn.member.id, Whither::Named(&room), None)
+                {
+                    self.show(&event);
+                }
+            }
+            return;
+        }
+        for target in targets.split(',').take(MAX_TARGETS) {
+            if !target.starts_with('#') {
+                self.reply(403, &[target, "No such channel"]);
+                continue;
+            }
+            let shared = self.conn.shared.clone();
+            let member = self.conn.member.clone();
+            let formats = shared.hub.formats();
+            let server = self.server.clone();
+            let me = self.me().to_owned();
+            let multi_prefix = self.has("multi-prefix");
+            let joined = shared
+                .hub
+                .enter(member.id, target, Arrival::Entered, |view| {
+                    member.deliver(view.event, formats);
+                    let name = channel(view.name());
+                    let mut out = BytesMut::new();
+                    if let Some(topic) = view.topic() {
+                        numeric(&mut out, &server, 332, &me, &[&name, &topic.text]);
+                        let at = unix(topic.at).to_string();
+                        numeric(&mut out, &server, 333, &me, &[&name, &topic.by, &at]);
+                    }
+                    let nicks: Vec<String> = view.members().map(|m| m.nick().to_string()).collect();
+                    names_reply(&mut out, &server, &me, &name, &nicks, multi_prefix);
+                    let _ = member.push(out.freeze());
+                });
+            match joined {
+                Ok(()) | Err(RoomError::AlreadyThere(_)) => {}
+                Err(RoomError::InvalidName) => self.reply(479, &[target, "Illegal channel name"]),
+                Err(e) => self.reply(403, &[target, &e.to_string()]),
+            }
+        }
+    }
+
+    fn part(&mut self, msg: &Message<'_>) {
+        let Some(targets) = msg.param(0).filter(|t| !t.is_empty()) else {
+            self.reply(461, &["PART", "Not enough parameters"]);
+            return;
+        };
+        let reason = msg.param(1).filter(|r| !r.is_empty());
+        for target in targets.split(',').take(MAX_TARGETS) {
+            let shared = self.conn.shared.clone();
+            match room_of(target).and_then(|room| {
+                shared
+                    .hub
+                    .part(self.conn.member.id, Whither::Named(room), reason)
+            }) {
+                Ok(event) => self.show(&event),
+                Err(RoomError::NotThere(_)) => {
+                    self.reply(442, &[target, "You're not on that channel"])
+                }
+                Err(_) => self.reply(403, &[target, "No such channel"]),
+            }
+        }
+    }
+
+    fn say(&mut self, msg: &Message<'_>, notice: bool, taken_at: std::time::Instant) {
+        let command = if notice { "NOTICE" } else { "PRIVMSG" };
+        let Some(targets) = msg.param(0).filter(|t| !t.is_empty()) else {
+            if !notice {
+                self.reply(411, &[&format!("No recipient given ({command})")]);
+            }
+            return;
+        };
+        let Some(text) = msg.param(1).filter(|t| !t.is_empty()) else {
+            if !notice {
+                self.reply(412, &["No text to send"]);
+            }
+            return;
+        };
+        let shared = self.conn.shared.clone();
+        for target in targets.split(',').take(4) {
+            let kind = || {
+                if notice {
+                    Kind::Notice(text.into())
+                } else if let Some(action) = text
+                    .strip_prefix("\u{1}ACTION ")
+                    .map(|a| a.strip_suffix('\u{1}').unwrap_or(a))
+                {
+                    Kind::Action(action.into())
+                } else {
+                    Kind::Message(text.into())
+                }
+            };
+            if target.starts_with('#') {
+                let said = room_of(target).and_then(|room| {
+                    shared
+                        .hub
+                        .say(self.conn.member.id, Whither::Named(room), kind())
+                });
+                match said {
+                    Ok((_, delivered)) => {
+                        shared
+                            .metrics
+                            .count_message(&self.conn.member.stats, delivered);
+                        shared.metrics.record_fanout(taken_at.elapsed());
+                    }
+                    Err(_) if notice => {}
+                    Err(RoomError::NotThere(_)) => {
+                        self.reply(404, &[target, "Cannot send to channel"])
+                    }
+                    Err(_) => self.reply(403, &[target, "No such channel"]),
+                }
+                continue;
+            }
+            if target.eq_ignore_ascii_case(SERVICE) {
+                if !notice {
+                    self.service(text);
+                }
+                continue;
+            }
+            match shared.hub.private(self.conn.member.id, target, kind()) {
+                Ok(event) => {
+                    shared.metrics.count_message(&self.conn.member.stats, 1);
+                    if self.has("echo-message") {
+                        self.show(&event);
+                    }
+                    if !notice {
+                        if let Some(away) = shared.hub.find(target).and_then(|m| m.away) {
+                            self.reply(301, &[target, &away]);
+                        }
+                    }
+                }
+                Err(PrivateError::ToSelf) => {
+                    // IRC lets people message themselves; it is not a delivery to anyone else.
+                    if let Some(identity) = shared.hub.identity(self.conn.member.id) {
+                        let event =
+                            Event::new(0, Target::Member(identity.clone()), Some(identity), kind());
+                        let mut out = BytesMut::new();
+                        write_event(&mut out, &event, self.tagged(), &[]);
+                        self.send(out);
+                        if self.has("echo-message") {
+                            let mut out = BytesMut::new();
+                            write_event(&mut out, &event, self.tagged(), &[]);
+                            self.send(out);
+                        }
+                    }
+                }
+                Err(_) if notice => {}
+                Err(PrivateError::NoSuchNick(_)) => {
+                    self.reply(401, &[target, "No such nick/channel"])
+                }
+            }
+        }
+    }
+
+    /// `/msg linechat help|time|ping|metrics|throughput`: the server's own commands, answered
+    /// with NOTICEs from the service nick.
+    fn service(&self, text: &str) {
+        let shared = &self.conn.shared;
+        let word = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let stats = &self.conn.member.stats;
+        let reply: Vec<String> = match word.as_str() {
+            "time" => vec![crate::proto::line::cmd::server_time()],
+            "ping" => match shared.metrics.sample_tcp(&self.conn.member) {
+                Some(info) => vec![format!(
+                    "pong (round trip {:.3} ms, as the kernel measures this connection)",
+                    f64::from(info.rtt_us) / 1000.0
+                )],
+                None => vec!["pong (round-trip time unavailable on this platform)".to_owned()],
+            },
+            "metrics" => vec![format!(
+                "Total Messages: {}; Active Clients: {}; your messages: {}; bytes in {} out {}",
+                shared.metrics.messages.total(),
+                shared.hub.len(),
+                stats.messages.load(Relaxed),
+                stats.bytes_in.total(),
+                stats.bytes_out.total()
+            )],
+            "throughput" => {
+                let secs = shared
+                    .metrics
+                    .clock
+                    .now()
+                    .saturating_duration_since(stats.connected_at)
+                    .as_secs_f64()
+                    .max(1.0);
+                vec![format!(
+                    "From you: {} lines, {} B ({:.1} B/s); to you: {} messages, {} B ({:.1} B/s)",
+                    stats.lines_in.total(),
+                    stats.bytes_in.total(),
+                    stats.bytes_in.total() as f64 / secs,
+                    stats.lines_out.total(),
+                    stats.bytes_out.total(),
+                    stats.bytes_out.total() as f64 / secs
+                )]
+            }
+            _ => vec![
+                "I answer: help, time, ping, metrics, throughput.".to_owned(),
+                "Rooms are channels (#lobby); /join, /part, /topic, /who and /msg work as in any IRC client.".to_owned(),
+            ],
+        };
+        let src = format!("{SERVICE}!{SERVICE}@{}", self.server);
+        for line in reply {
+            let mut out = BytesMut::new();
+            write(&mut out, &[], Some(&src), "NOTICE", &[self.me(), &line]);
+            self.send(out);
+        }
+    }
+
+    fn topic(&mut self, msg: &Message<'_>) {
+        let Some(target) = msg.param(0).filter(|t| !t.is_empty()) else {
+            self.reply(461, &["TOPIC", "Not enough parameters"]);
+            return;
+        };
+        let shared = self.conn.shared.clone();
+        let id = self.conn.member.id;
+        match msg.param(1) {
+            Some(text) => {
+                let text: String = text.chars().take(TOPICLEN).collect();
+                match room_of(target)
+                    .and_then(|room| shared.hub.set_topic(id, Whither::Named(room), &text))
+                {
+                    Ok(_) => {}
+                    Err(RoomError::NotThere(_)) => {
+                        self.reply(442, &[target, "You're not on that channel"])
+                    }
+                    Err(_) => self.reply(403, &[target, "No such channel"]),
+                }
+            }
+            None => {
+                match room_of(target).and_then(|room| shared.hub.topic(id, Whither::Named(room))) {
+                    Ok((name, Some(topic))) => {
+                        let name = channel(&name);
+                        self.reply(332, &[&name, &topic.text]);
+                        self.reply(333, &[&name, &topic.by, &unix(topic.at).to_string()]);
+                    }
+                    Ok((name, None)) => self.reply(331, &[&channel(&name), "No topic is set"]),
+                    Err(_) => self.reply(403, &[target, "No such channel"]),
+                }
+            }
+        }
+    }
+
+    fn names(&mut self, msg: &Message<'_>) {
+        let shared = self.conn.shared.clone();
+        let Some(targets) = msg.param(0).filter(|t| !t.is_empty()) else {
+            self.reply(366, &["*", "End of /NAMES list"]);
+            return;
+        };
+        for target in targets.split(',').take(MAX_TARGETS) {
+            match room_of(target).and_then(|room| {
+                shared
+                    .hub
+                    .room_members(self.conn.member.id, Whither::Named(room))
+            }) {
+                Ok((name, members)) => {
+                    let nicks: Vec<String> = members.iter().map(|m| m.nick().to_string()).collect();
+                    let mut out = BytesMut::new();
+                    names_reply(
+                        &mut out,
+                        &self.server,
+                        self.me(),
+                        &channel(&name),
+                        &nicks,
+                        self.has("multi-prefix"),
+                    );
+                    self.send(out);
+                }
+                Err(_) => self.reply(366, &[target, "End of /NAMES list"]),
+            }
+        }
+    }
+
+    fn list(&mut self) {
+        let mut rooms = self.conn.shared.hub.rooms(Some(self.conn.member.id));
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        self.reply(321, &["Channel", "Users  Name"]);
+        for room in rooms.iter().filter(|r| r.members > 0) {
+            let topic = room.topic.as_ref().map_or("", |t| &*t.text);
+            self.reply(
+                322,
+                &[&channel(&room.name), &room.members.to_string(), topic],
+            );
+        }
+        self.reply(323, &["End of /LIST"]);
+    }
+
+    fn who(&mut self, msg: &Message<'_>) {
+        let mask = msg.param(0).unwrap_or("*");
+        let shared = self.conn.shared.clone();
+        let whox = msg.param(1).and_then(|f| f.strip_prefix('%'));
+        let (fields, token) = match whox {
+            Some(spec) => match spec.split_once(',') {
+                Some((fields, token)) => (Some(fields), Some(token)),
+                None => (Some(spec), None),
+            },
+            None => (None, None),
+        };
+        let (room, members): (Option<Arc<str>>, Vec<MemberInfo>) = if mask.starts_with('#') {
+            match room_of(mask).and_then(|room| {
+                shared
+                    .hub
+                    .room_members(self.conn.member.id, Whither::Named(room))
+            }) {
+                Ok((name, members)) => (Some(name), members),
+                Err(_) => (None, Vec::new()),
+            }
+        } else if let Some(found) = shared.hub.find(mask) {
+            let room = shared.hub.rooms_of(found.member.id).into_iter().next();
+            (room, vec![found])
+        } else {
+            (None, Vec::new())
+        };
+        let chan = room.as_deref().map_or_else(|| "*".to_owned(), channel);
+        for m in &members {
+            let flags = if m.away.is_some() { "G" } else { "H" };
+            let mut out = BytesMut::new();
+            let id = &m.identity;
+            match fields {
+                None => numeric(
+                    &mut out,
+                    &self.server,
+                    352,
+                    self.me(),
+                    &[
+                        &chan,
+                        &id.user,
+                        &id.host,
+                        &self.server,
+                        &id.nick,
+                        flags,
+                        &format!("0 {}", id.realname),
+                    ],
+                ),
+                Some(fields) => {
+                    let mut params: Vec<String> = Vec::new();
+                    for field in "tcuihsnfdlaor".chars().filter(|f| fields.contains(*f)) {
+                        params.push(match field {
+                            't' => token.unwrap_or("").to_owned(),
+                            'c' => chan.clone(),
+                            'u' => id.user.to_string(),
+                            'i' => m.member.addr.ip().to_canonical().to_string(),
+                            'h' => id.host.to_string(),
+                            's' => self.server.clone(),
+                            'n' => id.nick.to_string(),
+                            'f' => flags.to_owned(),
+                            'd' => "0".to_owned(),
+                            'l' => "0".to_owned(),
+                            'a' => "0".to_owned(),
+                            'o' => "n/a".to_owned(),
+                            _ => id.realname.to_string(),
+                        });
+                    }
+                    // Only the last parameter may be empty or spaced.
+                    let last = params.len().saturating_sub(1);
+                    for (i, p) in params.iter_mut().enumerate() {
+                        if i < last && (p.is_empty() || p.contains(' ') || p.starts_with(':')) {
+                            *p = "*".to_owned();
+                        }
+                    }
+                    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+                    numeric(&mut out, &self.server, 354, self.me(), &params);
+                }
+            }
+            self.send(out);
+        }
+        self.reply(315, &[mask, "End of WHO list"]);
+    }
+
+    fn whois(&mut self, msg: &Message<'_>) {
+        let Some(nick) = msg.params.last().copied().filter(|n| !n.is_empty()) else {
+            self.reply(431, &["No nickname given"]);
+            return;
+        };
+        let shared = self.conn.shared.clone();
+        let Some(found) = shared.hub.find(nick) else {
+            self.reply(401, &[nick, "No such nick/channel"]);
+            self.reply(318, &[nick, "End of /WHOIS list"]);
+            return;
+        };
+        let id = &found.identity;
+        self.reply(311, &[&id.nick, &id.user, &id.host, "*", &id.realname]);
+        let rooms: Vec<String> = shared
+            .hub
+            .rooms_of(found.member.id)
+            .iter()
+            .map(|r| channel(r))
+            .collect();
+        if !rooms.is_empty() {
+            self.reply(319, &[&id.nick, &rooms.join(" ")]);
+        }
+        self.reply(312, &[&id.nick, &self.server.clone(), "linechat"]);
+        if let Some(away) = &found.away {
+            self.reply(301, &[&id.nick, away]);
+        }
+        let protocol = found.member.kind.protocol;
+        self.reply(320, &[&id.nick, &format!("is connected over {protocol}")]);
+        let idle = found
+            .member
+            .stats
+            .connected_at
+            .elapsed()
+            .as_secs()
+            .to_string();
+        let signon =
+            unix(SystemTime::now() - found.member.stats.connected_at.elapsed()).to_string();
+        self.reply(
+            317,
+            &[&id.nick, &idle, &signon, "seconds idle, signon time"],
+        );
+        self.reply(318, &[&id.nick, "End of /WHOIS list"]);
+    }
+
+    fn mode(&mut self, msg: &Message<'_>) {
+        let Some(target) = msg.param(0) else {
+            self.reply(461, &["MODE", "Not enough parameters"]);
+            return;
+        };
+        let shared = self.conn.shared.clone();
+        if target.starts_with('#') {
+            let Ok((name, _)) = room_of(target)
+                .and_then(|room| shared.hub.topic(self.conn.member.id, Whither::Named(room)))
+            else {
+                self.reply(403, &[target, "No such channel"]);
+                return;
+            };
+            let name = channel(&name);
+            match msg.param(1) {
+                None => {
+                    self.reply(324, &[&name, "+n"]);
+                    let created = shared
+                        .hub
+                        .rooms(None)
+                        .iter()
+                        .find(|r| channel(&r.name) == name)
+                        .map_or(0, |_| unix(shared.metrics.started));
+                    self.reply(329, &[&name, &created.to_string()]);
+                }
+                Some("b" | "+b") if msg.params.len() == 2 => {
+                    self.reply(368, &[&name, "End of channel ban list"])
+                }
+                Some(_) => self.reply(
+                    482,
+                    &[
+                        &name,
+                        "You're not channel operator (rooms have no operators yet)",
+                    ],
+                ),
+            }
+            return;
+        }
+        if !self.me().eq_ignore_ascii_case(target) {
+            if shared.hub.find(target).is_some() {
+                self.reply(502, &["Can't change mode for other users"]);
+            } else {
+                self.reply(401, &[target, "No such nick/channel"]);
+            }
+            return;
+        }
+        match msg.param(1) {
+            None => self.reply(221, &[if self.invisible { "+i" } else { "+" }]),
+            Some(change) => {
+                let mut on = true;
+                let mut applied = String::new();
+                for c in change.chars() {
+                    match c {
+                        '+' => on = true,
+                        '-' => on = false,
+                        'i' if on != self.invisible => {
+                            self.invisible = on;
+                            applied.push(if on { '+' } else { '-' });
+                            applied.push('i');
+                        }
+                        'i' => {}
+                        _ => {
+                            self.reply(501, &["Unknown MODE flag"]);
+                            return;
+                        }
+                    }
+                }
+                if !applied.is_empty() {
+                    let me = self.me().to_owned();
+                    let mut out = BytesMut::new();
+                    write(&mut out, &[], Some(&me), "MODE", &[&me, &applied]);
+                    self.send(out);
+                }
+            }
+        }
+    }
+
+    fn kick(&mut self, msg: &Message<'_>) {
+        let (Some(target), Some(_)) = (msg.param(0), msg.param(1)) else {
+            self.reply(461, &["KICK", "Not enough parameters"]);
+            return;
+        };
+        let shared = self.conn.shared.clone();
+        match room_of(target)
+            .and_then(|room| shared.hub.topic(self.conn.member.id, Whither::Named(room)))
+        {
+            Ok(_) => self.reply(
+                482,
+                &[
+                    target,
+                    "You're not channel operator (rooms have no operators yet)",
+                ],
+            ),
+            Err(_) => self.reply(403, &[target, "No such channel"]),
+        }
+    }
+
+    fn away(&mut self, msg: &Message<'_>) {
+        let message = msg
+            .param(0)
+            .filter(|m| !m.is_empty())
+            .map(|m| m.chars().take(AWAYLEN).collect::<String>());
+        self.conn
+            .shared
+            .hub
+            .set_away(self.conn.member.id, message.as_deref());
+        match message {
+            Some(_) => self.reply(306, &["You have been marked as being away"]),
+            None => self.reply(305, &["You are no longer marked as being away"]),
+        }
+    }
+
+    /// `CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN #chan …`, served from the room's
+    /// history (the same as `/history`), in a `chathistory` batch when the client has `batch`.
+    fn chathistory(&mut self, msg: &Message<'_>) {
+        let sub = msg.param(0).unwrap_or("").to_ascii_uppercase();
+        let Some(target) = msg.param(1) else {
+            self.server_line(
+                "FAIL",
+                &["CHATHISTORY", "INVALID_PARAMS", "Missing parameters"],
+            );
+            return;
+        };
+        if sub == "TARGETS" {
+            self.batch("draft/chathistory-targets", None, &[]);
+            return;
+        }
+        let shared = self.conn.shared.clone();
+        let Ok((name, mut events)) = room_of(target).and_then(|room| {
+            let retain = shared.hub.settings().retain;
+            shared
+                .hub
+                .history(self.conn.member.id, Whither::Named(room), retain)
+        }) else {
+            self.server_line(
+                "FAIL",
+                &["CHATHISTORY", "INVALID_TARGET", target, "No such channel"],
+            );
+            return;
+        };
+        events.reverse(); // oldest first
+        let limit_at = |i: usize| {
+            msg.param(i)
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(CHATHISTORY_LIMIT)
+                .min(CHATHISTORY_LIMIT)
+        };
+        let position = |selector: Option<&str>| -> Option<Result<u64, SystemTime>> {
+            let selector = selector?;
+            if let Some(id) = selector.strip_prefix("msgid=") {
+                return id.parse().ok().map(Ok);
+            }
+            let at = selector.strip_prefix("timestamp=")?;
+            let at =
+                OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+            Some(Err(SystemTime::from(at)))
+        };
+        let before = |e: &Arc<Event>, p: &Result<u64, SystemTime>| match p {
+            Ok(id) => e.id < *id,
+            Err(at) => e.at < *at,
+        };
+        let after = |e: &Arc<Event>, p: &Result<u64, SystemTime>| match p {
+            Ok(id) => e.id > *id,
+            Err(at) => e.at > *at,
+        };
+        let selected: Vec<Arc<Event>> = match sub.as_str() {
+            "LATEST" => {
+                let limit = limit_at(3);
+                let from = position(msg.param(2).filter(|s| *s != "*"));
+                let newer: Vec<_> = events
+                    .into_iter()
+                    .filter(|e| from.as_ref().is_none_or(|p| after(e, p)))
+                    .collect();
+                let skip = newer.len().saturating_sub(limit);
+                newer.into_iter().skip(skip).collect()
+            }
+            "BEFORE" => {
+                let (Some(p), limit) = (position(msg.param(2)), limit_at(3)) else {
+                    return self.invalid_history();
+                };
+                let older: Vec<_> = events.into_iter().filter(|e| before(e, &p)).collect();
+                let skip = older.len().saturating_sub(limit);
+                older.into_iter().skip(skip).collect()
+            }
+            "AFTER" => {
+                let (Some(p), limit) = (position(msg.param(2)), limit_at(3)) else {
+                    return self.invalid_history();
+                };
+                events
+                    .into_iter()
+                    .filter(|e| after(e, &p))
+                    .take(limit)
+                    .collect()
+            }
+            "AROUND" => {
+                let (Some(p), limit) = (position(msg.param(2)), limit_at(3)) else {
+                    return self.invalid_history();
+                };
+                let centre = events
+                    .iter()
+                    .position(|e| !before(e, &p))
+                    .unwrap_or(events.len());
+                let start = centre.saturating_sub(limit / 2);
+                events.into_iter().skip(start).take(limit).collect()
+            }
+            "BETWEEN" => {
+                let (Some(a), Some(b), limit) =
+                    (position(msg.param(2)), position(msg.param(3)), limit_at(4))
+                else {
+                    return self.invalid_history();
+                };
+                events
+                    .into_iter()
+                    .filter(|e| (after(e, &a) && before(e, &b)) || (after(e, &b) && before(e, &a)))
+                    .take(limit)
+                    .collect()
+            }
+            _ => {
+                self.server_line(
+                    "FAIL",
+                    &["CHATHISTORY", "INVALID_PARAMS", &sub, "Unknown subcommand"],
+                );
+                return;
+            }
+        };
+        self.batch("chathistory", Some(&channel(&name)), &selected);
+    }
+
+    fn invalid_history(&self) {
+        self.server_line(
+            "FAIL",
+            &[
+                "CHATHISTORY",
+                "INVALID_PARAMS",
+                "Expected msgid=ID or timestamp=TIME and a limit",
+            ],
+        );
+    }
+
+    /// Sends `events` inside a batch of `kind` when the client has `batch`, else plainly.
+    fn batch(&mut self, kind: &str, target: Option<&str>, events: &[Arc<Event>]) {
+        let mut out = BytesMut::new();
+        let batched = self.has("batch");
+        self.next_batch += 1;
+        let id = format!("h{}", self.next_batch);
+        if batched {
+            let mut params = vec![format!("+{id}"), kind.to_owned()];
+            params.extend(target.map(str::to_owned));
+            let params: Vec<&str> = params.iter().map(String::as_str).collect();
+            write(&mut out, &[], Some(&self.server), "BATCH", &params);
+        }
+        let tag = [Tag::new("batch", id.as_str())];
+        let extra: &[Tag<'_>] = if batched { &tag } else { &[] };
+        for event in events {
+            write_event(&mut out, event, self.tagged() || batched, extra);
+        }
+        if batched {
+            write(
+                &mut out,
+                &[],
+                Some(&self.server),
+                "BATCH",
+                &[&format!("-{id}")],
+            );
+        }
+        self.send(out);
+    }
+}
+
+/// The room a channel name names: `#dev` is `dev`; a name without `#` is no channel.
+fn room_of(target: &str) -> Result<&str, RoomError> {
+    target
+        .strip_prefix('#')
+        .map(|_| target)
+        .ok_or(RoomError::InvalidName)
+}
+
+/// 353 lines of at most ~400 bytes each, then 366.
+fn names_reply(
+    out: &mut BytesMut,
+    server: &str,
+    me: &str,
+    chan: &str,
+    nicks: &[String],
+    _multi: bool,
+) {
+    let mut line = String::new();
+    for nick in nicks {
+        if line.len() + nick.len() > 400 {
+            numeric(out, server, 353, me, &["=", chan, &line]);
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(nick);
+    }
+    if !line.is_empty() {
+        numeric(out, server, 353, me, &["=", chan, &line]);
+    }
+    numeric(out, server, 366, me, &[chan, "End of /NAMES list"]);
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
