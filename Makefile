@@ -1,6 +1,6 @@
 # For people used to the original server's `make run`. Cargo does the work.
 
-.PHONY: run test bench check faults fuzz soak
+.PHONY: run test bench check faults fuzz soak irctest
 
 run:
 	cargo run --release
@@ -31,3 +31,8 @@ fuzz:
 # The long soak (default 10 min, 2000 clients).
 soak:
 	scripts/faults/soak.sh
+
+# The irctest IRC conformance subset against linechat's IRC listener (IRCTEST_SERVER=ngircd for
+# the baseline). See docs/irctest-notes.md.
+irctest:
+	scripts/irctest.sh
