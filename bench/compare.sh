@@ -1,36 +1,52 @@
 #!/usr/bin/env bash
-# bench/compare.sh: linechat vs Redis pub/sub vs NATS, on loopback, same workload, same machine.
+# bench/compare.sh: linechat against other servers, on loopback, same workload, same machine.
 #
 # For every scenario and repetition it starts a FRESH server of each kind (interleaved:
 # linechat, redis, nats, linechat, redis, nats, ...), runs linechat-bench against it with
-# --server-pid and --json, stops exactly that server by its PID, and at the end writes the
-# medians over the repetitions to BENCHMARKS.md at the repository root.
+# --server-pid and --json, stops exactly that server by its PID, and at the end prints a
+# report of the medians over the repetitions. RECORD=1 also writes it to BENCHMARKS.md.
 #
-# Usage: bench/compare.sh            (all scenarios, 3 repetitions, 10 s each)
+# Usage: bench/compare.sh            (all scenarios, 3 repetitions, 10 s each; prints the report)
+#        RECORD=1 bench/compare.sh   (the same, and writes <repo>/BENCHMARKS.md)
+#        SERVERS="linechat-irc ngircd inspircd linechat-mixed" SCENARIOS="S1 S2 S3" bench/compare.sh
 # Environment overrides:
 #   SCENARIOS="S1 S2"   which scenarios (S1 room, S2 saturate, S3 crowd, S4 idle)
 #   REPS=1              repetitions per scenario and server
 #   DURATION=3          measured seconds per run
-#   SERVERS="linechat redis nats"   which servers
-#   OUT=path            report file (default <repo>/BENCHMARKS.md)
+#   SERVERS="linechat redis nats"   which servers; the first is the one the ratios are about.
+#                       linechat, redis, nats: the line protocol, Redis pub/sub, NATS.
+#                       linechat-irc, ngircd, inspircd: IRC (linechat via --listen irc://).
+#                       linechat-mixed: one linechat room, half line-protocol, half IRC clients.
+#   RECORD=1            write the report to <repo>/BENCHMARKS.md (otherwise it is only printed
+#                       and kept in the results directory)
+#   OUT=path            write the report here instead (default <results>/report.md, or
+#                       BENCHMARKS.md with RECORD=1)
 #   RESULTS=dir         where the JSON of every run goes (default target/bench-results/<time>)
-#   BASE_PORT=17000     first loopback port used (one new port per run)
+#   BASE_PORT=17000     first loopback port used (one or two new ports per run)
 #   SKIP_BUILD=1        do not run cargo build --release
-#   LINECHAT_BIN=...  BENCH_BIN=...   binaries (default target/release/linechat[-bench])
+#   LINECHAT_BIN=...  BENCH_BIN=...   binaries (default <target dir>/release/linechat[-bench])
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
 SERVERS=${SERVERS:-"linechat redis nats"}
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
-OUT=${OUT:-$ROOT/BENCHMARKS.md}
-RESULTS=${RESULTS:-$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+RECORD=${RECORD:-0}
+RESULTS=${RESULTS:-$TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+OUT=${OUT:-}
+if [[ -z $OUT ]]; then
+    if [[ $RECORD == 1 ]]; then OUT=$ROOT/BENCHMARKS.md; else OUT=$RESULTS/report.md; fi
+fi
 BASE_PORT=${BASE_PORT:-17000}
 SKIP_BUILD=${SKIP_BUILD:-0}
-LINECHAT_BIN=${LINECHAT_BIN:-$ROOT/target/release/linechat}
-BENCH_BIN=${BENCH_BIN:-$ROOT/target/release/linechat-bench}
+LINECHAT_BIN=${LINECHAT_BIN:-$TARGET_DIR/release/linechat}
+BENCH_BIN=${BENCH_BIN:-$TARGET_DIR/release/linechat-bench}
 MSG_SIZE=64
+# The IRC peers' operator block; the bench OPERs its senders with it (see irc_bench_args).
+OPER_NAME=bench
+OPER_PASS=benchpass
 export PATH="$PATH:/usr/sbin:/sbin"
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
@@ -42,12 +58,15 @@ awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must
 for s in $SCENARIOS; do
     case $s in S1 | S2 | S3 | S4) ;; *) die "unknown scenario $s (use S1 S2 S3 S4)" ;; esac
 done
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed"
 for s in $SERVERS; do
-    case $s in linechat | redis | nats) ;; *) die "unknown server $s (use linechat redis nats)" ;; esac
+    [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
+has_server() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 # --- cleanup: stop only the server this script started, by its PID ---------------------------
 SERVER_PID=""
+CONF_DIR=$(mktemp -d "${TMPDIR:-/tmp}/linechat-compare.XXXXXX")
 stop_server() {
     local pid=$SERVER_PID
     SERVER_PID=""
@@ -65,32 +84,32 @@ stop_server() {
     fi
     wait "$pid" 2>/dev/null || true
 }
-trap 'stop_server' EXIT
+trap 'stop_server; rm -rf "$CONF_DIR"' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # --- tools ------------------------------------------------------------------------------------
-need_redis=0
-need_nats=0
-[[ " $SERVERS " == *" redis "* ]] && ! command -v redis-server >/dev/null && need_redis=1
-[[ " $SERVERS " == *" nats "* ]] && ! command -v nats-server >/dev/null && need_nats=1
-if ((need_redis || need_nats)); then
-    pkgs=()
-    ((need_redis)) && pkgs+=(redis-server)
-    ((need_nats)) && pkgs+=(nats-server)
+pkgs=()
+has_server redis && ! command -v redis-server >/dev/null && pkgs+=(redis-server)
+has_server nats && ! command -v nats-server >/dev/null && pkgs+=(nats-server)
+has_server ngircd && ! command -v ngircd >/dev/null && pkgs+=(ngircd)
+has_server inspircd && ! command -v inspircd >/dev/null && pkgs+=(inspircd)
+if ((${#pkgs[@]})); then
     SUDO=""
     [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     log "installing ${pkgs[*]} with apt-get"
     $SUDO apt-get update -qq
+    # Where policy allows it, a package's postinst starts its own daemon on its default port;
+    # the runs use ports from BASE_PORT on, so such a daemon is left alone.
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 command -v python3 >/dev/null || die "python3 is needed to write the report"
 
 if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release)
+    log "cargo build --release --bins"
+    (cd "$ROOT" && cargo build --release --bins)
 fi
 [[ -x $BENCH_BIN ]] || die "no bench binary at $BENCH_BIN"
-if [[ " $SERVERS " == *" linechat "* ]]; then
+if has_server linechat || has_server linechat-irc || has_server linechat-mixed; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
 fi
 
@@ -127,31 +146,124 @@ port_listening() { # is 127.0.0.1:$1 in LISTEN state?
     grep -qi "^ *[0-9]*: 0100007F:$hex 00000000:0000 0A" /proc/net/tcp
 }
 
-server_cmd() { # $1 server, $2 port -> prints the command line
+# The IRC peers, configured as generously as they allow. What they cannot turn off is in
+# BENCHMARKS.md ("IRC peers").
+write_ngircd_conf() { # $1 port, $2 file
+    cat >"$2" <<CONF
+[Global]
+    Name = bench.ngircd.local
+    Info = linechat-bench peer
+    AdminInfo1 = linechat-bench
+    AdminEMail = bench@localhost
+    Listen = 127.0.0.1
+    Ports = $1
+    MotdPhrase = linechat-bench
+[Limits]
+    MaxConnections = 0
+    MaxConnectionsIP = 0
+    MaxJoins = 0
+    MaxNickLength = 30
+    # 0 turns the penalty time off; users still get at most 3 commands per loop, 10 with +F.
+    MaxPenaltyTime = 0
+    PingTimeout = 600
+    PongTimeout = 120
+[Options]
+    DNS = no
+    Ident = no
+    PAM = no
+    RequireAuthPing = no
+[Operator]
+    Name = $OPER_NAME
+    Password = $OPER_PASS
+CONF
+}
+
+write_inspircd_conf() { # $1 port, $2 file, $3 its directory
+    cat >"$2" <<CONF
+<config format="xml">
+<server name="bench.inspircd.local" description="linechat-bench peer" network="bench">
+<admin name="bench" nick="bench" email="bench@localhost">
+<bind address="127.0.0.1" port="$1" type="clients">
+<path configdir="$3" datadir="$3" logdir="$3">
+<pid file="$3/inspircd.pid">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$3/inspircd.log">
+<dns server="127.0.0.1" timeout="1">
+<connect name="bench" allow="*" maxchans="100" timeout="60" pingfreq="600"
+         hardsendq="64M" softsendq="64M" recvq="16M"
+         threshold="1000000000" commandrate="1000000000" fakelag="no"
+         localmax="100000" globalmax="100000" maxconnwarn="no" limit="100000"
+         resolvehostnames="no" useident="no">
+<performance netbuffersize="65536" somaxconn="4096" softlimit="100000"
+             clonesonconnect="no" quietbursts="yes">
+<channels users="100" opers="100">
+<class name="bench" commands="*" usermodes="*" chanmodes="*"
+       privs="users/flood/no-throttle users/flood/increased-buffers users/flood/no-fakelag">
+<type name="bench" classes="bench">
+<oper name="$OPER_NAME" password="$OPER_PASS" host="*@*" type="bench">
+CONF
+}
+
+# $1 server, $2 port, $3 second port (the IRC listener of linechat-mixed) -> the command line
+server_cmd() {
+    local conf=$CONF_DIR/$1-$2
     case $1 in
     linechat) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000" ;;
     # maxclients: Redis' default of 10000 would refuse part of S4.
     redis) echo "redis-server --port $2 --bind 127.0.0.1 --save '' --appendonly no --maxclients 20000" ;;
     nats) echo "nats-server -a 127.0.0.1 -p $2" ;;
+    linechat-irc) echo "$LINECHAT_BIN --rate-limit 0 --listen irc://127.0.0.1:$2 --max-clients 20000" ;;
+    linechat-mixed) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --listen irc://127.0.0.1:$3 --max-clients 20000" ;;
+    ngircd) echo "ngircd --nodaemon --config $conf/ngircd.conf" ;;
+    inspircd) echo "inspircd --nofork --runasroot --config $conf/inspircd.conf" ;;
     esac
 }
 
-start_server() { # $1 server, $2 port, $3 log file; sets SERVER_PID
+# $1 server, $2 port, $3 second port -> linechat-bench's protocol arguments
+bench_proto_args() {
     case $1 in
-    linechat) "$LINECHAT_BIN" --rate-limit 0 --listen "127.0.0.1:$2" --max-clients 20000 >"$3" 2>&1 &
-        ;;
-    redis) redis-server --port "$2" --bind 127.0.0.1 --save '' --appendonly no --maxclients 20000 >"$3" 2>&1 &
-        ;;
-    nats) nats-server -a 127.0.0.1 -p "$2" >"$3" 2>&1 & ;;
+    linechat | redis | nats) echo "--proto $1" ;;
+    linechat-irc) echo "--proto irc" ;;
+    linechat-mixed) echo "--proto mixed --irc-addr 127.0.0.1:$3" ;;
+    # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
+    # backlog of 10 and accepts one connection per loop pass: more connects at once overflow
+    # the backlog, and the dropped SYNs cost seconds of retries (setup only, not measured).
+    ngircd) echo "--proto irc --irc-oper $OPER_NAME:$OPER_PASS --irc-sender-modes +F --connect-concurrency 8" ;;
+    # The operator class has the no-throttle, no-fakelag and increased-buffers privileges.
+    inspircd) echo "--proto irc --irc-oper $OPER_NAME:$OPER_PASS" ;;
     esac
+}
+
+server_version() {
+    case $1 in
+    linechat | linechat-irc | linechat-mixed) "$LINECHAT_BIN" --version 2>/dev/null | head -n1 ;;
+    redis) redis-server --version 2>/dev/null | head -n1 ;;
+    nats) nats-server --version 2>/dev/null | head -n1 ;;
+    ngircd) ngircd --version 2>/dev/null | head -n1 ;;
+    inspircd) inspircd --version 2>/dev/null | head -n1 ;;
+    esac
+}
+
+start_server() { # $1 server, $2 port, $3 second port, $4 log file; sets SERVER_PID
+    local conf=$CONF_DIR/$1-$2 cmd
+    mkdir -p "$conf"
+    case $1 in
+    ngircd) write_ngircd_conf "$2" "$conf/ngircd.conf" ;;
+    inspircd) write_inspircd_conf "$2" "$conf/inspircd.conf" "$conf" ;;
+    esac
+    cmd=$(server_cmd "$1" "$2" "$3")
+    # eval for redis's '' (an empty argument); exec so that $! is the server itself, the PID
+    # the bench measures and stop_server signals.
+    eval "exec $cmd" >"$4" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
-        port_listening "$2" && return 0
+        if port_listening "$2" && { [[ $1 != linechat-mixed ]] || port_listening "$3"; }; then
+            return 0
+        fi
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
     log "$1 did not start listening on 127.0.0.1:$2; its log:"
-    tail -n 20 "$3" >&2 || true
+    tail -n 20 "$4" >&2 || true
     stop_server
     return 1
 }
@@ -165,18 +277,21 @@ for sc in $SCENARIOS; do
         for srv in $SERVERS; do
             run_no=$((run_no + 1))
             port=$((port + 1))
+            port2=$((port + 1)) # linechat-mixed's IRC listener
             base="$RESULTS/$sc-$srv-$rep"
             log "run $run_no/$total: $sc $srv rep $rep (port $port)"
-            if ! start_server "$srv" "$port" "$base.server.log"; then
+            if ! start_server "$srv" "$port" "$port2" "$base.server.log"; then
                 echo "{\"failed\": \"server did not start\"}" >"$base.json"
                 continue
             fi
             pid=$SERVER_PID
             # shellcheck disable=SC2207
             args=($(scenario_args "$sc"))
-            bench=("$BENCH_BIN" --addr "127.0.0.1:$port" --proto "$srv" "${args[@]}"
+            # shellcheck disable=SC2207
+            pargs=($(bench_proto_args "$srv" "$port" "$port2"))
+            bench=("$BENCH_BIN" --addr "127.0.0.1:$port" "${pargs[@]}" "${args[@]}"
                 --msg-size "$MSG_SIZE" --duration "$DURATION" --server-pid "$pid" --json)
-            echo "$sc $srv rep $rep: $(server_cmd "$srv" "$port")" >>"$RESULTS/commands.txt"
+            echo "$sc $srv rep $rep: $(server_cmd "$srv" "$port" "$port2")" >>"$RESULTS/commands.txt"
             echo "$sc $srv rep $rep: ${bench[*]}" >>"$RESULTS/commands.txt"
             # Bounded: duration + warmup/drain/setup allowance.
             limit=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 240 }')
@@ -191,6 +306,7 @@ for sc in $SCENARIOS; do
                 log "warning: $srv (pid $pid) was no longer running after the bench"
             fi
             stop_server
+            [[ $srv == linechat-mixed ]] && port=$port2
             sleep 1
         done
     done
@@ -205,25 +321,32 @@ if [[ $commit != unknown ]] && [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/
 fi
 versions=""
 for srv in $SERVERS; do
-    case $srv in
-    linechat) v=$("$LINECHAT_BIN" --version 2>/dev/null | head -n1 || true) ;;
-    redis) v=$(redis-server --version 2>/dev/null | head -n1 || true) ;;
-    nats) v=$(nats-server --version 2>/dev/null | head -n1 || true) ;;
-    esac
+    v=$(server_version "$srv" || true)
     versions+="$srv=${v:-unknown};"
 done
-scen_meta=""
+: >"$RESULTS/meta.tsv"
 for sc in $SCENARIOS; do
-    scen_meta+="$sc|$(scenario_title "$sc")|$(scenario_args "$sc")|$(server_cmd linechat PORT)|$(server_cmd redis PORT)|$(server_cmd nats PORT);"
+    for srv in $SERVERS; do
+        printf '%s\t%s\t%s\t%s\t%s\n' "$sc" "$(scenario_title "$sc")" "$srv" \
+            "$(server_cmd "$srv" PORT IRCPORT)" \
+            "linechat-bench --addr 127.0.0.1:PORT $(bench_proto_args "$srv" PORT IRCPORT) $(scenario_args "$sc") --msg-size $MSG_SIZE --duration $DURATION --server-pid PID --json" \
+            >>"$RESULTS/meta.tsv"
+    done
+done
+# Keep the generated peer configurations with the results (the temporary directory goes).
+for f in "$CONF_DIR"/*/*.conf; do
+    [[ -e $f ]] || continue
+    cp "$f" "$RESULTS/$(basename "$(dirname "$f")").conf"
 done
 
 export R_SCENARIOS="$SCENARIOS" R_SERVERS="$SERVERS" R_REPS="$REPS" R_DURATION="$DURATION"
-export R_META="$scen_meta" R_VERSIONS="$versions" R_COMMIT="$commit" R_CPU="$cpu_model"
+export R_VERSIONS="$versions" R_COMMIT="$commit" R_CPU="$cpu_model" R_ROOT="$ROOT" R_CONF_DIR="$CONF_DIR"
 R_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 R_NPROC=$(nproc)
 R_MEM=$(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)
 R_KERNEL=$(uname -srm)
 export R_DATE R_NPROC R_MEM R_KERNEL
+mkdir -p "$(dirname "$OUT")"
 python3 - "$RESULTS" "$OUT" <<'PY'
 import json, os, statistics, sys
 
@@ -234,10 +357,18 @@ servers = E["R_SERVERS"].split()
 reps = int(E["R_REPS"])
 duration = E["R_DURATION"]
 meta = {}
-for part in E["R_META"].split(";"):
-    if part:
-        sc, title, args, lc, rd, nt = part.split("|")
-        meta[sc] = dict(title=title, args=args, cmds=dict(linechat=lc, redis=rd, nats=nt))
+with open(os.path.join(results, "meta.tsv")) as f:
+    for row in f:
+        sc, title, srv, server_cmd, bench_cmd = row.rstrip("\n").split("\t")
+        m = meta.setdefault(sc, dict(title=title, cmds={}, bench={}))
+        m["cmds"][srv] = server_cmd.replace(E["R_CONF_DIR"] + "/", "$TMP/")
+        m["bench"][srv] = bench_cmd
+base = servers[0]
+default_servers = servers == ["linechat", "redis", "nats"]
+irc_servers = [s for s in servers if s in ("linechat-irc", "ngircd", "inspircd", "linechat-mixed")]
+LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
+         "linechat-irc": "linechat's IRC listener", "ngircd": "ngIRCd", "inspircd": "InspIRCd",
+         "linechat-mixed": "linechat with half its clients on IRC"}
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):
@@ -299,8 +430,13 @@ L = []
 w = L.append
 w("# linechat benchmarks")
 w("")
-w("Produced by `bench/compare.sh`: linechat against Redis pub/sub and NATS, each a fresh server on a")
-w("loopback port, driven by `linechat-bench` with the same workload. Medians over the repetitions.")
+if default_servers:
+    w("Produced by `bench/compare.sh`: linechat against Redis pub/sub and NATS, each a fresh server on a")
+    w("loopback port, driven by `linechat-bench` with the same workload. Medians over the repetitions.")
+else:
+    labels = [LABEL[s] for s in servers]
+    w(f"Produced by `bench/compare.sh`: {labels[0]} against {', '.join(labels[1:]) or 'nothing else'}, each a fresh")
+    w("server on a loopback port, driven by `linechat-bench` with the same workload. Medians over the repetitions.")
 w("")
 w("## Machine and run")
 w("")
@@ -310,15 +446,25 @@ w(f"- Machine: {E['R_NPROC']} cores, {E['R_CPU']}, {E['R_MEM']}")
 w(f"- Kernel: {E['R_KERNEL']}")
 w(f"- Servers: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 w(f"- Repetitions: {reps} per scenario and server, interleaved ({', '.join(servers)}, {', '.join(servers)}, …); {duration} s measured per run after 1 s warmup; 64-byte payloads")
-w(f"- Raw results and exact per-run command lines: `{os.path.relpath(results, os.path.dirname(os.path.abspath(out)))}`")
+what = "Raw results and exact per-run command lines" if default_servers else "Raw results, generated server configurations and exact per-run command lines"
+w(f"- {what}: `{os.path.relpath(results, E['R_ROOT'])}`")
 w("")
 w("### How to read it")
 w("")
-w("- **Expected deliveries**: each message should reach every other connected client, N-1 per message, for")
-w("  all three servers. linechat relays to all other clients and does not echo; NATS clients subscribe to one")
-w("  subject and publish on the same connection with `echo:false`; Redis subscribers cannot publish, so each")
-w("  sender publishes on a separate connection and its own subscriber's copy is discarded (so Redis does N")
-w("  deliveries per message, one more than the others).")
+if any(s in servers for s in ("linechat", "redis", "nats")):
+    w("- **Expected deliveries**: each message should reach every other connected client, N-1 per message, for")
+    w("  all three servers. linechat relays to all other clients and does not echo; NATS clients subscribe to one")
+    w("  subject and publish on the same connection with `echo:false`; Redis subscribers cannot publish, so each")
+    w("  sender publishes on a separate connection and its own subscriber's copy is discarded (so Redis does N")
+    w("  deliveries per message, one more than the others).")
+if irc_servers:
+    w("- **IRC**: every client registers (NICK/USER), JOINs `#lobby` and sends `PRIVMSG #lobby`; IRC servers do")
+    w("  not echo a PRIVMSG to its sender, so N-1 deliveries per message. Senders are operators on ngIRCd (user")
+    w("  mode +F: no command throttling) and InspIRCd (an oper class with no-throttle, no-fakelag and")
+    w("  increased-buffers); what the peers cannot turn off is listed under \"IRC peers\" below.")
+if "linechat-mixed" in servers:
+    w("- **linechat-mixed**: one linechat server, one room; even clients use the line protocol (as netcat does),")
+    w("  odd ones IRC, so half the senders and half the receivers are on each side.")
 w("- **deliveries/s**: deliveries of messages sent in the measured interval, per second.")
 w("- **deliv/CPU-s**: those deliveries per second of server CPU time (utime+stime from /proc) in the")
 w("  measured interval: efficiency, independent of how much CPU the bench took.")
@@ -334,13 +480,15 @@ for sc in scenarios:
     m = meta[sc]
     w(f"## {m['title']}")
     w("")
-    w("Commands (PORT is a fresh loopback port per run, PID the server's PID):")
+    extra = ", IRCPORT the next one (linechat-mixed's IRC listener)" if "linechat-mixed" in servers else ""
+    tmp = ", $TMP the run's temporary directory of generated configurations" if any(s in servers for s in ("ngircd", "inspircd")) else ""
+    w(f"Commands (PORT is a fresh loopback port per run, PID the server's PID{extra}{tmp}):")
     w("")
     w("```")
     for srv in servers:
         w(m["cmds"][srv])
     for srv in servers:
-        w(f"linechat-bench --addr 127.0.0.1:PORT --proto {srv} {m['args']} --msg-size 64 --duration {duration} --server-pid PID --json")
+        w(m["bench"][srv])
     w("```")
     w("")
     data = {srv: load(sc, srv) for srv in servers}
@@ -370,14 +518,14 @@ for sc in scenarios:
                    ("p99 latency", "latency_us.p99", False),
                    ("peak RSS", "server.vm_hwm_kib", False)]
     w("")
-    others = [s for s in servers if s != "linechat"]
-    if "linechat" in servers and others:
-        w("Ratios, linechat ÷ other (medians):")
+    others = [s for s in servers if s != base]
+    if others:
+        w(f"Ratios, {base} ÷ other (medians):")
         w("")
-        w("| metric | better | " + " | ".join(f"linechat vs {o}" for o in others) + " |")
+        w("| metric | better | " + " | ".join(f"{base} vs {o}" for o in others) + " |")
         w("|---|---|" + "---|" * len(others))
         for name, key, hb in metrics:
-            lc = med(data["linechat"], key)
+            lc = med(data[base], key)
             w(f"| {name} | {'higher' if hb else 'lower'} | " + " | ".join(ratio(lc, med(data[o], key)) for o in others) + " |")
         w("")
     notes = []
@@ -394,8 +542,34 @@ for sc in scenarios:
             w(f"- {n}")
         w("")
 
+
+if "ngircd" in servers or "inspircd" in servers:
+    w("## IRC peers: what could not be turned off")
+    w("")
+    w("Each is configured as generously as it allows (the generated files are in the results directory).")
+    w("")
+    if "ngircd" in servers:
+        w("- **ngIRCd**: `MaxPenaltyTime = 0` (no penalty time below 10 s), `MaxConnectionsIP = 0`,")
+        w("  `MaxConnections = 0`, DNS, ident and PAM off; senders OPER and set user mode +F. Compiled in and")
+        w("  not configurable: a user's write buffer of 32 KiB (a client whose unsent output would pass it is")
+        w("  disconnected, \"Write buffer space exhausted\"), a read buffer of 2 KiB per connection, and at most")
+        w("  10 commands per connection per main-loop pass for +F users (3 for others; the penalty that")
+        w("  would follow is 0 s with MaxPenaltyTime = 0), and a listen backlog of 10 with one accept per")
+        w("  loop pass (so the bench connects 8 at a time to it). One thread.")
+    if "inspircd" in servers:
+        w("- **InspIRCd**: one connect class with `commandrate` and `threshold` at 10^9, `fakelag=\"no\"`,")
+        w("  `localmax`/`globalmax`/`limit` 100000, `hardsendq`/`softsendq` 64 MiB, `recvq` 16 MiB, no DNS or")
+        w("  ident; senders OPER into a class with `users/flood/no-throttle`, `no-fakelag` and")
+        w("  `increased-buffers`. Not configurable away: the per-user penalty accounting itself (it runs, with")
+        w("  limits too high to reach), sendq limits as such (set high, not off), and a single thread.")
+    w("")
 with open(out, "w") as f:
     f.write("\n".join(L).rstrip() + "\n")
 print(f"wrote {out}", file=sys.stderr)
 PY
-log "results in $RESULTS; report in $OUT"
+if [[ $RECORD == 1 ]]; then
+    log "results in $RESULTS; report written to $OUT"
+else
+    cat "$OUT"
+    log "results in $RESULTS; report in $OUT (RECORD=1 writes BENCHMARKS.md)"
+fi
