@@ -50,6 +50,11 @@ pub struct Config {
     pub history_retain: usize,
     /// The name IRC replies carry as their source.
     pub server_name: String,
+    /// When set, a private server: IRC clients must send it with `PASS`, netcat users are
+    /// asked for it before the nickname prompt.
+    pub server_password: Option<String>,
+    /// Server operators' `OPER` credentials, `(name, password)`.
+    pub opers: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -81,6 +86,8 @@ impl Default for Config {
             // At most some 1 MB of 1 KiB lines per room; chat-sized lines far less.
             history_retain: 1000,
             server_name: "linechat.local".to_owned(),
+            server_password: None,
+            opers: Vec::new(),
         }
     }
 }

@@ -36,6 +36,16 @@ struct Args {
     #[arg(long, env = "LINECHAT_SERVER_NAME")]
     server_name: Option<String>,
 
+    /// Make the server private: IRC clients must send this with PASS, netcat users are asked
+    /// for it before the nickname prompt. Off unless given.
+    #[arg(long, env = "LINECHAT_SERVER_PASSWORD", value_name = "PASSWORD")]
+    server_password: Option<String>,
+
+    /// A server operator's IRC `OPER` name and password, NAME:PASSWORD; repeatable. Operators
+    /// are shown as such in WHO; until accounts exist they have no other powers.
+    #[arg(long, env = "LINECHAT_OPER", value_name = "NAME:PASSWORD")]
+    oper: Vec<String>,
+
     /// Longest line accepted, in bytes, not counting the line ending.
     #[arg(long, env = "LINECHAT_MAX_LINE", default_value_t = Config::default().max_line,
           value_parser = RangedU64ValueParser::<usize>::new().range(16..=1 << 20))]
@@ -245,6 +255,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         .server_name
         .clone()
         .unwrap_or_else(linechat::config::host_name);
+    config.server_password = args.server_password.clone();
+    for oper in &args.oper {
+        let (name, password) = oper
+            .split_once(':')
+            .with_context(|| format!("--oper {oper}: expected NAME:PASSWORD"))?;
+        config.opers.push((name.to_owned(), password.to_owned()));
+    }
     let (listeners, defaults) = args.listeners()?;
     let metrics_addr = match &args.metrics_addr {
         Some(a) => Some(resolve("--metrics-addr", a)?),

@@ -85,6 +85,8 @@ pub struct MemberInfo {
     pub identity: Arc<Identity>,
     pub member: Arc<Member>,
     pub away: Option<Arc<str>>,
+    /// In room listings: whether this member is one of the room's operators.
+    pub op: bool,
 }
 
 impl MemberInfo {
@@ -128,6 +130,14 @@ impl Entry {
             identity: self.identity.clone(),
             member: self.member.clone(),
             away: self.away.clone(),
+            op: false,
+        }
+    }
+
+    fn in_room(&self, room: &Room) -> MemberInfo {
+        MemberInfo {
+            op: room.operators.contains(&self.member.id),
+            ..self.info()
         }
     }
 }
@@ -166,11 +176,10 @@ impl<'a> RoomView<'a> {
     }
 
     pub fn members(&self) -> impl Iterator<Item = MemberInfo> + 'a {
-        let members = self.members;
-        self.room
-            .members
+        let (members, room) = (self.members, self.room);
+        room.members
             .iter()
-            .filter_map(move |m| members.get(&m.id).map(Entry::info))
+            .filter_map(move |m| members.get(&m.id).map(|e| e.in_room(room)))
     }
 
     /// The last `n` messages, newest first.
@@ -257,9 +266,12 @@ impl State {
     /// Adds `id` to `room`'s member list.
     fn add(&mut self, id: MemberId, room: RoomId) {
         let entry = self.members.get_mut(&id).expect("member");
-        let list = &mut self.rooms.get_mut(&room).expect("room exists").members;
-        list.push(entry.member.clone());
-        entry.rooms.push((room, list.len() - 1));
+        let r = self.rooms.get_mut(&room).expect("room exists");
+        if r.members.is_empty() && room != LOBBY_ID {
+            r.operators.push(id);
+        }
+        r.members.push(entry.member.clone());
+        entry.rooms.push((room, r.members.len() - 1));
     }
 
     /// Takes `id` out of `room`'s member list, keeping the moved member's slot right.
@@ -271,7 +283,9 @@ impl State {
             return;
         };
         let (_, slot) = entry.rooms.remove(at);
-        let list = &mut self.rooms.get_mut(&room).expect("room exists").members;
+        let r = self.rooms.get_mut(&room).expect("room exists");
+        r.operators.retain(|&op| op != id);
+        let list = &mut r.members;
         list.swap_remove(slot);
         if let Some(moved) = list.get(slot) {
             let moved = moved.id;
@@ -680,6 +694,9 @@ impl Hub {
         let room = state.own_room(id, whither)?;
         let identity = state.members[&id].identity.clone();
         let r = state.rooms.get_mut(&room).expect("room exists");
+        if !r.operators.is_empty() && !r.operators.contains(&id) {
+            return Err(RoomError::NotOperator(r.name.clone()));
+        }
         r.topic = Some(Topic {
             text: text.into(),
             by: identity.nick.clone(),
@@ -751,7 +768,7 @@ impl Hub {
         let members = room
             .members
             .iter()
-            .filter_map(|m| state.members.get(&m.id).map(Entry::info))
+            .filter_map(|m| state.members.get(&m.id).map(|e| e.in_room(room)))
             .collect();
         Ok((room.name.clone(), members))
     }

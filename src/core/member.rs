@@ -44,6 +44,8 @@ pub struct Member {
     echo: AtomicBool,
     /// Whether the member is told when people go away and come back (IRC `away-notify`).
     wants_away: AtomicBool,
+    /// A server operator (IRC `OPER`).
+    oper: AtomicBool,
     /// The id of the last event fanned out to this member across several rooms, so an event
     /// that reaches it through two rooms is delivered once.
     seen: AtomicU64,
@@ -71,6 +73,7 @@ impl Member {
             format: AtomicUsize::new(format),
             echo: AtomicBool::new(false),
             wants_away: AtomicBool::new(false),
+            oper: AtomicBool::new(false),
             seen: AtomicU64::new(0),
             kicked: CancellationToken::new(),
             kick_reason: OnceLock::new(),
@@ -132,6 +135,14 @@ impl Member {
 
     pub fn set_wants_away(&self, on: bool) {
         self.wants_away.store(on, Relaxed);
+    }
+
+    pub fn is_oper(&self) -> bool {
+        self.oper.load(Relaxed)
+    }
+
+    pub fn set_oper(&self, on: bool) {
+        self.oper.store(on, Relaxed);
     }
 
     /// The transport's current figures, where it has any.

@@ -32,6 +32,8 @@ pub enum RoomError {
     AlreadyThere(std::sync::Arc<str>),
     #[error("not in {0}")]
     NotThere(std::sync::Arc<str>),
+    #[error("not an operator of {0}")]
+    NotOperator(std::sync::Arc<str>),
 }
 
 /// Characters IRC allows in nicknames besides letters and digits. `.` (allowed by version 1)

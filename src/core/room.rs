@@ -36,6 +36,10 @@ pub struct Room {
     /// here is kept in the hub's member record so leaving is a `swap_remove`.
     pub members: Vec<Arc<Member>>,
     pub topic: Option<Topic>,
+    /// Members who may change the topic: whoever entered the room when it was empty (as IRC
+    /// gives a new channel's creator `@`). The lobby has none. While a room has operators only
+    /// they may set its topic (`+t`); a room whose operators all left is open to everyone.
+    pub operators: Vec<MemberId>,
     pub created: SystemTime,
     history: VecDeque<Arc<Event>>,
     /// Messages ever sent here, retained or not.
@@ -55,6 +59,7 @@ impl Room {
             name: name.into(),
             members: Vec::new(),
             topic: None,
+            operators: Vec::new(),
             created: SystemTime::now(),
             history: VecDeque::new(),
             messages: 0,

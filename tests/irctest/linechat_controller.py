@@ -129,6 +129,7 @@ BASE_ARGS = [
     "--idle-timeout", "0",  # no idle disconnects (or PINGs) in the middle of a test
     "--register-timeout", "60",  # explicit, so a changed default cannot cut a slow test short
     "--shutdown-grace", "1",  # kill() sends SIGTERM with clients still connected: be quick
+    "--oper", "operuser:operpassword",  # the credentials irctest's WHO tests OPER up with
 ]
 # More flags without editing this file: LINECHAT_IRCTEST_ARGS="--history 0 --foo bar".
 EXTRA_ARGS_ENV = "LINECHAT_IRCTEST_ARGS"

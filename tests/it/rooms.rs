@@ -503,9 +503,16 @@ async fn topics_are_shown_set_for_the_room_and_shown_on_entry() {
     bob.expect("Topic of dev: release  on Friday (set by alice)")
         .await;
     alice.expect("bob has joined the room.").await;
+    // alice opened dev, so she is its operator: while she is there, only she sets its topic
+    // (IRC's +t, and the same rule for everyone).
+    assert_eq!(
+        bob.command("/topic ship it").await,
+        ["Error: only the operators of dev (whoever opened it) may change its topic."]
+    );
+    alice.send("/leave").await;
+    bob.expect("alice has left the room.").await;
     bob.send("/topic ship it").await;
     bob.expect("bob set the topic of dev: ship it").await;
-    alice.expect("bob set the topic of dev: ship it").await;
 
     // The lobby's topic is shown at connect, after the welcome.
     bob.send("/leave").await;

@@ -93,6 +93,7 @@ pub async fn run(
         quit_message: None,
         invisible: false,
         next_batch: 0,
+        password: None,
     };
     let reason = session.serve().await;
     let registered = session.nick.clone();
@@ -135,6 +136,8 @@ struct Session {
     quit_message: Option<String>,
     invisible: bool,
     next_batch: u64,
+    /// What `PASS` gave, checked against `--server-password` when registration completes.
+    password: Option<String>,
 }
 
 impl Session {
@@ -260,7 +263,10 @@ impl Session {
         let command = msg.command_upper();
         match &*command {
             "CAP" => self.cap(msg),
-            "PASS" => {}
+            "PASS" => match msg.param(0) {
+                Some(pass) => self.password = Some(pass.to_owned()),
+                None => self.reply(461, &["PASS", "Not enough parameters"]),
+            },
             "NICK" => match msg.param(0).filter(|n| !n.is_empty()) {
                 None => self.reply(431, &["No nickname given"]),
                 Some(nick) => match validate_nick(nick) {
@@ -272,7 +278,7 @@ impl Session {
                 },
             },
             "USER" => {
-                if msg.params.len() < 4 || msg.params[0].is_empty() {
+                if msg.params.len() < 4 || msg.params[0].is_empty() || msg.params[3].is_empty() {
                     self.reply(461, &["USER", "Not enough parameters"]);
                 } else {
                     let user: String = msg.params[0]
@@ -298,6 +304,11 @@ impl Session {
         }
         if !self.negotiating {
             if let (Some(_), Some(_)) = (&self.wanted, &self.user) {
+                let wanted = self.conn.shared.config.server_password.as_deref();
+                if wanted.is_some() && wanted != self.password.as_deref() {
+                    self.reply(464, &["Password incorrect"]);
+                    return Some(LeaveReason::Quit);
+                }
                 self.complete_registration();
             }
         }
@@ -519,6 +530,24 @@ impl Session {
             }
             "MODE" => self.mode(msg),
             "KICK" => self.kick(msg),
+            "OPER" => {
+                let (Some(name), Some(password)) = (msg.param(0), msg.param(1)) else {
+                    self.reply(461, &["OPER", "Not enough parameters"]);
+                    return None;
+                };
+                let opers = &self.conn.shared.config.opers;
+                if opers.iter().any(|(n, p)| n == name && p == password) {
+                    self.conn.member.set_oper(true);
+                    tracing::info!(oper = name, "became a server operator");
+                    self.reply(381, &["You are now an IRC operator"]);
+                    let me = self.me().to_owned();
+                    let mut out = BytesMut::new();
+                    write(&mut out, &[], Some(&me), "MODE", &[&me, "+o"]);
+                    self.send(out);
+                } else {
+                    self.reply(464, &["Password incorrect"]);
+                }
+            }
             "AWAY" => self.away(msg),
             "ISON" => {
                 let hub = &self.conn.shared.hub;
@@ -631,7 +660,7 @@ impl Session {
                         let at = unix(topic.at).to_string();
                         numeric(&mut out, &server, 333, &me, &[&name, &topic.by, &at]);
                     }
-                    let nicks: Vec<String> = view.members().map(|m| m.nick().to_string()).collect();
+                    let nicks: Vec<String> = view.members().map(|m| prefixed(&m)).collect();
                     names_reply(&mut out, &server, &me, &name, &nicks, multi_prefix);
                     let _ = member.push(out.freeze());
                 });
@@ -830,6 +859,9 @@ impl Session {
                     Err(RoomError::NotThere(_)) => {
                         self.reply(442, &[target, "You're not on that channel"])
                     }
+                    Err(RoomError::NotOperator(_)) => {
+                        self.reply(482, &[target, "You're not channel operator"])
+                    }
                     Err(_) => self.reply(403, &[target, "No such channel"]),
                 }
             }
@@ -860,7 +892,7 @@ impl Session {
                     .room_members(self.conn.member.id, Whither::Named(room))
             }) {
                 Ok((name, members)) => {
-                    let nicks: Vec<String> = members.iter().map(|m| m.nick().to_string()).collect();
+                    let nicks: Vec<String> = members.iter().map(prefixed).collect();
                     let mut out = BytesMut::new();
                     names_reply(
                         &mut out,
@@ -911,6 +943,8 @@ impl Session {
                 Ok((name, members)) => (Some(name), members),
                 Err(_) => (None, Vec::new()),
             }
+        } else if mask == "*" || mask == "0" {
+            (None, shared.hub.members())
         } else if let Some(found) = shared.hub.find(mask) {
             let room = shared.hub.rooms_of(found.member.id).into_iter().next();
             (room, vec![found])
@@ -919,7 +953,13 @@ impl Session {
         };
         let chan = room.as_deref().map_or_else(|| "*".to_owned(), channel);
         for m in &members {
-            let flags = if m.away.is_some() { "G" } else { "H" };
+            let flags = format!(
+                "{}{}{}",
+                if m.away.is_some() { "G" } else { "H" },
+                if m.member.is_oper() { "*" } else { "" },
+                if m.op && room.is_some() { "@" } else { "" }
+            );
+            let flags = flags.as_str();
             let mut out = BytesMut::new();
             let id = &m.identity;
             match fields {
@@ -1033,7 +1073,7 @@ impl Session {
             let name = channel(&name);
             match msg.param(1) {
                 None => {
-                    self.reply(324, &[&name, "+n"]);
+                    self.reply(324, &[&name, "+nt"]);
                     let created = shared
                         .hub
                         .rooms(None)
@@ -1292,6 +1332,15 @@ fn room_of(target: &str) -> Result<&str, RoomError> {
         .strip_prefix('#')
         .map(|_| target)
         .ok_or(RoomError::InvalidName)
+}
+
+/// A nickname as NAMES shows it: `@` for an operator.
+fn prefixed(m: &MemberInfo) -> String {
+    if m.op {
+        format!("@{}", m.nick())
+    } else {
+        m.nick().to_string()
+    }
 }
 
 /// 353 lines of at most ~400 bytes each, then 366.

@@ -23,6 +23,9 @@ use crate::proto::conn::{Conn, Input};
 
 pub const PROMPT: &str = "Please enter your nickname: ";
 
+/// Asked first on a private server (`--server-password`).
+pub const PASSWORD_PROMPT: &str = "This server is private. Password: ";
+
 /// Serves one accepted connection until it ends. `permit` holds its slot under the connection
 /// limit until then.
 pub async fn run(
@@ -135,6 +138,21 @@ impl Session {
     async fn register(&mut self) -> Result<Arc<str>, LeaveReason> {
         let shared = self.conn.shared.clone();
         let deadline = Instant::now() + shared.config.register_timeout;
+        if let Some(password) = shared.config.server_password.clone() {
+            self.conn
+                .send(Bytes::from_static(PASSWORD_PROMPT.as_bytes()));
+            match self.conn.reader.next(Some(deadline)).await {
+                Input::Line(Frame::Line(line), _) if *line == *password.as_bytes() => {}
+                Input::End(reason) => return Err(reason),
+                Input::RegisterTimeout | Input::IdleTimeout | Input::IdleWarning => {
+                    return Err(LeaveReason::RegisterTimeout)
+                }
+                Input::Line(..) => {
+                    self.reply("Error: wrong password; closing the connection.");
+                    return Err(LeaveReason::Quit);
+                }
+            }
+        }
         self.prompt();
         loop {
             let text = match self.conn.reader.next(Some(deadline)).await {

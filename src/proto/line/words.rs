@@ -28,6 +28,9 @@ pub fn room_error(e: &RoomError) -> String {
         }
         RoomError::AlreadyThere(name) => format!("You are already in {name}."),
         RoomError::NotThere(name) => format!("Error: you are not in {name}."),
+        RoomError::NotOperator(name) => {
+            format!("Error: only the operators of {name} (whoever opened it) may change its topic.")
+        }
     }
 }
 
