@@ -6,6 +6,7 @@ mod binary;
 mod chat;
 mod commands;
 mod framing;
+mod irc;
 mod limits;
 mod monitoring;
 mod netcat;

@@ -21,6 +21,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The HTTP endpoint, when started with [`TestServer::with_metrics`].
     pub metrics_addr: Option<SocketAddr>,
+    /// The IRC listener, when started with [`TestServer::with_irc`].
+    #[allow(dead_code)] // the fault suite shares this file and does not use it
+    pub irc_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -57,9 +60,62 @@ impl TestServer {
         TestServer {
             addr,
             metrics_addr,
+            irc_addr: None,
             shutdown: Some(tx),
             task,
         }
+    }
+
+    /// Serves the line protocol and IRC, each on its own 127.0.0.1:0 listener.
+    #[allow(dead_code)] // the fault suite shares this file and does not use it
+    pub async fn with_irc(config: Config) -> Self {
+        use linechat::net::listen::Scheme;
+        use linechat::server::Listener;
+        let bind = || linechat::server::bind("127.0.0.1:0".parse().unwrap());
+        let line = bind().await.expect("bind 127.0.0.1:0");
+        let irc = bind().await.expect("bind 127.0.0.1:0");
+        let addr = line.local_addr().unwrap();
+        let irc_addr = irc.local_addr().unwrap();
+        let listeners = vec![
+            Listener {
+                scheme: Scheme::Line,
+                socket: line,
+            },
+            Listener {
+                scheme: Scheme::Irc,
+                socket: irc,
+            },
+        ];
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(linechat::server::serve(
+            listeners,
+            Extras::default(),
+            config,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            metrics_addr: None,
+            irc_addr: Some(irc_addr),
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// Connects an IRC client to the IRC listener (without registering).
+    #[allow(dead_code)] // the fault suite shares this file and does not use it
+    pub async fn irc(&self) -> IrcClient {
+        IrcClient::connect(self.irc_addr.expect("started with_irc")).await
+    }
+
+    /// Connects an IRC client and registers it as `nick`, asking for `caps` first.
+    #[allow(dead_code)] // the fault suite shares this file and does not use it
+    pub async fn irc_join(&self, nick: &str, caps: &[&str]) -> IrcClient {
+        let mut c = self.irc().await;
+        c.register(nick, caps).await;
+        c
     }
 
     /// Starts shutdown without waiting for it to finish.
@@ -84,6 +140,7 @@ impl TestServer {
         TestServer {
             addr,
             metrics_addr: None,
+            irc_addr: None,
             shutdown: Some(tx),
             task,
         }
@@ -284,6 +341,180 @@ impl Client {
         self.send(line).await;
         self.sync().await
     }
+}
+
+/// An IRC client over TCP: sends CRLF-terminated lines, reads lines with a timeout and, unless
+/// told not to, answers the server's PING itself (and hides it).
+#[allow(dead_code)] // the fault suite shares this file and does not use it
+pub struct IrcClient {
+    pub nick: String,
+    pub wait: Duration,
+    /// Answer `PING` with `PONG` and skip it; off for tests that watch the PING itself.
+    pub auto_pong: bool,
+    pub local_addr: SocketAddr,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+#[allow(dead_code)] // the fault suite shares this file and does not use it
+impl IrcClient {
+    pub async fn connect(addr: SocketAddr) -> IrcClient {
+        let stream = TcpStream::connect(addr).await.expect("connect to IRC");
+        let local_addr = stream.local_addr().unwrap();
+        let (r, w) = stream.into_split();
+        IrcClient {
+            nick: "*".to_owned(),
+            wait: WAIT,
+            auto_pong: true,
+            local_addr,
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// `CAP LS 302` and `CAP REQ` (when `caps` is not empty), `NICK`, `USER`, `CAP END`; then
+    /// reads the welcome up to the end of the MOTD and returns it.
+    pub async fn register(&mut self, nick: &str, caps: &[&str]) -> Vec<String> {
+        if !caps.is_empty() {
+            self.send("CAP LS 302").await;
+            self.expect_command("CAP").await;
+            self.send(&format!("CAP REQ :{}", caps.join(" "))).await;
+            let ack = self.expect_command("CAP").await;
+            assert!(
+                ack.contains(" ACK "),
+                "{nick}: caps not acknowledged: {ack}"
+            );
+        }
+        self.send(&format!("NICK {nick}")).await;
+        self.send(&format!("USER {nick} 0 * :{nick} the tester"))
+            .await;
+        if !caps.is_empty() {
+            self.send("CAP END").await;
+        }
+        let mut welcome = Vec::new();
+        loop {
+            let line = self.line().await;
+            let command = irc_command(&line).to_owned();
+            welcome.push(line);
+            match command.as_str() {
+                "376" | "422" => break,
+                "433" | "432" => panic!("{nick}: registration refused: {welcome:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(irc_command(&welcome[0]), "001", "{nick}: {welcome:?}");
+        self.nick = nick.to_owned();
+        welcome
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// The next line without its CRLF, or `None` at EOF. Panics after `wait`.
+    pub async fn try_line(&mut self) -> Option<String> {
+        loop {
+            let mut buf = Vec::new();
+            let wait = self.wait;
+            let n = tokio::time::timeout(wait, self.reader.read_until(b'\n', &mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{}: no IRC line within {wait:?}", self.nick))
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            assert_eq!(buf.pop(), Some(b'\n'), "{}: line cut off at EOF", self.nick);
+            assert_eq!(
+                buf.pop(),
+                Some(b'\r'),
+                "{}: IRC lines end in CRLF",
+                self.nick
+            );
+            let line = String::from_utf8(buf).expect("server sent UTF-8");
+            if self.auto_pong && irc_command(&line) == "PING" {
+                let token = line.rsplit(' ').next().unwrap_or("").to_owned();
+                self.send(&format!("PONG {token}")).await;
+                continue;
+            }
+            return Some(line);
+        }
+    }
+
+    pub async fn line(&mut self) -> String {
+        match self.try_line().await {
+            Some(line) => line,
+            None => panic!(
+                "{}: IRC connection closed while waiting for a line",
+                self.nick
+            ),
+        }
+    }
+
+    pub async fn expect(&mut self, exact: &str) {
+        let got = self.line().await;
+        assert_eq!(got, exact, "{} got an unexpected IRC line", self.nick);
+    }
+
+    /// Reads until a line whose command (or numeric) is `command`; returns that line.
+    pub async fn expect_command(&mut self, command: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if irc_command(&line) == command {
+                return line;
+            }
+        }
+    }
+
+    /// Reads lines until `done` holds for one, returning those before it and that one.
+    pub async fn until(&mut self, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await;
+            let last = done(&line);
+            lines.push(line);
+            if last {
+                return lines;
+            }
+        }
+    }
+
+    /// Sends `PING` with a marker and returns every line that arrived before its `PONG`.
+    pub async fn sync(&mut self) -> Vec<String> {
+        let marker = format!("sync-{}", rand_token());
+        self.send(&format!("PING {marker}")).await;
+        let mut lines = self
+            .until(|l| irc_command(l) == "PONG" && l.ends_with(&marker))
+            .await;
+        lines.pop();
+        lines
+    }
+
+    /// Reads to EOF, returning the lines that came first.
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Some(line) = self.try_line().await {
+            rest.push(line);
+        }
+        rest
+    }
+}
+
+/// The command or numeric of an IRC line, past its tags and source.
+#[allow(dead_code)] // the fault suite shares this file and does not use it
+pub fn irc_command(line: &str) -> &str {
+    let mut words = line.split(' ').filter(|w| !w.is_empty());
+    let mut word = words.next().unwrap_or("");
+    if word.starts_with('@') {
+        word = words.next().unwrap_or("");
+    }
+    if word.starts_with(':') {
+        word = words.next().unwrap_or("");
+    }
+    word
 }
 
 fn rand_token() -> u64 {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 use super::message::{write, Tag};
@@ -26,19 +26,14 @@ pub fn source(who: &Identity) -> String {
     format!("{}!{}@{}", who.nick, who.user, who.host)
 }
 
-/// `2026-12-01T21:22:33.123Z`, as `server-time` wants it.
+/// `2026-12-01T21:22:33.123Z`, as `server-time` wants it: always three digits of
+/// milliseconds (RFC 3339 formatting would cut `.070` to `.07`, which clients misread).
 pub fn timestamp(at: SystemTime) -> String {
-    let at = OffsetDateTime::from(at);
-    let mut out = at
-        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
-        .unwrap_or(at)
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    // Rfc3339 drops trailing zero fractions; clients expect milliseconds.
-    if !out.contains('.') {
-        out = out.replacen('Z', ".000Z", 1);
-    }
-    out
+    OffsetDateTime::from(at)
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .unwrap_or_default()
 }
 
 /// `#room` for a room name.
@@ -186,5 +181,9 @@ mod tests {
         assert_eq!(line(&Event::at(1, at, room(), None, presence), &PLAIN), "");
         let whole_second = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(timestamp(whole_second), "2023-11-14T22:13:20.000Z");
+        let trailing_zero = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_070);
+        assert_eq!(timestamp(trailing_zero), "2023-11-14T22:13:20.070Z");
+        let tenth = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_100);
+        assert_eq!(timestamp(tenth), "2023-11-14T22:13:20.100Z");
     }
 }

@@ -1,0 +1,655 @@
+//! The IRC gateway over real sockets, against netcat users on the same hub: registration and
+//! capabilities, and every rule that crosses protocols (one namespace of nicknames, rooms as
+//! channels, messages exactly once, listings and metrics covering everyone, the same limits).
+
+use std::time::Duration;
+
+use linechat::Config;
+use tokio::time::Instant;
+
+use crate::support::{irc_command, Client, TestServer};
+
+const SERVER: &str = "irc.test";
+
+fn config() -> Config {
+    Config {
+        rate_limit: None,
+        server_name: SERVER.to_owned(),
+        ..Config::default()
+    }
+}
+
+async fn server() -> TestServer {
+    TestServer::with_irc(config()).await
+}
+
+/// How many of `lines` are exactly `line`.
+fn count(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| *l == line).count()
+}
+
+/// The ISUPPORT tokens of a welcome (every 005's parameters but the nick and the trailer).
+fn isupport(welcome: &[String]) -> Vec<String> {
+    welcome
+        .iter()
+        .filter(|l| irc_command(l) == "005")
+        .flat_map(|l| {
+            let (params, _trailer) = l.split_once(" :").expect("005 has a trailer");
+            params
+                .split(' ')
+                .skip(3) // source, 005, nick
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn registration_sends_001_to_005_lusers_and_motd() {
+    let server = server().await;
+    let mut bob = server.irc().await;
+    let welcome = bob.register("bob", &[]).await;
+    let codes: Vec<&str> = welcome.iter().map(|l| irc_command(l)).collect();
+    assert_eq!(&codes[..4], ["001", "002", "003", "004"], "{welcome:?}");
+    assert!(
+        welcome[0].starts_with(":irc.test 001 bob :") && welcome[0].ends_with("bob!~bob@127.0.0.1"),
+        "{}",
+        welcome[0]
+    );
+    let tokens = isupport(&welcome);
+    for wanted in ["CASEMAPPING=ascii", "CHANTYPES=#", "NETWORK=linechat"] {
+        assert!(tokens.iter().any(|t| t == wanted), "{wanted} in {tokens:?}");
+    }
+    for key in [
+        "NICKLEN=",
+        "CHANNELLEN=",
+        "TOPICLEN=",
+        "PREFIX=",
+        "CHANMODES=",
+    ] {
+        assert!(
+            tokens
+                .iter()
+                .any(|t| t.starts_with(key) && t.len() > key.len()),
+            "{key} in {tokens:?}"
+        );
+    }
+    for lusers in ["251", "252", "254", "255", "265", "266"] {
+        assert!(codes.contains(&lusers), "LUSERS {lusers} in {codes:?}");
+    }
+    let motd = codes.iter().position(|c| *c == "375").expect("375");
+    assert_eq!(codes[motd + 1], "372", "{welcome:?}");
+    assert_eq!(codes.last(), Some(&"376"));
+    // ISUPPORT comes before LUSERS, LUSERS before the MOTD.
+    let last_005 = codes.iter().rposition(|c| *c == "005").unwrap();
+    let first_251 = codes.iter().position(|c| *c == "251").unwrap();
+    assert!(last_005 < first_251 && first_251 < motd, "{codes:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cap_ls_302_lists_the_ircv3_capabilities() {
+    let server = server().await;
+    let mut c = server.irc().await;
+    c.send("CAP LS 302").await;
+    let ls = c.expect_command("CAP").await;
+    let (head, caps) = ls.split_once(" :").expect("CAP LS has a trailer");
+    assert_eq!(head, ":irc.test CAP * LS");
+    let caps: Vec<&str> = caps.split(' ').collect();
+    for wanted in [
+        "server-time",
+        "message-tags",
+        "echo-message",
+        "multi-prefix",
+        "cap-notify",
+        "batch",
+        "away-notify",
+        "draft/chathistory",
+    ] {
+        assert!(caps.contains(&wanted), "{wanted} in {caps:?}");
+    }
+    // Registration waits for CAP END.
+    c.send("NICK bob").await;
+    c.send("USER bob 0 * :Bob").await;
+    assert!(c.sync().await.is_empty(), "nothing before CAP END");
+    c.send("CAP END").await;
+    c.expect_command("001").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn commands_before_registration_get_451() {
+    let server = server().await;
+    let mut c = server.irc().await;
+    for command in ["JOIN #lobby", "PRIVMSG #lobby :hi there", "WHO #lobby"] {
+        c.send(command).await;
+        c.expect(":irc.test 451 * :You have not registered").await;
+    }
+    // NICK alone is not registration either.
+    c.send("NICK bob").await;
+    c.send("TOPIC #lobby").await;
+    c.expect(":irc.test 451 bob :You have not registered").await;
+    let welcome = c.register("bob", &[]).await;
+    assert_eq!(irc_command(&welcome[0]), "001");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_irc_user_is_in_no_room_until_it_joins() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    // Registered, but in no room: the lobby hears nothing and lists nobody new.
+    assert_eq!(alice.command("/who").await, ["In lobby (1): alice"]);
+    assert!(alice.sync().await.is_empty());
+    bob.send("WHOIS bob").await;
+    let whois = bob.until(|l| irc_command(l) == "318").await;
+    assert!(
+        !whois.iter().any(|l| irc_command(l) == "319"),
+        "no channels: {whois:?}"
+    );
+
+    bob.send("JOIN #lobby").await;
+    bob.expect(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+    bob.expect(":irc.test 353 bob = #lobby :alice bob").await;
+    bob.expect(":irc.test 366 bob #lobby :End of /NAMES list")
+        .await;
+    alice.expect("bob has joined the room.").await;
+    assert_eq!(alice.command("/who").await, ["In lobby (2): alice, bob"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channel_messages_cross_protocols_exactly_once() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    alice.expect("bob has joined the room.").await;
+    bob.expect_command("366").await;
+
+    alice.send("hi there").await;
+    alice.send("marker one").await;
+    let seen = bob
+        .until(|l| l == ":alice!alice@127.0.0.1 PRIVMSG #lobby :marker one")
+        .await;
+    assert_eq!(
+        count(&seen, ":alice!alice@127.0.0.1 PRIVMSG #lobby :hi there"),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 2, "nothing else: {seen:?}");
+
+    bob.send("PRIVMSG #lobby :hi there").await;
+    bob.send("PRIVMSG #lobby :marker two").await;
+    let seen = alice.skip_until("bob: marker two").await;
+    assert_eq!(seen, ["bob: hi there"]);
+    // No echo without echo-message.
+    assert!(bob.sync().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn actions_and_private_messages_cross_protocols() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    alice.expect("bob has joined the room.").await;
+    bob.expect_command("366").await;
+
+    alice.send("/me waves").await;
+    bob.expect(":alice!alice@127.0.0.1 PRIVMSG #lobby :\u{1}ACTION waves\u{1}")
+        .await;
+    bob.send("PRIVMSG #lobby :\u{1}ACTION waves back\u{1}")
+        .await;
+    alice.expect("* bob waves back").await;
+
+    alice.send("/msg BOB psst, bob").await;
+    alice.expect("[private to bob] psst, bob").await;
+    bob.expect(":alice!alice@127.0.0.1 PRIVMSG bob :psst, bob")
+        .await;
+    bob.send("PRIVMSG Alice :psst yourself").await;
+    alice.expect("[private] bob: psst yourself").await;
+    // A private message reaches an IRC user in no channel at all.
+    bob.send("PART #lobby").await;
+    alice.expect("bob has left the room.").await;
+    alice.send("/msg bob still there?").await;
+    alice.expect("[private to bob] still there?").await;
+    bob.expect_command("PART").await;
+    bob.expect(":alice!alice@127.0.0.1 PRIVMSG bob :still there?")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_nickname_namespace_across_protocols() {
+    let server = server().await;
+    let mut alice = server.join("Alice").await;
+
+    let mut c = server.irc().await;
+    for taken in ["Alice", "alice", "ALICE"] {
+        c.send(&format!("NICK {taken}")).await;
+        c.expect(&format!(
+            ":irc.test 433 * {taken} :Nickname is already in use"
+        ))
+        .await;
+    }
+    let mut bob = c;
+    bob.register("bob", &[]).await;
+    bob.send("NICK aLiCe").await;
+    bob.expect(":irc.test 433 bob aLiCe :Nickname is already in use")
+        .await;
+
+    // A netcat user can neither pick nor switch to the IRC user's nick, in any case.
+    let mut carol = Client::connect(server.addr).await;
+    carol.expect_prompt().await;
+    carol.send("BOB").await;
+    carol
+        .expect("Error: the nickname BOB is already taken; choose another.")
+        .await;
+    carol.expect_prompt().await;
+    carol.choose("carol").await;
+    alice.expect("carol has joined the chat.").await;
+    alice.send("/nick Bob").await;
+    alice
+        .expect("Error: the nickname Bob is already taken; choose another.")
+        .await;
+    // Once the IRC user leaves, the name is free for everyone.
+    bob.send("QUIT").await;
+    bob.expect_closed().await;
+    let mut freed = false;
+    for _ in 0..50 {
+        if alice.command("/nick bob").await == ["Your nickname has been changed to bob"] {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "bob's nick freed after QUIT");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nicks_topics_parts_and_quits_cross_protocols() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut carol = server.join("carol").await;
+    alice.expect("carol has joined the chat.").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    alice.expect("bob has joined the room.").await;
+    carol.expect("bob has joined the room.").await;
+
+    // netcat /nick → IRC NICK.
+    alice.send("/nick alicia").await;
+    alice
+        .expect("Your nickname has been changed to alicia")
+        .await;
+    bob.expect(":alice!alice@127.0.0.1 NICK alicia").await;
+    carol.expect("alice changed nickname to alicia").await;
+    // IRC NICK → netcat.
+    bob.send("NICK robert").await;
+    bob.expect(":bob!~bob@127.0.0.1 NICK robert").await;
+    alice.expect("bob changed nickname to robert").await;
+    carol.expect("bob changed nickname to robert").await;
+
+    // IRC TOPIC → netcat; netcat /topic → IRC TOPIC.
+    bob.send("TOPIC #lobby :release on friday").await;
+    bob.expect(":robert!~bob@127.0.0.1 TOPIC #lobby :release on friday")
+        .await;
+    alice
+        .expect("robert set the topic of lobby: release on friday")
+        .await;
+    carol
+        .expect("robert set the topic of lobby: release on friday")
+        .await;
+    carol.send("/topic ship it today").await;
+    let topic = bob.line().await;
+    assert_eq!(topic, ":carol!carol@127.0.0.1 TOPIC #lobby :ship it today");
+    bob.send("TOPIC #lobby").await;
+    bob.expect(":irc.test 332 robert #lobby :ship it today")
+        .await;
+    let by = bob.line().await;
+    assert!(by.starts_with(":irc.test 333 robert #lobby carol "), "{by}");
+
+    // netcat /join dev → IRC PART #lobby.
+    alice.send("/join dev").await;
+    let part = bob.line().await;
+    assert!(
+        part.starts_with(":alicia!") && part.ends_with(" PART #lobby"),
+        "{part}"
+    );
+    carol.skip_until("alicia has left the room.").await;
+
+    // IRC PART → netcat; IRC QUIT → netcat, with the reason.
+    bob.send("JOIN #dev").await;
+    bob.expect_command("366").await;
+    alice.skip_until("robert has joined the room.").await;
+    bob.send("PART #dev :later").await;
+    bob.expect(":robert!~bob@127.0.0.1 PART #dev later").await;
+    alice.expect("robert has left the room (later).").await;
+    bob.send("QUIT :off to lunch").await;
+    let farewell = bob.expect_closed().await;
+    assert_eq!(
+        farewell,
+        ["ERROR :Closing link: (127.0.0.1) [Quit: off to lunch]"]
+    );
+    carol
+        .expect("robert has left the chat (off to lunch).")
+        .await;
+    // alicia shares no room with robert any more: nothing for her.
+    assert!(alice.sync().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_quit_or_nick_reaches_a_user_sharing_two_channels_once() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    let mut carol = server.irc_join("carol", &[]).await;
+    bob.send("JOIN #lobby,#dev").await;
+    bob.expect_command("366").await;
+    bob.expect_command("366").await;
+    carol.send("JOIN #lobby,#dev").await;
+    carol.expect_command("366").await;
+    carol.expect_command("366").await;
+    assert_eq!(
+        alice.skip_until("carol has joined the room.").await,
+        ["bob has joined the room."]
+    );
+    assert_eq!(bob.sync().await.len(), 2, "carol joined two channels");
+
+    carol.send("NICK caroline").await;
+    carol.expect(":carol!~carol@127.0.0.1 NICK caroline").await;
+    let seen = bob.sync().await;
+    assert_eq!(seen, [":carol!~carol@127.0.0.1 NICK caroline"]);
+    alice.expect("carol changed nickname to caroline").await;
+    assert!(alice.sync().await.is_empty(), "once for alice too");
+
+    carol.send("QUIT :bye now").await;
+    carol.expect_closed().await;
+    alice.expect("caroline has left the chat (bye now).").await;
+    // The hub queued the quit for bob before alice's marker, so the marker bounds the count.
+    alice.send("after the quit").await;
+    let seen = bob
+        .until(|l| l == ":alice!alice@127.0.0.1 PRIVMSG #lobby :after the quit")
+        .await;
+    assert_eq!(
+        seen,
+        [
+            ":caroline!~carol@127.0.0.1 QUIT :Quit: bye now",
+            ":alice!alice@127.0.0.1 PRIVMSG #lobby :after the quit",
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn who_rooms_and_metrics_on_netcat_cover_irc_users() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby,#dev").await;
+    bob.expect_command("366").await;
+    bob.expect_command("366").await;
+    alice.expect("bob has joined the room.").await;
+
+    assert_eq!(alice.command("/who").await, ["In lobby (2): alice, bob"]);
+    assert_eq!(alice.command("/who dev").await, ["In dev (1): bob"]);
+    let rooms = alice.command("/rooms").await;
+    assert!(
+        rooms.contains(&"* lobby: 2 people, 0 messages (you are here)".to_owned()),
+        "{rooms:?}"
+    );
+    assert!(
+        rooms.contains(&"  dev: 1 person, 0 messages".to_owned()),
+        "{rooms:?}"
+    );
+    let metrics = alice.command("/metrics").await;
+    assert!(
+        metrics.contains(&"Active Clients: 2".to_owned()),
+        "{metrics:?}"
+    );
+    let header = format!(" - bob ({}, irc):", bob.local_addr);
+    assert!(metrics.contains(&header), "{header} in {metrics:?}");
+    assert!(
+        metrics
+            .iter()
+            .any(|l| l.starts_with(" - alice (") && l.ends_with(", line):")),
+        "{metrics:?}"
+    );
+    let one = alice.command("/metrics BOB").await;
+    assert_eq!(one.iter().filter(|l| l.starts_with(" - ")).count(), 1);
+    assert!(one.contains(&header), "{one:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_overlong_irc_line_gets_417_is_not_relayed_and_the_connection_lives() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    alice.expect("bob has joined the room.").await;
+
+    let long = format!("PRIVMSG #lobby :{}", "x".repeat(600 - 16));
+    assert_eq!(long.len(), 600);
+    bob.send(&long).await;
+    bob.expect(":irc.test 417 bob :Input line was too long")
+        .await;
+    // Far over any buffer: still one 417, and nothing relayed.
+    bob.send(&format!("PRIVMSG #lobby :{}", "y".repeat(20_000)))
+        .await;
+    bob.expect(":irc.test 417 bob :Input line was too long")
+        .await;
+    bob.send("PING :still-here").await;
+    bob.expect(":irc.test PONG irc.test still-here").await;
+    bob.send("PRIVMSG #lobby :short one").await;
+    assert_eq!(
+        alice.skip_until("bob: short one").await,
+        Vec::<String>::new()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn echo_message_echoes_and_server_time_tags() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server
+        .irc_join("bob", &["echo-message", "server-time"])
+        .await;
+    bob.send("JOIN #lobby").await;
+    let join = bob.line().await;
+    assert!(
+        join.starts_with("@time=") && join.ends_with(" :bob!~bob@127.0.0.1 JOIN #lobby"),
+        "{join}"
+    );
+    bob.expect_command("366").await;
+    alice.expect("bob has joined the room.").await;
+
+    bob.send("PRIVMSG #lobby :echo this").await;
+    let echo = bob.line().await;
+    assert!(
+        echo.starts_with("@time=")
+            && echo.ends_with(" :bob!~bob@127.0.0.1 PRIVMSG #lobby :echo this"),
+        "{echo}"
+    );
+    let time = echo["@time=".len()..].split([';', ' ']).next().unwrap();
+    // 2026-12-01T21:22:33.123Z
+    assert_eq!(time.len(), 24, "{time}");
+    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+    alice.expect("bob: echo this").await;
+
+    alice.send("from netcat").await;
+    let heard = bob.line().await;
+    assert!(
+        heard.starts_with("@time=")
+            && heard.ends_with(" :alice!alice@127.0.0.1 PRIVMSG #lobby :from netcat"),
+        "{heard}"
+    );
+    // Echo covers private messages too.
+    bob.send("PRIVMSG alice :just you").await;
+    let echo = bob.line().await;
+    assert!(
+        echo.ends_with(" :bob!~bob@127.0.0.1 PRIVMSG alice :just you"),
+        "{echo}"
+    );
+    alice.expect("[private] bob: just you").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whox_lists_a_channel_with_the_token() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    alice.expect("bob has joined the room.").await;
+
+    bob.send("WHO #lobby %tnuhraf,42").await;
+    let reply = bob.until(|l| irc_command(l) == "315").await;
+    let (end, rows) = reply.split_last().unwrap();
+    assert_eq!(end, ":irc.test 315 bob #lobby :End of WHO list");
+    let mut rows = rows.to_vec();
+    rows.sort();
+    // Fields in WHOX order: t u h n f a r.
+    assert_eq!(
+        rows,
+        [
+            ":irc.test 354 bob 42 alice 127.0.0.1 alice H 0 :netcat user",
+            ":irc.test 354 bob 42 ~bob 127.0.0.1 bob H 0 :bob the tester",
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn chathistory_latest_returns_earlier_messages_in_a_batch() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    alice.send("first words").await;
+    alice.send("second words").await;
+    alice.sync().await;
+    let mut bob = server
+        .irc_join("bob", &["batch", "draft/chathistory", "server-time"])
+        .await;
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    bob.send("PRIVMSG #lobby :third words").await;
+    alice.skip_until("bob: third words").await;
+
+    bob.send("CHATHISTORY LATEST #lobby * 10").await;
+    let open = bob.line().await;
+    let (head, id) = open.rsplit_once(" +").map_or((open.as_str(), ""), |x| x);
+    let _ = head;
+    let id = id.split(' ').next().unwrap_or("").to_owned();
+    assert!(
+        open.starts_with(":irc.test BATCH +") && open.ends_with(" chathistory #lobby"),
+        "{open}"
+    );
+    let batch = bob.until(|l| l == format!(":irc.test BATCH -{id}")).await;
+    let (_, inside) = batch.split_last().unwrap();
+    let texts: Vec<String> = inside
+        .iter()
+        .map(|l| {
+            assert!(l.starts_with(&format!("@batch={id};time=")), "{l}");
+            l.split_once(' ').unwrap().1.to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ":alice!alice@127.0.0.1 PRIVMSG #lobby :first words",
+            ":alice!alice@127.0.0.1 PRIVMSG #lobby :second words",
+            ":bob!~bob@127.0.0.1 PRIVMSG #lobby :third words",
+        ]
+    );
+    // A limit keeps the newest.
+    bob.send("CHATHISTORY LATEST #lobby * 1").await;
+    let batch = bob.until(|l| l.starts_with(":irc.test BATCH -")).await;
+    assert_eq!(batch.len(), 3, "{batch:?}");
+    assert!(
+        batch[1].ends_with("PRIVMSG #lobby :third words"),
+        "{batch:?}"
+    );
+    server.stop().await;
+}
+
+/// Virtual time is free: wait as long as any timer here could take.
+const PATIENT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn idle_config() -> Config {
+    Config {
+        idle_timeout: Some(Duration::from_secs(20)),
+        ..config()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_irc_client_is_pinged_first_then_dropped_with_error() {
+    let server = TestServer::with_irc(idle_config()).await;
+    let mut bob = server.irc().await;
+    bob.wait = PATIENT;
+    bob.auto_pong = false;
+    bob.register("bob", &[]).await;
+    let registered = Instant::now();
+    bob.expect(":irc.test PING irc.test").await;
+    assert_eq!((Instant::now() - registered).as_secs(), 18);
+    let rest = bob.expect_closed().await;
+    assert_eq!(rest, ["ERROR :Closing link: (127.0.0.1) [Ping timeout]"]);
+    assert_eq!((Instant::now() - registered).as_secs(), 20);
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_irc_client_that_answers_ping_stays_connected() {
+    let server = TestServer::with_irc(idle_config()).await;
+    let mut bob = server.irc().await;
+    bob.wait = PATIENT;
+    bob.auto_pong = false;
+    bob.register("bob", &[]).await;
+    let registered = Instant::now();
+    for _ in 0..3 {
+        bob.expect(":irc.test PING irc.test").await;
+        bob.send("PONG irc.test").await;
+    }
+    assert!((Instant::now() - registered).as_secs() >= 54);
+    // Paused time may run the clock on to the next PING before the server reads this; the
+    // point is that the connection is still up and answering.
+    bob.auto_pong = true;
+    bob.send("PING :alive").await;
+    bob.expect(":irc.test PONG irc.test alive").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_service_nick_answers_with_notices() {
+    let server = server().await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("PRIVMSG linechat :help").await;
+    let help = bob.sync().await;
+    assert!(!help.is_empty());
+    for line in &help {
+        assert!(
+            line.starts_with(":linechat!linechat@irc.test NOTICE bob :"),
+            "{line}"
+        );
+    }
+    assert!(
+        help[0].contains("time") && help[0].contains("metrics"),
+        "{help:?}"
+    );
+    bob.send("PRIVMSG LineChat :time").await;
+    let time = bob.line().await;
+    assert!(
+        time.starts_with(":linechat!linechat@irc.test NOTICE bob :Server time: "),
+        "{time}"
+    );
+    server.stop().await;
+}
