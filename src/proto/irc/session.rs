@@ -946,8 +946,16 @@ impl Session {
         } else if mask == "*" || mask == "0" {
             (None, shared.hub.members())
         } else if let Some(found) = shared.hub.find(mask) {
+            // Shown in the first room it shares, with its standing there.
             let room = shared.hub.rooms_of(found.member.id).into_iter().next();
-            (room, vec![found])
+            let there = room.as_ref().and_then(|room| {
+                let (_, members) = shared
+                    .hub
+                    .room_members(self.conn.member.id, Whither::Named(room))
+                    .ok()?;
+                members.into_iter().find(|m| m.member.id == found.member.id)
+            });
+            (room, vec![there.unwrap_or(found)])
         } else {
             (None, Vec::new())
         };
