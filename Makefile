@@ -48,6 +48,6 @@ soak:
 	scripts/faults/soak.sh
 
 # The irctest IRC conformance subset against linechat's IRC listener (IRCTEST_SERVER=ngircd for
-# the baseline). See docs/irctest-notes.md.
+# the baseline). See TESTING.md.
 irctest:
 	scripts/irctest.sh
