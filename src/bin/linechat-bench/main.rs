@@ -35,6 +35,7 @@
 mod irc;
 mod line;
 mod nats;
+mod plan;
 mod proto;
 mod redis;
 mod scenario;
@@ -48,7 +49,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
-use proto::{Plan, ProtoArg, Setup};
+use plan::{Plan, ProtoArg};
+use proto::Setup;
 use stats::procfs;
 
 /// Hard caps that keep every run bounded.

@@ -1,4 +1,5 @@
-//! The one interface every wire protocol implements, and the one place that picks them.
+//! The one interface every wire protocol implements, and what they share (the handshake
+//! buffer). Which protocol a run uses is picked in `crate::plan`, above the implementations.
 //!
 //! The scenario code (connect, settle, send, count) never looks at which protocol it drives:
 //! it asks the [`Protocol`] to register and join a new connection, to frame a payload, and to
@@ -8,41 +9,15 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use bytes::BytesMut;
-use clap::ValueEnum;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::{irc, line, nats, redis};
-
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What `--proto` selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProtoArg {
-    /// linechat's line protocol (what netcat speaks).
-    #[value(alias = "line")]
-    Linechat,
-    Nats,
-    Redis,
-    /// IRC: NICK/USER, JOIN #room, PRIVMSG #room.
-    Irc,
-    /// Half the clients on the line protocol at --addr, half IRC at --irc-addr, one room.
-    Mixed,
-}
-
-impl ProtoArg {
-    pub fn name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
-    }
-}
 
 /// Who a connection is, as far as setting it up goes.
 #[derive(Debug, Clone, Copy)]
@@ -119,113 +94,6 @@ pub trait Protocol: Send + Sync + Debug {
     /// Settings that work but deserve a note in the report.
     fn warnings(&self) -> Vec<String> {
         Vec::new()
-    }
-}
-
-/// Where client i connects and what it speaks.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub proto: Arc<dyn Protocol>,
-    pub addr: SocketAddr,
-}
-
-/// The protocols of a run: client i uses `endpoints[i % endpoints.len()]`, so in a mixed run
-/// the senders (the first clients) are split between the protocols too.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub name: String,
-    pub endpoints: Vec<Endpoint>,
-    pub expected_definition: &'static str,
-}
-
-impl Plan {
-    /// The constructor: the only place that looks at which protocol was asked for.
-    pub fn new(
-        arg: ProtoArg,
-        addr: SocketAddr,
-        irc_addr: Option<SocketAddr>,
-        s: &Setup,
-    ) -> Result<Plan> {
-        let one = |proto: Arc<dyn Protocol>| vec![Endpoint { proto, addr }];
-        let (endpoints, expected_definition) = match arg {
-            ProtoArg::Linechat => (
-                one(Arc::new(line::Line::new(s))),
-                "each message to every other client (N-1): linechat does not echo to the sender",
-            ),
-            ProtoArg::Nats => (
-                one(Arc::new(nats::Nats::new(s))),
-                "each message to every other client (N-1): every client subscribes to one subject and publishes on its own connection with echo:false",
-            ),
-            ProtoArg::Redis => (
-                one(Arc::new(redis::Redis::new(s))),
-                "each message to every other client (N-1): every client subscribes to one channel; senders publish on separate publisher connections and their own subscriber's copy is discarded (self_deliveries)",
-            ),
-            ProtoArg::Irc => (
-                one(Arc::new(irc::Irc::new(s))),
-                "each message to every other client (N-1): every client joins one channel, and IRC does not echo a PRIVMSG to its sender",
-            ),
-            ProtoArg::Mixed => {
-                let irc_addr = irc_addr
-                    .ok_or_else(|| anyhow!("--proto mixed needs --irc-addr (the IRC listener)"))?;
-                (
-                    vec![
-                        Endpoint {
-                            proto: Arc::new(line::Line::new(s)),
-                            addr,
-                        },
-                        Endpoint {
-                            proto: Arc::new(irc::Irc::new(s)),
-                            addr: irc_addr,
-                        },
-                    ],
-                    "each message to every other client (N-1): even clients speak the line protocol at --addr, odd ones IRC at --irc-addr, all in one room; neither side echoes to the sender",
-                )
-            }
-        };
-        Ok(Plan {
-            name: arg.name(),
-            endpoints,
-            expected_definition,
-        })
-    }
-
-    pub fn endpoint(&self, idx: usize) -> &Endpoint {
-        &self.endpoints[idx % self.endpoints.len()]
-    }
-
-    pub fn separate_publishers(&self) -> bool {
-        self.endpoints.iter().any(|e| e.proto.separate_publishers())
-    }
-
-    pub fn settle_quiet(&self) -> Duration {
-        self.endpoints
-            .iter()
-            .map(|e| e.proto.settle_quiet())
-            .max()
-            .unwrap_or_default()
-    }
-
-    pub fn rate_hint(&self) -> String {
-        self.endpoints.iter().map(|e| e.proto.rate_hint()).collect()
-    }
-
-    pub fn check(&self, clients: usize) -> Result<()> {
-        self.endpoints
-            .iter()
-            .try_for_each(|e| e.proto.check(clients))
-    }
-
-    pub fn warnings(&self) -> Vec<String> {
-        self.endpoints
-            .iter()
-            .flat_map(|e| e.proto.warnings())
-            .collect()
-    }
-
-    /// `addr` or `addr + irc_addr`, for the report.
-    pub fn addrs(&self) -> String {
-        let v: Vec<String> = self.endpoints.iter().map(|e| e.addr.to_string()).collect();
-        v.join(" + ")
     }
 }
 

@@ -19,7 +19,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 
-use crate::proto::{show, Events, Handshake, Plan, Protocol, Who};
+use crate::plan::Plan;
+use crate::proto::{show, Events, Handshake, Protocol, Who};
 use crate::stats::{
     fmt_us, human, kib, new_histogram, procfs, progress_bar, round2, round3, sample, Sample,
 };

@@ -9,6 +9,7 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::core::event::{Event, Kind, Render, Target};
+use crate::core::hub::RoomView;
 use crate::core::room::Topic;
 use crate::core::LeaveReason;
 
@@ -132,6 +133,49 @@ pub fn render_history<'a>(
     }
     out.push_str("--- End of history ---\n");
     Bytes::from(out)
+}
+
+/// The welcome, the room's topic, who is here and the scrollback, as the newcomer sees them.
+pub fn arrival_text(view: &RoomView<'_>, first: Option<&str>) -> Vec<Bytes> {
+    let mut intro = String::new();
+    let others = view.len().saturating_sub(1);
+    match first {
+        Some(nick) => {
+            intro.push_str(&format!(
+                "Welcome to the chat, {nick}!\nType /help for the list of commands.\n"
+            ));
+            match others {
+                0 => intro.push_str(&format!("You are in {} (just you so far).\n", view.name())),
+                n => intro.push_str(&format!(
+                    "You are in {} ({n} other{} here; /who lists them).\n",
+                    view.name(),
+                    if n == 1 { "" } else { "s" }
+                )),
+            }
+        }
+        None => match view.len() {
+            1 => intro.push_str(&format!(
+                "You are now in {} (just you so far).\n",
+                view.name()
+            )),
+            n => intro.push_str(&format!(
+                "You are now in {} ({n} people here).\n",
+                view.name()
+            )),
+        },
+    }
+    if let Some(topic) = view.topic() {
+        push_topic_line(&mut intro, view.name(), topic);
+    }
+    let mut out = vec![Bytes::from(intro)];
+    let settings = view.settings;
+    if settings.scrollback > 0 {
+        let mut recent = view.recent(settings.scrollback).peekable();
+        if recent.peek().is_some() {
+            out.push(render_history(view.name(), recent, settings.budget));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::cmd::{self, format_duration, Command, Ctx, Flow};
-use super::render::{push_topic_line, render_history};
+use super::render::arrival_text;
 use super::words;
 use crate::context::Shared;
-use crate::core::hub::{Arrival, RoomView, Whither};
+use crate::core::hub::{Arrival, Whither};
 use crate::core::member;
 use crate::core::room::LOBBY;
 use crate::core::{Kind, LeaveReason};
@@ -66,49 +66,6 @@ struct Session {
     conn: Conn,
     /// Set once the client has joined.
     nick: Option<Arc<str>>,
-}
-
-/// The welcome, the room's topic, who is here and the scrollback, as the newcomer sees them.
-pub fn arrival_text(view: &RoomView<'_>, first: Option<&str>) -> Vec<Bytes> {
-    let mut intro = String::new();
-    let others = view.len().saturating_sub(1);
-    match first {
-        Some(nick) => {
-            intro.push_str(&format!(
-                "Welcome to the chat, {nick}!\nType /help for the list of commands.\n"
-            ));
-            match others {
-                0 => intro.push_str(&format!("You are in {} (just you so far).\n", view.name())),
-                n => intro.push_str(&format!(
-                    "You are in {} ({n} other{} here; /who lists them).\n",
-                    view.name(),
-                    if n == 1 { "" } else { "s" }
-                )),
-            }
-        }
-        None => match view.len() {
-            1 => intro.push_str(&format!(
-                "You are now in {} (just you so far).\n",
-                view.name()
-            )),
-            n => intro.push_str(&format!(
-                "You are now in {} ({n} people here).\n",
-                view.name()
-            )),
-        },
-    }
-    if let Some(topic) = view.topic() {
-        push_topic_line(&mut intro, view.name(), topic);
-    }
-    let mut out = vec![Bytes::from(intro)];
-    let settings = view.settings;
-    if settings.scrollback > 0 {
-        let mut recent = view.recent(settings.scrollback).peekable();
-        if recent.peek().is_some() {
-            out.push(render_history(view.name(), recent, settings.budget));
-        }
-    }
-    out
 }
 
 impl Session {

@@ -4,7 +4,7 @@
 
 use super::{Command, Ctx, Flow, Spec};
 use crate::core::names::RoomError;
-use crate::proto::line::session::arrival_text;
+use crate::proto::line::render::arrival_text;
 use crate::proto::line::words;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
