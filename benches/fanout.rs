@@ -71,36 +71,63 @@ fn drain(members: &[Arc<Member>]) {
     }
 }
 
+/// Says one 60-byte line in `room` per iteration, draining every [`DRAIN_EVERY`] outside the
+/// timing.
+fn say_repeatedly(room: &Room, text: &str, iters: u64) -> Duration {
+    let mut measured = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let batch = DRAIN_EVERY.min(iters - done);
+        let start = Instant::now();
+        for _ in 0..batch {
+            let said = Kind::Message(text.into());
+            let _ = room.hub.say(0, Whither::Current, said);
+        }
+        measured += start.elapsed();
+        drain(&room.members);
+        done += batch;
+    }
+    measured
+}
+
+/// `fanout/N`: a room of N netcat members. `mixed/N`: the same room with every other member
+/// on IRC with message tags, so each line is rendered twice (once per format) instead of
+/// once; per recipient it should cost about the same, which is what rendering once per
+/// format, not once per recipient, buys.
 fn fanout(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("fanout");
     let text = "x".repeat(60);
-    for n in [10usize, 100, 1000] {
-        let room = runtime.block_on(async { room(n, |_| linechat::proto::LINE) });
-        group.throughput(Throughput::Elements((n - 1) as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &room, |b, room| {
-            b.iter_custom(|iters| {
-                let mut measured = Duration::ZERO;
-                let mut done = 0;
-                while done < iters {
-                    let batch = DRAIN_EVERY.min(iters - done);
-                    let start = Instant::now();
-                    for _ in 0..batch {
-                        let said = Kind::Message(text.as_str().into());
-                        let _ = room.hub.say(0, Whither::Current, said);
-                    }
-                    measured += start.elapsed();
-                    drain(&room.members);
-                    done += batch;
+    let line = |_| linechat::proto::LINE;
+    let mixed = |i: usize| {
+        if i % 2 == 0 {
+            linechat::proto::LINE
+        } else {
+            linechat::proto::IRC_TAGGED
+        }
+    };
+    for (name, sizes) in [
+        ("fanout", &[10usize, 100, 1000][..]),
+        ("mixed", &[100, 1000][..]),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for &n in sizes {
+            let room = runtime.block_on(async {
+                if name == "mixed" {
+                    room(n, mixed)
+                } else {
+                    room(n, line)
                 }
-                measured
-            })
-        });
+            });
+            group.throughput(Throughput::Elements((n - 1) as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(n), &room, |b, room| {
+                b.iter_custom(|iters| say_repeatedly(room, &text, iters))
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, fanout);

@@ -49,9 +49,7 @@ fn describe_bind_error(e: &io::Error, addr: &SocketAddr) -> String {
 
 /// Binds the metrics endpoint's socket (see [`crate::ops::prom`]).
 pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|cause| Error::MetricsBind { addr, cause })
+    listen::bind_socket(addr).map_err(|cause| Error::MetricsBind { addr, cause })
 }
 
 /// Binds a listening socket, turning the usual failures into advice.

@@ -75,8 +75,6 @@ pub enum Whither<'a> {
 pub enum PrivateError {
     #[error("nobody called {0} is connected")]
     NoSuchNick(String),
-    #[error("a private message to oneself")]
-    ToSelf,
 }
 
 /// Someone here, as listings see them.
@@ -102,8 +100,19 @@ pub struct RoomInfo {
     pub members: usize,
     pub messages: u64,
     pub topic: Option<Topic>,
+    pub created: SystemTime,
     /// Whether the member that asked is in it.
     pub here: bool,
+}
+
+/// Head counts for IRC's LUSERS, taken in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub members: usize,
+    pub opers: usize,
+    pub invisible: usize,
+    /// Rooms with anyone in them.
+    pub rooms: usize,
 }
 
 /// A rename, as [`Hub::rename`] made it.
@@ -647,8 +656,9 @@ impl Hub {
         Ok((event, delivered))
     }
 
-    /// Sends `kind` from `id` to the member called `to`, wherever it is; returns the event,
-    /// whose target names the recipient as registered.
+    /// Sends `kind` from `id` to the member called `to`, wherever it is (itself included:
+    /// whether that makes sense is the protocol's call); returns the event, whose target
+    /// names the recipient as registered.
     pub fn private(&self, id: MemberId, to: &str, kind: Kind) -> Result<Arc<Event>, PrivateError> {
         let state = lock(&self.state);
         let target = state
@@ -656,9 +666,6 @@ impl Hub {
             .get(&nick_key(to))
             .and_then(|t| state.members.get(t))
             .ok_or_else(|| PrivateError::NoSuchNick(to.to_owned()))?;
-        if target.member.id == id {
-            return Err(PrivateError::ToSelf);
-        }
         let Some(sender) = state.members.get(&id) else {
             return Err(PrivateError::NoSuchNick(to.to_owned()));
         };
@@ -787,9 +794,55 @@ impl Hub {
                 members: room.members.len(),
                 messages: room.messages,
                 topic: room.topic.clone(),
+                created: room.created,
                 here: mine.iter().any(|&(r, _)| r == rid),
             })
             .collect()
+    }
+
+    /// The room `whither` names, as listings show it.
+    pub fn room(&self, id: MemberId, whither: Whither<'_>) -> Result<RoomInfo, RoomError> {
+        let state = lock(&self.state);
+        let rid = state.find_room(id, whither)?;
+        let room = &state.rooms[&rid];
+        Ok(RoomInfo {
+            name: room.name.clone(),
+            members: room.members.len(),
+            messages: room.messages,
+            topic: room.topic.clone(),
+            created: room.created,
+            here: state
+                .members
+                .get(&id)
+                .is_some_and(|e| e.rooms.iter().any(|&(r, _)| r == rid)),
+        })
+    }
+
+    /// Who is here, counted without copying anyone.
+    pub fn census(&self) -> Census {
+        let state = lock(&self.state);
+        let members = state.members.values().map(|e| &e.member);
+        Census {
+            members: state.members.len(),
+            opers: members.clone().filter(|m| m.is_oper()).count(),
+            invisible: members.filter(|m| m.is_invisible()).count(),
+            rooms: state
+                .rooms
+                .values()
+                .filter(|r| !r.members.is_empty())
+                .count(),
+        }
+    }
+
+    /// Whether `a` and `b` are in at least one room together.
+    pub fn share_a_room(&self, a: MemberId, b: MemberId) -> bool {
+        let state = lock(&self.state);
+        let (Some(a), Some(b)) = (state.members.get(&a), state.members.get(&b)) else {
+            return false;
+        };
+        a.rooms
+            .iter()
+            .any(|(r, _)| b.rooms.iter().any(|(s, _)| r == s))
     }
 
     /// The names of the rooms `id` is in, in the order it entered them.
@@ -854,5 +907,119 @@ impl Hub {
             .members
             .get(&id)
             .map(|e| e.identity.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Waker};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::member::Kind as MemberKind;
+    use crate::core::stats::ClientStats;
+
+    /// A format that counts how often it renders.
+    #[derive(Debug)]
+    struct Counting(AtomicUsize, &'static str);
+
+    impl Render for Counting {
+        fn render(&self, event: &Event) -> Bytes {
+            self.0.fetch_add(1, Relaxed);
+            Bytes::from(format!("{} {} {:?}\n", self.1, event.nick(), event.kind))
+        }
+    }
+
+    // Each test has formats of its own: tests run in parallel and the counts must be theirs.
+    static A: Counting = Counting(AtomicUsize::new(0), "a");
+    static B: Counting = Counting(AtomicUsize::new(0), "b");
+    static FORMATS: [&'static dyn Render; 2] = [&A, &B];
+    static C: Counting = Counting(AtomicUsize::new(0), "c");
+    static ONE_FORMAT: [&'static dyn Render; 1] = [&C];
+
+    fn settings() -> Settings {
+        Settings {
+            scrollback: 0,
+            retain: 10,
+            budget: 1 << 16,
+            announce_limit: 0,
+        }
+    }
+
+    fn member(hub: &Hub, id: MemberId, format: usize) -> Arc<Member> {
+        let kind = MemberKind {
+            protocol: "test",
+            tls: false,
+        };
+        let stats = ClientStats::new(tokio::time::Instant::now());
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let m = Member::new(id, addr, kind, format, stats, 1 << 20, None);
+        hub.register(&m, Some(&format!("m{id}")), None, "").unwrap();
+        m
+    }
+
+    /// Everything queued for `m`, taken as its writer would.
+    fn take(m: &Member) -> Vec<Bytes> {
+        let mut batch = VecDeque::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let outbox = m.outbox();
+        let mut poll = std::pin::pin!(std::future::poll_fn(|cx| outbox.poll_take(&mut batch, cx)));
+        let _ = matches!(poll.as_mut().poll(&mut cx), Poll::Ready(true));
+        batch.into_iter().collect()
+    }
+
+    #[test]
+    fn a_message_is_rendered_once_per_format_and_shared_by_its_members() {
+        let hub = Hub::new(settings(), &FORMATS);
+        let members: Vec<_> = (0..6).map(|i| member(&hub, i, (i % 2) as usize)).collect();
+        for m in &members {
+            hub.enter(m.id, "dev", Arrival::Entered, |_| {}).unwrap();
+        }
+        members.iter().for_each(|m| drop(take(m)));
+        let (a, b) = (A.0.load(Relaxed), B.0.load(Relaxed));
+        let (event, delivered) = hub
+            .say(0, Whither::Named("dev"), Kind::Message("hi".into()))
+            .unwrap();
+        assert_eq!(delivered, 5, "everyone but the sender");
+        assert_eq!((A.0.load(Relaxed) - a, B.0.load(Relaxed) - b), (1, 1));
+        assert_eq!(event.renderings(), 2);
+        let got: Vec<Vec<Bytes>> = members.iter().map(|m| take(m)).collect();
+        assert!(got[0].is_empty(), "no echo without asking for it");
+        for (i, lines) in got.iter().enumerate().skip(1) {
+            assert_eq!(lines.len(), 1, "member {i}");
+            // The same allocation, not an equal copy: one rendering per format.
+            let first_of_its_format = if i % 2 == 0 { &got[2][0] } else { &got[1][0] };
+            assert_eq!(
+                lines[0].as_ptr(),
+                first_of_its_format.as_ptr(),
+                "member {i}"
+            );
+        }
+        assert_ne!(got[1][0].as_ptr(), got[2][0].as_ptr());
+    }
+
+    #[test]
+    fn a_rename_reaches_someone_sharing_two_rooms_once() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (x, y) = (member(&hub, 1, 0), member(&hub, 2, 0));
+        for room in ["one", "two"] {
+            hub.enter(1, room, Arrival::Entered, |_| {}).unwrap();
+            hub.enter(2, room, Arrival::Entered, |_| {}).unwrap();
+        }
+        drop((take(&x), take(&y)));
+        let renamed = hub.rename(1, "ex").unwrap();
+        assert_eq!(&*renamed.new.nick, "ex");
+        assert_eq!(take(&y).len(), 1, "one NICK, not one per room");
+        assert!(
+            take(&x).is_empty(),
+            "the renamer is told by its own protocol"
+        );
+        hub.leave(1, LeaveReason::Quit, None);
+        assert_eq!(take(&y).len(), 1, "one departure, not one per room");
+        assert_eq!(hub.len(), 1);
     }
 }

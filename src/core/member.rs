@@ -46,6 +46,8 @@ pub struct Member {
     wants_away: AtomicBool,
     /// A server operator (IRC `OPER`).
     oper: AtomicBool,
+    /// Hidden from WHO by those who share no room with it (IRC user mode `+i`).
+    invisible: AtomicBool,
     /// The id of the last event fanned out to this member across several rooms, so an event
     /// that reaches it through two rooms is delivered once.
     seen: AtomicU64,
@@ -74,6 +76,7 @@ impl Member {
             echo: AtomicBool::new(false),
             wants_away: AtomicBool::new(false),
             oper: AtomicBool::new(false),
+            invisible: AtomicBool::new(false),
             seen: AtomicU64::new(0),
             kicked: CancellationToken::new(),
             kick_reason: OnceLock::new(),
@@ -143,6 +146,14 @@ impl Member {
 
     pub fn set_oper(&self, on: bool) {
         self.oper.store(on, Relaxed);
+    }
+
+    pub fn is_invisible(&self) -> bool {
+        self.invisible.load(Relaxed)
+    }
+
+    pub fn set_invisible(&self, on: bool) {
+        self.invisible.store(on, Relaxed);
     }
 
     /// The transport's current figures, where it has any.

@@ -151,6 +151,9 @@ pub struct ClientStats {
     /// Bytes waiting in this client's outgoing queue (with per-entry overhead).
     pub queued: AtomicUsize,
     pub rtt: Mutex<RttLog>,
+    /// When this client last sent anything, in milliseconds after `connected_at` (for IRC's
+    /// idle time in WHOIS and WHO).
+    last_input_ms: AtomicU64,
 }
 impl ClientStats {
     pub fn new(now: Instant) -> Self {
@@ -164,7 +167,21 @@ impl ClientStats {
             dropped: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             rtt: Mutex::new(RttLog::default()),
+            last_input_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that input arrived at `now`.
+    pub fn mark_input(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.connected_at).as_millis();
+        self.last_input_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// How long this client has sent nothing, as of `now`.
+    pub fn idle(&self, now: Instant) -> Duration {
+        let last = self.connected_at + Duration::from_millis(self.last_input_ms.load(Relaxed));
+        now.saturating_duration_since(last)
     }
 
     /// Keeps `info` as the newest sample and returns the one before it, so server-wide totals

@@ -135,24 +135,27 @@ pub fn defaults() -> Vec<ListenUrl> {
 /// Binds `addr`, turning the usual failures into advice. `[::]` is bound dual-stack, so IPv4
 /// clients reach it too.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    let fail = |source: io::Error| match source.kind() {
+    bind_socket(addr).map_err(|source| match source.kind() {
         io::ErrorKind::AddrInUse => Error::AddrInUse {
             addr,
             port: addr.port(),
         },
         io::ErrorKind::PermissionDenied => Error::PermissionDenied { addr },
         _ => Error::Bind { addr, source },
-    };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    })
+}
+
+/// [`bind`] without the advice, for listeners whose errors their caller words.
+pub fn bind_socket(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
-        socket.set_only_v6(false).map_err(fail)?;
+        socket.set_only_v6(false)?;
     }
-    socket.set_reuse_address(true).map_err(fail)?;
-    socket.set_nonblocking(true).map_err(fail)?;
-    socket.bind(&addr.into()).map_err(fail)?;
-    socket.listen(1024).map_err(fail)?;
-    TcpListener::from_std(socket.into()).map_err(fail)
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Back-off when `accept` fails for lack of resources (EMFILE and the like): retrying at once

@@ -212,12 +212,6 @@ impl ServerMetrics {
         self.disconnects[reason as usize].load(Relaxed)
     }
 
-    /// Counts an open connection until the guard is dropped.
-    pub fn connection_opened(&self) -> OpenConnection<'_> {
-        self.connections_open.fetch_add(1, Relaxed);
-        OpenConnection(self)
-    }
-
     /// Samples `member`'s transport now, keeps the sample in its log and adds it to the
     /// server-wide RTT histogram and retransmission totals.
     pub fn sample_tcp(&self, member: &Member) -> Option<TcpInfo> {
@@ -240,16 +234,6 @@ impl ServerMetrics {
                 .fetch_add(u64::from(segs.saturating_sub(before)), Relaxed);
         }
         lock(&self.rtt_us).record(u64::from(info.rtt_us));
-    }
-}
-
-/// See [`ServerMetrics::connection_opened`].
-#[derive(Debug)]
-pub struct OpenConnection<'a>(&'a ServerMetrics);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Relaxed);
     }
 }
 

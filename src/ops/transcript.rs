@@ -6,13 +6,15 @@
 //! writes. A thread rather than a task because file writes block, and a disk that stalls must
 //! stall only this thread: when the channel is full, chat goes on and the event is counted as
 //! dropped (and logged, at most every [`DROP_LOG_INTERVAL`]) instead of slowing the room or
-//! growing memory. A chat message is handed over as the `Bytes` already formatted for the
-//! room, so recording one costs two reference-count increments and no copy.
+//! growing memory. The hub hands over its own shared event, so recording one costs two
+//! reference-count increments and no copy; it is encoded on the writer thread.
 //!
 //! Each line: `{"time":"2026-11-27T09:15:02.123Z","room":"lobby","sender":"alice",
-//! "kind":"message","text":"hello"}`. `kind` is `message` (text: what was said), `join` (text
-//! empty), `leave` (text: the reason, as in the leave notice) or `nick` (sender: the old name,
-//! text: the new one). [`Control::reopen`] makes the writer reopen the path, for log rotation
+//! "kind":"message","text":"hello"}`. `kind` is `message`, `action` or `notice` (text: what was
+//! said), `join` or `enter` (text empty), `part` (text: the parting message, if any), `leave`
+//! (text: the reason, as in the leave notice, or an IRC QUIT's message; recorded once for each
+//! room the leaver was in), `nick` (sender: the old name, text: the new one) or `topic` (text:
+//! the new topic). [`Control::reopen`] makes the writer reopen the path, for log rotation
 //! on SIGHUP.
 
 use std::fs::{File, OpenOptions};

@@ -53,7 +53,16 @@ pub struct Conn {
     pub socket: Arc<TcpStream>,
     pub reader: Reader,
     writer: JoinHandle<()>,
-    permit: OwnedSemaphorePermit,
+    /// The connection's slot under `--max-clients`, given back in [`Conn::finish`].
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A connection counts as open (`connections_open`) from [`Conn::start`] until it is dropped,
+/// however its session ends.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shared.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Conn {
@@ -70,6 +79,8 @@ impl Conn {
         max_line: usize,
         permit: OwnedSemaphorePermit,
     ) -> Conn {
+        tracing::info!("connected");
+        shared.metrics.connections_open.fetch_add(1, Relaxed);
         // Latency matters more than segment count for chat; batching happens in the writer.
         let _ = stream.set_nodelay(true);
         if let Err(e) = crate::net::sockopt::tune(&stream, &shared.config) {
@@ -102,7 +113,7 @@ impl Conn {
             member,
             socket,
             writer,
-            permit,
+            permit: Some(permit),
         }
     }
 
@@ -114,7 +125,9 @@ impl Conn {
 
     /// Ends the connection after the session ended for `reason`, having left the hub:
     /// queues `farewell`, flushes or drops what is queued as the reason demands, and logs
-    /// what the connection did, counting what the final flush wrote.
+    /// what the connection did, counting what the final flush wrote. When the queue is
+    /// dropped (a slow consumer, a broken connection) the farewell is still tried, with one
+    /// write that never waits, so a client that reads again learns why it was cut off.
     pub async fn finish(
         mut self,
         reason: LeaveReason,
@@ -131,6 +144,9 @@ impl Conn {
             | LeaveReason::TimedOut => {
                 self.writer.abort();
                 let _ = (&mut self.writer).await;
+                if let Some(farewell) = farewell {
+                    let _ = self.socket.try_write(&farewell);
+                }
                 false
             }
             _ => {
@@ -169,7 +185,7 @@ impl Conn {
         shared.metrics.sample_tcp(&self.member);
         // The chat session is over: its slot is free for the next person even while the
         // socket lingers for at most LINGER.
-        drop(self.permit);
+        drop(self.permit.take());
         if flushed && reason != LeaveReason::Closed {
             linger_close(&self.socket).await;
         }
@@ -344,6 +360,7 @@ impl Reader {
 
     fn mark_input(&mut self, now: Instant) {
         self.last_input = now;
+        self.client.stats.mark_input(now);
         self.idle_warned = false;
     }
 

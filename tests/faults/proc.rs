@@ -60,13 +60,8 @@ impl Server {
         let addr = tokio::time::timeout(WAIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 log.lock().unwrap().push(line.clone());
-                if let Some(at) = line.find("listening addr=") {
-                    return line[at + "listening addr=".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
+                if let Some(addr) = crate::support::listening_addr(&line) {
+                    return addr;
                 }
             }
             panic!("linechat exited without listening")

@@ -45,13 +45,8 @@ async fn start_logged(
     let mut early = Vec::new();
     let addr = tokio::time::timeout(WAIT, async {
         while let Some(line) = rx.recv().await {
-            if let Some(at) = line.find("listening addr=") {
-                return line[at + "listening addr=".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+            if let Some(addr) = crate::support::listening_addr(&line) {
+                return addr;
             }
             early.push(line);
         }

@@ -651,5 +651,50 @@ async fn the_service_nick_answers_with_notices() {
         time.starts_with(":linechat!linechat@irc.test NOTICE bob :Server time: "),
         "{time}"
     );
+    // The same reports netcat users get, a NOTICE per line.
+    bob.send("PRIVMSG linechat :metrics").await;
+    let report = bob.sync().await;
+    let text = report.join("\n");
+    assert!(
+        text.contains("NOTICE bob :=== Server Metrics ===")
+            && text.contains("NOTICE bob :Active Clients: 1"),
+        "{text}"
+    );
+    assert!(text.contains(", irc):"), "bob's own block says irc: {text}");
+    bob.send("PRIVMSG linechat :throughput").await;
+    let report = bob.sync().await;
+    assert!(
+        report[0].contains(" NOTICE bob :=== Throughput for bob (connected "),
+        "{report:?}"
+    );
+    server.stop().await;
+}
+
+/// IRC clients may send formatting codes and any control character; none of it reaches a
+/// netcat user's terminal, which could otherwise be repainted (ESC sequences) by anyone on IRC.
+#[tokio::test]
+async fn control_characters_from_irc_never_reach_netcat_terminals() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    alice.expect("bob has joined the room.").await;
+    bob.send("PRIVMSG #lobby :\u{2}bold\u{2} \u{3}04,12red\u{3} \u{1b}[2Jwiped")
+        .await;
+    alice.expect("bob: bold red [2Jwiped").await;
+    bob.send("TOPIC #lobby :\u{1b}]0;owned\u{7}news").await;
+    alice
+        .expect("bob set the topic of lobby: ]0;ownednews")
+        .await;
+    // IRC users still get the codes as sent: they are IRC's own.
+    let mut carol = server.irc_join("carol", &[]).await;
+    carol.send("JOIN #lobby").await;
+    carol.expect_command("366").await;
+    alice.expect("carol has joined the room.").await;
+    bob.send("PRIVMSG #lobby :\u{2}hi\u{2} there").await;
+    carol
+        .expect(":bob!~bob@127.0.0.1 PRIVMSG #lobby :\u{2}hi\u{2} there")
+        .await;
+    alice.expect("bob: hi there").await;
     server.stop().await;
 }

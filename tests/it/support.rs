@@ -611,3 +611,10 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
+
+/// The address in the binary's `listening addr=… protocol=…` log line, if `line` is one.
+#[allow(dead_code)] // used by the binary tests and the fault suite, not by every includer
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let at = line.find("listening addr=")? + "listening addr=".len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}

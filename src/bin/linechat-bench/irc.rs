@@ -279,19 +279,13 @@ impl Protocol for Irc {
     }
 
     fn check(&self, clients: usize) -> Result<()> {
-        let p = self.nick_prefix.as_bytes();
         let longest = format!(
             "{}{}x{NICK_RETRIES}",
             self.nick_prefix,
             clients.saturating_sub(1)
         );
-        if p.is_empty()
-            || !p[0].is_ascii_alphabetic()
-            || !p
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b"-_[]\\`^{}|".contains(&b))
-            || longest.len() > 30
-        {
+        // linechat's rule is a subset of IRC's; 30 is the shortest NICKLEN among the peers.
+        if linechat::core::names::validate_nick(&longest).is_err() || longest.len() > 30 {
             bail!("--nick-prefix for IRC must start with a letter, use only letters, digits and - _ [ ] \\ ` ^ {{ }} |, and leave room for the client number within 30 characters");
         }
         let ch = self.channel.as_bytes();

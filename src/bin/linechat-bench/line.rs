@@ -113,16 +113,9 @@ impl Protocol for Line {
     }
 
     fn check(&self, clients: usize) -> Result<()> {
-        let p = self.nick_prefix.as_bytes();
         let longest = format!("{}{}", self.nick_prefix, clients.saturating_sub(1));
-        if p.is_empty()
-            || !p[0].is_ascii_alphabetic()
-            || !p
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            || longest.len() > 32
-        {
-            bail!("--nick-prefix must start with a letter, use only letters, digits, _ - ., and leave room for the client number within 32 characters");
+        if linechat::core::names::validate_nick(&longest).is_err() {
+            bail!("--nick-prefix must start with a letter, use only letters, digits and _ - [ ] \\ ^ {{ }} | `, and leave room for the client number within 32 characters");
         }
         let r = self.room.as_bytes();
         if r.is_empty() || r.len() > 32 || !r.iter().all(|&b| b.is_ascii_graphic()) {

@@ -26,6 +26,7 @@ use crate::core::names::{validate_nick, NickError, RoomError, MAX_NICK, MAX_ROOM
 use crate::core::LeaveReason;
 use crate::proto::codec::Frame;
 use crate::proto::conn::{Conn, Input};
+use crate::proto::line::cmd;
 
 /// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
 /// may send. Longer lines are answered with 417 without being buffered.
@@ -66,7 +67,6 @@ pub async fn run(
     id: u64,
     permit: OwnedSemaphorePermit,
 ) {
-    tracing::info!("connected");
     let kind = member::Kind {
         protocol: "irc",
         tls: false,
@@ -81,7 +81,6 @@ pub async fn run(
         MAX_IRC_LINE,
         permit,
     );
-    let _open = shared.metrics.connection_opened();
     let mut session = Session {
         server: shared.config.server_name.clone(),
         conn,
@@ -91,7 +90,6 @@ pub async fn run(
         caps: BTreeSet::new(),
         negotiating: false,
         quit_message: None,
-        invisible: false,
         next_batch: 0,
         password: None,
     };
@@ -111,11 +109,6 @@ pub async fn run(
     };
     let host = peer.ip().to_canonical().to_string();
     let farewell = format!("ERROR :Closing link: ({host}) [{why}]\r\n");
-    if reason == LeaveReason::SlowConsumer {
-        // The queue is full, so the usual farewell cannot be queued; one write straight to the
-        // socket tells a client that is still reading what happened.
-        let _ = session.conn.socket.try_write(b"ERROR :SendQ exceeded\r\n");
-    }
     let Session { conn, .. } = session;
     conn.finish(reason, registered.as_deref(), Some(Bytes::from(farewell)))
         .await;
@@ -134,7 +127,6 @@ struct Session {
     /// Between `CAP LS`/`REQ` and `CAP END`, registration waits.
     negotiating: bool,
     quit_message: Option<String>,
-    invisible: bool,
     next_batch: u64,
     /// What `PASS` gave, checked against `--server-password` when registration completes.
     password: Option<String>,
@@ -396,26 +388,21 @@ impl Session {
     }
 
     fn lusers(&self) {
-        let hub = &self.conn.shared.hub;
-        let users = hub.len().to_string();
-        let rooms = hub.rooms(None).iter().filter(|r| r.members > 0).count();
+        let census = self.conn.shared.hub.census();
+        let (users, visible) = (census.members, census.members - census.invisible);
         self.reply(
             251,
             &[&format!(
-                "There are {users} users and 0 invisible on 1 servers"
+                "There are {visible} users and {} invisible on 1 servers",
+                census.invisible
             )],
         );
-        self.reply(252, &["0", "operator(s) online"]);
-        self.reply(254, &[&rooms.to_string(), "channels formed"]);
+        self.reply(252, &[&census.opers.to_string(), "operator(s) online"]);
+        self.reply(254, &[&census.rooms.to_string(), "channels formed"]);
         self.reply(255, &[&format!("I have {users} clients and 0 servers")]);
-        self.reply(
-            265,
-            &[&users, &users, &format!("Current local users {users}")],
-        );
-        self.reply(
-            266,
-            &[&users, &users, &format!("Current global users {users}")],
-        );
+        // The optional current/max numbers are left out: the maximum is not tracked.
+        self.reply(265, &[&format!("Current local users: {users}")]);
+        self.reply(266, &[&format!("Current global users: {users}")]);
     }
 
     fn motd(&self) {
@@ -648,7 +635,6 @@ impl Session {
             let formats = shared.hub.formats();
             let server = self.server.clone();
             let me = self.me().to_owned();
-            let multi_prefix = self.has("multi-prefix");
             let joined = shared
                 .hub
                 .enter(member.id, target, Arrival::Entered, |view| {
@@ -661,7 +647,7 @@ impl Session {
                         numeric(&mut out, &server, 333, &me, &[&name, &topic.by, &at]);
                     }
                     let nicks: Vec<String> = view.members().map(|m| prefixed(&m)).collect();
-                    names_reply(&mut out, &server, &me, &name, &nicks, multi_prefix);
+                    names_reply(&mut out, &server, &me, &name, &nicks);
                     let _ = member.push(out.freeze());
                 });
             match joined {
@@ -751,28 +737,18 @@ impl Session {
             }
             match shared.hub.private(self.conn.member.id, target, kind()) {
                 Ok(event) => {
-                    shared.metrics.count_message(&self.conn.member.stats, 1);
-                    if self.has("echo-message") {
+                    let to_self =
+                        matches!(&event.target, Target::Member(to) if to.id == self.conn.member.id);
+                    // To oneself the message itself is the echo, and no one else received it.
+                    shared
+                        .metrics
+                        .count_message(&self.conn.member.stats, usize::from(!to_self));
+                    if self.has("echo-message") && !to_self {
                         self.show(&event);
                     }
                     if !notice {
                         if let Some(away) = shared.hub.find(target).and_then(|m| m.away) {
                             self.reply(301, &[target, &away]);
-                        }
-                    }
-                }
-                Err(PrivateError::ToSelf) => {
-                    // IRC lets people message themselves; it is not a delivery to anyone else.
-                    if let Some(identity) = shared.hub.identity(self.conn.member.id) {
-                        let event =
-                            Event::new(0, Target::Member(identity.clone()), Some(identity), kind());
-                        let mut out = BytesMut::new();
-                        write_event(&mut out, &event, self.tagged(), &[]);
-                        self.send(out);
-                        if self.has("echo-message") {
-                            let mut out = BytesMut::new();
-                            write_event(&mut out, &event, self.tagged(), &[]);
-                            self.send(out);
                         }
                     }
                 }
@@ -793,51 +769,24 @@ impl Session {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        let stats = &self.conn.member.stats;
-        let reply: Vec<String> = match word.as_str() {
-            "time" => vec![crate::proto::line::cmd::server_time()],
-            "ping" => match shared.metrics.sample_tcp(&self.conn.member) {
-                Some(info) => vec![format!(
-                    "pong (round trip {:.3} ms, as the kernel measures this connection)",
-                    f64::from(info.rtt_us) / 1000.0
-                )],
-                None => vec!["pong (round-trip time unavailable on this platform)".to_owned()],
-            },
-            "metrics" => vec![format!(
-                "Total Messages: {}; Active Clients: {}; your messages: {}; bytes in {} out {}",
-                shared.metrics.messages.total(),
-                shared.hub.len(),
-                stats.messages.load(Relaxed),
-                stats.bytes_in.total(),
-                stats.bytes_out.total()
-            )],
-            "throughput" => {
-                let secs = shared
-                    .metrics
-                    .clock
-                    .now()
-                    .saturating_duration_since(stats.connected_at)
-                    .as_secs_f64()
-                    .max(1.0);
-                vec![format!(
-                    "From you: {} lines, {} B ({:.1} B/s); to you: {} messages, {} B ({:.1} B/s)",
-                    stats.lines_in.total(),
-                    stats.bytes_in.total(),
-                    stats.bytes_in.total() as f64 / secs,
-                    stats.lines_out.total(),
-                    stats.bytes_out.total(),
-                    stats.bytes_out.total() as f64 / secs
-                )]
+        let member = &self.conn.member;
+        let report = match word.as_str() {
+            "time" => cmd::server_time(),
+            "ping" => cmd::reports::ping(shared, member, None),
+            "metrics" => cmd::reports::metrics(shared),
+            "throughput" => cmd::reports::throughput(shared, member, self.me()),
+            _ => {
+                "I answer: help, time, ping, metrics, throughput (the netcat commands of the same \
+                  names).\nRooms are channels (#lobby); JOIN, PART, TOPIC, WHO and PRIVMSG work as \
+                  in any IRC client."
+                    .to_owned()
             }
-            _ => vec![
-                "I answer: help, time, ping, metrics, throughput.".to_owned(),
-                "Rooms are channels (#lobby); /join, /part, /topic, /who and /msg work as in any IRC client.".to_owned(),
-            ],
         };
+        let reply: Vec<&str> = report.lines().filter(|l| !l.is_empty()).collect();
         let src = format!("{SERVICE}!{SERVICE}@{}", self.server);
         for line in reply {
             let mut out = BytesMut::new();
-            write(&mut out, &[], Some(&src), "NOTICE", &[self.me(), &line]);
+            write(&mut out, &[], Some(&src), "NOTICE", &[self.me(), line]);
             self.send(out);
         }
     }
@@ -894,14 +843,7 @@ impl Session {
                 Ok((name, members)) => {
                     let nicks: Vec<String> = members.iter().map(prefixed).collect();
                     let mut out = BytesMut::new();
-                    names_reply(
-                        &mut out,
-                        &self.server,
-                        self.me(),
-                        &channel(&name),
-                        &nicks,
-                        self.has("multi-prefix"),
-                    );
+                    names_reply(&mut out, &self.server, self.me(), &channel(&name), &nicks);
                     self.send(out);
                 }
                 Err(_) => self.reply(366, &[target, "End of /NAMES list"]),
@@ -959,7 +901,21 @@ impl Session {
         } else {
             (None, Vec::new())
         };
+        // +i hides a member from those who share no room with it, except in a channel's list.
+        let me = self.conn.member.id;
+        let members: Vec<MemberInfo> = if mask.starts_with('#') {
+            members
+        } else {
+            members
+                .into_iter()
+                .filter(|m| {
+                    let id = m.member.id;
+                    id == me || !m.member.is_invisible() || shared.hub.share_a_room(me, id)
+                })
+                .collect()
+        };
         let chan = room.as_deref().map_or_else(|| "*".to_owned(), channel);
+        let now = Instant::now();
         for m in &members {
             let flags = format!(
                 "{}{}{}",
@@ -999,7 +955,7 @@ impl Session {
                             'n' => id.nick.to_string(),
                             'f' => flags.to_owned(),
                             'd' => "0".to_owned(),
-                            'l' => "0".to_owned(),
+                            'l' => m.member.stats.idle(now).as_secs().to_string(),
                             'a' => "0".to_owned(),
                             'o' => "n/a".to_owned(),
                             _ => id.realname.to_string(),
@@ -1049,15 +1005,9 @@ impl Session {
         }
         let protocol = found.member.kind.protocol;
         self.reply(320, &[&id.nick, &format!("is connected over {protocol}")]);
-        let idle = found
-            .member
-            .stats
-            .connected_at
-            .elapsed()
-            .as_secs()
-            .to_string();
-        let signon =
-            unix(SystemTime::now() - found.member.stats.connected_at.elapsed()).to_string();
+        let stats = &found.member.stats;
+        let idle = stats.idle(Instant::now()).as_secs().to_string();
+        let signon = unix(SystemTime::now() - stats.connected_at.elapsed()).to_string();
         self.reply(
             317,
             &[&id.nick, &idle, &signon, "seconds idle, signon time"],
@@ -1072,23 +1022,17 @@ impl Session {
         };
         let shared = self.conn.shared.clone();
         if target.starts_with('#') {
-            let Ok((name, _)) = room_of(target)
-                .and_then(|room| shared.hub.topic(self.conn.member.id, Whither::Named(room)))
+            let Ok(room) = room_of(target)
+                .and_then(|room| shared.hub.room(self.conn.member.id, Whither::Named(room)))
             else {
                 self.reply(403, &[target, "No such channel"]);
                 return;
             };
-            let name = channel(&name);
+            let name = channel(&room.name);
             match msg.param(1) {
                 None => {
                     self.reply(324, &[&name, "+nt"]);
-                    let created = shared
-                        .hub
-                        .rooms(None)
-                        .iter()
-                        .find(|r| channel(&r.name) == name)
-                        .map_or(0, |_| unix(shared.metrics.started));
-                    self.reply(329, &[&name, &created.to_string()]);
+                    self.reply(329, &[&name, &unix(room.created).to_string()]);
                 }
                 Some("b" | "+b") if msg.params.len() == 2 => {
                     self.reply(368, &[&name, "End of channel ban list"])
@@ -1097,7 +1041,7 @@ impl Session {
                     482,
                     &[
                         &name,
-                        "You're not channel operator (rooms have no operators yet)",
+                        "Channel modes cannot be changed yet (they come with moderation)",
                     ],
                 ),
             }
@@ -1111,8 +1055,9 @@ impl Session {
             }
             return;
         }
+        let member = self.conn.member.clone();
         match msg.param(1) {
-            None => self.reply(221, &[if self.invisible { "+i" } else { "+" }]),
+            None => self.reply(221, &[if member.is_invisible() { "+i" } else { "+" }]),
             Some(change) => {
                 let mut on = true;
                 let mut applied = String::new();
@@ -1120,8 +1065,8 @@ impl Session {
                     match c {
                         '+' => on = true,
                         '-' => on = false,
-                        'i' if on != self.invisible => {
-                            self.invisible = on;
+                        'i' if on != member.is_invisible() => {
+                            member.set_invisible(on);
                             applied.push(if on { '+' } else { '-' });
                             applied.push('i');
                         }
@@ -1155,7 +1100,7 @@ impl Session {
                 482,
                 &[
                     target,
-                    "You're not channel operator (rooms have no operators yet)",
+                    "Kicking is not available yet (it comes with moderation)",
                 ],
             ),
             Err(_) => self.reply(403, &[target, "No such channel"]),
@@ -1351,15 +1296,9 @@ fn prefixed(m: &MemberInfo) -> String {
     }
 }
 
-/// 353 lines of at most ~400 bytes each, then 366.
-fn names_reply(
-    out: &mut BytesMut,
-    server: &str,
-    me: &str,
-    chan: &str,
-    nicks: &[String],
-    _multi: bool,
-) {
+/// 353 lines of at most ~400 bytes each, then 366. Operator (`@`) is the only prefix there
+/// is, so `multi-prefix` changes nothing here.
+fn names_reply(out: &mut BytesMut, server: &str, me: &str, chan: &str, nicks: &[String]) {
     let mut line = String::new();
     for nick in nicks {
         if line.len() + nick.len() > 400 {

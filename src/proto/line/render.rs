@@ -1,6 +1,7 @@
 //! How line-protocol (netcat) users see events: plain sentences, one per line. The texts
 //! marked exact in docs/PROTOCOL.md are kept word for word from the original server.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::SystemTime;
 
@@ -34,16 +35,16 @@ impl Render for Line {
             out.put_u8(b'\n');
         };
         match &event.kind {
-            Kind::Message(text) => line(&[nick, ": ", text]),
-            Kind::Action(text) => line(&["* ", nick, " ", text]),
-            Kind::Notice(text) => line(&["-", nick, "- ", text]),
+            Kind::Message(text) => line(&[nick, ": ", &clean(text)]),
+            Kind::Action(text) => line(&["* ", nick, " ", &clean(text)]),
+            Kind::Notice(text) => line(&["-", nick, "- ", &clean(text)]),
             Kind::Joined => line(&[nick, " has joined the chat."]),
             Kind::Entered => line(&[nick, " has joined the room."]),
             Kind::Parted(None) => line(&[nick, " has left the room."]),
-            Kind::Parted(Some(why)) => line(&[nick, " has left the room (", why, ")."]),
+            Kind::Parted(Some(why)) => line(&[nick, " has left the room (", &clean(why), ")."]),
             Kind::Left(reason, message) => match (reason.explanation(), message) {
                 (_, Some(message)) if *reason == LeaveReason::Quit => {
-                    line(&[nick, " has left the chat (", message, ")."])
+                    line(&[nick, " has left the chat (", &clean(message), ")."])
                 }
                 (None, _) => line(&[nick, " has left the chat."]),
                 (Some(why), _) => line(&[nick, " has left the chat (", why, ")."]),
@@ -51,7 +52,7 @@ impl Render for Line {
             Kind::Nick(new) => line(&[nick, " changed nickname to ", &new.nick]),
             Kind::Topic(text) => {
                 let room = event.room().map_or("", |r| &**r);
-                line(&[nick, " set the topic of ", room, ": ", text])
+                line(&[nick, " set the topic of ", room, ": ", &clean(text)])
             }
             Kind::Away(_) => return Bytes::new(),
             Kind::Presence {
@@ -72,6 +73,45 @@ impl Render for Line {
         }
         out.freeze()
     }
+}
+
+/// Text as a terminal may show it. Netcat users' own text passed the text policy on the way
+/// in, but IRC clients may send formatting codes (bold `\x02`, colours `\x03NN,NN`, reset
+/// `\x0f`…) and other protocols any control character: IRC's codes are removed with their
+/// arguments and every other control character but TAB is dropped, so nobody's terminal can be
+/// repainted through another protocol. Text without control characters is not copied.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\t' && c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{3}' => {
+                // Colour: up to two digits, optionally a comma and up to two more.
+                let digits = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+                    for _ in 0..2 {
+                        if chars.next_if(char::is_ascii_digit).is_none() {
+                            break;
+                        }
+                    }
+                };
+                if chars.peek().is_some_and(char::is_ascii_digit) {
+                    digits(&mut chars);
+                    let mut ahead = chars.clone();
+                    if ahead.next() == Some(',') && ahead.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                        digits(&mut chars);
+                    }
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn text_len(kind: &Kind) -> usize {
@@ -256,6 +296,19 @@ mod tests {
         );
         assert_eq!(text(&private), "[private] a: psst\n");
         assert_eq!(text(&event(0, "a", Kind::Away(Some("lunch".into())))), "");
+    }
+
+    #[test]
+    fn control_characters_from_other_protocols_never_reach_a_terminal() {
+        assert!(matches!(clean("plain\ttext"), Cow::Borrowed(_)));
+        assert_eq!(
+            clean("\u{2}bold\u{2} \u{3}04,12red\u{3} \u{3}7x\u{f} \u{1b}[2Jwiped \u{9b}1m"),
+            "bold red x [2Jwiped 1m"
+        );
+        let evil = event(0, "bob", Kind::Message("\u{1b}]0;pwned\u{7}hi".into()));
+        assert_eq!(text(&evil), "bob: ]0;pwnedhi\n");
+        let topic = event(0, "bob", Kind::Topic("\u{3}4red topic".into()));
+        assert_eq!(text(&topic), "bob set the topic of dev: red topic\n");
     }
 
     #[test]

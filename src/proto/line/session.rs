@@ -35,7 +35,6 @@ pub async fn run(
     id: u64,
     permit: OwnedSemaphorePermit,
 ) {
-    tracing::info!("connected");
     let kind = member::Kind {
         protocol: "line",
         tls: false,
@@ -50,7 +49,6 @@ pub async fn run(
         shared.config.max_line,
         permit,
     );
-    let _open = shared.metrics.connection_opened();
     let mut session = Session { conn, nick: None };
     let reason = session.serve().await;
     let Session { conn, nick } = session;

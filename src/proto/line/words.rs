@@ -34,11 +34,11 @@ pub fn room_error(e: &RoomError) -> String {
     }
 }
 
+/// `/msg` to one's own nickname.
+pub const TO_SELF: &str = "Error: that is you; a private message goes to someone else.";
+
 pub fn private_error(e: &PrivateError) -> String {
     match e {
         PrivateError::NoSuchNick(name) => format!("Error: nobody called {name} is connected."),
-        PrivateError::ToSelf => {
-            "Error: that is you; a private message goes to someone else.".to_owned()
-        }
     }
 }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::rooms::plural;
 use super::{Command, Ctx, Flow, Spec};
+use crate::context::Shared;
 use crate::core::hub::{MemberInfo, PrivateError, RoomInfo};
 use crate::core::lock;
 use crate::core::member::queue_totals;
@@ -53,13 +54,18 @@ impl Metrics {
             }
             return Flow::Continue;
         }
-        let mut report = server_report(&shared.hub.members(), &shared.metrics);
-        let mut rooms = shared.hub.rooms(None);
-        super::rooms::sort_fullest_first(&mut rooms);
-        room_lines(&mut report, &rooms);
-        ctx.reply(report.trim_end());
+        ctx.reply(report(shared).trim_end());
         Flow::Continue
     }
+}
+
+/// The server's metrics report, as `/metrics` shows it (and `/msg linechat metrics` on IRC).
+pub fn report(shared: &Shared) -> String {
+    let mut report = server_report(&shared.hub.members(), &shared.metrics);
+    let mut rooms = shared.hub.rooms(None);
+    super::rooms::sort_fullest_first(&mut rooms);
+    room_lines(&mut report, &rooms);
+    report
 }
 
 fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {

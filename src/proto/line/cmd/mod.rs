@@ -29,6 +29,13 @@ pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS, MAX_ROOM_LINES};
 pub use self::rooms::MAX_ROOMS_LISTED;
 pub use self::time::server_time;
 
+/// The reports the IRC service nick gives too.
+pub mod reports {
+    pub use super::metrics::report as metrics;
+    pub use super::ping::report as ping;
+    pub use super::throughput::report as throughput;
+}
+
 /// One row of the command table.
 #[derive(Debug)]
 pub struct Spec {

@@ -3,6 +3,7 @@
 //! own, gets an error.
 
 use crate::core::event::{Kind, Target};
+use crate::core::names::nick_key;
 use crate::proto::line::words;
 
 use super::{Command, Ctx, Flow, Spec};
@@ -31,6 +32,10 @@ pub const SPEC: Spec = Spec {
 
 impl Msg {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        if nick_key(&self.to) == nick_key(ctx.nick) {
+            ctx.reply(words::TO_SELF);
+            return Flow::Continue;
+        }
         let text = Kind::Message(self.text.as_str().into());
         match ctx.shared.hub.private(ctx.member.id, &self.to, text) {
             Ok(event) => {

@@ -2,7 +2,8 @@
 //! kernel measures it (`TCP_INFO`), with the recent min and average.
 
 use super::{Command, Ctx, Flow, Spec};
-use crate::core::lock;
+use crate::context::Shared;
+use crate::core::{lock, Member};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ping {
@@ -22,25 +23,29 @@ pub const SPEC: Spec = Spec {
 
 impl Ping {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        let pong = match &self.token {
-            Some(token) => format!("pong {token}"),
-            None => "pong".to_owned(),
-        };
-        let stats = &ctx.member.stats;
-        let reply = match ctx.shared.metrics.sample_tcp(ctx.member) {
-            Some(now) => {
-                let log = lock(&stats.rtt).clone();
-                format!(
-                    "{pong} (round trip {}; recent min {}, avg {} over {} samples)",
-                    super::metrics::ms(now.rtt_us as f64),
-                    super::metrics::ms(log.min_us.unwrap_or(now.rtt_us) as f64),
-                    super::metrics::ms(log.avg_us().unwrap_or(now.rtt_us as f64)),
-                    log.count
-                )
-            }
-            None => format!("{pong} (round-trip time unavailable on this platform)"),
-        };
-        ctx.reply(reply);
+        ctx.reply(report(ctx.shared, ctx.member, self.token.as_deref()));
         Flow::Continue
+    }
+}
+
+/// `pong` with the connection's round-trip time, sampled now, as `/ping` shows it.
+pub fn report(shared: &Shared, member: &Member, token: Option<&str>) -> String {
+    let pong = match token {
+        Some(token) => format!("pong {token}"),
+        None => "pong".to_owned(),
+    };
+    let stats = &member.stats;
+    match shared.metrics.sample_tcp(member) {
+        Some(now) => {
+            let log = lock(&stats.rtt).clone();
+            format!(
+                "{pong} (round trip {}; recent min {}, avg {} over {} samples)",
+                super::metrics::ms(now.rtt_us as f64),
+                super::metrics::ms(log.min_us.unwrap_or(now.rtt_us) as f64),
+                super::metrics::ms(log.avg_us().unwrap_or(now.rtt_us as f64)),
+                log.count
+            )
+        }
+        None => format!("{pong} (round-trip time unavailable on this platform)"),
     }
 }

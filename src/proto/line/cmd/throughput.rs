@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::metrics::{bytes, throughput};
 use super::{no_args, Command, Ctx, Flow, Spec};
+use crate::context::Shared;
+use crate::core::Member;
 
 pub const SPEC: Spec = Spec {
     name: "throughput",
@@ -14,15 +16,21 @@ pub const SPEC: Spec = Spec {
 };
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    let m = &ctx.shared.metrics;
-    let stats = &ctx.member.stats;
+    ctx.reply(report(ctx.shared, ctx.member, ctx.nick));
+    Flow::Continue
+}
+
+/// `member`'s own data rates, as `/throughput` shows them.
+pub fn report(shared: &Shared, member: &Member, nick: &str) -> String {
+    let m = &shared.metrics;
+    let stats = &member.stats;
     let connected = m.clock.now().saturating_duration_since(stats.connected_at);
-    ctx.reply(format_args!(
+    format!(
         "=== Throughput for {} (connected {}) ===\n\
          From you: {} lines, {}: {}\n\
          To you: {} messages, {}: {}\n\
          Queued for you now: {} B",
-        ctx.nick,
+        nick,
         super::format_duration(connected),
         stats.lines_in.total(),
         bytes(stats.bytes_in.total()),
@@ -31,6 +39,5 @@ pub fn run(ctx: &mut Ctx<'_>) -> Flow {
         bytes(stats.bytes_out.total()),
         throughput(&stats.lines_out, &stats.bytes_out, stats.connected_at, m),
         stats.queued.load(Relaxed),
-    ));
-    Flow::Continue
+    )
 }
