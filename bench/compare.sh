@@ -17,6 +17,8 @@
 #                       linechat, redis, nats: the line protocol, Redis pub/sub, NATS.
 #                       linechat-irc, ngircd, inspircd: IRC (linechat via --listen irc://).
 #                       linechat-mixed: one linechat room, half line-protocol, half IRC clients.
+#                       linechat-before: the line protocol on BEFORE_BIN, an earlier build,
+#                       for a redesign's before-and-after in one session.
 #   RECORD=1            write the report to <repo>/BENCHMARKS.md (otherwise it is only printed
 #                       and kept in the results directory)
 #   OUT=path            write the report here instead (default <results>/report.md, or
@@ -25,6 +27,8 @@
 #   BASE_PORT=17000     first loopback port used (one or two new ports per run)
 #   SKIP_BUILD=1        do not run cargo build --release
 #   LINECHAT_BIN=...  BENCH_BIN=...   binaries (default <target dir>/release/linechat[-bench])
+#   BEFORE_BIN=...    the earlier linechat that linechat-before runs (e.g. built from a
+#                     worktree of the commit before a change: git worktree add ../before REV)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +46,7 @@ fi
 BASE_PORT=${BASE_PORT:-17000}
 SKIP_BUILD=${SKIP_BUILD:-0}
 LINECHAT_BIN=${LINECHAT_BIN:-$TARGET_DIR/release/linechat}
+BEFORE_BIN=${BEFORE_BIN:-}
 BENCH_BIN=${BENCH_BIN:-$TARGET_DIR/release/linechat-bench}
 MSG_SIZE=64
 # The IRC peers' operator block; the bench OPERs its senders with it (see irc_bench_args).
@@ -58,7 +63,7 @@ awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must
 for s in $SCENARIOS; do
     case $s in S1 | S2 | S3 | S4) ;; *) die "unknown scenario $s (use S1 S2 S3 S4)" ;; esac
 done
-ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed"
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before"
 for s in $SERVERS; do
     [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
@@ -111,6 +116,9 @@ fi
 [[ -x $BENCH_BIN ]] || die "no bench binary at $BENCH_BIN"
 if has_server linechat || has_server linechat-irc || has_server linechat-mixed; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
+fi
+if has_server linechat-before; then
+    [[ -n $BEFORE_BIN && -x $BEFORE_BIN ]] || die "linechat-before needs BEFORE_BIN, an earlier linechat binary"
 fi
 
 # Thousands of sockets: raise the open-file limit for the servers we start (and the bench).
@@ -208,6 +216,7 @@ server_cmd() {
     local conf=$CONF_DIR/$1-$2
     case $1 in
     linechat) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000" ;;
+    linechat-before) echo "$BEFORE_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000" ;;
     # maxclients: Redis' default of 10000 would refuse part of S4.
     redis) echo "redis-server --port $2 --bind 127.0.0.1 --save '' --appendonly no --maxclients 20000" ;;
     nats) echo "nats-server -a 127.0.0.1 -p $2" ;;
@@ -222,6 +231,7 @@ server_cmd() {
 bench_proto_args() {
     case $1 in
     linechat | redis | nats) echo "--proto $1" ;;
+    linechat-before) echo "--proto linechat" ;;
     linechat-irc) echo "--proto irc" ;;
     linechat-mixed) echo "--proto mixed --irc-addr 127.0.0.1:$3" ;;
     # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
@@ -236,6 +246,7 @@ bench_proto_args() {
 server_version() {
     case $1 in
     linechat | linechat-irc | linechat-mixed) "$LINECHAT_BIN" --version 2>/dev/null | head -n1 ;;
+    linechat-before) "$BEFORE_BIN" --version 2>/dev/null | head -n1 ;;
     redis) redis-server --version 2>/dev/null | head -n1 ;;
     nats) nats-server --version 2>/dev/null | head -n1 ;;
     ngircd) ngircd --version 2>/dev/null | head -n1 ;;
@@ -368,7 +379,8 @@ default_servers = servers == ["linechat", "redis", "nats"]
 irc_servers = [s for s in servers if s in ("linechat-irc", "ngircd", "inspircd", "linechat-mixed")]
 LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
          "linechat-irc": "linechat's IRC listener", "ngircd": "ngIRCd", "inspircd": "InspIRCd",
-         "linechat-mixed": "linechat with half its clients on IRC"}
+         "linechat-mixed": "linechat with half its clients on IRC",
+         "linechat-before": "linechat before the change (BEFORE_BIN)"}
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):

@@ -245,15 +245,24 @@ impl State {
         }
     }
 
-    /// The room `whither` names, which `id` must be in.
-    fn own_room(&self, id: MemberId, whither: Whither<'_>) -> Result<RoomId, RoomError> {
-        let room = self.find_room(id, whither)?;
-        let inside = self
+    /// The room `whither` names, which `id` must be in, and `id`'s identity, with one lookup
+    /// of the member (this is on every message's path).
+    fn own_room(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+    ) -> Result<(RoomId, Arc<Identity>), RoomError> {
+        let entry = self
             .members
             .get(&id)
-            .is_some_and(|e| e.rooms.iter().any(|&(r, _)| r == room));
-        if inside {
-            Ok(room)
+            .ok_or_else(|| RoomError::NoSuchRoom(LOBBY.to_owned()))?;
+        let room = match whither {
+            Whither::Current => entry.rooms.first().map(|&(room, _)| room),
+            Whither::Named(_) => Some(self.find_room(id, whither)?),
+        }
+        .ok_or_else(|| RoomError::NoSuchRoom(LOBBY.to_owned()))?;
+        if entry.rooms.iter().any(|&(r, _)| r == room) {
+            Ok((room, entry.identity.clone()))
         } else {
             Err(RoomError::NotThere(self.rooms[&room].name.clone()))
         }
@@ -506,7 +515,7 @@ impl Hub {
         message: Option<&str>,
     ) -> Result<Arc<Event>, RoomError> {
         let mut state = lock(&self.state);
-        let room = state.own_room(id, whither)?;
+        let (room, _) = state.own_room(id, whither)?;
         Ok(self.part_locked(&mut state, id, room, message))
     }
 
@@ -645,8 +654,7 @@ impl Hub {
         kind: Kind,
     ) -> Result<(Arc<Event>, usize), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.own_room(id, whither)?;
-        let identity = state.members[&id].identity.clone();
+        let (room, identity) = state.own_room(id, whither)?;
         let r = state.rooms.get_mut(&room).expect("room exists");
         let event = self.event(Target::Room(r.name.clone()), Some(identity), kind);
         let delivered = r.fan_out(&event, self.formats, Some(id));
@@ -698,8 +706,7 @@ impl Hub {
         text: &str,
     ) -> Result<Arc<Event>, RoomError> {
         let mut state = lock(&self.state);
-        let room = state.own_room(id, whither)?;
-        let identity = state.members[&id].identity.clone();
+        let (room, identity) = state.own_room(id, whither)?;
         let r = state.rooms.get_mut(&room).expect("room exists");
         if !r.operators.is_empty() && !r.operators.contains(&id) {
             return Err(RoomError::NotOperator(r.name.clone()));

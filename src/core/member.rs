@@ -85,6 +85,7 @@ impl Member {
 
     /// Queues `msg` without waiting. A full queue disconnects the member as a slow consumer;
     /// a closing connection takes nothing more (and that is not counted as a delivery).
+    #[inline]
     pub fn push(&self, msg: Bytes) -> Result<(), Rejected> {
         let result = self.outbox.push(msg, &self.stats.queued);
         if result == Err(Rejected::Full) {
@@ -116,6 +117,7 @@ impl Member {
         &self.outbox
     }
 
+    #[inline]
     pub fn format(&self) -> usize {
         self.format.load(Relaxed)
     }

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::event::{Event, MemberId, Render};
+use bytes::Bytes;
+
+use super::event::{Event, MemberId, Render, MAX_FORMATS};
 use super::member::Member;
 
 /// Rooms are numbered for the hub's maps: a chat line looks its room up by number, not by
@@ -78,14 +80,19 @@ impl Room {
         formats: &[&'static dyn Render],
         sender: Option<MemberId>,
     ) -> usize {
+        // The renderings this fan-out has looked up, by format: each is fetched from the event
+        // once, not once per recipient, so the loop is a load, a clone and a push per member.
+        let mut rendered: [Option<&Bytes>; MAX_FORMATS] = [None; MAX_FORMATS];
         let mut delivered = 0;
         for member in &self.members {
-            if Some(member.id) == sender {
-                if member.echo() {
-                    member.deliver(event, formats);
-                }
-            } else {
-                delivered += usize::from(member.deliver(event, formats));
+            let is_sender = Some(member.id) == sender;
+            if is_sender && !member.echo() {
+                continue;
+            }
+            let slot = member.format();
+            let bytes = *rendered[slot].get_or_insert_with(|| event.rendered(formats, slot));
+            if !bytes.is_empty() && member.push(bytes.clone()).is_ok() && !is_sender {
+                delivered += 1;
             }
         }
         delivered

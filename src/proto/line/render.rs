@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -23,16 +23,20 @@ pub static LINE: Line = Line;
 impl Render for Line {
     fn render(&self, event: &Event) -> Bytes {
         let nick = event.nick();
-        let private = matches!(event.target, Target::Member(_));
-        let mut out = BytesMut::with_capacity(nick.len() + 32 + text_len(&event.kind));
-        if private {
-            out.put_slice(b"[private] ");
-        }
-        let mut line = |parts: &[&str]| {
+        let prefix: &str = match event.target {
+            Target::Member(_) => "[private] ",
+            _ => "",
+        };
+        // Exactly the line's size: one allocation, shared by every recipient as it is.
+        let line = |parts: &[&str]| {
+            let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+            let mut out = Vec::with_capacity(len);
+            out.extend_from_slice(prefix.as_bytes());
             for part in parts {
-                out.put_slice(part.as_bytes());
+                out.extend_from_slice(part.as_bytes());
             }
-            out.put_u8(b'\n');
+            out.push(b'\n');
+            Bytes::from(out)
         };
         match &event.kind {
             Kind::Message(text) => line(&[nick, ": ", &clean(text)]),
@@ -54,7 +58,7 @@ impl Render for Line {
                 let room = event.room().map_or("", |r| &**r);
                 line(&[nick, " set the topic of ", room, ": ", &clean(text)])
             }
-            Kind::Away(_) => return Bytes::new(),
+            Kind::Away(_) => Bytes::new(),
             Kind::Presence {
                 joined,
                 left,
@@ -71,7 +75,6 @@ impl Render for Line {
                 line(&[&text])
             }
         }
-        out.freeze()
     }
 }
 
@@ -81,7 +84,15 @@ impl Render for Line {
 /// arguments and every other control character but TAB is dropped, so nobody's terminal can be
 /// repainted through another protocol. Text without control characters is not copied.
 pub fn clean(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c != '\t' && c.is_control()) {
+    // Every control character is a byte below 0x20, DEL, or a C1 code point (0xC2 0x80-0x9F in
+    // UTF-8): one pass over the bytes, as every message takes this path.
+    let bytes = text.as_bytes();
+    let control = bytes.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t')
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n)))
+    });
+    if !control {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -112,13 +123,6 @@ pub fn clean(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-fn text_len(kind: &Kind) -> usize {
-    match kind {
-        Kind::Message(t) | Kind::Action(t) | Kind::Notice(t) | Kind::Topic(t) => t.len(),
-        _ => 0,
-    }
 }
 
 /// `Topic of dev: release on Friday (set by alice)` plus a newline.
