@@ -288,6 +288,7 @@ impl State {
         if r.members.is_empty() && room != LOBBY_ID {
             r.operators.push(id);
         }
+        r.formats_here[entry.member.format()] += 1;
         r.members.push(entry.member.clone());
         entry.rooms.push((room, r.members.len() - 1));
     }
@@ -303,6 +304,7 @@ impl State {
         let (_, slot) = entry.rooms.remove(at);
         let r = self.rooms.get_mut(&room).expect("room exists");
         r.operators.retain(|&op| op != id);
+        r.formats_here[entry.member.format()] -= 1;
         let list = &mut r.members;
         list.swap_remove(slot);
         if let Some(moved) = list.get(slot) {
@@ -727,6 +729,23 @@ impl Hub {
         Ok(event)
     }
 
+    /// Renders `member`'s events with `formats[slot]` from now on (an IRC client turning
+    /// message tags on or off). Through the hub, so each room knows which formats it holds.
+    pub fn set_format(&self, member: &Member, slot: usize) {
+        assert!(slot < self.formats.len(), "format {slot}");
+        let mut state = lock(&self.state);
+        let old = member.format();
+        let State { members, rooms, .. } = &mut *state;
+        if let Some(entry) = members.get(&member.id) {
+            for (room, _) in &entry.rooms {
+                let r = rooms.get_mut(room).expect("room exists");
+                r.formats_here[old] -= 1;
+                r.formats_here[slot] += 1;
+            }
+        }
+        member.set_format(slot);
+    }
+
     /// Marks `id` away (with `message`) or back, telling those who share a room with it and
     /// asked to know.
     pub fn set_away(&self, id: MemberId, message: Option<&str>) {
@@ -1007,6 +1026,36 @@ mod tests {
             );
         }
         assert_ne!(got[1][0].as_ptr(), got[2][0].as_ptr());
+    }
+
+    #[test]
+    fn a_member_changing_format_in_a_room_gets_its_new_rendering() {
+        static D: Counting = Counting(AtomicUsize::new(0), "d");
+        static E: Counting = Counting(AtomicUsize::new(0), "e");
+        static TWO: [&'static dyn Render; 2] = [&D, &E];
+        let hub = Hub::new(settings(), &TWO);
+        let (x, y, z) = (member(&hub, 1, 0), member(&hub, 2, 0), member(&hub, 3, 0));
+        for m in [&x, &y, &z] {
+            hub.enter(m.id, "dev", Arrival::Entered, |_| {}).unwrap();
+        }
+        drop((take(&x), take(&y), take(&z)));
+        let say = |text: &str| hub.say(1, Whither::Named("dev"), Kind::Message(text.into()));
+        say("one").unwrap();
+        assert!(take(&y)[0].starts_with(b"d "), "all on format 0");
+        hub.set_format(&z, 1);
+        let (_, delivered) = say("two").unwrap();
+        assert_eq!(delivered, 2);
+        assert!(take(&y)[0].starts_with(b"d "));
+        let z_got = take(&z);
+        assert!(
+            z_got[0].starts_with(b"d ") && z_got[1].starts_with(b"e "),
+            "{z_got:?}"
+        );
+        // Leaving takes its format's count with it: the room is uniform again.
+        hub.leave(3, LeaveReason::Quit, None);
+        let (event, delivered) = say("three").unwrap();
+        assert_eq!(delivered, 1);
+        assert_eq!(event.renderings(), 1);
     }
 
     #[test]

@@ -122,7 +122,8 @@ impl Member {
         self.format.load(Relaxed)
     }
 
-    pub fn set_format(&self, slot: usize) {
+    /// Only the hub changes a member's format, so rooms' format counts stay right.
+    pub(super) fn set_format(&self, slot: usize) {
         self.format.store(slot, Relaxed);
     }
 

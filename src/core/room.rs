@@ -38,6 +38,10 @@ pub struct Room {
     /// here is kept in the hub's member record so leaving is a `swap_remove`.
     pub members: Vec<Arc<Member>>,
     pub topic: Option<Topic>,
+    /// How many members of each format are here, so a room of one protocol (the usual case)
+    /// fans out with no per-member format lookup. Kept by the hub, under its lock, whenever a
+    /// member enters, leaves or changes format ([`crate::core::Hub::set_format`]).
+    pub formats_here: [u32; MAX_FORMATS],
     /// Members who may change the topic: whoever entered the room when it was empty (as IRC
     /// gives a new channel's creator `@`). The lobby has none. While a room has operators only
     /// they may set its topic (`+t`); a room whose operators all left is open to everyone.
@@ -62,6 +66,7 @@ impl Room {
             members: Vec::new(),
             topic: None,
             operators: Vec::new(),
+            formats_here: [0; MAX_FORMATS],
             created: SystemTime::now(),
             history: VecDeque::new(),
             messages: 0,
@@ -80,8 +85,25 @@ impl Room {
         formats: &[&'static dyn Render],
         sender: Option<MemberId>,
     ) -> usize {
-        // The renderings this fan-out has looked up, by format: each is fetched from the event
-        // once, not once per recipient, so the loop is a load, a clone and a push per member.
+        if let Some(slot) = self.only_format() {
+            let bytes = event.rendered(formats, slot);
+            if bytes.is_empty() {
+                return 0;
+            }
+            let mut delivered = 0;
+            for member in &self.members {
+                if Some(member.id) == sender {
+                    if member.echo() {
+                        let _ = member.push(bytes.clone());
+                    }
+                } else {
+                    delivered += usize::from(member.push(bytes.clone()).is_ok());
+                }
+            }
+            return delivered;
+        }
+        // Several formats: each rendering is fetched from the event once per fan-out, not once
+        // per recipient.
         let mut rendered: [Option<&Bytes>; MAX_FORMATS] = [None; MAX_FORMATS];
         let mut delivered = 0;
         for member in &self.members {
@@ -96,6 +118,15 @@ impl Room {
             }
         }
         delivered
+    }
+
+    /// The one format every member here has, if they all have the same.
+    fn only_format(&self) -> Option<usize> {
+        let mut present = self.formats_here.iter().enumerate().filter(|(_, &n)| n > 0);
+        match (present.next(), present.next()) {
+            (Some((slot, _)), None) => Some(slot),
+            _ => None,
+        }
     }
 
     /// Someone arrived or left. Up to `limit` members (0 = no limit) every member hears it;

@@ -184,6 +184,11 @@ async fn channel_messages_cross_protocols_exactly_once() {
     bob.send("PRIVMSG #lobby :marker two").await;
     let seen = alice.skip_until("bob: marker two").await;
     assert_eq!(seen, ["bob: hi there"]);
+    // One-word text still carries its ':', as every IRC server sends it: scripts (and
+    // linechat-bench once) look for " :" before the text.
+    alice.send("word").await;
+    bob.expect(":alice!alice@127.0.0.1 PRIVMSG #lobby :word")
+        .await;
     // No echo without echo-message.
     assert!(bob.sync().await.is_empty());
     server.stop().await;
@@ -328,7 +333,7 @@ async fn nicks_topics_parts_and_quits_cross_protocols() {
     bob.expect_command("366").await;
     alice.skip_until("robert has joined the room.").await;
     bob.send("PART #dev :later").await;
-    bob.expect(":robert!~bob@127.0.0.1 PART #dev later").await;
+    bob.expect(":robert!~bob@127.0.0.1 PART #dev :later").await;
     alice.expect("robert has left the room (later).").await;
     bob.send("QUIT :off to lunch").await;
     let farewell = bob.expect_closed().await;

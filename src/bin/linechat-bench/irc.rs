@@ -248,10 +248,13 @@ impl Protocol for Irc {
             };
             let rest = &line[sp + 1..];
             if let Some(after) = rest.strip_prefix(b"PRIVMSG ") {
+                // The text's `:` is optional when it is one word (RFC 1459's grammar).
                 match memchr::memchr(b' ', after) {
-                    Some(t) if after[t + 1..].starts_with(b":") => {
+                    Some(t) => {
+                        let text = &after[t + 1..];
+                        let text = text.strip_prefix(b":").unwrap_or(text);
                         if after[..t].eq_ignore_ascii_case(self.channel.as_bytes()) {
-                            ev.payload(&after[t + 2..]);
+                            ev.payload(text);
                         } else {
                             ev.other(); // a private message, or another channel
                         }

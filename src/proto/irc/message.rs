@@ -343,6 +343,30 @@ pub fn write(
     command: &str,
     params: &[&str],
 ) {
+    write_params(out, tags, source, command, params, false)
+}
+
+/// [`write()`] for a command whose last parameter is text (PRIVMSG, NOTICE, TOPIC, QUIT…): it
+/// always gets its `:`, as servers conventionally send it, so clients and scripts that look for
+/// ` :` before the text find it even when the text is one word.
+pub fn write_text(
+    out: &mut BytesMut,
+    tags: &[Tag<'_>],
+    source: Option<&str>,
+    command: &str,
+    params: &[&str],
+) {
+    write_params(out, tags, source, command, params, true)
+}
+
+fn write_params(
+    out: &mut BytesMut,
+    tags: &[Tag<'_>],
+    source: Option<&str>,
+    command: &str,
+    params: &[&str],
+    text: bool,
+) {
     debug_assert!(is_valid_command(command), "IRC command {command:?}");
     debug_assert!(params.len() <= MAX_PARAMS, "{} IRC params", params.len());
     debug_assert!(
@@ -393,7 +417,8 @@ pub fn write(
             put_line_safe(out, param);
         }
         out.put_u8(b' ');
-        if last.is_empty()
+        if text
+            || last.is_empty()
             || last.starts_with(':')
             || last.bytes().any(|b| b == b' ' || is_forbidden(b))
         {

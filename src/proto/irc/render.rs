@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-use super::message::{write, Tag};
+use super::message::{write, write_text, Tag};
 use crate::core::event::{Event, Identity, Kind, Render, Target};
 use crate::core::LeaveReason;
 
@@ -92,7 +92,16 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
             tags.push(Tag::new("msgid", id.as_str()));
         }
     }
-    write(out, &tags, Some(&src), command, &params);
+    // Text-bearing commands always carry the `:`; JOIN, NICK and a bare PART do not.
+    let text = !matches!(
+        event.kind,
+        Kind::Joined | Kind::Entered | Kind::Nick(_) | Kind::Parted(None)
+    );
+    if text {
+        write_text(out, &tags, Some(&src), command, &params);
+    } else {
+        write(out, &tags, Some(&src), command, &params);
+    }
 }
 
 impl Render for Irc {

@@ -484,11 +484,12 @@ impl Session {
     /// Makes the member's format and flags follow the capabilities.
     fn apply_caps(&self) {
         let member = &self.conn.member;
-        member.set_format(if self.tagged() {
+        let slot = if self.tagged() {
             crate::proto::IRC_TAGGED
         } else {
             crate::proto::IRC
-        });
+        };
+        self.conn.shared.hub.set_format(member, slot);
         member.set_echo(self.has("echo-message"));
         member.set_wants_away(self.has("away-notify"));
     }
