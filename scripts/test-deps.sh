@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond cargo: netcat-openbsd (a real `nc` chats),
+# Installs what the test suite needs beyond cargo: netcat-openbsd (a real `nc` chats), socat
+# (the client docs/PROTOCOL.md recommends for noticing the server's close),
 # prometheus (`promtool check metrics` validates the metrics endpoint's output), and for the
 # fault suite's network-namespace tests iproute2 (`ip`) and nftables (`nft`). Safe to run
 # again; does nothing when everything is present. The tests that need them fail rather than
@@ -8,6 +9,7 @@ set -euo pipefail
 
 need=()
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)

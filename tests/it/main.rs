@@ -5,6 +5,7 @@ mod support;
 mod binary;
 mod chat;
 mod commands;
+mod docs;
 mod framing;
 mod irc;
 mod limits;

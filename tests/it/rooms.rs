@@ -405,6 +405,70 @@ async fn history_is_in_order_bounded_and_set_apart() {
 }
 
 #[tokio::test]
+async fn coming_back_to_a_room_shows_only_what_is_new() {
+    let server = TestServer::start(Config {
+        history: 3,
+        ..config()
+    })
+    .await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    alice.expect("bob has joined the chat.").await;
+    for i in 1..=4 {
+        alice.send(&format!("old {i}")).await;
+        bob.expect(&format!("alice: old {i}")).await;
+    }
+    assert_eq!(
+        join_room(&mut bob, "dev").await,
+        "You are now in dev (just you so far)."
+    );
+    // Nothing said in the lobby while away: no replay, and a word on why.
+    assert_eq!(
+        bob.command("/leave").await,
+        [
+            "You are now in lobby (2 people here).",
+            "Nothing new in lobby since you were last here (/history shows its last messages)."
+        ]
+    );
+    join_room(&mut bob, "dev").await;
+    alice.sync().await;
+    alice.send("while away").await;
+    alice.sync().await;
+    bob.send("/leave").await;
+    assert_eq!(bob.line().await, "You are now in lobby (2 people here).");
+    let (header, lines) = read_history(&mut bob).await;
+    assert_eq!(
+        header,
+        "--- History of lobby: 1 new message since you were last here, times in UTC ---"
+    );
+    assert_eq!(lines, ["alice: while away"]);
+    // More new than --history: the newest, and the header says how many there were.
+    join_room(&mut bob, "dev").await;
+    for i in 1..=5 {
+        alice.send(&format!("new {i}")).await;
+    }
+    alice.sync().await;
+    bob.send("/leave").await;
+    bob.line().await;
+    let (header, lines) = read_history(&mut bob).await;
+    assert_eq!(
+        header,
+        "--- History of lobby: the last 3 of 5 new messages since you were last here \
+         (/history shows more), times in UTC ---"
+    );
+    assert_eq!(lines, ["alice: new 3", "alice: new 4", "alice: new 5"]);
+    assert_eq!(bob.sync().await, NOTHING);
+    // A first visit still shows the room's last messages, whatever came before.
+    let mut carol = server.join("carol").await;
+    let (header, _) = read_history(&mut carol).await;
+    assert_eq!(
+        header,
+        "--- History of lobby: the last 3 messages, times in UTC ---"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn scrollback_and_retention_can_be_turned_off() {
     let server = TestServer::start(Config {
         history: 0,

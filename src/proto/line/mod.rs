@@ -4,6 +4,7 @@
 pub mod cmd;
 pub mod render;
 pub mod session;
+pub mod visits;
 mod words;
 
 pub use session::run;

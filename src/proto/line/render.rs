@@ -141,14 +141,24 @@ fn stamp(at: SystemTime, today: time::Date) -> String {
     at.format(&layout).unwrap_or_default()
 }
 
+/// Which of a room's messages a history block holds, for its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// The room's last messages (`/history`, or a first visit).
+    Last,
+    /// Those said since the reader was last in the room, `count` of them in all.
+    SinceLastHere { count: usize },
+}
+
 /// History as one message, set apart from live traffic by a header and a footer. `newest_first`
 /// is walked until `budget` bytes are used, so a long history cannot overflow the reader's
 /// queue and get it disconnected as a slow consumer; the header then says how much was left
-/// out. `of` says which part of the history this is (`the last 3 messages`).
+/// out. `span` says which part of the history this is (`the last 3 messages`).
 pub fn render_history<'a>(
     room: &str,
     newest_first: impl Iterator<Item = &'a std::sync::Arc<Event>>,
     budget: usize,
+    span: Span,
 ) -> Bytes {
     const STAMP_MAX: usize = "[2026-11-26 09:15:02] ".len();
     let mut shown = Vec::new();
@@ -165,10 +175,28 @@ pub fn render_history<'a>(
     }
     let today = OffsetDateTime::now_utc().date();
     let mut out = String::with_capacity(used + 160);
-    let what = match (shown.len(), total) {
-        (1, 1) => "the last message".to_owned(),
-        (n, t) if n == t => format!("the last {n} messages"),
-        (n, t) => format!("the last {n} of {t} messages (the rest would overflow your queue)"),
+    const OVERFLOW: &str = " (the rest would overflow your queue)";
+    let n = shown.len();
+    let what = match span {
+        Span::Last => match (n, total) {
+            (1, 1) => "the last message".to_owned(),
+            (n, t) if n == t => format!("the last {n} messages"),
+            (n, t) => format!("the last {n} of {t} messages{OVERFLOW}"),
+        },
+        Span::SinceLastHere { count } if n == count => {
+            format!(
+                "{n} new message{} since you were last here",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        Span::SinceLastHere { count } => format!(
+            "the last {n} of {count} new messages since you were last here{}",
+            if n < total {
+                OVERFLOW
+            } else {
+                " (/history shows more)"
+            }
+        ),
     };
     let _ = writeln!(out, "--- History of {room}: {what}, times in UTC ---");
     for (at, line) in shown.iter().rev() {
@@ -180,7 +208,13 @@ pub fn render_history<'a>(
 }
 
 /// The welcome, the room's topic, who is here and the scrollback, as the newcomer sees them.
-pub fn arrival_text(view: &RoomView<'_>, first: Option<&str>) -> Vec<Bytes> {
+/// `last_here` is the id of the event that took the user out of this room the last time, if it
+/// has been here before: then only what was said since is shown again.
+pub fn arrival_text(
+    view: &RoomView<'_>,
+    first: Option<&str>,
+    last_here: Option<u64>,
+) -> Vec<Bytes> {
     let mut intro = String::new();
     let others = view.len().saturating_sub(1);
     match first {
@@ -211,14 +245,32 @@ pub fn arrival_text(view: &RoomView<'_>, first: Option<&str>) -> Vec<Bytes> {
     if let Some(topic) = view.topic() {
         push_topic_line(&mut intro, view.name(), topic);
     }
-    let mut out = vec![Bytes::from(intro)];
     let settings = view.settings;
+    let mut scrollback = None;
     if settings.scrollback > 0 {
-        let mut recent = view.recent(settings.scrollback).peekable();
+        let span = match last_here {
+            None => Span::Last,
+            Some(mark) => Span::SinceLastHere {
+                count: view.recent(usize::MAX).take_while(|e| e.id > mark).count(),
+            },
+        };
+        let shown = match span {
+            Span::Last => settings.scrollback,
+            Span::SinceLastHere { count } => count.min(settings.scrollback),
+        };
+        let mut recent = view.recent(shown).peekable();
         if recent.peek().is_some() {
-            out.push(render_history(view.name(), recent, settings.budget));
+            scrollback = Some(render_history(view.name(), recent, settings.budget, span));
+        } else if span != Span::Last && view.recent(1).next().is_some() {
+            let _ = writeln!(
+                intro,
+                "Nothing new in {} since you were last here (/history shows its last messages).",
+                view.name()
+            );
         }
     }
+    let mut out = vec![Bytes::from(intro)];
+    out.extend(scrollback);
     out
 }
 
@@ -322,7 +374,7 @@ mod tests {
             event(2, "bob", Kind::Action("waves".into())),
             event(1, "alice", Kind::Message("a".into())),
         ];
-        let text = render_history("dev", entries.iter(), 10_000);
+        let text = render_history("dev", entries.iter(), 10_000, Span::Last);
         assert_eq!(
             std::str::from_utf8(&text).unwrap(),
             "--- History of dev: the last 3 messages, times in UTC ---\n\
@@ -331,7 +383,7 @@ mod tests {
              [1970-01-01 00:00:03] carol: c\n\
              --- End of history ---\n"
         );
-        let cut = render_history("dev", entries.iter(), 70);
+        let cut = render_history("dev", entries.iter(), 70, Span::Last);
         let cut = std::str::from_utf8(&cut).unwrap();
         assert!(
             cut.starts_with("--- History of dev: the last 2 of 3 messages (the rest"),
@@ -344,7 +396,7 @@ mod tests {
             who("x"),
             Kind::Message("y".into()),
         );
-        let one = render_history("r", std::iter::once(&now), 1000);
+        let one = render_history("r", std::iter::once(&now), 1000, Span::Last);
         let one = std::str::from_utf8(&one).unwrap();
         assert!(one.contains("the last message,"), "{one}");
         // Today's lines carry the time alone.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::cmd::{self, format_duration, Command, Ctx, Flow};
 use super::render::arrival_text;
+use super::visits::Visits;
 use super::words;
 use crate::context::Shared;
 use crate::core::hub::{Arrival, Whither};
@@ -49,9 +50,13 @@ pub async fn run(
         shared.config.max_line,
         permit,
     );
-    let mut session = Session { conn, nick: None };
+    let mut session = Session {
+        conn,
+        nick: None,
+        visits: Visits::default(),
+    };
     let reason = session.serve().await;
-    let Session { conn, nick } = session;
+    let Session { conn, nick, .. } = session;
     if nick.is_some() {
         shared.hub.leave(id, reason, None);
     }
@@ -64,6 +69,7 @@ struct Session {
     conn: Conn,
     /// Set once the client has joined.
     nick: Option<Arc<str>>,
+    visits: Visits,
 }
 
 impl Session {
@@ -167,7 +173,7 @@ impl Session {
             let entered = shared
                 .hub
                 .enter(member.id, LOBBY, Arrival::Connected, |view| {
-                    for part in arrival_text(&view, Some(&nick)) {
+                    for part in arrival_text(&view, Some(&nick), None) {
                         let _ = member.push(part);
                     }
                 });
@@ -225,6 +231,7 @@ impl Session {
                         shared: &shared,
                         member: &self.conn.member,
                         nick,
+                        visits: &mut self.visits,
                     }),
                     Err(e) => {
                         self.reply(e);

@@ -5,7 +5,7 @@
 
 use super::{Command, Ctx, Flow, Spec};
 use crate::core::hub::Whither;
-use crate::proto::line::render::render_history;
+use crate::proto::line::render::{render_history, Span};
 
 pub const DEFAULT_HISTORY: usize = 20;
 
@@ -44,7 +44,7 @@ impl History {
             ctx.reply(format_args!("No messages in {room} yet."));
             return Flow::Continue;
         }
-        let block = render_history(&room, entries.iter(), config.budget);
+        let block = render_history(&room, entries.iter(), config.budget, Span::Last);
         let _ = ctx.member.push(block);
         Flow::Continue
     }

@@ -37,8 +37,16 @@ impl Join {
 /// Moves the caller to `room`, showing it the room as it enters.
 pub(super) fn move_to(ctx: &mut Ctx<'_>, room: &str) -> Result<(), RoomError> {
     let member = ctx.member.clone();
-    ctx.shared.hub.move_to(ctx.member.id, room, |view| {
-        for part in arrival_text(&view, None) {
+    let hub = &ctx.shared.hub;
+    // Only this session moves a netcat user, so the rooms it is in cannot change meanwhile.
+    let leaving = hub.rooms_of(member.id);
+    let visits = &mut *ctx.visits;
+    hub.move_to(member.id, room, |view| {
+        // Everything said in the rooms left came before this arrival's event.
+        for old in &leaving {
+            visits.left(old, view.event.id);
+        }
+        for part in arrival_text(&view, None, visits.mark(view.name())) {
             let _ = member.push(part);
         }
     })

@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::context::Shared;
 use crate::core::Member;
+use crate::proto::line::visits::Visits;
 
 mod echo;
 mod help;
@@ -65,6 +66,15 @@ impl Spec {
             format!("/{} {}", self.name, self.args)
         }
     }
+
+    /// Tells someone who typed `/time now` what was wrong, which the grammar alone cannot.
+    fn no_args_note(&self) -> &'static str {
+        if self.args.is_empty() {
+            "; it takes no arguments"
+        } else {
+            ""
+        }
+    }
 }
 
 /// Every command, in the order `/help` lists them.
@@ -112,7 +122,8 @@ pub enum Command {
 pub enum ParseError {
     #[error("Unknown command: /{0}. Type /help for the list.")]
     Unknown(String),
-    #[error("Usage: {} ({})", .0.usage(), .0.help)]
+    /// A dash, not parentheses: several help texts hold parentheses of their own.
+    #[error("Usage: {} - {}{}", .0.usage(), .0.help, .0.no_args_note())]
     Usage(&'static Spec),
 }
 
@@ -141,6 +152,8 @@ pub struct Ctx<'a> {
     pub member: &'a Arc<Member>,
     /// The caller's current nickname; `/nick` replaces it.
     pub nick: &'a mut Arc<str>,
+    /// The rooms the caller has left, so coming back shows only what is new.
+    pub visits: &'a mut Visits,
 }
 
 impl Ctx<'_> {
@@ -216,8 +229,14 @@ mod tests {
             parse("/foo bar").unwrap_err().to_string(),
             "Unknown command: /foo. Type /help for the list."
         );
-        let usage = parse("/nick").unwrap_err().to_string();
-        assert!(usage.starts_with("Usage: /nick <name>"), "{usage}");
+        assert_eq!(
+            parse("/nick").unwrap_err().to_string(),
+            "Usage: /nick <name> - change your nickname"
+        );
+        assert_eq!(
+            parse("/time now").unwrap_err().to_string(),
+            "Usage: /time - show the server's time (UTC); it takes no arguments"
+        );
         assert!(parse("/nick a b").is_err());
         assert!(parse("/time now").is_err());
         assert!(parse("/echo").is_err());
