@@ -106,7 +106,8 @@ struct Args {
     history_retain: usize,
 
     /// Rooms with more people than this get a summary of arrivals and departures every 10 s
-    /// instead of a notice for each; 0 = always a notice for each.
+    /// instead of a notice for each (any room does past 30 notices in 10 s); 0 = always a
+    /// notice for each, whatever the rate.
     #[arg(long, env = "LINECHAT_ANNOUNCE_LIMIT", value_name = "N",
           default_value_t = Config::default().announce_limit)]
     announce_limit: usize,

@@ -23,6 +23,13 @@ pub const LOBBY_ID: RoomId = 0;
 /// that has been empty longest is forgotten.
 pub const MAX_IDLE_ROOMS: usize = 1000;
 
+/// Arrivals and departures announced one by one per room per presence period, whatever the
+/// room's size; past it they are counted into the period's summary. Without it, a loop that
+/// connects and leaves as fast as it can turns every join and leave into a line for every
+/// member of a small room, faster than the server can write them, until honest readers'
+/// queues fill and they are cut off.
+pub const PRESENCE_NOTICES_PER_PERIOD: u32 = 30;
+
 #[derive(Debug, Clone)]
 pub struct Topic {
     pub text: Arc<str>,
@@ -57,6 +64,8 @@ pub struct Room {
     /// to the room in the next presence summary.
     quiet_arrivals: u32,
     quiet_departures: u32,
+    /// Notices this room may still announce one by one in this presence period.
+    notices_left: u32,
 }
 
 impl Room {
@@ -73,6 +82,7 @@ impl Room {
             emptied: 0,
             quiet_arrivals: 0,
             quiet_departures: 0,
+            notices_left: PRESENCE_NOTICES_PER_PERIOD,
         }
     }
 
@@ -129,10 +139,24 @@ impl Room {
         }
     }
 
-    /// Someone arrived or left. Up to `limit` members (0 = no limit) every member hears it;
-    /// in a bigger room only formats that need every arrival (IRC's member lists) do, and
-    /// the rest hear it counted in [`Room::presence_summary`], since announcing every join to
-    /// everyone costs N²/2 lines as a room fills.
+    /// Whether the next arrival or departure is announced to everyone: up to `limit` members
+    /// (0 = always, summaries off) and [`PRESENCE_NOTICES_PER_PERIOD`] a period; otherwise
+    /// only formats that need every arrival (IRC's member lists) hear it one by one.
+    fn announce_each(&mut self, limit: usize) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        if self.members.len() > limit || self.notices_left == 0 {
+            return false;
+        }
+        self.notices_left -= 1;
+        true
+    }
+
+    /// Someone arrived or left. While [`Room::announce_each`] allows, every member hears it;
+    /// otherwise the rest hear it counted in the next summary, since announcing every join to
+    /// everyone costs N²/2 lines as a room fills, and churn can make any room's notices
+    /// outrun its readers.
     pub fn presence(
         &mut self,
         event: &Event,
@@ -141,7 +165,7 @@ impl Room {
         arrived: bool,
         except: MemberId,
     ) {
-        if limit == 0 || self.members.len() <= limit {
+        if self.announce_each(limit) {
             self.fan_out(event, formats, Some(except));
             return;
         }
@@ -160,7 +184,7 @@ impl Room {
     /// Like [`Room::presence`] for an event that may reach a member through several rooms
     /// (a departure from the server): each member gets it once.
     pub fn presence_once(&mut self, event: &Event, formats: &[&'static dyn Render], limit: usize) {
-        let everyone = limit == 0 || self.members.len() <= limit;
+        let everyone = self.announce_each(limit);
         for member in &self.members {
             if everyone || formats[member.format()].every_presence() {
                 member.deliver_once(event, formats);
@@ -172,8 +196,10 @@ impl Room {
     }
 
     /// The arrivals and departures counted since the last summary, or `None` if there were
-    /// none (or nobody is left to tell).
+    /// none (or nobody is left to tell); the next presence period starts with a full
+    /// allowance of notices.
     pub fn take_presence(&mut self) -> Option<(u32, u32)> {
+        self.notices_left = PRESENCE_NOTICES_PER_PERIOD;
         let counts = (self.quiet_arrivals, self.quiet_departures);
         self.quiet_arrivals = 0;
         self.quiet_departures = 0;

@@ -21,6 +21,7 @@ mod dead_peers;
 mod emfile;
 mod garbage;
 mod lossy;
+mod presence_churn;
 mod shutdown_load;
 mod slow_link;
 mod soak;

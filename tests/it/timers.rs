@@ -189,3 +189,46 @@ async fn big_rooms_get_presence_summaries_instead_of_a_notice_each() {
     assert_eq!(a.sync().await, Vec::<String>::new());
     server.stop().await;
 }
+
+/// A loop that joins and leaves as fast as it can, in a room far below the announce limit:
+/// the room hears the first notices of the period one by one, then one summary, so the
+/// churn cannot outrun the server's writing and fill anyone's queue.
+#[tokio::test(start_paused = true)]
+async fn churn_in_a_small_room_is_summarised_past_its_allowance() {
+    use linechat::core::room::PRESENCE_NOTICES_PER_PERIOD;
+    let server = TestServer::start(Config {
+        idle_timeout: None,
+        ..Config::default()
+    })
+    .await;
+    let mut a = join(&server, "a").await;
+    let start = Instant::now();
+    let cycles = PRESENCE_NOTICES_PER_PERIOD + 20;
+    for i in 0..cycles {
+        let mut c = join(&server, &format!("churn{i}")).await;
+        c.send("/quit").await;
+        assert_eq!(c.expect_closed().await, ["Goodbye!"]);
+    }
+    // a's own arrival used one notice of the allowance.
+    let (mut joins, mut leaves) = (0, 0);
+    for _ in 1..PRESENCE_NOTICES_PER_PERIOD {
+        let line = a.line().await;
+        if line == format!("churn{joins} has joined the chat.") {
+            joins += 1;
+        } else {
+            assert_eq!(line, format!("churn{leaves} has left the chat."));
+            leaves += 1;
+        }
+    }
+    a.expect(&format!(
+        "{} people joined and {} left in the last 10 s (1 here now).",
+        cycles - joins,
+        cycles - leaves
+    ))
+    .await;
+    assert!(Instant::now() - start <= Duration::from_secs(10));
+    // The next period starts with a full allowance.
+    let _z = join(&server, "z").await;
+    a.expect("z has joined the chat.").await;
+    server.stop().await;
+}
