@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::leave::LeaveReason;
+use super::room::Mode;
 
 /// Connection number, unique for the server's life; shown in logs.
 pub type MemberId = u64;
@@ -62,6 +63,8 @@ pub enum Kind {
     /// The sender is now known as this.
     Nick(Arc<Identity>),
     Topic(Box<str>),
+    /// The room's modes or members' standing changed, in this order; never empty.
+    Mode(Box<[Mode<Arc<str>>]>),
     /// Marked away (with the message) or back (`None`).
     Away(Option<Box<str>>),
     /// A big room's arrivals and departures since the last summary, told instead of one notice

@@ -18,7 +18,7 @@ use super::leave::LeaveReason;
 use super::lock;
 use super::member::{queue_totals, Member};
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
-use super::room::{Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
+use super::room::{Mode, Modes, Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
 
 /// Where every event that happens in a room is also recorded (the transcript). Called under
 /// the hub's lock, so it must never wait.
@@ -77,14 +77,21 @@ pub enum PrivateError {
     NoSuchNick(String),
 }
 
+/// Someone's standing in a room (IRC's `@` and `+`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub op: bool,
+    pub voice: bool,
+}
+
 /// Someone here, as listings see them.
 #[derive(Debug, Clone)]
 pub struct MemberInfo {
     pub identity: Arc<Identity>,
     pub member: Arc<Member>,
     pub away: Option<Arc<str>>,
-    /// In room listings: whether this member is one of the room's operators.
-    pub op: bool,
+    /// In room listings: this member's standing in the room; otherwise none.
+    pub standing: Standing,
 }
 
 impl MemberInfo {
@@ -101,8 +108,32 @@ pub struct RoomInfo {
     pub messages: u64,
     pub topic: Option<Topic>,
     pub created: SystemTime,
+    pub modes: Modes,
     /// Whether the member that asked is in it.
     pub here: bool,
+}
+
+impl RoomInfo {
+    fn of(room: &Room, here: bool) -> RoomInfo {
+        RoomInfo {
+            name: room.name.clone(),
+            members: room.members.len(),
+            messages: room.messages,
+            topic: room.topic.clone(),
+            created: room.created,
+            modes: room.modes,
+            here,
+        }
+    }
+}
+
+/// What [`Hub::change_modes`] did.
+#[derive(Debug)]
+pub struct ModesChanged {
+    /// The changes made, as the room was told them; `None` if nothing changed.
+    pub event: Option<Arc<Event>>,
+    /// The changes that could not be made (someone not connected or not in the room).
+    pub refused: Vec<RoomError>,
 }
 
 /// Head counts for IRC's LUSERS, taken in one pass.
@@ -139,15 +170,19 @@ impl Entry {
             identity: self.identity.clone(),
             member: self.member.clone(),
             away: self.away.clone(),
-            op: false,
+            standing: Standing::default(),
         }
     }
 
     fn in_room(&self, room: &Room) -> MemberInfo {
         MemberInfo {
-            op: room.operators.contains(&self.member.id),
+            standing: room.standing(self.member.id),
             ..self.info()
         }
+    }
+
+    fn is_in(&self, room: RoomId) -> bool {
+        self.rooms.iter().any(|&(r, _)| r == room)
     }
 }
 
@@ -173,6 +208,10 @@ impl<'a> RoomView<'a> {
 
     pub fn created(&self) -> SystemTime {
         self.room.created
+    }
+
+    pub fn modes(&self) -> Modes {
+        self.room.modes
     }
 
     /// Members, the one entering included.
@@ -221,7 +260,10 @@ impl State {
             next_room: LOBBY_ID + 1,
             idle: VecDeque::new(),
         };
-        state.rooms.insert(LOBBY_ID, Room::new(LOBBY));
+        let mut lobby = Room::new(LOBBY);
+        // Nobody holds the lobby, so its topic is everyone's; its modes say so.
+        lobby.modes.topic_lock = false;
+        state.rooms.insert(LOBBY_ID, lobby);
         state.room_ids.insert(LOBBY.to_owned(), LOBBY_ID);
         state
     }
@@ -245,6 +287,25 @@ impl State {
         }
     }
 
+    /// Like [`State::find_room`], for looking into a room: a secret room is found only by
+    /// its members, so nobody else learns its members, topic or history, or that it exists.
+    fn seen_room(&self, id: MemberId, whither: Whither<'_>) -> Result<RoomId, RoomError> {
+        let room = self.find_room(id, whither)?;
+        if self.visible(id, room) {
+            return Ok(room);
+        }
+        let typed = match whither {
+            Whither::Named(typed) => typed,
+            Whither::Current => &self.rooms[&room].name,
+        };
+        Err(RoomError::NoSuchRoom(typed.to_owned()))
+    }
+
+    /// Whether `id` may see `room` in listings: it is not secret, or `id` is in it.
+    fn visible(&self, id: MemberId, room: RoomId) -> bool {
+        !self.rooms[&room].modes.secret || self.members.get(&id).is_some_and(|e| e.is_in(room))
+    }
+
     /// The room `whither` names, which `id` must be in, and `id`'s identity, with one lookup
     /// of the member (this is on every message's path).
     fn own_room(
@@ -261,7 +322,7 @@ impl State {
             Whither::Named(_) => Some(self.find_room(id, whither)?),
         }
         .ok_or_else(|| RoomError::NoSuchRoom(LOBBY.to_owned()))?;
-        if entry.rooms.iter().any(|&(r, _)| r == room) {
+        if entry.is_in(room) {
             Ok((room, entry.identity.clone()))
         } else {
             Err(RoomError::NotThere(self.rooms[&room].name.clone()))
@@ -304,6 +365,7 @@ impl State {
         let (_, slot) = entry.rooms.remove(at);
         let r = self.rooms.get_mut(&room).expect("room exists");
         r.operators.retain(|&op| op != id);
+        r.voiced.retain(|&v| v != id);
         r.formats_here[entry.member.format()] -= 1;
         let list = &mut r.members;
         list.swap_remove(slot);
@@ -479,7 +541,7 @@ impl Hub {
         let Some(entry) = state.members.get(&id) else {
             return Ok(());
         };
-        if entry.rooms.iter().any(|&(r, _)| r == room) {
+        if entry.is_in(room) {
             return Err(RoomError::AlreadyThere(state.rooms[&room].name.clone()));
         }
         let identity = entry.identity.clone();
@@ -695,7 +757,7 @@ impl Hub {
         whither: Whither<'_>,
     ) -> Result<(Arc<str>, Option<Topic>), RoomError> {
         let state = lock(&self.state);
-        let room = &state.rooms[&state.find_room(id, whither)?];
+        let room = &state.rooms[&state.seen_room(id, whither)?];
         Ok((room.name.clone(), room.topic.clone()))
     }
 
@@ -710,7 +772,7 @@ impl Hub {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
         let r = state.rooms.get_mut(&room).expect("room exists");
-        if !r.operators.is_empty() && !r.operators.contains(&id) {
+        if !r.may_set_topic(id) {
             return Err(RoomError::NotOperator(r.name.clone()));
         }
         r.topic = Some(Topic {
@@ -718,15 +780,94 @@ impl Hub {
             by: identity.nick.clone(),
             at: SystemTime::now(),
         });
-        let event = self.event(
-            Target::Room(r.name.clone()),
-            Some(identity),
-            Kind::Topic(text.into()),
-        );
-        r.fan_out(&event, self.formats, None);
-        let name = r.name.clone();
-        self.journal(&name, &event);
-        Ok(event)
+        Ok(self.tell_room(r, identity, Kind::Topic(text.into())))
+    }
+
+    /// Tells everyone in `room`, `from` included, of what `from` did there, and journals it.
+    fn tell_room(&self, room: &Room, from: Arc<Identity>, kind: Kind) -> Arc<Event> {
+        let event = self.event(Target::Room(room.name.clone()), Some(from), kind);
+        room.fan_out(&event, self.formats, None);
+        self.journal(&room.name, &event);
+        event
+    }
+
+    /// Makes `requests` to the room `whither` names, in order, on behalf of `id`, which must
+    /// be one of its operators, and tells everyone in it, `id` included, what changed. What
+    /// is already so is left out; a change naming someone who is not there is refused alone.
+    pub fn change_modes(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        requests: &[Mode<&str>],
+    ) -> Result<ModesChanged, RoomError> {
+        let mut state = lock(&self.state);
+        let (room, identity) = state.own_room(id, whither)?;
+        let State {
+            members,
+            by_nick,
+            rooms,
+            ..
+        } = &mut *state;
+        let r = rooms.get_mut(&room).expect("room exists");
+        if !r.operators.contains(&id) {
+            return Err(RoomError::NotOperator(r.name.clone()));
+        }
+        let mut made = Vec::new();
+        let mut refused = Vec::new();
+        for request in requests {
+            let on = request.on();
+            // Whether setting `flag` to `on` changes it.
+            let flip = |flag: &mut bool| std::mem::replace(flag, on) != on;
+            type Made = fn(bool, Arc<str>) -> Mode<Arc<str>>;
+            let (list, nick, made_as): (_, _, Made) = match *request {
+                Mode::TopicLock(_) => {
+                    if flip(&mut r.modes.topic_lock) {
+                        made.push(Mode::TopicLock(on));
+                    }
+                    continue;
+                }
+                Mode::Secret(_) => {
+                    if flip(&mut r.modes.secret) {
+                        made.push(Mode::Secret(on));
+                    }
+                    continue;
+                }
+                Mode::Operator(_, nick) => (&mut r.operators, nick, Mode::Operator),
+                Mode::Voice(_, nick) => (&mut r.voiced, nick, Mode::Voice),
+            };
+            let Some(target) = by_nick.get(&nick_key(nick)).and_then(|t| members.get(t)) else {
+                refused.push(RoomError::NoSuchNick(nick.to_owned()));
+                continue;
+            };
+            if !target.is_in(room) {
+                refused.push(RoomError::NotInRoom {
+                    nick: target.identity.nick.to_string(),
+                    room: r.name.clone(),
+                });
+                continue;
+            }
+            let who = target.member.id;
+            if list.contains(&who) == on {
+                continue;
+            }
+            if on {
+                list.push(who);
+            } else {
+                list.retain(|&m| m != who);
+            }
+            made.push(made_as(on, target.identity.nick.clone()));
+        }
+        if made.is_empty() {
+            return Ok(ModesChanged {
+                event: None,
+                refused,
+            });
+        }
+        let event = self.tell_room(r, identity, Kind::Mode(made.into()));
+        Ok(ModesChanged {
+            event: Some(event),
+            refused,
+        })
     }
 
     /// Renders `member`'s events with `formats[slot]` from now on (an IRC client turning
@@ -790,38 +931,38 @@ impl Hub {
         }
     }
 
-    /// The name of the room `whither` names and who is in it.
+    /// The room `whither` names and who is in it.
     pub fn room_members(
         &self,
         id: MemberId,
         whither: Whither<'_>,
-    ) -> Result<(Arc<str>, Vec<MemberInfo>), RoomError> {
+    ) -> Result<(RoomInfo, Vec<MemberInfo>), RoomError> {
         let state = lock(&self.state);
-        let room = &state.rooms[&state.find_room(id, whither)?];
+        let rid = state.seen_room(id, whither)?;
+        let room = &state.rooms[&rid];
+        let mut here = false;
         let members = room
             .members
             .iter()
-            .filter_map(|m| state.members.get(&m.id).map(|e| e.in_room(room)))
+            .filter_map(|m| {
+                here |= m.id == id;
+                state.members.get(&m.id).map(|e| e.in_room(room))
+            })
             .collect();
-        Ok((room.name.clone(), members))
+        Ok((RoomInfo::of(room, here), members))
     }
 
-    /// Every room, unsorted, with `here` set on those `id` is in.
+    /// The rooms `id` may see (secret ones only if it is in them), unsorted, with `here` set
+    /// on those it is in; with `None`, every room (the server's own reports).
     pub fn rooms(&self, id: Option<MemberId>) -> Vec<RoomInfo> {
         let state = lock(&self.state);
-        let mine: &[(RoomId, usize)] = id
-            .and_then(|id| state.members.get(&id))
-            .map_or(&[], |e| &e.rooms);
+        let mine = id.and_then(|id| state.members.get(&id));
         state
             .rooms
             .iter()
-            .map(|(&rid, room)| RoomInfo {
-                name: room.name.clone(),
-                members: room.members.len(),
-                messages: room.messages,
-                topic: room.topic.clone(),
-                created: room.created,
-                here: mine.iter().any(|&(r, _)| r == rid),
+            .filter_map(|(&rid, room)| {
+                let here = mine.is_some_and(|e| e.is_in(rid));
+                (id.is_none() || here || !room.modes.secret).then(|| RoomInfo::of(room, here))
             })
             .collect()
     }
@@ -829,19 +970,9 @@ impl Hub {
     /// The room `whither` names, as listings show it.
     pub fn room(&self, id: MemberId, whither: Whither<'_>) -> Result<RoomInfo, RoomError> {
         let state = lock(&self.state);
-        let rid = state.find_room(id, whither)?;
-        let room = &state.rooms[&rid];
-        Ok(RoomInfo {
-            name: room.name.clone(),
-            members: room.members.len(),
-            messages: room.messages,
-            topic: room.topic.clone(),
-            created: room.created,
-            here: state
-                .members
-                .get(&id)
-                .is_some_and(|e| e.rooms.iter().any(|&(r, _)| r == rid)),
-        })
+        let rid = state.seen_room(id, whither)?;
+        let here = state.members.get(&id).is_some_and(|e| e.is_in(rid));
+        Ok(RoomInfo::of(&state.rooms[&rid], here))
     }
 
     /// Who is here, counted without copying anyone.
@@ -860,15 +991,39 @@ impl Hub {
         }
     }
 
-    /// Whether `a` and `b` are in at least one room together.
-    pub fn share_a_room(&self, a: MemberId, b: MemberId) -> bool {
+    /// Every member `viewer` may find by searching, sorted like [`Hub::members`]: an
+    /// invisible member only by those who share a room with it (and by itself).
+    pub fn members_seen_by(&self, viewer: MemberId) -> Vec<MemberInfo> {
         let state = lock(&self.state);
-        let (Some(a), Some(b)) = (state.members.get(&a), state.members.get(&b)) else {
-            return false;
-        };
-        a.rooms
-            .iter()
-            .any(|(r, _)| b.rooms.iter().any(|(s, _)| r == s))
+        let mine = state.members.get(&viewer).map_or(&[][..], |e| &e.rooms);
+        let mut list: Vec<MemberInfo> = state
+            .members
+            .values()
+            .filter(|e| {
+                e.member.id == viewer
+                    || !e.member.is_invisible()
+                    || mine.iter().any(|&(r, _)| e.is_in(r))
+            })
+            .map(Entry::info)
+            .collect();
+        list.sort_by_cached_key(|m| nick_key(m.nick()));
+        list
+    }
+
+    /// The rooms `id` is in that `viewer` may see, in the order `id` entered them, with
+    /// `id`'s standing in each.
+    pub fn rooms_seen_by(&self, id: MemberId, viewer: MemberId) -> Vec<(Arc<str>, Standing)> {
+        let state = lock(&self.state);
+        state.members.get(&id).map_or_else(Vec::new, |e| {
+            e.rooms
+                .iter()
+                .filter(|&&(r, _)| state.visible(viewer, r))
+                .map(|(r, _)| {
+                    let room = &state.rooms[r];
+                    (room.name.clone(), room.standing(id))
+                })
+                .collect()
+        })
     }
 
     /// The names of the rooms `id` is in, in the order it entered them.
@@ -891,7 +1046,7 @@ impl Hub {
         n: usize,
     ) -> Result<(Arc<str>, Vec<Arc<Event>>), RoomError> {
         let state = lock(&self.state);
-        let room = &state.rooms[&state.find_room(id, whither)?];
+        let room = &state.rooms[&state.seen_room(id, whither)?];
         Ok((room.name.clone(), room.recent(n).cloned().collect()))
     }
 
@@ -1077,5 +1232,172 @@ mod tests {
         hub.leave(1, LeaveReason::Quit, None);
         assert_eq!(take(&y).len(), 1, "one departure, not one per room");
         assert_eq!(hub.len(), 1);
+    }
+
+    #[test]
+    fn operators_change_modes_and_everyone_in_the_room_is_told_once() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (x, y, z) = (member(&hub, 1, 0), member(&hub, 2, 0), member(&hub, 3, 0));
+        for m in [&x, &y] {
+            hub.enter(m.id, "dev", Arrival::Entered, |_| {}).unwrap();
+        }
+        hub.enter(3, "ops", Arrival::Entered, |_| {}).unwrap();
+        drop((take(&x), take(&y), take(&z)));
+        let dev = Whither::Named("dev");
+
+        // m2 is no operator: refused, and nothing changes.
+        let refused = hub.change_modes(2, dev, &[Mode::TopicLock(false)]);
+        assert!(
+            matches!(refused, Err(RoomError::NotOperator(_))),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            hub.set_topic(2, dev, "mine"),
+            Err(RoomError::NotOperator(_))
+        ));
+        // The creator unlocks the topic; what is already so is left out of the change.
+        let done = hub
+            .change_modes(1, dev, &[Mode::TopicLock(false), Mode::Secret(false)])
+            .unwrap();
+        let event = done.event.expect("a change");
+        assert!(matches!(&event.kind, Kind::Mode(m) if **m == [Mode::TopicLock(false)]));
+        assert!(done.refused.is_empty());
+        assert_eq!((take(&x).len(), take(&y).len()), (1, 1), "setter included");
+        assert!(take(&z).is_empty(), "not in the room");
+        hub.set_topic(2, dev, "anyone's").unwrap();
+        assert!(hub
+            .change_modes(1, dev, &[Mode::TopicLock(false)])
+            .unwrap()
+            .event
+            .is_none());
+
+        // Standing: a nickname as typed, someone elsewhere and nobody are refused one by one.
+        let done = hub
+            .change_modes(
+                1,
+                dev,
+                &[
+                    Mode::Voice(true, "M2"),
+                    Mode::Operator(true, "m3"),
+                    Mode::Operator(true, "nobody"),
+                    Mode::TopicLock(true),
+                ],
+            )
+            .unwrap();
+        let made = match &done.event.expect("a change").kind {
+            Kind::Mode(made) => made.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            made,
+            [Mode::Voice(true, "m2".into()), Mode::TopicLock(true)]
+        );
+        assert_eq!(
+            done.refused,
+            [
+                RoomError::NotInRoom {
+                    nick: "m3".into(),
+                    room: "dev".into()
+                },
+                RoomError::NoSuchNick("nobody".into()),
+            ]
+        );
+        let (_, members) = hub.room_members(1, dev).unwrap();
+        let standing = |id| members.iter().find(|m| m.member.id == id).unwrap().standing;
+        assert_eq!(
+            standing(1),
+            Standing {
+                op: true,
+                voice: false
+            }
+        );
+        assert_eq!(
+            standing(2),
+            Standing {
+                op: false,
+                voice: true
+            }
+        );
+        // A voice is no operator: the locked topic stays shut to m2 until it is made one.
+        assert!(hub.set_topic(2, dev, "voiced").is_err());
+        hub.change_modes(1, dev, &[Mode::Operator(true, "m2")])
+            .unwrap();
+        hub.set_topic(2, dev, "op now").unwrap();
+        hub.change_modes(2, dev, &[Mode::Operator(false, "m1")])
+            .unwrap();
+        assert!(hub.change_modes(1, dev, &[Mode::Secret(true)]).is_err());
+
+        // Leaving takes a standing with it.
+        hub.part(2, dev, None).unwrap();
+        hub.enter(2, "dev", Arrival::Entered, |_| {}).unwrap();
+        let (_, members) = hub.room_members(1, dev).unwrap();
+        assert!(members.iter().all(|m| m.standing == Standing::default()));
+        // The lobby has no operators: nobody changes its modes, anyone sets its topic.
+        hub.move_to(3, LOBBY, |_| {}).unwrap();
+        let lobby = Whither::Named(LOBBY);
+        assert!(hub.change_modes(3, lobby, &[Mode::Secret(true)]).is_err());
+        assert!(!hub.room(3, lobby).unwrap().modes.topic_lock);
+        hub.set_topic(3, lobby, "welcome").unwrap();
+    }
+
+    #[test]
+    fn a_secret_room_is_seen_only_by_its_members() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (_x, _y) = (member(&hub, 1, 0), member(&hub, 2, 0));
+        hub.enter(1, "hideout", Arrival::Entered, |_| {}).unwrap();
+        hub.enter(1, "open", Arrival::Entered, |_| {}).unwrap();
+        hub.say(1, Whither::Named("hideout"), Kind::Message("psst".into()))
+            .unwrap();
+        let hideout = Whither::Named("hideout");
+        hub.change_modes(1, hideout, &[Mode::Secret(true)]).unwrap();
+
+        let names = |rooms: Vec<RoomInfo>| {
+            let mut names: Vec<String> = rooms.iter().map(|r| r.name.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(hub.rooms(Some(1))), ["hideout", "lobby", "open"]);
+        assert_eq!(names(hub.rooms(Some(2))), ["lobby", "open"]);
+        assert_eq!(
+            names(hub.rooms(None)).len(),
+            3,
+            "the server's reports count it"
+        );
+        let hidden = |r: Result<(), RoomError>| {
+            assert_eq!(r, Err(RoomError::NoSuchRoom("hideout".into())));
+        };
+        hidden(hub.room_members(2, hideout).map(drop));
+        hidden(hub.topic(2, hideout).map(drop));
+        hidden(hub.history(2, hideout, 10).map(drop));
+        hidden(hub.room(2, hideout).map(drop));
+        assert_eq!(hub.history(1, hideout, 10).unwrap().1.len(), 1);
+        let theirs: Vec<Arc<str>> = hub.rooms_seen_by(1, 2).into_iter().map(|r| r.0).collect();
+        assert_eq!(theirs, [Arc::from("open")]);
+        assert_eq!(hub.rooms_seen_by(1, 1).len(), 2);
+
+        // It can still be entered by name, and then it is seen.
+        hub.enter(2, "hideout", Arrival::Entered, |_| {}).unwrap();
+        assert_eq!(names(hub.rooms(Some(2))), ["hideout", "lobby", "open"]);
+        assert_eq!(hub.room_members(2, hideout).unwrap().1.len(), 2);
+    }
+
+    #[test]
+    fn an_invisible_member_is_found_only_by_those_sharing_a_room() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (x, _y, _z) = (member(&hub, 1, 0), member(&hub, 2, 0), member(&hub, 3, 0));
+        x.set_invisible(true);
+        hub.enter(1, "dev", Arrival::Entered, |_| {}).unwrap();
+        hub.enter(2, "dev", Arrival::Entered, |_| {}).unwrap();
+        let seen = |viewer| -> Vec<MemberId> {
+            hub.members_seen_by(viewer)
+                .iter()
+                .map(|m| m.member.id)
+                .collect()
+        };
+        assert_eq!(seen(1), [1, 2, 3]);
+        assert_eq!(seen(2), [1, 2, 3], "shares dev");
+        assert_eq!(seen(3), [2, 3]);
+        x.set_invisible(false);
+        assert_eq!(seen(3), [1, 2, 3]);
     }
 }

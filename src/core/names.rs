@@ -34,6 +34,15 @@ pub enum RoomError {
     NotThere(std::sync::Arc<str>),
     #[error("not an operator of {0}")]
     NotOperator(std::sync::Arc<str>),
+    /// A change named someone who is not connected.
+    #[error("nobody called {0} is connected")]
+    NoSuchNick(String),
+    /// A change named someone who is not in the room.
+    #[error("{nick} is not in {room}")]
+    NotInRoom {
+        nick: String,
+        room: std::sync::Arc<str>,
+    },
 }
 
 /// Characters IRC allows in nicknames besides letters and digits. `.` (allowed by version 1)
@@ -77,6 +86,55 @@ pub fn room_name(typed: &str) -> Result<(&str, String), RoomError> {
         Ok((name, name.to_ascii_lowercase()))
     } else {
         Err(RoomError::InvalidName)
+    }
+}
+
+/// A wildcard pattern over names (IRC's WHO masks): `*` is any run of characters, `?` any one;
+/// compared as nicknames are, ASCII case-insensitively, so `coolNi*` finds `coolnick`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask(Vec<char>);
+
+impl Mask {
+    pub fn new(pattern: &str) -> Mask {
+        Mask(pattern.chars().map(|c| c.to_ascii_lowercase()).collect())
+    }
+
+    /// Whether the pattern holds a wildcard, i.e. can match more than one name.
+    pub fn is_wild(&self) -> bool {
+        self.0.iter().any(|&c| c == '*' || c == '?')
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let pattern = &self.0;
+        // Greedy with one backtrack point, the last `*`: linear in practice, never exponential.
+        let (mut p, mut t) = (0, 0); // index into the pattern, byte offset into the text
+        let mut star: Option<(usize, usize)> = None; // (pattern after the `*`, text it took up to)
+        loop {
+            let next = text[t..].chars().next();
+            match (pattern.get(p), next) {
+                (Some('*'), _) => {
+                    p += 1;
+                    star = Some((p, t));
+                    continue;
+                }
+                (Some(&want), Some(got)) if want == '?' || want == got.to_ascii_lowercase() => {
+                    p += 1;
+                    t += got.len_utf8();
+                    continue;
+                }
+                (None, None) => return true,
+                _ => {}
+            }
+            let Some((after_star, taken)) = star else {
+                return false;
+            };
+            let Some(one_more) = text[taken..].chars().next() else {
+                return false;
+            };
+            let taken = taken + one_more.len_utf8();
+            star = Some((after_star, taken));
+            (p, t) = (after_star, taken);
+        }
     }
 }
 
@@ -125,5 +183,40 @@ mod tests {
         for bad in ["", "#", "9x", "a b", "##x", "é", "a,b"] {
             assert_eq!(room_name(bad), Err(RoomError::InvalidName), "{bad}");
         }
+    }
+
+    #[test]
+    fn masks_match_like_irc_who() {
+        let cases = [
+            ("coolNick", "coolNick", true),
+            ("coolnick", "COOLNICK", true),
+            ("coolni*", "coolNick", true),
+            ("coolni*", "coolNi", true),
+            ("coolni*", "xcoolNick", false),
+            ("*", "", true),
+            ("*", "anything", true),
+            ("", "", true),
+            ("", "a", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("a?c", "aéc", true),
+            ("*usernam", "~myusernam", true),
+            ("*UniqueReal*", "My UniqueReal Name", true),
+            ("*a*b*c", "xxaxxbxxbxxc", true),
+            ("*a*b*c", "xxaxxbxxbxxcx", false),
+            ("127.0.0.*", "127.0.0.1", true),
+            ("**?", "x", true),
+            ("**?", "", false),
+            ("é*", "É", false),
+        ];
+        for (pattern, text, expected) in cases {
+            assert_eq!(
+                Mask::new(pattern).matches(text),
+                expected,
+                "{pattern:?} against {text:?}"
+            );
+        }
+        assert!(Mask::new("a*").is_wild() && Mask::new("a?").is_wild());
+        assert!(!Mask::new("alice").is_wild());
     }
 }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::event::{Event, MemberId, Render, MAX_FORMATS};
+use super::hub::Standing;
 use super::member::Member;
 
 /// Rooms are numbered for the hub's maps: a chat line looks its room up by number, not by
@@ -37,6 +38,46 @@ pub struct Topic {
     pub at: SystemTime,
 }
 
+/// What a room's operators may change about it (IRC's channel modes `+t` and `+s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Only operators set the topic. On in every new room, since its creator is its operator
+    /// and a topic anyone may overwrite is rarely what a room wants.
+    pub topic_lock: bool,
+    /// The room is listed, and its members, topic and history shown, only to its members; it
+    /// can still be entered by name.
+    pub secret: bool,
+}
+
+impl Modes {
+    /// A new room's settings.
+    pub const NEW: Modes = Modes {
+        topic_lock: true,
+        secret: false,
+    };
+}
+
+/// One change to a room: its modes, or someone's standing in it. `Who` names the member: as
+/// typed in a request, as registered in the change made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode<Who> {
+    TopicLock(bool),
+    Secret(bool),
+    Operator(bool, Who),
+    Voice(bool, Who),
+}
+
+impl<Who> Mode<Who> {
+    /// Whether the change turns something on (`+`) rather than off (`-`).
+    pub fn on(&self) -> bool {
+        match self {
+            Mode::TopicLock(on) | Mode::Secret(on) | Mode::Operator(on, _) | Mode::Voice(on, _) => {
+                *on
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Room {
     /// As first written by whoever created it.
@@ -49,10 +90,14 @@ pub struct Room {
     /// fans out with no per-member format lookup. Kept by the hub, under its lock, whenever a
     /// member enters, leaves or changes format ([`crate::core::Hub::set_format`]).
     pub formats_here: [u32; MAX_FORMATS],
-    /// Members who may change the topic: whoever entered the room when it was empty (as IRC
-    /// gives a new channel's creator `@`). The lobby has none. While a room has operators only
-    /// they may set its topic (`+t`); a room whose operators all left is open to everyone.
+    /// Members who may change the room's modes and, while it is topic-locked, its topic:
+    /// whoever entered the room when it was empty (as IRC gives a new channel's creator `@`),
+    /// and whoever an operator made one. The lobby has none, and a room whose operators all
+    /// left has an open topic, so no room is stuck with a topic nobody may change.
     pub operators: Vec<MemberId>,
+    /// Members an operator gave a voice (IRC `+v`): a standing shown in member lists.
+    pub voiced: Vec<MemberId>,
+    pub modes: Modes,
     pub created: SystemTime,
     history: VecDeque<Arc<Event>>,
     /// Messages ever sent here, retained or not.
@@ -75,6 +120,8 @@ impl Room {
             members: Vec::new(),
             topic: None,
             operators: Vec::new(),
+            voiced: Vec::new(),
+            modes: Modes::NEW,
             formats_here: [0; MAX_FORMATS],
             created: SystemTime::now(),
             history: VecDeque::new(),
@@ -84,6 +131,18 @@ impl Room {
             quiet_departures: 0,
             notices_left: PRESENCE_NOTICES_PER_PERIOD,
         }
+    }
+
+    pub fn standing(&self, id: MemberId) -> Standing {
+        Standing {
+            op: self.operators.contains(&id),
+            voice: self.voiced.contains(&id),
+        }
+    }
+
+    /// Whether `id` may set the topic now.
+    pub fn may_set_topic(&self, id: MemberId) -> bool {
+        !self.modes.topic_lock || self.operators.is_empty() || self.operators.contains(&id)
     }
 
     /// Queues `event` for every member, except `sender` unless it asked for its own messages

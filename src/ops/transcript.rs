@@ -13,8 +13,8 @@
 //! "kind":"message","text":"hello"}`. `kind` is `message`, `action` or `notice` (text: what was
 //! said), `join` or `enter` (text empty), `part` (text: the parting message, if any), `leave`
 //! (text: the reason, as in the leave notice, or an IRC QUIT's message; recorded once for each
-//! room the leaver was in), `nick` (sender: the old name, text: the new one) or `topic` (text:
-//! the new topic). [`Control::reopen`] makes the writer reopen the path, for log rotation
+//! room the leaver was in), `nick` (sender: the old name, text: the new one), `topic` (text:
+//! the new topic) or `mode` (text: what an operator changed, e.g. `topic unlocked, op bob`). [`Control::reopen`] makes the writer reopen the path, for log rotation
 //! on SIGHUP.
 
 use std::fs::{File, OpenOptions};
@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::core::event::{Event, Kind};
 use crate::core::hub::Journal;
+use crate::core::room::Mode;
 use crate::core::LeaveReason;
 use crate::ops::metrics::TranscriptCounters;
 
@@ -332,6 +333,7 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
     let time = time::OffsetDateTime::from(event.at)
         .format(TIME_FORMAT)
         .unwrap_or_default();
+    let modes;
     let (kind, text): (&str, &str) = match &event.kind {
         Kind::Message(text) => ("message", text),
         Kind::Action(text) => ("action", text),
@@ -345,6 +347,10 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
         },
         Kind::Nick(new) => ("nick", &new.nick),
         Kind::Topic(text) => ("topic", text),
+        Kind::Mode(changes) => {
+            modes = mode_text(changes);
+            ("mode", &modes)
+        }
         Kind::Away(_) | Kind::Presence { .. } => return,
     };
     let line = Line {
@@ -357,6 +363,25 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
     // Serializing plain strings into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &line);
     out.push(b'\n');
+}
+
+/// A mode event's text: `topic locked, secret, op bob`: the changes in order, in words no
+/// protocol owns.
+fn mode_text(changes: &[Mode<Arc<str>>]) -> String {
+    let words: Vec<String> = changes
+        .iter()
+        .map(|change| match change {
+            Mode::TopicLock(true) => "topic locked".to_owned(),
+            Mode::TopicLock(false) => "topic unlocked".to_owned(),
+            Mode::Secret(true) => "secret".to_owned(),
+            Mode::Secret(false) => "public".to_owned(),
+            Mode::Operator(true, who) => format!("op {who}"),
+            Mode::Operator(false, who) => format!("deop {who}"),
+            Mode::Voice(true, who) => format!("voice {who}"),
+            Mode::Voice(false, who) => format!("devoice {who}"),
+        })
+        .collect();
+    words.join(", ")
 }
 
 impl Journal for Recorder {
@@ -392,6 +417,15 @@ mod tests {
             Kind::Entered,
             Kind::Parted(None),
             Kind::Topic("soon".into()),
+            Kind::Mode(
+                [
+                    Mode::TopicLock(false),
+                    Mode::Secret(true),
+                    Mode::Operator(true, "bob".into()),
+                    Mode::Voice(false, "carol".into()),
+                ]
+                .into(),
+            ),
         ] {
             let event = Event::at(
                 1,
@@ -421,6 +455,9 @@ mod tests {
                 format!(r#"{head}"kind":"enter","text":""}}"#),
                 format!(r#"{head}"kind":"part","text":""}}"#),
                 format!(r#"{head}"kind":"topic","text":"soon"}}"#),
+                format!(
+                    r#"{head}"kind":"mode","text":"topic unlocked, secret, op bob, devoice carol"}}"#
+                ),
             ]
         );
     }

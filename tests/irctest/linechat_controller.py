@@ -86,7 +86,7 @@ OPTIONAL_BEHAVIORS = frozenset(
     {
         OptionalBehaviors.MULTI_JOIN,  # REQUIRED: "JOIN (several channels, JOIN 0)"
         # OptionalBehaviors.MULTI_PRIVMSG,        # LATER: not in the contract
-        # OptionalBehaviors.MULTI_NAMES_COMMAND,  # LATER: not in the contract
+        OptionalBehaviors.MULTI_NAMES_COMMAND,  # NAMES #a,#b (TARGMAX NAMES:10), one 366
         # OptionalBehaviors.MULTI_KICK,           # LATER: not in the contract
         # OptionalBehaviors.CAP_REQ_MINUS,        # LATER: not in the contract
         # OptionalBehaviors.BAN_EXCEPTION_MODE, INVITE_EXCEPTION_MODE, INVITE_LIST,

@@ -57,7 +57,14 @@ async fn registration_sends_001_to_005_lusers_and_motd() {
         welcome[0]
     );
     let tokens = isupport(&welcome);
-    for wanted in ["CASEMAPPING=ascii", "CHANTYPES=#", "NETWORK=linechat"] {
+    for wanted in [
+        "CASEMAPPING=ascii",
+        "CHANTYPES=#",
+        "NETWORK=linechat",
+        "PREFIX=(ov)@+",
+        "CHANMODES=b,,,nst",
+        "MODES=4",
+    ] {
         assert!(tokens.iter().any(|t| t == wanted), "{wanted} in {tokens:?}");
     }
     for key in [
@@ -701,5 +708,375 @@ async fn control_characters_from_irc_never_reach_netcat_terminals() {
         .expect(":bob!~bob@127.0.0.1 PRIVMSG #lobby :\u{2}hi\u{2} there")
         .await;
     alice.expect("bob: hi there").await;
+    server.stop().await;
+}
+
+/// Sends `query` and returns the reply's lines before its `end` numeric (sorted: their order
+/// is unspecified) and that numeric's line.
+async fn reply_until(
+    c: &mut crate::support::IrcClient,
+    query: &str,
+    end: &str,
+) -> (Vec<String>, String) {
+    c.send(query).await;
+    let mut lines = c.until(|l| irc_command(l) == end).await;
+    let last = lines.pop().expect("the end numeric");
+    lines.sort();
+    (lines, last)
+}
+
+/// The nicknames a WHO reply's 352 rows name.
+fn who_nicks(rows: &[String]) -> Vec<String> {
+    rows.iter()
+        .map(|r| {
+            assert_eq!(irc_command(r), "352", "{r}");
+            r.split(' ').nth(7).expect("352 has a nick").to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn who_masks_match_every_field_as_globs_and_hide_the_invisible() {
+    let server = TestServer::with_irc(Config {
+        opers: vec![("op".to_owned(), "secret".to_owned())],
+        ..config()
+    })
+    .await;
+    let _alice = server.join("alice").await;
+    let mut cool = server.irc_join("coolNick", &[]).await;
+    let mut other = server.irc_join("other", &[]).await;
+
+    // A mask is matched, case-insensitively, against nickname, user, host, real name and
+    // server; the end names the mask as sent.
+    let (rows, end) = reply_until(&mut other, "WHO COOLni*", "315").await;
+    assert_eq!(
+        rows,
+        [":irc.test 352 other * ~coolNick 127.0.0.1 irc.test coolNick H :0 coolNick the tester"]
+    );
+    assert_eq!(end, ":irc.test 315 other COOLni* :End of WHO list");
+    for (mask, nicks) in [
+        ("c?olnick", &["coolNick"][..]),
+        ("~cool*", &["coolNick"]),
+        ("*TESTER", &["coolNick", "other"]),
+        ("netcat*", &["alice"]),
+        ("127.0.0.?", &["alice", "coolNick", "other"]),
+        ("irc.test", &["alice", "coolNick", "other"]),
+        ("0", &["alice", "coolNick", "other"]),
+        ("cool", &[]),
+    ] {
+        let (rows, _) = reply_until(&mut other, &format!("WHO {mask}"), "315").await;
+        assert_eq!(who_nicks(&rows), nicks, "WHO {mask}");
+    }
+
+    // +i hides coolNick from masks of those who share no channel with it, not from its
+    // nickname, and not from itself.
+    cool.send("MODE coolNick +i").await;
+    cool.expect(":coolNick MODE coolNick +i").await;
+    let (rows, _) = reply_until(&mut other, "WHO cool*", "315").await;
+    assert_eq!(rows, NO_LINES);
+    let (rows, _) = reply_until(&mut other, "WHO *", "315").await;
+    assert_eq!(who_nicks(&rows), ["alice", "other"]);
+    let (rows, _) = reply_until(&mut other, "WHO coolnick", "315").await;
+    assert_eq!(who_nicks(&rows), ["coolNick"]);
+    let (rows, _) = reply_until(&mut cool, "WHO cool*", "315").await;
+    assert_eq!(who_nicks(&rows), ["coolNick"]);
+    cool.send("JOIN #dev").await;
+    cool.expect_command("366").await;
+    other.send("JOIN #dev").await;
+    other.expect_command("366").await;
+    let (rows, _) = reply_until(&mut other, "WHO cool*", "315").await;
+    assert_eq!(who_nicks(&rows), ["coolNick"]);
+
+    // `o`: server operators only.
+    let (rows, _) = reply_until(&mut other, "WHO * o", "315").await;
+    assert_eq!(rows, NO_LINES);
+    cool.send("OPER op secret").await;
+    cool.expect_command("381").await;
+    let (rows, _) = reply_until(&mut other, "WHO * o", "315").await;
+    assert_eq!(who_nicks(&rows), ["coolNick"]);
+    let (rows, _) = reply_until(&mut other, "WHO cool* o%nf", "315").await;
+    assert_eq!(rows, [":irc.test 354 other coolNick H*"]);
+    server.stop().await;
+}
+
+const NO_LINES: [String; 0] = [];
+
+#[tokio::test]
+async fn operators_lock_and_unlock_the_topic_and_hand_out_standing_across_protocols() {
+    let server = server().await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #dev").await;
+    bob.expect_command("366").await;
+    let mut alice = server.join("alice").await;
+    alice.send("/join dev").await;
+    alice
+        .skip_until("You are now in dev (2 people here).")
+        .await;
+    let mut carol = server.irc_join("carol", &["multi-prefix"]).await;
+    carol.send("JOIN #dev").await;
+    carol.expect_command("366").await;
+    bob.sync().await;
+    alice.sync().await;
+
+    // A new room's topic is locked to its operator, the first in.
+    bob.send("MODE #dev").await;
+    bob.expect(":irc.test 324 bob #dev +nt").await;
+    bob.expect_command("329").await;
+    carol.send("TOPIC #dev :carol's").await;
+    carol
+        .expect(":irc.test 482 carol #dev :You're not channel operator")
+        .await;
+    assert_eq!(
+        alice.command("/topic alice's").await,
+        ["Error: the topic of dev is locked; only its operators may change it."]
+    );
+    carol.send("MODE #dev -t").await;
+    carol
+        .expect(":irc.test 482 carol #dev :You're not channel operator")
+        .await;
+
+    // The operator unlocks it: one MODE to every IRC member, a sentence to netcat users.
+    bob.send("MODE #dev -t").await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #dev -t").await;
+    carol.expect(":bob!~bob@127.0.0.1 MODE #dev -t").await;
+    alice
+        .expect("bob unlocked the topic of dev: anyone in it may change it.")
+        .await;
+    bob.send("MODE #dev").await;
+    bob.expect(":irc.test 324 bob #dev +n").await;
+    bob.expect_command("329").await;
+    carol.send("TOPIC #dev :carol's").await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 TOPIC #dev :carol's")
+        .await;
+    alice.expect("carol set the topic of dev: carol's").await;
+    alice.send("/topic alice's").await;
+    alice.expect("alice set the topic of dev: alice's").await;
+    carol.expect_command("TOPIC").await;
+    bob.sync().await;
+    // Locked again; what is already so changes nothing and tells nobody.
+    bob.send("MODE #dev +t").await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #dev +t").await;
+    bob.send("MODE #dev +tn").await;
+    assert_eq!(bob.sync().await, NO_LINES);
+    carol.expect(":bob!~bob@127.0.0.1 MODE #dev +t").await;
+    assert_eq!(carol.sync().await, NO_LINES);
+    alice
+        .expect("bob locked the topic of dev: only its operators may change it.")
+        .await;
+    assert!(alice.sync().await.is_empty());
+
+    // A voice is shown (`+`, both prefixes with multi-prefix) but sets no locked topic.
+    bob.send("MODE #dev +v carol").await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #dev +v carol").await;
+    carol.expect(":bob!~bob@127.0.0.1 MODE #dev +v carol").await;
+    alice.expect("bob gave carol a voice in dev.").await;
+    carol.send("TOPIC #dev :voiced").await;
+    carol.expect_command("482").await;
+    bob.send("MODE #dev +v bob").await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #dev +v bob").await;
+    let names = |line: &str| {
+        let mut nicks: Vec<String> = line
+            .rsplit_once(" :")
+            .expect("353 has a trailer")
+            .1
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        nicks.sort();
+        nicks
+    };
+    bob.send("NAMES #dev").await;
+    assert_eq!(
+        names(&bob.expect_command("353").await),
+        ["+carol", "@bob", "alice"]
+    );
+    bob.expect_command("366").await;
+    carol.sync().await;
+    carol.send("NAMES #dev").await;
+    assert_eq!(
+        names(&carol.expect_command("353").await),
+        ["+carol", "@+bob", "alice"]
+    );
+    carol.expect_command("366").await;
+    let (rows, _) = reply_until(&mut carol, "WHO #dev %nf", "315").await;
+    assert_eq!(
+        rows,
+        [
+            ":irc.test 354 carol alice H",
+            ":irc.test 354 carol bob H@+",
+            ":irc.test 354 carol carol H+",
+        ]
+    );
+
+    // An operator makes a netcat user one; it then sets the locked topic.
+    bob.send("MODE #dev +o alice").await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #dev +o alice").await;
+    alice.skip_until("bob made alice an operator of dev.").await;
+    alice.send("/topic by an operator").await;
+    alice
+        .expect("alice set the topic of dev: by an operator")
+        .await;
+
+    // Several changes in one MODE are told as one; a change naming someone who is not there
+    // is refused alone, as are unknown letters.
+    let mut dave = server.irc_join("dave", &[]).await;
+    dave.send("MODE #dev -t").await;
+    dave.expect(":irc.test 442 dave #dev :You're not on that channel")
+        .await;
+    bob.sync().await;
+    carol.sync().await;
+    bob.send("MODE #dev -v+o-oo+x carol carol alice nobody")
+        .await;
+    let lines = bob.until(|l| irc_command(l) == "401").await;
+    assert_eq!(
+        lines,
+        [
+            ":irc.test 472 bob x :is unknown mode char to me",
+            ":bob!~bob@127.0.0.1 MODE #dev -v+o-o carol carol alice",
+            ":irc.test 401 bob nobody :No such nick/channel",
+        ]
+    );
+    alice
+        .skip_until("bob removed alice from the operators of dev.")
+        .await;
+    bob.send("MODE #dev +o dave").await;
+    bob.expect(":irc.test 441 bob dave #dev :They aren't on that channel")
+        .await;
+    carol
+        .until(|l| l == ":bob!~bob@127.0.0.1 MODE #dev -v+o-o carol carol alice")
+        .await;
+    carol.send("TOPIC #dev :carol is an operator now").await;
+    carol.expect_command("TOPIC").await;
+    // At most MODES=4 changes naming someone per MODE: the fifth is left out.
+    bob.sync().await;
+    bob.send("MODE #dev +v-v+v-v+v carol carol carol carol carol")
+        .await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #dev +v-v+v-v carol carol carol carol")
+        .await;
+    bob.send("NAMES #dev").await;
+    assert!(names(&bob.expect_command("353").await).contains(&"@carol".to_owned()));
+    bob.expect_command("366").await;
+    // The lobby has no operators: its modes are nobody's to change.
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    bob.send("MODE #lobby +s").await;
+    bob.expect(":irc.test 482 bob #lobby :You're not channel operator")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_channel_is_hidden_from_outsiders_on_both_protocols() {
+    let server = server().await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #hideout,#open").await;
+    bob.expect_command("366").await;
+    bob.expect_command("366").await;
+    bob.send("TOPIC #hideout :plans").await;
+    bob.expect_command("TOPIC").await;
+    bob.send("MODE #hideout +s").await;
+    bob.expect(":bob!~bob@127.0.0.1 MODE #hideout +s").await;
+    bob.send("MODE #hideout").await;
+    bob.expect(":irc.test 324 bob #hideout +nts").await;
+    bob.expect_command("329").await;
+    // Its members see it, with `@` for a secret channel in NAMES.
+    bob.send("NAMES #hideout,#open").await;
+    let lines = bob.until(|l| irc_command(l) == "366").await;
+    assert_eq!(
+        lines,
+        [
+            ":irc.test 353 bob @ #hideout @bob",
+            ":irc.test 353 bob = #open @bob",
+            ":irc.test 366 bob #hideout,#open :End of /NAMES list",
+        ]
+    );
+
+    // Nobody else does, on IRC …
+    let mut carol = server.irc_join("carol", &[]).await;
+    let (rows, _) = reply_until(&mut carol, "LIST", "323").await;
+    assert_eq!(
+        rows,
+        [
+            ":irc.test 321 carol Channel :Users  Name",
+            ":irc.test 322 carol #open 1 :"
+        ]
+    );
+    carol.send("NAMES #hideout").await;
+    carol
+        .expect(":irc.test 366 carol #hideout :End of /NAMES list")
+        .await;
+    let (rows, _) = reply_until(&mut carol, "WHO #hideout", "315").await;
+    assert_eq!(rows, NO_LINES);
+    for query in [
+        "TOPIC #hideout",
+        "MODE #hideout",
+        "CHATHISTORY LATEST #hideout * 10",
+    ] {
+        carol.send(query).await;
+        let reply = carol.line().await;
+        assert!(
+            reply.starts_with(":irc.test 403 carol #hideout ")
+                || reply.starts_with(":irc.test FAIL CHATHISTORY INVALID_TARGET #hideout "),
+            "{query}: {reply}"
+        );
+    }
+    let (rows, _) = reply_until(&mut carol, "WHOIS bob", "318").await;
+    let channels: Vec<&String> = rows.iter().filter(|l| irc_command(l) == "319").collect();
+    assert_eq!(channels, [":irc.test 319 carol bob @#open"]);
+    let (rows, _) = reply_until(&mut carol, "WHO bob", "315").await;
+    assert_eq!(
+        rows,
+        [":irc.test 352 carol #open ~bob 127.0.0.1 irc.test bob H@ :0 bob the tester"]
+    );
+
+    // … or on netcat: /rooms, /who and /metrics keep it to themselves.
+    let mut alice = server.join("alice").await;
+    let rooms = alice.command("/rooms").await;
+    assert!(!rooms.iter().any(|l| l.contains("hideout")), "{rooms:?}");
+    assert!(
+        rooms.contains(&"  open: 1 person, 0 messages".to_owned()),
+        "{rooms:?}"
+    );
+    assert_eq!(
+        alice.command("/who hideout").await,
+        ["Error: there is no room called hideout; /rooms lists them."]
+    );
+    let metrics = alice.command("/metrics").await;
+    assert!(
+        !metrics.iter().any(|l| l.contains("hideout")),
+        "{metrics:?}"
+    );
+    assert!(
+        metrics.contains(&" ... and 1 secret room, not listed".to_owned()),
+        "{metrics:?}"
+    );
+
+    // Secret is not closed: whoever knows the name enters, and then sees it.
+    alice.send("/join hideout").await;
+    alice
+        .expect("You are now in hideout (2 people here).")
+        .await;
+    alice.expect("Topic of hideout: plans (set by bob)").await;
+    bob.expect(":alice!alice@127.0.0.1 JOIN #hideout").await;
+    let rooms = alice.command("/rooms").await;
+    assert!(
+        rooms.contains(&"* hideout: 2 people, 0 messages (you are here)".to_owned()),
+        "{rooms:?}"
+    );
+    carol.send("JOIN #hideout").await;
+    let join = carol.until(|l| irc_command(l) == "366").await;
+    assert!(
+        join.contains(&":irc.test 353 carol @ #hideout :@bob alice carol".to_owned()),
+        "{join:?}"
+    );
+    // Made public, it is listed again.
+    bob.send("MODE #hideout -s").await;
+    alice
+        .skip_until("bob made hideout public: /rooms lists it.")
+        .await;
+    carol.expect(":bob!~bob@127.0.0.1 MODE #hideout -s").await;
+    let (rows, _) = reply_until(&mut carol, "LIST", "323").await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
     server.stop().await;
 }

@@ -568,10 +568,10 @@ async fn topics_are_shown_set_for_the_room_and_shown_on_entry() {
         .await;
     alice.expect("bob has joined the room.").await;
     // alice opened dev, so she is its operator: while she is there, only she sets its topic
-    // (IRC's +t, and the same rule for everyone).
+    // (IRC's +t, on in a new room, and the same rule for everyone).
     assert_eq!(
         bob.command("/topic ship it").await,
-        ["Error: only the operators of dev (whoever opened it) may change its topic."]
+        ["Error: the topic of dev is locked; only its operators may change it."]
     );
     alice.send("/leave").await;
     bob.expect("alice has left the room.").await;

@@ -2,6 +2,7 @@
 //! clients that turned on `server-time` or `message-tags`, the event's time and id as tags.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -10,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::message::{write, write_text, Tag};
 use crate::core::event::{Event, Identity, Kind, Render, Target};
+use crate::core::room::Mode;
 use crate::core::LeaveReason;
 
 /// IRC's [`Render`]; `tagged` adds `time` and `msgid`.
@@ -55,6 +57,7 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
     };
     let action;
     let quit;
+    let modes;
     let (command, params): (&str, Vec<&str>) = match &event.kind {
         Kind::Message(text) => ("PRIVMSG", vec![&target, text]),
         Kind::Action(text) => {
@@ -75,6 +78,12 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
         }
         Kind::Nick(new) => ("NICK", vec![&new.nick]),
         Kind::Topic(text) => ("TOPIC", vec![&target, text]),
+        Kind::Mode(changes) => {
+            modes = mode_params(changes);
+            let mut params = vec![target.as_str()];
+            params.extend(modes.iter().map(String::as_str));
+            ("MODE", params)
+        }
         Kind::Away(Some(message)) => ("AWAY", vec![message]),
         Kind::Away(None) => ("AWAY", vec![]),
         Kind::Presence { .. } => return,
@@ -92,16 +101,45 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
             tags.push(Tag::new("msgid", id.as_str()));
         }
     }
-    // Text-bearing commands always carry the `:`; JOIN, NICK and a bare PART do not.
+    // Text-bearing commands always carry the `:`; JOIN, NICK, MODE and a bare PART do not.
     let text = !matches!(
         event.kind,
-        Kind::Joined | Kind::Entered | Kind::Nick(_) | Kind::Parted(None)
+        Kind::Joined | Kind::Entered | Kind::Nick(_) | Kind::Parted(None) | Kind::Mode(_)
     );
     if text {
         write_text(out, &tags, Some(&src), command, &params);
     } else {
         write(out, &tags, Some(&src), command, &params);
     }
+}
+
+/// The letter of a change, and the nickname it takes, if any.
+pub fn mode_letter<Who>(change: &Mode<Who>) -> (char, Option<&Who>) {
+    match change {
+        Mode::TopicLock(_) => ('t', None),
+        Mode::Secret(_) => ('s', None),
+        Mode::Operator(_, who) => ('o', Some(who)),
+        Mode::Voice(_, who) => ('v', Some(who)),
+    }
+}
+
+/// `changes` as MODE's parameters: `+t-s+o bob` is `["+t-s+o", "bob"]`.
+fn mode_params(changes: &[Mode<Arc<str>>]) -> Vec<String> {
+    let mut letters = String::new();
+    let mut args = Vec::new();
+    let mut sign = None;
+    for change in changes {
+        if sign != Some(change.on()) {
+            sign = Some(change.on());
+            letters.push(if change.on() { '+' } else { '-' });
+        }
+        let (letter, who) = mode_letter(change);
+        letters.push(letter);
+        args.extend(who.map(|w| w.to_string()));
+    }
+    let mut params = vec![letters];
+    params.extend(args);
+    params
 }
 
 impl Render for Irc {
@@ -128,7 +166,6 @@ pub fn numeric(out: &mut BytesMut, server: &str, code: u16, nick: &str, params: 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -188,6 +225,20 @@ mod tests {
             here: 3,
         };
         assert_eq!(line(&Event::at(1, at, room(), None, presence), &PLAIN), "");
+        let modes = Kind::Mode(
+            [
+                Mode::TopicLock(false),
+                Mode::Secret(false),
+                Mode::Operator(true, "bob".into()),
+                Mode::Voice(true, "carol".into()),
+                Mode::Secret(true),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            line(&Event::at(10, at, room(), alice(), modes), &PLAIN),
+            ":alice!alice@127.0.0.1 MODE #lobby -ts+ovs bob carol\r\n"
+        );
         let whole_second = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(timestamp(whole_second), "2023-11-14T22:13:20.000Z");
         let trailing_zero = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_070);

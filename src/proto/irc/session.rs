@@ -20,9 +20,10 @@ use super::message::{self, write, Message, ParseError, Tag, MAX_BODY_LEN};
 use super::render::{channel, numeric, source, write_event};
 use crate::context::Shared;
 use crate::core::event::{Event, Identity, Kind, Target};
-use crate::core::hub::{Arrival, MemberInfo, PrivateError, Whither};
+use crate::core::hub::{Arrival, MemberInfo, PrivateError, Standing, Whither};
 use crate::core::member;
-use crate::core::names::{validate_nick, NickError, RoomError, MAX_NICK, MAX_ROOM};
+use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MAX_ROOM};
+use crate::core::room::Mode;
 use crate::core::LeaveReason;
 use crate::proto::codec::Frame;
 use crate::proto::conn::{Conn, Input};
@@ -40,6 +41,10 @@ const AWAYLEN: usize = 200;
 
 /// Channels one JOIN or PART may name, so one line cannot make the server do unbounded work.
 const MAX_TARGETS: usize = 10;
+
+/// Changes that name someone (`+o`, `+v`) one MODE may make (ISUPPORT `MODES`); more are
+/// left out, so one line cannot make the server look up hundreds of nicknames.
+const MAX_MODE_ARGS: usize = 4;
 
 /// Messages one CHATHISTORY request returns at most (`CHATHISTORY=` in ISUPPORT).
 const CHATHISTORY_LIMIT: usize = 100;
@@ -354,7 +359,7 @@ impl Session {
             ))
             .unwrap_or_default();
         self.reply(3, &[&format!("This server was created {started}")]);
-        self.reply(4, &[server, version, "i", "ntb"]);
+        self.reply(4, &[server, version, "i", "bnostv", "bov"]);
         self.isupport();
         self.lusers();
         self.motd();
@@ -366,16 +371,19 @@ impl Session {
             "CASEMAPPING=ascii".to_owned(),
             format!("CHANNELLEN={}", MAX_ROOM + 1),
             "CHANLIMIT=#:".to_owned(),
-            "CHANMODES=b,,,nt".to_owned(),
+            "CHANMODES=b,,,nst".to_owned(),
             "CHANTYPES=#".to_owned(),
             format!("CHATHISTORY={CHATHISTORY_LIMIT}"),
             "ELIST=".to_owned(),
-            "MODES=1".to_owned(),
+            format!("MODES={MAX_MODE_ARGS}"),
             "NETWORK=linechat".to_owned(),
             format!("NICKLEN={MAX_NICK}"),
-            "PREFIX=(o)@".to_owned(),
+            "PREFIX=(ov)@+".to_owned(),
             "STATUSMSG=@".to_owned(),
-            format!("TARGMAX=JOIN:{MAX_TARGETS},PART:{MAX_TARGETS},PRIVMSG:4,NOTICE:4,WHOIS:1"),
+            format!(
+                "TARGMAX=JOIN:{MAX_TARGETS},PART:{MAX_TARGETS},NAMES:{MAX_TARGETS},PRIVMSG:4,\
+                 NOTICE:4,WHOIS:1"
+            ),
             format!("TOPICLEN={TOPICLEN}"),
             "UTF8ONLY".to_owned(),
             "WHOX".to_owned(),
@@ -636,6 +644,7 @@ impl Session {
             let formats = shared.hub.formats();
             let server = self.server.clone();
             let me = self.me().to_owned();
+            let multi = self.has("multi-prefix");
             let joined = shared
                 .hub
                 .enter(member.id, target, Arrival::Entered, |view| {
@@ -647,8 +656,10 @@ impl Session {
                         let at = unix(topic.at).to_string();
                         numeric(&mut out, &server, 333, &me, &[&name, &topic.by, &at]);
                     }
-                    let nicks: Vec<String> = view.members().map(|m| prefixed(&m)).collect();
-                    names_reply(&mut out, &server, &me, &name, &nicks);
+                    let nicks: Vec<String> = view.members().map(|m| prefixed(&m, multi)).collect();
+                    let secret = view.modes().secret;
+                    names_lines(&mut out, &server, &me, &name, secret, &nicks);
+                    numeric(&mut out, &server, 366, &me, &[&name, "End of /NAMES list"]);
                     let _ = member.push(out.freeze());
                 });
             match joined {
@@ -835,21 +846,30 @@ impl Session {
             self.reply(366, &["*", "End of /NAMES list"]);
             return;
         };
+        // Each channel's 353s, then one 366 naming the targets as given (so a client can tell
+        // which request ended); a channel not found (or secret) just has no 353.
+        let multi = self.has("multi-prefix");
+        let mut out = BytesMut::new();
         for target in targets.split(',').take(MAX_TARGETS) {
-            match room_of(target).and_then(|room| {
+            let found = room_of(target).and_then(|room| {
                 shared
                     .hub
                     .room_members(self.conn.member.id, Whither::Named(room))
-            }) {
-                Ok((name, members)) => {
-                    let nicks: Vec<String> = members.iter().map(prefixed).collect();
-                    let mut out = BytesMut::new();
-                    names_reply(&mut out, &self.server, self.me(), &channel(&name), &nicks);
-                    self.send(out);
-                }
-                Err(_) => self.reply(366, &[target, "End of /NAMES list"]),
+            });
+            if let Ok((room, members)) = found {
+                let nicks: Vec<String> = members.iter().map(|m| prefixed(m, multi)).collect();
+                let (chan, secret) = (channel(&room.name), room.modes.secret);
+                names_lines(&mut out, &self.server, self.me(), &chan, secret, &nicks);
             }
         }
+        numeric(
+            &mut out,
+            &self.server,
+            366,
+            self.me(),
+            &[targets, "End of /NAMES list"],
+        );
+        self.send(out);
     }
 
     fn list(&mut self) {
@@ -866,10 +886,20 @@ impl Session {
         self.reply(323, &["End of /LIST"]);
     }
 
+    /// `WHO <mask> [o][%fields[,token]]`: a channel's members (none for a secret channel the
+    /// asker is not in), the user a nickname names, or everyone whose nickname, user name,
+    /// host, real name or server the mask matches (`*`, `?`; `0` is everyone) except invisible
+    /// users who share no channel with the asker. With `o`, server operators only.
     fn who(&mut self, msg: &Message<'_>) {
         let mask = msg.param(0).unwrap_or("*");
         let shared = self.conn.shared.clone();
-        let whox = msg.param(1).and_then(|f| f.strip_prefix('%'));
+        let (options, whox) = match msg.param(1) {
+            Some(second) => match second.split_once('%') {
+                Some((options, whox)) => (options, Some(whox)),
+                None => (second, None),
+            },
+            None => ("", None),
+        };
         let (fields, token) = match whox {
             Some(spec) => match spec.split_once(',') {
                 Some((fields, token)) => (Some(fields), Some(token)),
@@ -877,52 +907,59 @@ impl Session {
             },
             None => (None, None),
         };
-        let (room, members): (Option<Arc<str>>, Vec<MemberInfo>) = if mask.starts_with('#') {
-            match room_of(mask).and_then(|room| {
-                shared
-                    .hub
-                    .room_members(self.conn.member.id, Whither::Named(room))
-            }) {
-                Ok((name, members)) => (Some(name), members),
-                Err(_) => (None, Vec::new()),
-            }
-        } else if mask == "*" || mask == "0" {
-            (None, shared.hub.members())
-        } else if let Some(found) = shared.hub.find(mask) {
-            // Shown in the first room it shares, with its standing there.
-            let room = shared.hub.rooms_of(found.member.id).into_iter().next();
-            let there = room.as_ref().and_then(|room| {
-                let (_, members) = shared
-                    .hub
-                    .room_members(self.conn.member.id, Whither::Named(room))
-                    .ok()?;
-                members.into_iter().find(|m| m.member.id == found.member.id)
-            });
-            (room, vec![there.unwrap_or(found)])
-        } else {
-            (None, Vec::new())
-        };
-        // +i hides a member from those who share no room with it, except in a channel's list.
         let me = self.conn.member.id;
-        let members: Vec<MemberInfo> = if mask.starts_with('#') {
-            members
+        // Each member with the channel its row names ("*" for none) and its standing there.
+        let rows: Vec<(String, MemberInfo)> = if mask.starts_with('#') {
+            match room_of(mask).and_then(|room| shared.hub.room_members(me, Whither::Named(room))) {
+                Ok((room, members)) => {
+                    let chan = channel(&room.name);
+                    members.into_iter().map(|m| (chan.clone(), m)).collect()
+                }
+                Err(_) => Vec::new(),
+            }
         } else {
-            members
-                .into_iter()
-                .filter(|m| {
-                    let id = m.member.id;
-                    id == me || !m.member.is_invisible() || shared.hub.share_a_room(me, id)
-                })
-                .collect()
+            let pattern = Mask::new(if mask == "0" { "*" } else { mask });
+            match shared.hub.find(mask).filter(|_| !pattern.is_wild()) {
+                // A nickname is no search: it finds its user even if invisible, shown in the
+                // first channel of theirs the asker may see.
+                Some(found) => {
+                    let first = shared.hub.rooms_seen_by(found.member.id, me);
+                    let (chan, standing) = first
+                        .first()
+                        .map_or(("*".to_owned(), Standing::default()), |(room, standing)| {
+                            (channel(room), *standing)
+                        });
+                    vec![(chan, MemberInfo { standing, ..found })]
+                }
+                None => {
+                    let server = self.server.as_str();
+                    shared
+                        .hub
+                        .members_seen_by(me)
+                        .into_iter()
+                        .filter(|m| {
+                            let id = &m.identity;
+                            [&*id.nick, &*id.user, &*id.host, &*id.realname, server]
+                                .into_iter()
+                                .any(|field| pattern.matches(field))
+                        })
+                        .map(|m| ("*".to_owned(), m))
+                        .collect()
+                }
+            }
         };
-        let chan = room.as_deref().map_or_else(|| "*".to_owned(), channel);
+        let opers_only = options.contains('o');
+        let multi = self.has("multi-prefix");
         let now = Instant::now();
-        for m in &members {
+        for (chan, m) in rows
+            .iter()
+            .filter(|(_, m)| !opers_only || m.member.is_oper())
+        {
             let flags = format!(
                 "{}{}{}",
                 if m.away.is_some() { "G" } else { "H" },
                 if m.member.is_oper() { "*" } else { "" },
-                if m.op && room.is_some() { "@" } else { "" }
+                prefixes(m.standing, multi)
             );
             let flags = flags.as_str();
             let mut out = BytesMut::new();
@@ -934,7 +971,7 @@ impl Session {
                     352,
                     self.me(),
                     &[
-                        &chan,
+                        chan,
                         &id.user,
                         &id.host,
                         &self.server,
@@ -991,11 +1028,12 @@ impl Session {
         };
         let id = &found.identity;
         self.reply(311, &[&id.nick, &id.user, &id.host, "*", &id.realname]);
+        let multi = self.has("multi-prefix");
         let rooms: Vec<String> = shared
             .hub
-            .rooms_of(found.member.id)
+            .rooms_seen_by(found.member.id, self.conn.member.id)
             .iter()
-            .map(|r| channel(r))
+            .map(|(room, standing)| format!("{}{}", prefixes(*standing, multi), channel(room)))
             .collect();
         if !rooms.is_empty() {
             self.reply(319, &[&id.nick, &rooms.join(" ")]);
@@ -1021,33 +1059,11 @@ impl Session {
             self.reply(461, &["MODE", "Not enough parameters"]);
             return;
         };
-        let shared = self.conn.shared.clone();
         if target.starts_with('#') {
-            let Ok(room) = room_of(target)
-                .and_then(|room| shared.hub.room(self.conn.member.id, Whither::Named(room)))
-            else {
-                self.reply(403, &[target, "No such channel"]);
-                return;
-            };
-            let name = channel(&room.name);
-            match msg.param(1) {
-                None => {
-                    self.reply(324, &[&name, "+nt"]);
-                    self.reply(329, &[&name, &unix(room.created).to_string()]);
-                }
-                Some("b" | "+b") if msg.params.len() == 2 => {
-                    self.reply(368, &[&name, "End of channel ban list"])
-                }
-                Some(_) => self.reply(
-                    482,
-                    &[
-                        &name,
-                        "Channel modes cannot be changed yet (they come with moderation)",
-                    ],
-                ),
-            }
+            self.channel_mode(target, msg);
             return;
         }
+        let shared = self.conn.shared.clone();
         if !self.me().eq_ignore_ascii_case(target) {
             if shared.hub.find(target).is_some() {
                 self.reply(502, &["Can't change mode for other users"]);
@@ -1085,6 +1101,91 @@ impl Session {
                     self.send(out);
                 }
             }
+        }
+    }
+
+    /// `MODE #chan` reports the channel's modes and `MODE #chan b` its ban list (empty);
+    /// anything else is changes (`+t`, `-s`, `+o nick`, `-v nick`…), which the hub makes if
+    /// the asker is an operator there and broadcasts to the channel as one MODE.
+    fn channel_mode(&mut self, target: &str, msg: &Message<'_>) {
+        let shared = self.conn.shared.clone();
+        let id = self.conn.member.id;
+        let Ok(room) = room_of(target).and_then(|room| shared.hub.room(id, Whither::Named(room)))
+        else {
+            self.reply(403, &[target, "No such channel"]);
+            return;
+        };
+        let name = channel(&room.name);
+        let Some(changes) = msg.param(1) else {
+            let mut modes = String::from("+n");
+            for (on, letter) in [(room.modes.topic_lock, 't'), (room.modes.secret, 's')] {
+                if on {
+                    modes.push(letter);
+                }
+            }
+            self.reply(324, &[&name, &modes]);
+            self.reply(329, &[&name, &unix(room.created).to_string()]);
+            return;
+        };
+        let mut args = msg.params.iter().skip(2).copied();
+        let mut on = true;
+        let mut requests = Vec::new();
+        let mut named = 0;
+        for letter in changes.chars() {
+            match letter {
+                '+' => on = true,
+                '-' => on = false,
+                't' => requests.push(Mode::TopicLock(on)),
+                's' => requests.push(Mode::Secret(on)),
+                'o' | 'v' => {
+                    let Some(nick) = args.next() else {
+                        self.reply(461, &["MODE", "Not enough parameters"]);
+                        continue;
+                    };
+                    named += 1;
+                    if named > MAX_MODE_ARGS {
+                        continue;
+                    }
+                    requests.push(if letter == 'o' {
+                        Mode::Operator(on, nick)
+                    } else {
+                        Mode::Voice(on, nick)
+                    });
+                }
+                'b' => match args.next() {
+                    None => self.reply(368, &[&name, "End of channel ban list"]),
+                    Some(_) => self.reply(472, &["b", "Bans cannot be set yet"]),
+                },
+                // No messages from outside (`n`) is how every room works; it cannot be turned off.
+                'n' => {}
+                other => self.reply(472, &[&other.to_string(), "is unknown mode char to me"]),
+            }
+        }
+        if requests.is_empty() {
+            return;
+        }
+        match shared
+            .hub
+            .change_modes(id, Whither::Named(target), &requests)
+        {
+            Ok(done) => {
+                for refused in done.refused {
+                    match refused {
+                        RoomError::NotInRoom { nick, .. } => {
+                            self.reply(441, &[&nick, &name, "They aren't on that channel"])
+                        }
+                        RoomError::NoSuchNick(nick) => {
+                            self.reply(401, &[&nick, "No such nick/channel"])
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(RoomError::NotThere(_)) => self.reply(442, &[&name, "You're not on that channel"]),
+            Err(RoomError::NotOperator(_)) => {
+                self.reply(482, &[&name, "You're not channel operator"])
+            }
+            Err(_) => self.reply(403, &[target, "No such channel"]),
         }
     }
 
@@ -1288,22 +1389,36 @@ fn room_of(target: &str) -> Result<&str, RoomError> {
         .ok_or(RoomError::InvalidName)
 }
 
-/// A nickname as NAMES shows it: `@` for an operator.
-fn prefixed(m: &MemberInfo) -> String {
-    if m.op {
-        format!("@{}", m.nick())
-    } else {
-        m.nick().to_string()
+/// `@` for an operator, `+` for a voice: the highest alone, or both with `multi-prefix`.
+fn prefixes(standing: Standing, multi: bool) -> &'static str {
+    match (standing.op, standing.voice) {
+        (true, true) if multi => "@+",
+        (true, _) => "@",
+        (false, true) => "+",
+        (false, false) => "",
     }
 }
 
-/// 353 lines of at most ~400 bytes each, then 366. Operator (`@`) is the only prefix there
-/// is, so `multi-prefix` changes nothing here.
-fn names_reply(out: &mut BytesMut, server: &str, me: &str, chan: &str, nicks: &[String]) {
+/// A nickname as NAMES shows it, with its prefixes.
+fn prefixed(m: &MemberInfo, multi: bool) -> String {
+    format!("{}{}", prefixes(m.standing, multi), m.nick())
+}
+
+/// 353 lines of at most ~400 bytes each (the caller ends the list with 366). The channel's
+/// symbol is `@` for a secret one and `=` for the rest (RFC 2812 3.2.5).
+fn names_lines(
+    out: &mut BytesMut,
+    server: &str,
+    me: &str,
+    chan: &str,
+    secret: bool,
+    nicks: &[String],
+) {
+    let symbol = if secret { "@" } else { "=" };
     let mut line = String::new();
     for nick in nicks {
         if line.len() + nick.len() > 400 {
-            numeric(out, server, 353, me, &["=", chan, &line]);
+            numeric(out, server, 353, me, &[symbol, chan, &line]);
             line.clear();
         }
         if !line.is_empty() {
@@ -1312,9 +1427,8 @@ fn names_reply(out: &mut BytesMut, server: &str, me: &str, chan: &str, nicks: &[
         line.push_str(nick);
     }
     if !line.is_empty() {
-        numeric(out, server, 353, me, &["=", chan, &line]);
+        numeric(out, server, 353, me, &[symbol, chan, &line]);
     }
-    numeric(out, server, 366, me, &[chan, "End of /NAMES list"]);
 }
 
 fn unix(at: SystemTime) -> u64 {

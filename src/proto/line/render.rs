@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::core::event::{Event, Kind, Render, Target};
 use crate::core::hub::RoomView;
-use crate::core::room::Topic;
+use crate::core::room::{Mode, Topic};
 use crate::core::LeaveReason;
 
 /// The line protocol's [`Render`].
@@ -57,6 +58,14 @@ impl Render for Line {
             Kind::Topic(text) => {
                 let room = event.room().map_or("", |r| &**r);
                 line(&[nick, " set the topic of ", room, ": ", &clean(text)])
+            }
+            Kind::Mode(changes) => {
+                let room = event.room().map_or("", |r| &**r);
+                let mut out = String::new();
+                for change in changes.iter() {
+                    push_mode_line(&mut out, nick, room, change);
+                }
+                Bytes::from(out)
             }
             Kind::Away(_) => Bytes::new(),
             Kind::Presence {
@@ -123,6 +132,31 @@ pub fn clean(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// One change to a room, as a sentence and a newline.
+fn push_mode_line(out: &mut String, by: &str, room: &str, change: &Mode<Arc<str>>) {
+    let _ = match change {
+        Mode::TopicLock(true) => writeln!(
+            out,
+            "{by} locked the topic of {room}: only its operators may change it."
+        ),
+        Mode::TopicLock(false) => writeln!(
+            out,
+            "{by} unlocked the topic of {room}: anyone in it may change it."
+        ),
+        Mode::Secret(true) => writeln!(
+            out,
+            "{by} made {room} secret: only the people in it see it in /rooms and /who."
+        ),
+        Mode::Secret(false) => writeln!(out, "{by} made {room} public: /rooms lists it."),
+        Mode::Operator(true, who) => writeln!(out, "{by} made {who} an operator of {room}."),
+        Mode::Operator(false, who) => {
+            writeln!(out, "{by} removed {who} from the operators of {room}.")
+        }
+        Mode::Voice(true, who) => writeln!(out, "{by} gave {who} a voice in {room}."),
+        Mode::Voice(false, who) => writeln!(out, "{by} took {who}'s voice in {room} away."),
+    };
 }
 
 /// `Topic of dev: release on Friday (set by alice)` plus a newline.
@@ -276,7 +310,6 @@ pub fn arrival_text(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -352,6 +385,22 @@ mod tests {
         );
         assert_eq!(text(&private), "[private] a: psst\n");
         assert_eq!(text(&event(0, "a", Kind::Away(Some("lunch".into())))), "");
+        let modes = Kind::Mode(
+            [
+                Mode::TopicLock(false),
+                Mode::Secret(true),
+                Mode::Operator(true, "bob".into()),
+                Mode::Voice(false, "carol".into()),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            text(&event(0, "alice", modes)),
+            "alice unlocked the topic of dev: anyone in it may change it.\n\
+             alice made dev secret: only the people in it see it in /rooms and /who.\n\
+             alice made bob an operator of dev.\n\
+             alice took carol's voice in dev away.\n"
+        );
     }
 
     #[test]

@@ -29,8 +29,10 @@ pub fn room_error(e: &RoomError) -> String {
         RoomError::AlreadyThere(name) => format!("You are already in {name}."),
         RoomError::NotThere(name) => format!("Error: you are not in {name}."),
         RoomError::NotOperator(name) => {
-            format!("Error: only the operators of {name} (whoever opened it) may change its topic.")
+            format!("Error: the topic of {name} is locked; only its operators may change it.")
         }
+        RoomError::NoSuchNick(name) => private_error(&PrivateError::NoSuchNick(name.clone())),
+        RoomError::NotInRoom { nick, room } => format!("Error: {nick} is not in {room}."),
     }
 }
 

@@ -197,8 +197,11 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
 }
 
 /// `Rooms: 3` and a line per room, at most [`MAX_ROOM_LINES`] of them, fullest first.
+/// Secret rooms are counted but not named: anyone may ask for this report.
 fn room_lines(out: &mut String, rooms: &[RoomInfo]) {
     let _ = writeln!(out, "Rooms: {}", rooms.len());
+    let secret = rooms.iter().filter(|r| r.modes.secret).count();
+    let rooms: Vec<&RoomInfo> = rooms.iter().filter(|r| !r.modes.secret).collect();
     for room in rooms.iter().take(MAX_ROOM_LINES) {
         let _ = writeln!(
             out,
@@ -213,6 +216,13 @@ fn room_lines(out: &mut String, rooms: &[RoomInfo]) {
             out,
             " ... and {} more rooms (/rooms lists more)",
             rooms.len() - MAX_ROOM_LINES
+        );
+    }
+    if secret > 0 {
+        let _ = writeln!(
+            out,
+            " ... and {}, not listed",
+            plural(secret as u64, "secret room", "secret rooms")
         );
     }
 }

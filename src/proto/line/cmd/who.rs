@@ -38,7 +38,7 @@ impl Who {
             .map(|(room, members)| {
                 let mut nicks: Vec<Arc<str>> = members.iter().map(|m| m.nick().clone()).collect();
                 nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
-                (room, nicks)
+                (room.name, nicks)
             });
         match listing {
             Ok((room, nicks)) if nicks.is_empty() => {
