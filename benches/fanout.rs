@@ -34,6 +34,8 @@ fn room(n: usize, format: impl Fn(usize) -> usize) -> Room {
         retain: 1000,
         budget: 128 * 1024,
         announce_limit: 0,
+        history_bytes: 64 << 20,
+        rooms_per_minute: 0,
     };
     let hub = Hub::new(settings, &FORMATS);
     let addr = "127.0.0.1:1".parse().unwrap();

@@ -45,9 +45,14 @@ pub struct Config {
     /// Messages of a room shown to a client entering it (the lobby included, at connect);
     /// 0 = no scrollback.
     pub history: usize,
-    /// Messages kept per room for scrollback and `/history`; 0 = none. Memory for history is
-    /// at most this many lines per room.
+    /// Messages kept per room for scrollback and `/history`; 0 = none.
     pub history_retain: usize,
+    /// Most bytes the history of all rooms may hold together; past it the oldest messages,
+    /// whatever their room, are forgotten first. Without it, a few thousand clients each
+    /// filling a room of their own reach gigabytes.
+    pub history_bytes: usize,
+    /// Rooms one client may create per minute; 0 = no limit.
+    pub rooms_per_minute: u32,
     /// The name IRC replies carry as their source.
     pub server_name: String,
     /// When set, a private server: IRC clients must send it with `PASS`, netcat users are
@@ -85,6 +90,8 @@ impl Default for Config {
             history: 20,
             // At most some 1 MB of 1 KiB lines per room; chat-sized lines far less.
             history_retain: 1000,
+            history_bytes: 64 << 20,
+            rooms_per_minute: 10,
             server_name: "linechat.local".to_owned(),
             server_password: None,
             opers: Vec::new(),

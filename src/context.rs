@@ -25,6 +25,11 @@ impl crate::ops::prom::Source for Shared {
         self.hub.queue_totals()
     }
 
+    fn history(&self) -> (usize, usize, u64) {
+        let (kept, evicted) = self.hub.history_usage();
+        (kept, self.config.history_bytes, evicted)
+    }
+
     fn shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }

@@ -105,6 +105,18 @@ struct Args {
           value_parser = RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     history_retain: usize,
 
+    /// Most bytes all rooms' history may hold together (suffix K, M or G: KiB, MiB, GiB); past
+    /// it the oldest messages, whatever their room, are forgotten first.
+    #[arg(long, env = "LINECHAT_HISTORY_BYTES", value_name = "BYTES",
+          default_value = "64M", value_parser = parse_bytes)]
+    history_bytes: usize,
+
+    /// Rooms one client may create per minute (joining existing rooms is not limited);
+    /// 0 = no limit.
+    #[arg(long, env = "LINECHAT_ROOMS_PER_MINUTE", value_name = "N",
+          default_value_t = Config::default().rooms_per_minute)]
+    rooms_per_minute: u32,
+
     /// Rooms with more people than this get a summary of arrivals and departures every 10 s
     /// instead of a notice for each (any room does past 30 notices in 10 s); 0 = always a
     /// notice for each, whatever the rate.
@@ -174,6 +186,8 @@ impl Args {
             announce_limit: self.announce_limit,
             history: self.history,
             history_retain: self.history_retain,
+            history_bytes: self.history_bytes,
+            rooms_per_minute: self.rooms_per_minute,
             keepalive: (self.keepalive > 0).then(|| Duration::from_secs(self.keepalive)),
             write_timeout: (self.write_timeout > 0)
                 .then(|| Duration::from_secs(self.write_timeout)),
@@ -402,4 +416,27 @@ fn raise_open_file_limit() {
             tracing::warn!(limit = before, "cannot raise the open-file limit");
         }
     }
+}
+
+/// `65536`, `64K`, `64M`, `1G` (powers of 1024; `KiB`, `MiB`, `GiB` and lower case too).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: a number of bytes, optionally with K, M or G"
+            ))
+        }
+    };
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number of bytes, optionally with K, M or G"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }

@@ -153,6 +153,24 @@ impl Event {
     }
 
     /// How many renderings have been made (for tests and the fan-out benchmark).
+    /// Roughly the bytes this event holds while history keeps it: itself, its text and its
+    /// renderings so far (history keeps those too, so scrollback renders nothing again).
+    pub fn footprint(&self) -> usize {
+        let text = match &self.kind {
+            Kind::Message(t) | Kind::Action(t) | Kind::Notice(t) | Kind::Topic(t) => t.len(),
+            Kind::Parted(Some(t)) | Kind::Left(_, Some(t)) | Kind::Away(Some(t)) => t.len(),
+            _ => 0,
+        };
+        let rendered: usize = self
+            .rendered
+            .iter()
+            .filter_map(|r| r.get())
+            .map(Bytes::len)
+            .sum();
+        // The Arc's two counts come with the allocation.
+        std::mem::size_of::<Event>() + 2 * std::mem::size_of::<usize>() + text + rendered
+    }
+
     pub fn renderings(&self) -> usize {
         self.rendered.iter().filter(|r| r.get().is_some()).count()
     }

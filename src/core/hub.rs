@@ -5,7 +5,7 @@
 //! non-blocking push (rendered once per format, see [`Event::rendered`]), and returns. Errors
 //! are typed; each protocol says them its own way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,11 @@ pub struct Settings {
     /// Rooms with more members than this get presence summaries instead of a notice per
     /// arrival and departure; 0 = always individual notices.
     pub announce_limit: usize,
+    /// Most bytes all rooms' history may hold together; past it the oldest events go first.
+    pub history_bytes: usize,
+    /// Rooms one member may create per minute; 0 = no limit. With history kept for emptied
+    /// rooms, creating rooms is how one client would otherwise fill the server's memory.
+    pub rooms_per_minute: u32,
 }
 
 impl Settings {
@@ -48,6 +53,8 @@ impl Settings {
             retain: config.history_retain,
             budget: config.queue_bytes / 2,
             announce_limit: config.announce_limit,
+            history_bytes: config.history_bytes,
+            rooms_per_minute: config.rooms_per_minute,
         }
     }
 }
@@ -162,7 +169,12 @@ struct Entry {
     /// leaving a room is O(1). A line-protocol user has exactly one.
     rooms: Vec<(RoomId, usize)>,
     away: Option<Arc<str>>,
+    /// When this member created rooms in the last [`CREATION_WINDOW`], oldest first.
+    created_rooms: VecDeque<tokio::time::Instant>,
 }
+
+/// The window of the per-member room creation limit ([`Settings::rooms_per_minute`]).
+const CREATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Entry {
     fn info(&self) -> MemberInfo {
@@ -248,6 +260,13 @@ struct State {
     /// Rooms that emptied while holding history, oldest first, with their `emptied` count at
     /// the time; bounded by [`MAX_IDLE_ROOMS`].
     idle: VecDeque<(RoomId, u64)>,
+    /// Every room holding history, by the id of its oldest kept event: the server-wide byte
+    /// budget evicts the oldest event of all first, in O(log rooms).
+    by_oldest: BTreeMap<u64, RoomId>,
+    /// The sum of every room's `history_bytes`.
+    history_bytes: usize,
+    /// Events the byte budget evicted since start.
+    history_evicted: u64,
 }
 
 impl State {
@@ -259,6 +278,9 @@ impl State {
             room_ids: HashMap::new(),
             next_room: LOBBY_ID + 1,
             idle: VecDeque::new(),
+            by_oldest: BTreeMap::new(),
+            history_bytes: 0,
+            history_evicted: 0,
         };
         let mut lobby = Room::new(LOBBY);
         // Nobody holds the lobby, so its topic is everyone's; its modes say so.
@@ -329,11 +351,37 @@ impl State {
         }
     }
 
-    /// The room called `typed`, created if there is none.
-    fn room_or_create(&mut self, typed: &str) -> Result<RoomId, RoomError> {
+    /// The room called `typed`, created if there is none, unless `creator` has created
+    /// `per_minute` rooms in the last minute already (0 = no limit).
+    fn room_or_create(
+        &mut self,
+        typed: &str,
+        creator: MemberId,
+        per_minute: u32,
+    ) -> Result<RoomId, RoomError> {
         let (display, key) = room_name(typed)?;
         if let Some(&id) = self.room_ids.get(&key) {
             return Ok(id);
+        }
+        if let (Some(entry), true) = (self.members.get_mut(&creator), per_minute > 0) {
+            let now = tokio::time::Instant::now();
+            let created = &mut entry.created_rooms;
+            while created
+                .front()
+                .is_some_and(|&at| now.duration_since(at) >= CREATION_WINDOW)
+            {
+                created.pop_front();
+            }
+            if created.len() >= per_minute as usize {
+                let oldest = created.front().copied().unwrap_or(now);
+                let wait = CREATION_WINDOW.saturating_sub(now.duration_since(oldest));
+                return Err(RoomError::TooManyCreated {
+                    limit: per_minute,
+                    // Rounded up: "try again in 59 s" a moment too early would fail again.
+                    retry_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                });
+            }
+            created.push_back(now);
         }
         let id = self.next_room;
         self.next_room += 1;
@@ -408,6 +456,46 @@ impl State {
     fn remove_room(&mut self, id: RoomId) {
         if let Some(room) = self.rooms.remove(&id) {
             self.room_ids.remove(&room.name.to_ascii_lowercase());
+            if let Some(oldest) = room.oldest_id() {
+                self.by_oldest.remove(&oldest);
+            }
+            self.history_bytes -= room.history_bytes;
+        }
+    }
+
+    /// Keeps `event` in `room`'s history, then evicts the oldest events server-wide, whatever
+    /// their room, until the history fits `budget` bytes. A room left with nothing worth
+    /// keeping and nobody in it is forgotten.
+    fn record(&mut self, room: RoomId, event: &Arc<Event>, retain: usize, budget: usize) {
+        let r = self.rooms.get_mut(&room).expect("room exists");
+        let (oldest, bytes) = (r.oldest_id(), r.history_bytes);
+        r.record(event, retain);
+        self.history_bytes = self.history_bytes - bytes + r.history_bytes;
+        if r.oldest_id() != oldest {
+            if let Some(old) = oldest {
+                self.by_oldest.remove(&old);
+            }
+            if let Some(new) = r.oldest_id() {
+                self.by_oldest.insert(new, room);
+            }
+        }
+        while self.history_bytes > budget {
+            let Some((_, victim)) = self.by_oldest.pop_first() else {
+                break;
+            };
+            let v = self.rooms.get_mut(&victim).expect("indexed rooms exist");
+            self.history_bytes -= v.drop_oldest();
+            self.history_evicted += 1;
+            match v.oldest_id() {
+                Some(next) => {
+                    self.by_oldest.insert(next, victim);
+                }
+                None => {
+                    if victim != LOBBY_ID && v.members.is_empty() && v.topic.is_none() {
+                        self.remove_room(victim);
+                    }
+                }
+            }
         }
     }
 }
@@ -511,6 +599,7 @@ impl Hub {
                 member: member.clone(),
                 rooms: Vec::new(),
                 away: None,
+                created_rooms: VecDeque::new(),
             },
         );
         Ok(identity)
@@ -526,7 +615,7 @@ impl Hub {
         view: impl FnOnce(RoomView<'_>),
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.room_or_create(name)?;
+        let room = state.room_or_create(name, id, self.settings.rooms_per_minute)?;
         self.enter_locked(&mut state, id, room, arrival, view)
     }
 
@@ -620,7 +709,7 @@ impl Hub {
         view: impl FnOnce(RoomView<'_>),
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.room_or_create(name)?;
+        let room = state.room_or_create(name, id, self.settings.rooms_per_minute)?;
         let Some(entry) = state.members.get(&id) else {
             return Ok(());
         };
@@ -634,7 +723,7 @@ impl Hub {
             }
         }
         // The room may have been tidied away if it was empty and its name was typed again.
-        let room = state.room_or_create(name)?;
+        let room = state.room_or_create(name, id, self.settings.rooms_per_minute)?;
         self.enter_locked(&mut state, id, room, Arrival::Entered, view)
     }
 
@@ -722,8 +811,13 @@ impl Hub {
         let r = state.rooms.get_mut(&room).expect("room exists");
         let event = self.event(Target::Room(r.name.clone()), Some(identity), kind);
         let delivered = r.fan_out(&event, self.formats, Some(id));
-        r.record(&event, self.settings.retain);
         let name = r.name.clone();
+        state.record(
+            room,
+            &event,
+            self.settings.retain,
+            self.settings.history_bytes,
+        );
         self.journal(&name, &event);
         Ok((event, delivered))
     }
@@ -976,6 +1070,12 @@ impl Hub {
     }
 
     /// Who is here, counted without copying anyone.
+    /// `(bytes all rooms' history holds, events the byte budget has evicted since start)`.
+    pub fn history_usage(&self) -> (usize, u64) {
+        let state = lock(&self.state);
+        (state.history_bytes, state.history_evicted)
+    }
+
     pub fn census(&self) -> Census {
         let state = lock(&self.state);
         let members = state.members.values().map(|e| &e.member);
@@ -1128,6 +1228,8 @@ mod tests {
             retain: 10,
             budget: 1 << 16,
             announce_limit: 0,
+            history_bytes: usize::MAX,
+            rooms_per_minute: 0,
         }
     }
 
@@ -1151,6 +1253,65 @@ mod tests {
         let mut poll = std::pin::pin!(std::future::poll_fn(|cx| outbox.poll_take(&mut batch, cx)));
         let _ = matches!(poll.as_mut().poll(&mut cx), Poll::Ready(true));
         batch.into_iter().collect()
+    }
+
+    #[test]
+    fn the_history_budget_evicts_the_oldest_events_of_all_rooms_first() {
+        // One event's footprint, as the budget counts it.
+        let probe = Hub::new(settings(), &ONE_FORMAT);
+        let p = member(&probe, 1, 0);
+        probe.enter(p.id, "a", Arrival::Entered, |_| {}).unwrap();
+        probe
+            .say(1, Whither::Named("a"), Kind::Message("x0".into()))
+            .unwrap();
+        let one = probe.history_usage().0;
+
+        let hub = Hub::new(
+            Settings {
+                history_bytes: 4 * one,
+                ..settings()
+            },
+            &ONE_FORMAT,
+        );
+        let (x, y) = (member(&hub, 1, 0), member(&hub, 2, 0));
+        hub.enter(x.id, "a", Arrival::Entered, |_| {}).unwrap();
+        hub.enter(y.id, "b", Arrival::Entered, |_| {}).unwrap();
+        for i in 0..3 {
+            hub.say(
+                1,
+                Whither::Named("a"),
+                Kind::Message(format!("a{i}").into()),
+            )
+            .unwrap();
+        }
+        // Room a is left, and kept for its history.
+        hub.part(x.id, Whither::Named("a"), None).unwrap();
+        assert!(hub.rooms(None).iter().any(|r| &*r.name == "a"));
+        for i in 0..3 {
+            hub.say(
+                2,
+                Whither::Named("b"),
+                Kind::Message(format!("b{i}").into()),
+            )
+            .unwrap();
+        }
+        let (kept, evicted) = hub.history_usage();
+        assert_eq!((kept, evicted), (4 * one, 2), "the two oldest went");
+        let texts = |room: &str| -> Vec<String> {
+            let (_, events) = hub.history(2, Whither::Named(room), 10).unwrap();
+            events
+                .iter()
+                .rev()
+                .map(|e| format!("{:?}", e.kind))
+                .collect()
+        };
+        assert_eq!(texts("a"), [r#"Message("a2")"#]);
+        assert_eq!(texts("b").len(), 3);
+        hub.say(2, Whither::Named("b"), Kind::Message("b3".into()))
+            .unwrap();
+        // Room a lost its last event; with nobody in it and no topic it is forgotten.
+        assert!(!hub.rooms(None).iter().any(|r| &*r.name == "a"));
+        assert_eq!(hub.history_usage(), (4 * one, 3));
     }
 
     #[test]

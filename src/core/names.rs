@@ -43,6 +43,9 @@ pub enum RoomError {
         nick: String,
         room: std::sync::Arc<str>,
     },
+    /// The member created `limit` rooms in the last minute.
+    #[error("created {limit} rooms in the last minute; try again in {retry_secs} s")]
+    TooManyCreated { limit: u32, retry_secs: u64 },
 }
 
 /// Characters IRC allows in nicknames besides letters and digits. `.` (allowed by version 1)

@@ -99,7 +99,11 @@ pub struct Room {
     pub voiced: Vec<MemberId>,
     pub modes: Modes,
     pub created: SystemTime,
-    history: VecDeque<Arc<Event>>,
+    /// Kept events, oldest first, each with the footprint it was counted at (renderings added
+    /// later are not counted, so it is what was added that is taken away).
+    history: VecDeque<(Arc<Event>, usize)>,
+    /// The sum of the footprints in `history`.
+    pub history_bytes: usize,
     /// Messages ever sent here, retained or not.
     pub messages: u64,
     /// Counts how often the room has emptied, so a stale entry in the hub's idle list cannot
@@ -125,6 +129,7 @@ impl Room {
             formats_here: [0; MAX_FORMATS],
             created: SystemTime::now(),
             history: VecDeque::new(),
+            history_bytes: 0,
             messages: 0,
             emptied: 0,
             quiet_arrivals: 0,
@@ -272,9 +277,25 @@ impl Room {
             return;
         }
         while self.history.len() >= retain {
-            self.history.pop_front();
+            self.drop_oldest();
         }
-        self.history.push_back(event.clone());
+        let cost = event.footprint();
+        self.history_bytes += cost;
+        self.history.push_back((event.clone(), cost));
+    }
+
+    /// Forgets the oldest kept event, if any; returns the bytes that freed.
+    pub fn drop_oldest(&mut self) -> usize {
+        let Some((_, cost)) = self.history.pop_front() else {
+            return 0;
+        };
+        self.history_bytes -= cost;
+        cost
+    }
+
+    /// The id of the oldest kept event: the hub's history budget evicts across rooms by it.
+    pub fn oldest_id(&self) -> Option<u64> {
+        self.history.front().map(|(e, _)| e.id)
     }
 
     pub fn has_history(&self) -> bool {
@@ -283,12 +304,12 @@ impl Room {
 
     /// The last `n` events, newest first.
     pub fn recent(&self, n: usize) -> impl Iterator<Item = &Arc<Event>> {
-        self.history.iter().rev().take(n)
+        self.history.iter().rev().take(n).map(|(e, _)| e)
     }
 
     /// Every kept event, oldest first.
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> + ExactSizeIterator {
-        self.history.iter()
+        self.history.iter().map(|(e, _)| e)
     }
 }
 
@@ -312,6 +333,9 @@ mod tests {
         assert_eq!(room.messages, 5);
         let kept: Vec<u64> = room.recent(10).map(|e| e.id).collect();
         assert_eq!(kept, [4, 3, 2]);
+        let counted: usize = room.history().map(|e| e.footprint()).sum();
+        assert_eq!(room.history_bytes, counted);
+        assert_eq!(room.oldest_id(), Some(2));
         let mut off = Room::new("r");
         off.record(&Event::new(0, Target::Peers, None, Kind::Joined), 0);
         assert!(!off.has_history());

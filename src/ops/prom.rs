@@ -43,6 +43,8 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     fn metrics(&self) -> &ServerMetrics;
     /// `(members, bytes queued for them, the most for one)`.
     fn queue_totals(&self) -> (usize, usize, usize);
+    /// `(bytes of history kept, the limit, events evicted to stay within it)`.
+    fn history(&self) -> (usize, usize, u64);
     fn shutting_down(&self) -> bool;
 }
 
@@ -302,6 +304,26 @@ impl Collector for ServerCollector {
             "client_queue_max_bytes",
             "The longest queue of any one joined client now, in bytes; --queue-bytes is its limit.",
             largest as u64,
+        )?;
+
+        let (kept, limit, evicted) = shared.history();
+        gauge(
+            &mut enc,
+            "history_bytes",
+            "Bytes the history of all rooms holds now (events, their text and renderings).",
+            kept as u64,
+        )?;
+        gauge(
+            &mut enc,
+            "history_limit_bytes",
+            "The most history may hold (--history-bytes); past it the oldest events go first.",
+            limit as u64,
+        )?;
+        counter(
+            &mut enc,
+            "history_evicted",
+            "History events forgotten to keep within --history-bytes.",
+            evicted,
         )?;
 
         histogram(

@@ -20,6 +20,7 @@ mod proxy;
 mod dead_peers;
 mod emfile;
 mod garbage;
+mod history_memory;
 mod lossy;
 mod presence_churn;
 mod shutdown_load;

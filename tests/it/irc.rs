@@ -596,6 +596,42 @@ async fn chathistory_latest_returns_earlier_messages_in_a_batch() {
 /// Virtual time is free: wait as long as any timer here could take.
 const PATIENT: Duration = Duration::from_secs(30 * 24 * 3600);
 
+#[tokio::test]
+async fn creating_too_many_channels_gets_405() {
+    let server = TestServer::with_irc(Config {
+        rooms_per_minute: 2,
+        ..config()
+    })
+    .await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    bob.send("JOIN #a,#b,#c,#lobby").await;
+    let lines = bob.sync().await;
+    assert_eq!(
+        count(&lines, ":bob!~bob@127.0.0.1 JOIN #a"),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count(&lines, ":bob!~bob@127.0.0.1 JOIN #b"),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count(
+            &lines,
+            ":irc.test 405 bob #c :You have created 2 rooms in the last minute; try again in 60 s"
+        ),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count(&lines, ":bob!~bob@127.0.0.1 JOIN #lobby"),
+        1,
+        "{lines:#?}"
+    );
+    server.stop().await;
+}
+
 fn idle_config() -> Config {
     Config {
         idle_timeout: Some(Duration::from_secs(20)),

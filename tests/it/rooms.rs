@@ -613,13 +613,18 @@ async fn metrics_show_rooms_within_their_display_limit() {
     assert_eq!(lines[at + 2], " - room00: 1 member, 0 messages");
     assert_eq!(lines[at + 10], " - room08: 1 member, 0 messages");
     assert_eq!(lines[at + 11], " ... and 3 more rooms (/rooms lists more)");
-    assert_eq!(lines.len(), at + 12, "{lines:#?}");
+    assert!(lines[at + 12].starts_with("History: "), "{lines:#?}");
+    assert_eq!(lines.len(), at + 13, "{lines:#?}");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn emptied_rooms_with_history_are_kept_up_to_a_bound() {
-    let server = TestServer::start(config()).await;
+    let server = TestServer::start(Config {
+        rooms_per_minute: 0,
+        ..config()
+    })
+    .await;
     let mut alice = server.join("alice").await;
     let rooms = linechat::core::room::MAX_IDLE_ROOMS + 1;
     for i in 0..rooms {

@@ -232,3 +232,36 @@ async fn churn_in_a_small_room_is_summarised_past_its_allowance() {
     a.expect("z has joined the chat.").await;
     server.stop().await;
 }
+
+/// Emptied rooms keep their history, so creating rooms is how one client could fill the
+/// server's memory: each client may create --rooms-per-minute of them; joining is free.
+#[tokio::test(start_paused = true)]
+async fn a_client_creates_at_most_its_rooms_per_minute() {
+    let server = TestServer::start(Config {
+        rooms_per_minute: 3,
+        idle_timeout: None,
+        ..Config::default()
+    })
+    .await;
+    let mut a = join(&server, "a").await;
+    for i in 0..3 {
+        a.send(&format!("/join r{i}")).await;
+        assert!(a.line().await.starts_with(&format!("You are now in r{i} ")));
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        a.command("/join r3").await,
+        [
+            "Error: you have created 3 rooms in the last minute, the most allowed; try again in \
+          40 s, or join a room that exists (/rooms lists them)."
+        ]
+    );
+    // Rooms that exist are joined as ever (r0 and r1 were forgotten as they emptied).
+    a.send("/join lobby").await;
+    assert!(a.line().await.starts_with("You are now in lobby "));
+    a.sync().await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    a.send("/join r3").await;
+    assert!(a.line().await.starts_with("You are now in r3 "));
+    server.stop().await;
+}

@@ -665,6 +665,10 @@ impl Session {
             match joined {
                 Ok(()) | Err(RoomError::AlreadyThere(_)) => {}
                 Err(RoomError::InvalidName) => self.reply(479, &[target, "Illegal channel name"]),
+                // ERR_TOOMANYCHANNELS: the nearest numeric clients know for "not now".
+                Err(e @ RoomError::TooManyCreated { .. }) => {
+                    self.reply(405, &[target, &format!("You have {e}")])
+                }
                 Err(e) => self.reply(403, &[target, &e.to_string()]),
             }
         }

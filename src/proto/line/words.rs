@@ -33,6 +33,10 @@ pub fn room_error(e: &RoomError) -> String {
         }
         RoomError::NoSuchNick(name) => private_error(&PrivateError::NoSuchNick(name.clone())),
         RoomError::NotInRoom { nick, room } => format!("Error: {nick} is not in {room}."),
+        RoomError::TooManyCreated { limit, retry_secs } => format!(
+            "Error: you have created {limit} rooms in the last minute, the most allowed; try \
+             again in {retry_secs} s, or join a room that exists (/rooms lists them)."
+        ),
     }
 }
 

@@ -65,6 +65,14 @@ pub fn report(shared: &Shared) -> String {
     let mut rooms = shared.hub.rooms(None);
     super::rooms::sort_fullest_first(&mut rooms);
     room_lines(&mut report, &rooms);
+    let (kept, evicted) = shared.hub.history_usage();
+    let _ = writeln!(
+        report,
+        "History: {} of {} kept; {} forgotten to stay within it",
+        bytes(kept as u64),
+        bytes(shared.config.history_bytes as u64),
+        plural(evicted, "message", "messages")
+    );
     report
 }
 
