@@ -5,7 +5,8 @@
 run:
 	cargo run --release
 
-# Installs what the tests need (netcat, promtool), then runs every test.
+# Installs what the tests need (netcat, promtool, ip, nft, irssi, tmux, WeeChat), then runs
+# every test.
 test:
 	scripts/test-deps.sh
 	cargo test

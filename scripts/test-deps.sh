@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond cargo: netcat-openbsd (a real `nc` chats), socat
-# (the client docs/PROTOCOL.md recommends for noticing the server's close),
-# prometheus (`promtool check metrics` validates the metrics endpoint's output), and for the
-# fault suite's network-namespace tests iproute2 (`ip`) and nftables (`nft`). Safe to run
+# (the client the README recommends for noticing the server's close), prometheus (`promtool
+# check metrics` validates the metrics endpoint's output), for the fault suite's
+# network-namespace tests iproute2 (`ip`) and nftables (`nft`), and for the real-IRC-client
+# tests (tests/clients) irssi, tmux (which irssi runs in), weechat-headless and
+# weechat-plugins (WeeChat's FIFO plugin, which the test types through). Safe to run
 # again; does nothing when everything is present. The tests that need them fail rather than
 # skip in CI (CI set) when something is missing; the namespace tests also need root.
 set -euo pipefail
@@ -13,6 +15,12 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v irssi >/dev/null 2>&1 || need+=(irssi)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v weechat-headless >/dev/null 2>&1 || need+=(weechat-headless)
+# Debian ships the FIFO plugin in weechat-plugins (irc and logger come with weechat-core).
+compgen -G '/usr/lib/*/weechat/plugins/fifo.so' >/dev/null ||
+  compgen -G '/usr/lib/weechat/plugins/fifo.so' >/dev/null || need+=(weechat-plugins)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -24,5 +32,6 @@ fi
 echo "test-deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# --no-install-recommends: promtool is all the tests use, not the server's web assets.
+# --no-install-recommends: promtool is all the tests use, not the server's web assets; the
+# IRC clients need no scripting plugins.
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

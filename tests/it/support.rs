@@ -580,6 +580,20 @@ impl Drop for TempPath {
     }
 }
 
+/// The rule for a test that cannot run here because `what` is missing (a tool, root): outside CI
+/// it prints `SKIPPED <test>: needs <what>; <remedy>` and returns, and the caller returns too, so
+/// the test passes; in CI (`CI` set) it fails, so no such test can pass there by not running.
+#[allow(dead_code)] // used by the fault suite and the client tests, not by every includer
+pub fn skip_outside_ci(test: &str, what: &str, remedy: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs {what}; {remedy}");
+    }
+    // Straight to the process's stderr, not eprintln!: the test harness captures (and hides)
+    // what passing tests print with the macros, and a skip should be seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}; {remedy}");
+}
+
 /// A program a test drives (`nc`, `promtool`), probed by running it with `probe`. `.ci/run`
 /// installs them (scripts/test-deps.sh), so in CI a missing one fails the test; elsewhere the
 /// test says it skipped.
