@@ -127,6 +127,7 @@ pub async fn serve(
         hub,
         metrics,
         shutdown: CancellationToken::new(),
+        reports: Default::default(),
     });
     // The endpoint outlives the chat listeners, so /healthz can say 503 while clients flush.
     let stop_metrics = CancellationToken::new();

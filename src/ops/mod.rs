@@ -3,4 +3,5 @@
 
 pub mod metrics;
 pub mod prom;
+pub mod snapshot;
 pub mod transcript;

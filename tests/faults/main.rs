@@ -23,6 +23,7 @@ mod garbage;
 mod history_memory;
 mod lossy;
 mod presence_churn;
+mod report_flood;
 mod shutdown_load;
 mod slow_link;
 mod soak;

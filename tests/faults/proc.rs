@@ -97,6 +97,18 @@ impl Server {
         crate::support::proc_status_kib(self.pid, "VmRSS")
     }
 
+    /// CPU time the server has used, user and system, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        std::time::Duration::from_millis(ticks * 1000 / per_sec)
+    }
+
     /// Open file descriptors, from `/proc/PID/fd`.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))

@@ -216,6 +216,12 @@ impl Client {
         c
     }
 
+    /// The two halves, for a test that reads and writes at once.
+    #[allow(dead_code)] // used by the fault suite
+    pub fn into_parts(self) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+        (self.reader, self.writer)
+    }
+
     pub async fn register(&mut self, nick: &str) {
         self.expect_prompt().await;
         self.choose(nick).await;

@@ -265,3 +265,36 @@ async fn a_client_creates_at_most_its_rooms_per_minute() {
     assert!(a.line().await.starts_with("You are now in r3 "));
     server.stop().await;
 }
+
+/// Replies whose work grows with the server cost several lines of flood control: ten
+/// `/metrics` are a hundred lines' worth, so past the burst they come at two a second, while
+/// everyone else's chat goes on as before.
+#[tokio::test(start_paused = true)]
+async fn expensive_commands_cost_several_lines_of_flood_control() {
+    let server = TestServer::start(Config {
+        rate_limit: Some(20.0),
+        rate_burst: 50,
+        idle_timeout: None,
+        ..Config::default()
+    })
+    .await;
+    let mut alice = join(&server, "alice").await;
+    let mut asker = join(&server, "asker").await;
+    alice.expect("asker has joined the chat.").await;
+    let start = Instant::now();
+    asker.send_raw("/metrics\n".repeat(10).as_bytes()).await;
+    asker.send("/echo done").await;
+    asker.skip_until("done").await;
+    // The join took 1 token; 10 × 10 + 1 lines' worth against 49 left: 52 at 20/s.
+    let took = Instant::now() - start;
+    assert!(
+        took >= Duration::from_millis(2_600) && took <= Duration::from_millis(2_700),
+        "{took:?}"
+    );
+    // Nobody else was held up.
+    let start = Instant::now();
+    alice.send("/echo not held").await;
+    alice.expect("not held").await;
+    assert_eq!(Instant::now() - start, Duration::ZERO);
+    server.stop().await;
+}

@@ -26,7 +26,7 @@ use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MA
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
 use crate::proto::codec::Frame;
-use crate::proto::conn::{Conn, Input};
+use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::cmd;
 
 /// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
@@ -516,8 +516,14 @@ impl Session {
             "PRIVMSG" | "NOTICE" => self.say(msg, command == "NOTICE", taken_at),
             "TOPIC" => self.topic(msg),
             "NAMES" => self.names(msg),
-            "LIST" => self.list(),
-            "WHO" => self.who(msg),
+            "LIST" => {
+                self.conn.reader.charge(cost::ROOMS);
+                self.list()
+            }
+            "WHO" => {
+                self.conn.reader.charge(cost::WHO);
+                self.who(msg)
+            }
             "WHOIS" => self.whois(msg),
             "WHOWAS" => {
                 let nick = msg.param(0).unwrap_or("*");
@@ -778,7 +784,7 @@ impl Session {
 
     /// `/msg linechat help|time|ping|metrics|throughput`: the server's own commands, answered
     /// with NOTICEs from the service nick.
-    fn service(&self, text: &str) {
+    fn service(&mut self, text: &str) {
         let shared = &self.conn.shared;
         let word = text
             .split_whitespace()
@@ -789,7 +795,10 @@ impl Session {
         let report = match word.as_str() {
             "time" => cmd::server_time(),
             "ping" => cmd::reports::ping(shared, member, None),
-            "metrics" => cmd::reports::metrics(shared),
+            "metrics" => {
+                self.conn.reader.charge(cost::METRICS);
+                cmd::reports::metrics(shared)
+            }
             "throughput" => cmd::reports::throughput(shared, member, self.me()),
             _ => {
                 "I answer: help, time, ping, metrics, throughput (the netcat commands of the same \

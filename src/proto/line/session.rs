@@ -227,12 +227,15 @@ impl Session {
             if text.starts_with('/') {
                 shared.metrics.commands.fetch_add(1, Relaxed);
                 let flow = match cmd::parse(text) {
-                    Ok(command) => command.run(&mut Ctx {
-                        shared: &shared,
-                        member: &self.conn.member,
-                        nick,
-                        visits: &mut self.visits,
-                    }),
+                    Ok(command) => {
+                        self.conn.reader.charge(command.extra_cost());
+                        command.run(&mut Ctx {
+                            shared: &shared,
+                            member: &self.conn.member,
+                            nick,
+                            visits: &mut self.visits,
+                        })
+                    }
                     Err(e) => {
                         self.reply(e);
                         Flow::Continue

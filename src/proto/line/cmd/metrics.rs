@@ -60,11 +60,15 @@ impl Metrics {
 }
 
 /// The server's metrics report, as `/metrics` shows it (and `/msg linechat metrics` on IRC).
+/// Built at most [`crate::context::Reports::PER_SEC`] times a second; past that, askers get
+/// the last one built.
 pub fn report(shared: &Shared) -> String {
+    String::clone(&shared.reports.metrics.get(|| build_report(shared)))
+}
+
+fn build_report(shared: &Shared) -> String {
     let mut report = server_report(&shared.hub.members(), &shared.metrics);
-    let mut rooms = shared.hub.rooms(None);
-    super::rooms::sort_fullest_first(&mut rooms);
-    room_lines(&mut report, &rooms);
+    room_lines(&mut report, &super::rooms::all_rooms(shared));
     let (kept, evicted) = shared.hub.history_usage();
     let _ = writeln!(
         report,

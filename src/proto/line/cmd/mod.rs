@@ -173,6 +173,18 @@ impl Ctx<'_> {
 }
 
 impl Command {
+    /// Flood-control lines this command costs beyond its own ([`crate::proto::conn::cost`]).
+    pub fn extra_cost(&self) -> u32 {
+        use crate::proto::conn::cost;
+        match self {
+            Command::Metrics(metrics::Metrics { nick: None }) => cost::METRICS,
+            Command::Rooms => cost::ROOMS,
+            Command::Who(_) => cost::WHO,
+            Command::History(_) => cost::HISTORY,
+            _ => 0,
+        }
+    }
+
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
         match self {
             Command::Help => help::run(ctx),

@@ -3,8 +3,10 @@
 //! fullest first; the caller's is always among them.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use super::{no_args, Command, Ctx, Flow, Spec};
+use crate::context::Shared;
 use crate::core::hub::RoomInfo;
 
 /// Rooms listed at most, so a server with thousands of rooms does not flood the caller.
@@ -18,24 +20,31 @@ pub const SPEC: Spec = Spec {
 };
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    let mut rooms = ctx.shared.hub.rooms(Some(ctx.member.id));
-    sort_fullest_first(&mut rooms);
+    let all = all_rooms(ctx.shared);
+    let mine = ctx.shared.hub.rooms_of(ctx.member.id);
+    let here = |room: &RoomInfo| mine.iter().any(|m| **m == *room.name);
+    // Secret rooms are listed only to their members.
+    let mut rooms: Vec<(&RoomInfo, bool)> = all
+        .iter()
+        .map(|room| (room, here(room)))
+        .filter(|&(room, here)| here || !room.modes.secret)
+        .collect();
     let total = rooms.len();
-    if let Some(mine) = rooms.iter().position(|r| r.here) {
-        if mine >= MAX_ROOMS_LISTED {
-            rooms.swap(mine, MAX_ROOMS_LISTED - 1);
+    if let Some(at) = rooms.iter().position(|&(_, here)| here) {
+        if at >= MAX_ROOMS_LISTED {
+            rooms.swap(at, MAX_ROOMS_LISTED - 1);
         }
     }
     let mut out = format!("Rooms ({total}):");
-    for room in rooms.iter().take(MAX_ROOMS_LISTED) {
+    for &(room, here) in rooms.iter().take(MAX_ROOMS_LISTED) {
         let _ = write!(
             out,
             "\n{} {}: {}, {}{}",
-            if room.here { '*' } else { ' ' },
+            if here { '*' } else { ' ' },
             room.name,
             plural(room.members as u64, "person", "people"),
             plural(room.messages, "message", "messages"),
-            if room.here { " (you are here)" } else { "" },
+            if here { " (you are here)" } else { "" },
         );
     }
     if total > MAX_ROOMS_LISTED {
@@ -49,8 +58,18 @@ pub fn run(ctx: &mut Ctx<'_>) -> Flow {
     Flow::Continue
 }
 
+/// Every room, secret ones included, fullest first, as built at most
+/// [`crate::context::Reports::PER_SEC`] times a second.
+pub(super) fn all_rooms(shared: &Shared) -> Arc<Vec<RoomInfo>> {
+    shared.reports.rooms.get(|| {
+        let mut rooms = shared.hub.rooms(None);
+        sort_fullest_first(&mut rooms);
+        rooms
+    })
+}
+
 /// Most members first, then by name (case-insensitively), so listings are stable.
-pub(super) fn sort_fullest_first(rooms: &mut [RoomInfo]) {
+fn sort_fullest_first(rooms: &mut [RoomInfo]) {
     rooms.sort_by_cached_key(|r| (std::cmp::Reverse(r.members), r.name.to_ascii_lowercase()));
 }
 
