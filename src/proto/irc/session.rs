@@ -24,7 +24,7 @@ use crate::core::hub::{Arrival, MemberInfo, PrivateError, Whither};
 use crate::core::member;
 use crate::core::names::{validate_nick, NickError, RoomError, MAX_NICK, MAX_ROOM};
 use crate::core::LeaveReason;
-use crate::proto::codec::Frame;
+use crate::proto::codec::{disguise, strip_disguise, Frame};
 use crate::proto::conn::{Conn, Input};
 use crate::proto::line::cmd;
 
@@ -289,7 +289,7 @@ impl Session {
             "PING" => self.pong(msg),
             "PONG" => {}
             "QUIT" => {
-                self.quit_message = msg.param(0).map(str::to_owned);
+                self.quit_message = msg.param(0).map(|m| strip_disguise(m).into_owned());
                 return Some(LeaveReason::Quit);
             }
             _ => self.reply(451, &["You have not registered"]),
@@ -581,7 +581,7 @@ impl Session {
             "LUSERS" => self.lusers(),
             "CHATHISTORY" => self.chathistory(msg),
             "QUIT" => {
-                self.quit_message = msg.param(0).map(str::to_owned);
+                self.quit_message = msg.param(0).map(|m| strip_disguise(m).into_owned());
                 return Some(LeaveReason::Quit);
             }
             other => self.reply(421, &[other, "Unknown command"]),
@@ -664,7 +664,8 @@ impl Session {
             self.reply(461, &["PART", "Not enough parameters"]);
             return;
         };
-        let reason = msg.param(1).filter(|r| !r.is_empty());
+        let reason = msg.param(1).map(strip_disguise);
+        let reason = reason.as_deref().filter(|r| !r.is_empty());
         for target in targets.split(',').take(MAX_TARGETS) {
             let shared = self.conn.shared.clone();
             match room_of(target).and_then(|room| {
@@ -695,6 +696,12 @@ impl Session {
             }
             return;
         };
+        if let Some(c) = disguise(text) {
+            if !notice {
+                self.refuse_disguise(command, c);
+            }
+            return;
+        }
         let shared = self.conn.shared.clone();
         for target in targets.split(',').take(4) {
             let kind = || {
@@ -761,6 +768,18 @@ impl Session {
         }
     }
 
+    /// Text with a character that could disguise it (a right-to-left override, a line
+    /// separator, a zero-width space) is refused, as the line protocol refuses it; the IRCv3
+    /// standard reply says why.
+    fn refuse_disguise(&self, command: &str, c: char) {
+        let why = format!(
+            "Message rejected: it contains U+{:04X}, an invisible or direction-changing \
+             character that can disguise text",
+            c as u32
+        );
+        self.server_line("FAIL", &[command, "INVALID_TEXT", &why]);
+    }
+
     /// `/msg linechat help|time|ping|metrics|throughput`: the server's own commands, answered
     /// with NOTICEs from the service nick.
     fn service(&self, text: &str) {
@@ -801,6 +820,10 @@ impl Session {
         let id = self.conn.member.id;
         match msg.param(1) {
             Some(text) => {
+                if let Some(c) = disguise(text) {
+                    self.refuse_disguise("TOPIC", c);
+                    return;
+                }
                 let text: String = text.chars().take(TOPICLEN).collect();
                 match room_of(target)
                     .and_then(|room| shared.hub.set_topic(id, Whither::Named(room), &text))
@@ -1112,7 +1135,7 @@ impl Session {
         let message = msg
             .param(0)
             .filter(|m| !m.is_empty())
-            .map(|m| m.chars().take(AWAYLEN).collect::<String>());
+            .map(|m| strip_disguise(m).chars().take(AWAYLEN).collect::<String>());
         self.conn
             .shared
             .hub
