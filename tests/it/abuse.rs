@@ -183,3 +183,55 @@ async fn invisible_and_direction_changing_characters_are_refused_from_every_send
     assert_eq!(alice.sync().await, Vec::<String>::new());
     server.stop().await;
 }
+
+/// `mallory` took `alice` 0.4 ms after alice's `/quit`, and `/msg alice my secret is 1234`
+/// went to mallory. Now a name that another connection held at the last exchange is not
+/// delivered to; the sender is told, and sending again reaches the new holder.
+#[tokio::test]
+async fn a_private_message_does_not_follow_a_name_to_whoever_took_it_over() {
+    let server = TestServer::with_irc(with_irc_config()).await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    alice.expect("bob has joined the chat.").await;
+    bob.send("/msg alice lunch?").await;
+    bob.expect("[private to alice] lunch?").await;
+    alice.expect("[private] bob: lunch?").await;
+    alice.send("/quit").await;
+    alice.expect("Goodbye!").await;
+    bob.expect("alice has left the chat.").await;
+
+    let mut mallory = server.join("alice").await;
+    bob.expect("alice has joined the chat.").await;
+    bob.send("/msg alice my secret is 1234").await;
+    bob.expect(
+        "Error: alice is not the alice you were talking to (they reconnected, or someone else \
+         took the name); your message was not sent. Send it again to reach the new alice.",
+    )
+    .await;
+    assert_eq!(mallory.sync().await, Vec::<String>::new(), "nothing leaked");
+    // Knowingly sent again, it reaches the new alice.
+    bob.send("/msg alice who are you?").await;
+    bob.expect("[private to alice] who are you?").await;
+    mallory.expect("[private] bob: who are you?").await;
+
+    // The one who was written to is checked the same way when it answers, on IRC too: erin
+    // heard from dave, dave left, and someone else is dave now.
+    let mut erin = server.irc_join("erin", &[]).await;
+    let mut dave = server.join("dave").await;
+    dave.send("/msg erin ping me back").await;
+    dave.expect("[private to erin] ping me back").await;
+    let heard = erin.line().await;
+    assert!(heard.ends_with(" PRIVMSG erin :ping me back"), "{heard}");
+    dave.send("/quit").await;
+    dave.expect_closed().await;
+    let mut taker = server.join("dave").await;
+    erin.send("PRIVMSG dave :the code is 4321").await;
+    assert_eq!(
+        erin.line().await,
+        ":irc.test NOTICE erin :dave is not the dave you were talking to (they reconnected, or \
+         someone else took the name); your message was not sent. Send it again to reach the \
+         new dave."
+    );
+    assert_eq!(taker.sync().await, Vec::<String>::new(), "nothing leaked");
+    server.stop().await;
+}

@@ -26,7 +26,7 @@ use crate::core::names::{validate_nick, NickError, RoomError, MAX_NICK, MAX_ROOM
 use crate::core::LeaveReason;
 use crate::proto::codec::{disguise, strip_disguise, Frame};
 use crate::proto::conn::{Conn, Input};
-use crate::proto::line::cmd;
+use crate::proto::line::{cmd, words};
 
 /// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
 /// may send. Longer lines are answered with 417 without being buffered.
@@ -759,6 +759,13 @@ impl Session {
                             self.reply(301, &[target, &away]);
                         }
                     }
+                }
+                // Said even to a NOTICE: the server, not a client, answers, and the sender
+                // must know that what it sent went nowhere.
+                Err(PrivateError::Changed(name)) => {
+                    let text = words::changed_partner(&name);
+                    let text = text.strip_prefix("Error: ").unwrap_or(&text);
+                    self.server_line("NOTICE", &[self.me(), text]);
                 }
                 Err(_) if notice => {}
                 Err(PrivateError::NoSuchNick(_)) => {

@@ -5,7 +5,7 @@ pub mod cmd;
 pub mod render;
 pub mod session;
 pub mod visits;
-mod words;
+pub mod words;
 
 pub use session::run;
 
