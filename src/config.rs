@@ -31,13 +31,14 @@ pub struct Config {
     /// How often big rooms get their presence summary.
     pub presence_interval: Duration,
     /// TCP keepalive: a connection silent this long is probed, and one whose peer answers
-    /// nothing for about a third of this again is dropped, so a peer that vanished (power cut,
-    /// cable pulled, NAT entry expired) leaves even when nobody sends to it. `None` = off.
+    /// none of four probes a ninth of this apart is dropped, so a peer that vanished (power
+    /// cut, cable pulled, NAT entry expired) leaves even when nobody sends to it. `None` = off.
+    /// (`net::sockopt::user_timeout` has why four.)
     pub keepalive: Option<Duration>,
     /// Output that the peer does not acknowledge (or a send buffer that does not drain) for
     /// this long ends the connection: the bound on how long a dead peer with pending output
-    /// keeps its queue. Applied as `TCP_USER_TIMEOUT` and as the writer's own deadline.
-    /// `None` = off.
+    /// keeps its queue. Applied as the writer's own deadline, and as `TCP_USER_TIMEOUT`
+    /// raised to the keepalive bound when that is longer. `None` = off.
     pub write_timeout: Option<Duration>,
     /// How often each connection's `TCP_INFO` is sampled for the latency figures, besides the
     /// samples taken on `/ping` and `/metrics`.

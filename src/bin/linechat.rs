@@ -140,13 +140,15 @@ struct Args {
     #[arg(long, env = "LINECHAT_TRANSCRIPT", value_name = "PATH")]
     transcript: Option<PathBuf>,
     /// Probe a connection silent for this many seconds with TCP keepalive, so a peer that
-    /// vanished without closing is dropped (within 4/3 of this); 0 = off.
+    /// vanished without closing is dropped: within this plus 4 probe intervals of SECS/9
+    /// (at least 1 s), 42 s by default; a peer may miss three probes in a row and stay; 0 = off.
     #[arg(long, env = "LINECHAT_KEEPALIVE", value_name = "SECS",
           default_value_t = Config::default().keepalive.map_or(0, |d| d.as_secs()))]
     keepalive: u64,
 
     /// Drop a connection whose output goes unacknowledged for this many seconds (a dead peer
-    /// with messages pending; TCP_USER_TIMEOUT); 0 = off.
+    /// with messages pending). The kernel's TCP_USER_TIMEOUT is at least the keepalive bound
+    /// above, as on Linux it would otherwise cut keepalive short; 0 = off.
     #[arg(long, env = "LINECHAT_WRITE_TIMEOUT", value_name = "SECS",
           default_value_t = Config::default().write_timeout.map_or(0, |d| d.as_secs()))]
     write_timeout: u64,

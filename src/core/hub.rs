@@ -18,6 +18,7 @@ use super::leave::LeaveReason;
 use super::lock;
 use super::member::{queue_totals, Member};
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
+use super::partners::Recall;
 use super::room::{Mode, Modes, Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
 
 /// Where every event that happens in a room is also recorded (the transcript). Called under
@@ -82,6 +83,12 @@ pub enum Whither<'a> {
 pub enum PrivateError {
     #[error("nobody called {0} is connected")]
     NoSuchNick(String),
+    /// The sender's last exchange with this name was with another connection: the one it
+    /// was talking to left, and someone (maybe the same person) has the name now. Not
+    /// delivered, so nothing meant for the old holder reaches the new one; sending again
+    /// reaches the new holder.
+    #[error("{0} is not the {0} you were talking to")]
+    Changed(String),
 }
 
 /// Someone's standing in a room (IRC's `@` and `+`).
@@ -835,6 +842,20 @@ impl Hub {
         let Some(sender) = state.members.get(&id) else {
             return Err(PrivateError::NoSuchNick(to.to_owned()));
         };
+        if target.member.id != id {
+            let recall = sender
+                .member
+                .partners()
+                .check(&nick_key(to), target.member.id);
+            if recall == Recall::Changed {
+                return Err(PrivateError::Changed(target.identity.nick.to_string()));
+            }
+            // The recipient remembers the sender too, so its reply is checked the same way.
+            target
+                .member
+                .partners()
+                .note(&nick_key(&sender.identity.nick), id);
+        }
         let event = self.event(
             Target::Member(target.identity.clone()),
             Some(sender.identity.clone()),

@@ -5,14 +5,16 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{Event, MemberId, Render};
 use super::leave::LeaveReason;
+use super::lock;
 use super::outbox::{Outbox, Rejected};
+use super::partners::Partners;
 use super::stats::{ClientStats, TcpInfo};
 
 /// Where a member's transport figures come from (`TCP_INFO` for a TCP connection).
@@ -53,6 +55,9 @@ pub struct Member {
     seen: AtomicU64,
     kicked: CancellationToken,
     kick_reason: OnceLock<LeaveReason>,
+    /// Whom it talked to in private lately, so a name taken over is noticed (the hub's
+    /// `private`).
+    partners: Mutex<Partners>,
 }
 
 impl Member {
@@ -80,7 +85,13 @@ impl Member {
             seen: AtomicU64::new(0),
             kicked: CancellationToken::new(),
             kick_reason: OnceLock::new(),
+            partners: Mutex::default(),
         })
+    }
+
+    /// Its recent private partners.
+    pub fn partners(&self) -> MutexGuard<'_, Partners> {
+        lock(&self.partners)
     }
 
     /// Queues `msg` without waiting. A full queue disconnects the member as a slow consumer;

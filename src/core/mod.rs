@@ -11,6 +11,7 @@ pub mod leave;
 pub mod member;
 pub mod names;
 pub mod outbox;
+pub mod partners;
 pub mod room;
 pub mod stats;
 

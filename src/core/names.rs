@@ -7,8 +7,64 @@ pub const MAX_NICK: usize = 32;
 pub const MAX_ROOM: usize = 32;
 
 /// Nicknames no one may take: the server's own service, and names a client could use to pass
-/// its lines off as the server's.
-pub const RESERVED: &[&str] = &["linechat", "server", "nickserv", "chanserv"];
+/// its lines off as the server's or a service's.
+pub const RESERVED: &[&str] = &[
+    "linechat", "server", "nickserv", "chanserv", "operserv", "memoserv", "botserv", "hostserv",
+];
+
+/// Every word the server starts a line with (`Error: …`, `Welcome to the chat, …`, `pong`), so
+/// that a user's line, which always starts `nick: `, can never be one of the server's: a user
+/// called `Error` could otherwise type `line too long (max 1024 bytes); it was not sent.` and
+/// produce the server's error byte for byte. Reserved whatever the case, like [`RESERVED`].
+/// A test scans the line protocol's sources for the lines they send, so a new one cannot be
+/// forgotten here.
+pub const SERVER_WORDS: &[&str] = &[
+    "active",
+    "average",
+    "bytes",
+    "client",
+    "commands",
+    "connections",
+    "deliveries",
+    "disconnects",
+    "error",
+    "fan-out",
+    "flood",
+    "from",
+    "goodbye",
+    "history",
+    "in",
+    "messages",
+    "no",
+    "nothing",
+    "please",
+    "pong",
+    "queued",
+    "rooms",
+    "round-trip",
+    "tcp",
+    "this",
+    "to",
+    "topic",
+    "total",
+    "transcript",
+    "type",
+    "unknown",
+    "uptime",
+    "usage",
+    "warning",
+    "welcome",
+    "you",
+    "your",
+];
+
+/// Whether `name` is reserved: a service's name or a word the server starts lines with.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED
+        .iter()
+        .chain(SERVER_WORDS)
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
 
 /// Why a nickname was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -66,7 +122,7 @@ pub fn validate_nick(name: &str) -> Result<(), NickError> {
     if !(starts_with_letter && rest_ok && name.len() <= MAX_NICK) {
         return Err(NickError::Invalid);
     }
-    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+    if is_reserved(name) {
         return Err(NickError::Reserved(name.to_owned()));
     }
     Ok(())
@@ -172,10 +228,14 @@ mod tests {
         ] {
             assert_eq!(validate_nick(bad), Err(NickError::Invalid), "{bad}");
         }
-        assert!(matches!(
-            validate_nick("LineChat"),
-            Err(NickError::Reserved(_))
-        ));
+        for reserved in [
+            "LineChat", "ERROR", "Warning", "usage", "NickServ", "Server", "pong",
+        ] {
+            assert!(
+                matches!(validate_nick(reserved), Err(NickError::Reserved(_))),
+                "{reserved}"
+            );
+        }
     }
 
     #[test]

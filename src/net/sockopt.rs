@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
@@ -18,21 +19,52 @@ use crate::config::Config;
 use crate::core::member::Probe;
 use crate::core::stats::TcpInfo;
 
+/// Keepalive probes the kernel sends before it gives up on a silent peer.
+const PROBES: u32 = 3;
+
+/// The keepalive settings the kernel gets for `--keepalive`: (idle time, probe interval), in
+/// the whole seconds it counts. Three probes spread over a third of the idle time: the peer
+/// has that long to answer one before the connection is declared dead.
+pub fn keepalive_timing(keepalive: Duration) -> (Duration, Duration) {
+    let idle = keepalive.as_secs().max(1);
+    let interval = (idle / 9).max(1);
+    (Duration::from_secs(idle), Duration::from_secs(interval))
+}
+
+/// The `TCP_USER_TIMEOUT` for `config`, and so the longest a dead peer keeps its connection.
+///
+/// On Linux the user timeout governs keepalive too: once a connection has been silent longer
+/// than it, the first unanswered probe ends the connection, and the probe count no longer
+/// counts. With the user timeout at or below the keepalive idle time (the defaults had both
+/// at 30 s), one lost probe dropped a healthy idle client. So the user timeout is at least the
+/// keepalive's own bound plus one interval, idle + (probes + 1) × interval: a peer then has
+/// every probe's interval to answer, and keepalive gives up on an idle peer after the fourth
+/// unanswered probe (30 s + 4 × 3 s = 42 s with the defaults). Pending output that is never
+/// acknowledged is given up on after the same time, and the writer's own deadline still ends
+/// a send buffer that does not drain for `--write-timeout`.
+pub fn user_timeout(config: &Config) -> Option<Duration> {
+    let write = config.write_timeout?;
+    Some(match config.keepalive {
+        Some(keepalive) => {
+            let (idle, interval) = keepalive_timing(keepalive);
+            write.max(idle + interval * (PROBES + 1))
+        }
+        None => write,
+    })
+}
+
 /// Applies the configured dead-peer bounds to an accepted connection.
 pub fn tune(socket: &impl AsFd, config: &Config) -> io::Result<()> {
     let socket = SockRef::from(socket);
-    if let Some(idle) = config.keepalive {
-        // Three probes spread over a third of the idle time: the peer has that long to answer
-        // one before the connection is declared dead. The kernel counts whole seconds.
-        let idle = idle.max(std::time::Duration::from_secs(1));
-        let interval = (idle / 9).max(std::time::Duration::from_secs(1));
+    if let Some(keepalive) = config.keepalive {
+        let (idle, interval) = keepalive_timing(keepalive);
         let keepalive = TcpKeepalive::new()
             .with_time(idle)
             .with_interval(interval)
-            .with_retries(3);
+            .with_retries(PROBES);
         socket.set_tcp_keepalive(&keepalive)?;
     }
-    if let Some(timeout) = config.write_timeout {
+    if let Some(timeout) = user_timeout(config) {
         socket.set_tcp_user_timeout(Some(timeout))?;
     }
     Ok(())
@@ -91,7 +123,6 @@ pub fn tcp_info(_socket: &impl AsRawFd) -> Option<TcpInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn the_kernel_gets_the_configured_bounds() {
@@ -114,9 +145,33 @@ mod tests {
             Duration::from_secs(3)
         );
         assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        // Longer than keepalive's 27 s + 4 × 3 s, which it would otherwise cut short.
         assert_eq!(
             socket.tcp_user_timeout().unwrap(),
-            Some(Duration::from_secs(12))
+            Some(Duration::from_secs(39))
         );
+    }
+
+    #[test]
+    fn the_user_timeout_never_cuts_keepalive_short() {
+        let secs = Duration::from_secs;
+        let with = |keepalive: Option<u64>, write: Option<u64>| {
+            user_timeout(&Config {
+                keepalive: keepalive.map(secs),
+                write_timeout: write.map(secs),
+                ..Config::default()
+            })
+        };
+        // The defaults: 30 s idle, probes 3 s apart.
+        assert_eq!(with(Some(30), Some(30)), Some(secs(42)));
+        assert_eq!(with(Some(2), Some(2)), Some(secs(6)));
+        assert_eq!(with(Some(2), Some(60)), Some(secs(60)));
+        assert_eq!(with(None, Some(2)), Some(secs(2)));
+        assert_eq!(with(Some(30), None), None);
+        for keepalive in 1..200 {
+            let (idle, interval) = keepalive_timing(secs(keepalive));
+            let timeout = with(Some(keepalive), Some(1)).unwrap();
+            assert!(timeout > idle + interval * PROBES, "{keepalive}");
+        }
     }
 }

@@ -253,9 +253,16 @@ impl Reader {
 
     /// The next thing the session must act on. `register_deadline` replaces the idle timer
     /// while the client is at the nickname prompt.
+    ///
+    /// The registration deadline is checked before anything else, so that nothing a client at
+    /// the prompt sends (a flood of garbage lines that always leaves one to frame, or input
+    /// whose answers it never reads) keeps it there past the deadline.
     pub async fn next(&mut self, register_deadline: Option<Instant>) -> Input {
         loop {
-            if let Some(end) = self.wait_for_own_backlog().await {
+            if register_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Input::RegisterTimeout;
+            }
+            if let Some(end) = self.wait_for_own_backlog(register_deadline).await {
                 return end;
             }
             let now = Instant::now();
@@ -332,8 +339,9 @@ impl Reader {
     /// the queue bound the reader stops taking lines until the writer has caught up, so TCP
     /// slows such a client down instead of the queue overflowing and cutting it off as a slow
     /// consumer. (A client that stops reading altogether is still cut off, by the other half of
-    /// the bound or by the write timeout.)
-    async fn wait_for_own_backlog(&self) -> Option<Input> {
+    /// the bound or by the write timeout, and one still at the prompt by the registration
+    /// deadline.)
+    async fn wait_for_own_backlog(&self, register_deadline: Option<Instant>) -> Option<Input> {
         let threshold = own_backlog_threshold(&self.shared.config);
         // The common case, checked without registering with the Notify: this runs per line.
         if self.client.stats.queued.load(Relaxed) <= threshold {
@@ -354,6 +362,8 @@ impl Reader {
                     return Some(Input::End(self.client.kick_reason().unwrap_or(LeaveReason::Error)));
                 }
                 _ = drained => {}
+                _ = sleep_until(register_deadline.unwrap_or_else(Instant::now)),
+                    if register_deadline.is_some() => return Some(Input::RegisterTimeout),
             }
         }
     }

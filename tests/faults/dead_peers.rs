@@ -27,6 +27,43 @@ async fn wait_for(observer: &mut Client, notice: &str, since: Instant) -> Durati
     since.elapsed()
 }
 
+/// A server in `lab` with an observer on its loopback and a victim `idle` across the veth.
+async fn observed_victim(lab: &Lab, config: Config) -> (TestServer, Client, Client, u16) {
+    let server = TestServer::with_listener(lab.listen(), config).await;
+    let port = server.addr.port();
+    let mut observer = Client::from_std(lab.connect_local(port));
+    observer.register("observer").await;
+    let (victim, victim_port) = join_across(lab, port, "idle").await;
+    observer.expect("idle has joined the chat.").await;
+    (server, observer, victim, victim_port)
+}
+
+/// The idle victim says its last words, vanishes, and must be announced gone within `bound`.
+async fn vanish_idle(
+    lab: &Lab,
+    observer: &mut Client,
+    victim: &mut Client,
+    victim_port: u16,
+    bound: Duration,
+) {
+    // A chat line gets no echo, and its segment acknowledges the welcome: once the observer
+    // has it, the server has nothing unacknowledged for the victim, so only keepalive (not
+    // retransmission) can find it gone.
+    victim.send("last words").await;
+    observer.expect("idle: last words").await;
+
+    lab.black_hole(victim_port);
+    let vanished = Instant::now();
+    let took = wait_for(
+        observer,
+        "idle has left the chat (connection timed out).",
+        vanished,
+    )
+    .await;
+    eprintln!("idle vanished peer removed after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+}
+
 #[tokio::test]
 async fn a_vanished_idle_peer_is_found_by_keepalive() {
     if !lab::available("a_vanished_idle_peer_is_found_by_keepalive") {
@@ -40,34 +77,66 @@ async fn a_vanished_idle_peer_is_found_by_keepalive() {
         write_timeout: None,
         ..Config::default()
     };
-    let server = TestServer::with_listener(lab.listen(), config).await;
-    let port = server.addr.port();
-    let mut observer = Client::from_std(lab.connect_local(port));
-    observer.register("observer").await;
-    let (mut victim, victim_port) = join_across(&lab, port, "idle").await;
-    observer.expect("idle has joined the chat.").await;
-    // A chat line gets no echo, and its segment acknowledges the welcome: once the observer
-    // has it, the server has nothing unacknowledged for the victim, so only keepalive (not
-    // retransmission) can find it gone.
-    victim.send("last words").await;
-    observer.expect("idle: last words").await;
-
-    lab.black_hole(victim_port);
-    let vanished = Instant::now();
-    let took = wait_for(
-        &mut observer,
-        "idle has left the chat (connection timed out).",
-        vanished,
-    )
-    .await;
+    let (server, mut observer, mut victim, victim_port) = observed_victim(&lab, config).await;
     // Probing starts after `keepalive` of silence; three probes a second apart then fail.
     let bound = keepalive + Duration::from_secs(3) + SLACK;
-    eprintln!("idle vanished peer removed after {took:?} (bound {bound:?})");
-    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    vanish_idle(&lab, &mut observer, &mut victim, victim_port, bound).await;
     assert_eq!(
         observer.command("/metrics idle").await,
         ["Error: nobody called idle is connected."]
     );
+    server.stop().await;
+}
+
+/// With keepalive and the write timeout equal (the defaults: 30 s each), Linux let
+/// `TCP_USER_TIMEOUT` govern keepalive: the first unanswered probe after 30 s of silence ended
+/// the connection, so 5 s of loss at the 27-32 s mark reset a healthy idle client at 34.4 s.
+/// Here the same ratio at 2 s: the server's packets are lost from 1 s to 3.5 s after the
+/// victim's last word, so the first two probes (at 2 s and 3 s) go unanswered; the client must
+/// survive, and stay reachable. Then the path goes dead for good, and keepalive must still
+/// remove it within its documented bound.
+#[tokio::test]
+async fn a_healthy_idle_peer_survives_lost_keepalive_probes() {
+    if !lab::available("a_healthy_idle_peer_survives_lost_keepalive_probes") {
+        return;
+    }
+    let lab = Lab::new();
+    let keepalive = Duration::from_secs(2);
+    let config = Config {
+        keepalive: Some(keepalive),
+        write_timeout: Some(keepalive),
+        ..Config::default()
+    };
+    let (server, mut observer, mut victim, victim_port) = observed_victim(&lab, config).await;
+    // After this nothing passes either way: the connection is idle, and keepalive probes it
+    // 2 s, 3 s, 4 s… after this moment.
+    victim.send("quiet now").await;
+    observer.expect("idle: quiet now").await;
+    let quiet = Instant::now();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lab.drop_server_packets(victim_port);
+    tokio::time::sleep_until((quiet + Duration::from_millis(3500)).into()).await;
+    lab.heal();
+    eprintln!(
+        "server's packets to the idle client dropped from 1 s to {:?} of silence",
+        quiet.elapsed()
+    );
+    // Past where the old settings cut it off (3 s) and where a dead peer would be gone (6 s).
+    tokio::time::sleep_until((quiet + Duration::from_secs(8)).into()).await;
+    assert_eq!(
+        observer.sync().await,
+        Vec::<String>::new(),
+        "the idle client was dropped"
+    );
+    victim.send("still here").await;
+    observer.expect("idle: still here").await;
+    victim.sync().await;
+
+    // A real vanishing is still found: within idle + 4 probe intervals (the user timeout,
+    // linechat::net::sockopt::user_timeout).
+    let bound = keepalive + Duration::from_secs(4) + SLACK;
+    vanish_idle(&lab, &mut observer, &mut victim, victim_port, bound).await;
     server.stop().await;
 }
 

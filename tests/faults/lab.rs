@@ -215,6 +215,28 @@ impl Lab {
         );
     }
 
+    /// From now on nothing the server sends reaches the client's port `client_port` (data,
+    /// ACKs, keepalive probes), until [`Lab::heal`]: a lossy path, not a vanished peer.
+    pub fn drop_server_packets(&self, client_port: u16) {
+        let ns = &self.client_ns;
+        if !self.has_chaos(ns) {
+            self.chaos_chain(ns);
+        }
+        self.nft(
+            ns,
+            &format!("add rule inet chaos in tcp dport {client_port} counter drop"),
+        );
+    }
+
+    /// Removes every loss and black-hole rule, in both namespaces.
+    pub fn heal(&self) {
+        for ns in [&self.server_ns, &self.client_ns] {
+            if self.has_chaos(ns) {
+                self.nft(ns, "delete table inet chaos");
+            }
+        }
+    }
+
     fn has_chaos(&self, ns: &str) -> bool {
         Command::new("ip")
             .args(["netns", "exec", ns, "nft", "list", "table", "inet", "chaos"])

@@ -91,6 +91,16 @@ fn signal(child: &Child, signal: libc::c_int) {
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
+/// SIGTERM, and the server exits 0 in time.
+async fn terminate(child: &mut Child) {
+    signal(child, libc::SIGTERM);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test]
 async fn sighup_reopens_the_transcript_for_log_rotation() {
     let path = TempPath::new("chat.jsonl");
@@ -108,12 +118,7 @@ async fn sighup_reopens_the_transcript_for_log_rotation() {
     alice.send("after rotation").await;
     alice.sync().await;
 
-    signal(&child, libc::SIGTERM);
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("exited in time")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    terminate(&mut child).await;
 
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&path.0).expect("a new file under the old name");
@@ -131,6 +136,28 @@ async fn sighup_reopens_the_transcript_for_log_rotation() {
         new.contains(r#""kind":"leave","text":"server shutting down""#),
         "{new}"
     );
+}
+
+/// SIGHUP's default disposition ends a process: without a transcript to reopen the server must
+/// still catch it, say so, and keep serving (issue 10, item 6).
+#[tokio::test]
+async fn sighup_without_a_transcript_is_logged_and_harmless() {
+    let (mut child, addr, mut log) = start_logged(&[], &[]).await;
+    let mut alice = Client::join(addr, "alice").await;
+    for _ in 0..3 {
+        signal(&child, libc::SIGHUP);
+        expect_log(&mut log, "SIGHUP received: nothing to reopen").await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
+    let mut bob = Client::join(addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    bob.send("still up").await;
+    alice.expect("bob: still up").await;
+
+    terminate(&mut child).await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod abuse;
 mod binary;
 mod chat;
 mod commands;

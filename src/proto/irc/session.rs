@@ -25,9 +25,9 @@ use crate::core::member;
 use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MAX_ROOM};
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
-use crate::proto::codec::Frame;
+use crate::proto::codec::{disguise, strip_disguise, Frame};
 use crate::proto::conn::{cost, Conn, Input};
-use crate::proto::line::cmd;
+use crate::proto::line::{cmd, words};
 
 /// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
 /// may send. Longer lines are answered with 417 without being buffered.
@@ -294,7 +294,7 @@ impl Session {
             "PING" => self.pong(msg),
             "PONG" => {}
             "QUIT" => {
-                self.quit_message = msg.param(0).map(str::to_owned);
+                self.quit_message = msg.param(0).map(|m| strip_disguise(m).into_owned());
                 return Some(LeaveReason::Quit);
             }
             _ => self.reply(451, &["You have not registered"]),
@@ -595,7 +595,7 @@ impl Session {
             "LUSERS" => self.lusers(),
             "CHATHISTORY" => self.chathistory(msg),
             "QUIT" => {
-                self.quit_message = msg.param(0).map(str::to_owned);
+                self.quit_message = msg.param(0).map(|m| strip_disguise(m).into_owned());
                 return Some(LeaveReason::Quit);
             }
             other => self.reply(421, &[other, "Unknown command"]),
@@ -685,7 +685,8 @@ impl Session {
             self.reply(461, &["PART", "Not enough parameters"]);
             return;
         };
-        let reason = msg.param(1).filter(|r| !r.is_empty());
+        let reason = msg.param(1).map(strip_disguise);
+        let reason = reason.as_deref().filter(|r| !r.is_empty());
         for target in targets.split(',').take(MAX_TARGETS) {
             let shared = self.conn.shared.clone();
             match room_of(target).and_then(|room| {
@@ -716,6 +717,12 @@ impl Session {
             }
             return;
         };
+        if let Some(c) = disguise(text) {
+            if !notice {
+                self.refuse_disguise(command, c);
+            }
+            return;
+        }
         let shared = self.conn.shared.clone();
         for target in targets.split(',').take(4) {
             let kind = || {
@@ -774,12 +781,31 @@ impl Session {
                         }
                     }
                 }
+                // Said even to a NOTICE: the server, not a client, answers, and the sender
+                // must know that what it sent went nowhere.
+                Err(PrivateError::Changed(name)) => {
+                    let text = words::changed_partner(&name);
+                    let text = text.strip_prefix("Error: ").unwrap_or(&text);
+                    self.server_line("NOTICE", &[self.me(), text]);
+                }
                 Err(_) if notice => {}
                 Err(PrivateError::NoSuchNick(_)) => {
                     self.reply(401, &[target, "No such nick/channel"])
                 }
             }
         }
+    }
+
+    /// Text with a character that could disguise it (a right-to-left override, a line
+    /// separator, a zero-width space) is refused, as the line protocol refuses it; the IRCv3
+    /// standard reply says why.
+    fn refuse_disguise(&self, command: &str, c: char) {
+        let why = format!(
+            "Message rejected: it contains U+{:04X}, an invisible or direction-changing \
+             character that can disguise text",
+            c as u32
+        );
+        self.server_line("FAIL", &[command, "INVALID_TEXT", &why]);
     }
 
     /// `/msg linechat help|time|ping|metrics|throughput`: the server's own commands, answered
@@ -825,6 +851,10 @@ impl Session {
         let id = self.conn.member.id;
         match msg.param(1) {
             Some(text) => {
+                if let Some(c) = disguise(text) {
+                    self.refuse_disguise("TOPIC", c);
+                    return;
+                }
                 let text: String = text.chars().take(TOPICLEN).collect();
                 match room_of(target)
                     .and_then(|room| shared.hub.set_topic(id, Whither::Named(room), &text))
@@ -1226,7 +1256,7 @@ impl Session {
         let message = msg
             .param(0)
             .filter(|m| !m.is_empty())
-            .map(|m| m.chars().take(AWAYLEN).collect::<String>());
+            .map(|m| strip_disguise(m).chars().take(AWAYLEN).collect::<String>());
         self.conn
             .shared
             .hub

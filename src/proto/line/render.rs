@@ -14,6 +14,7 @@ use crate::core::event::{Event, Kind, Render, Target};
 use crate::core::hub::RoomView;
 use crate::core::room::{Mode, Topic};
 use crate::core::LeaveReason;
+use crate::proto::codec::strip_disguise;
 
 /// The line protocol's [`Render`].
 #[derive(Debug)]
@@ -91,8 +92,17 @@ impl Render for Line {
 /// in, but IRC clients may send formatting codes (bold `\x02`, colours `\x03NN,NN`, reset
 /// `\x0f`…) and other protocols any control character: IRC's codes are removed with their
 /// arguments and every other control character but TAB is dropped, so nobody's terminal can be
-/// repainted through another protocol. Text without control characters is not copied.
+/// repainted through another protocol. The invisible and direction-changing characters the
+/// text policy refuses ([`strip_disguise`]) are removed too, so no protocol can pass them on
+/// to a terminal. Text without any of these is not copied.
 pub fn clean(text: &str) -> Cow<'_, str> {
+    match strip_disguise(text) {
+        Cow::Borrowed(text) => clean_controls(text),
+        Cow::Owned(text) => Cow::Owned(clean_controls(&text).into_owned()),
+    }
+}
+
+fn clean_controls(text: &str) -> Cow<'_, str> {
     // Every control character is a byte below 0x20, DEL, or a C1 code point (0xC2 0x80-0x9F in
     // UTF-8): one pass over the bytes, as every message takes this path.
     let bytes = text.as_bytes();
@@ -414,6 +424,18 @@ mod tests {
         assert_eq!(text(&evil), "bob: ]0;pwnedhi\n");
         let topic = event(0, "bob", Kind::Topic("\u{3}4red topic".into()));
         assert_eq!(text(&topic), "bob set the topic of dev: red topic\n");
+        let disguised = event(
+            0,
+            "bob",
+            Kind::Message("\u{202e}txt.exe\u{2028}Error: x".into()),
+        );
+        assert_eq!(text(&disguised), "bob: txt.exeError: x\n");
+        let quit = event(
+            0,
+            "bob",
+            Kind::Left(LeaveReason::Quit, Some("\u{2}bye\u{200b}\u{2}".into())),
+        );
+        assert_eq!(text(&quit), "bob has left the chat (bye).\n");
     }
 
     #[test]

@@ -46,5 +46,15 @@ pub const TO_SELF: &str = "Error: that is you; a private message goes to someone
 pub fn private_error(e: &PrivateError) -> String {
     match e {
         PrivateError::NoSuchNick(name) => format!("Error: nobody called {name} is connected."),
+        PrivateError::Changed(name) => changed_partner(name),
     }
+}
+
+/// A private message to a name that another connection held at the last exchange (the IRC
+/// gateway sends it as a NOTICE).
+pub fn changed_partner(name: &str) -> String {
+    format!(
+        "Error: {name} is not the {name} you were talking to (they reconnected, or someone \
+         else took the name); your message was not sent. Send it again to reach the new {name}."
+    )
 }
