@@ -73,8 +73,10 @@ pub const RTT_BUCKETS: &[f64] = &[
 /// Concurrent HTTP connections served. Monitoring needs a handful, and this port must not
 /// become a way to exhaust the server's descriptors: a connection beyond it takes the place of
 /// the one that has been quiet longest (see [`Slots`]), so idle connections can never keep a
-/// health check out.
-const MAX_HTTP_CONNECTIONS: usize = 32;
+/// health check out. Twice tokio's per-poll budget (128): a burst of accepts in one poll of
+/// the accept loop cannot evict a connection accepted in it before its request is read, even
+/// when every new connection evicts another (an attacker reconnecting at once).
+const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// A client must finish sending its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -229,7 +229,8 @@ async fn a_prompt_flood_and_churn_from_one_address_are_refused_and_harm_nobody()
     assert!(churned.admitted <= churn_bound, "{churned:?}");
     assert!(churned.rate > churned.admitted, "{churned:?}");
     // The bystander saw every line, promptly, and otherwise only the churn's and the
-    // newcomer's comings and goings.
+    // newcomer's comings and goings (past the room's allowance of 30 notices per 10 s, in a
+    // summary).
     assert!(
         worst < Duration::from_secs(1),
         "slowest line took {worst:?}"
@@ -240,15 +241,12 @@ async fn a_prompt_flood_and_churn_from_one_address_are_refused_and_harm_nobody()
                 && (notice.ends_with(" has joined the chat.")
                     || notice.ends_with(" has left the chat (connection closed).")
                     || notice.ends_with(" has left the chat (connection reset).")))
-                || notice == "newcomer has joined the chat.",
+                || notice == "newcomer has joined the chat."
+                || notice.contains(" in the last 10 s ("),
             "{notice}: {notices:#?}"
         );
     }
-    assert!(notices.len() <= 2 * churned.admitted + 1, "{notices:#?}");
-    assert!(
-        notices.contains(&"newcomer has joined the chat.".to_owned()),
-        "{notices:#?}"
-    );
+    assert!(notices.len() <= 2 * churned.admitted + 2, "{notices:#?}");
     assert!(newcomer.is_some());
     assert!(
         connections.contains(&format!(
