@@ -16,6 +16,18 @@ pub struct Config {
     pub register_timeout: Duration,
     /// Open connections at most, counting those still at the nickname prompt.
     pub max_clients: usize,
+    /// Connections still at the nickname prompt (or IRC registration) at most, so that
+    /// connections that never choose a name cannot take every slot. `None` = half of
+    /// [`Config::max_clients`], rounded up.
+    pub max_prompt: Option<usize>,
+    /// Open connections from one source address at most (IPv6: one /64); 0 = no limit.
+    pub max_per_ip: usize,
+    /// New connections one source address may open per second, sustained; `None` = no limit.
+    pub connect_rate: Option<f64>,
+    /// New connections one source address may open at once before the rate applies.
+    pub connect_burst: u32,
+    /// Source addresses the per-address limits do not apply to.
+    pub ip_exempt: Vec<crate::net::gate::Cidr>,
     /// Bound on the bytes waiting to be written to one client. A client whose queue would grow
     /// past it is disconnected as a slow consumer.
     pub queue_bytes: usize,
@@ -70,6 +82,14 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(600)),
             register_timeout: Duration::from_secs(60),
             max_clients: 10_000,
+            max_prompt: None,
+            // Ergo's default; a household or a small office behind one NAT fits in it.
+            max_per_ip: 16,
+            // A person reconnecting is never held up, the office behind one NAT can all connect
+            // at once (the burst is --max-per-ip), and a loop gets 2 a second: 7 200 an hour.
+            connect_rate: Some(2.0),
+            connect_burst: 16,
+            ip_exempt: crate::net::gate::default_exempt(),
             // 256 KiB is some 250 full-length lines or several thousand chat-sized ones: a burst
             // a reading client absorbs easily, while 10 000 stalled clients stay under 2.5 GiB.
             queue_bytes: 256 * 1024,

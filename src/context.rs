@@ -6,12 +6,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::core::hub::RoomInfo;
 use crate::core::Hub;
+use crate::net::gate::Gate;
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::snapshot::Snapshot;
 
 #[derive(Debug)]
 pub struct Shared {
     pub config: Config,
+    /// Admission: the connection caps and the per-address limits.
+    pub gate: Gate,
     pub hub: Hub,
     pub metrics: ServerMetrics,
     /// Cancelled once, when the server starts shutting down.
@@ -55,6 +58,10 @@ impl crate::ops::prom::Source for Shared {
     fn history(&self) -> (usize, usize, u64) {
         let (kept, evicted) = self.hub.history_usage();
         (kept, self.config.history_bytes, evicted)
+    }
+
+    fn addresses_tracked(&self) -> usize {
+        self.gate.tracked()
     }
 
     fn shutting_down(&self) -> bool {

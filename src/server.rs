@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Instrument};
@@ -20,6 +19,7 @@ use tracing::{info_span, Instrument};
 use crate::config::Config;
 use crate::context::Shared;
 use crate::core::hub::{Hub, Settings};
+use crate::net::gate::{Gate, Refusal};
 use crate::net::listen::{self, accept_loop, Scheme};
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::transcript::Transcript;
@@ -123,6 +123,7 @@ pub async fn serve(
         }
     };
     let shared = Arc::new(Shared {
+        gate: Gate::new(&config),
         config,
         hub,
         metrics,
@@ -139,7 +140,6 @@ pub async fn serve(
         ))
     });
     let sessions = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let next_id = Arc::new(AtomicU64::new(1));
     let stop_accepting = CancellationToken::new();
     let accepting = TaskTracker::new();
@@ -153,16 +153,11 @@ pub async fn serve(
             ),
             Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
         }
-        let (shared, sessions, permits, next_id) = (
-            shared.clone(),
-            sessions.clone(),
-            permits.clone(),
-            next_id.clone(),
-        );
+        let (shared, sessions, next_id) = (shared.clone(), sessions.clone(), next_id.clone());
         let stop = stop_accepting.clone().cancelled_owned();
         accepting.spawn(async move {
             accept_loop(&socket, scheme.name(), stop, |stream, peer| {
-                admit(&shared, &sessions, &permits, &next_id, scheme, stream, peer)
+                admit(&shared, &sessions, &next_id, scheme, stream, peer)
             })
             .await;
         });
@@ -199,34 +194,34 @@ pub async fn serve(
     tracing::info!("shutdown complete");
 }
 
-/// Starts a session for an accepted connection, or refuses it when the server is full.
+/// Starts a session for an accepted connection, or refuses it (see [`Gate`]): before anything
+/// of it reaches a protocol or the hub.
 fn admit(
     shared: &Arc<Shared>,
     sessions: &TaskTracker,
-    permits: &Arc<Semaphore>,
     next_id: &AtomicU64,
     scheme: Scheme,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
     shared.metrics.connections_accepted.fetch_add(1, Relaxed);
-    let Ok(permit) = permits.clone().try_acquire_owned() else {
-        shared
-            .metrics
-            .connections_refused_full
-            .fetch_add(1, Relaxed);
-        refuse_full(stream, peer, scheme, shared.config.max_clients);
-        return;
+    let pass = match shared.gate.admit(peer.ip()) {
+        Ok(pass) => pass,
+        Err(refusal) => {
+            shared.metrics.count_refusal(refusal);
+            refuse(shared, stream, peer, scheme, refusal);
+            return;
+        }
     };
     let id = next_id.fetch_add(1, Relaxed);
     let span = info_span!("conn", %peer, id, proto = scheme.name());
     let shared = shared.clone();
     match scheme {
         Scheme::Line => {
-            sessions.spawn(proto::line::run(shared, stream, peer, id, permit).instrument(span))
+            sessions.spawn(proto::line::run(shared, stream, peer, id, pass).instrument(span))
         }
         Scheme::Irc => {
-            sessions.spawn(proto::irc::run(shared, stream, peer, id, permit).instrument(span))
+            sessions.spawn(proto::irc::run(shared, stream, peer, id, pass).instrument(span))
         }
     };
 }
@@ -244,19 +239,52 @@ async fn presence_ticker(shared: Arc<Shared>) {
     }
 }
 
-/// Answers a connection over the limit with one line and closes it, without ever waiting on
-/// it: the line fits any fresh socket's send buffer, and a peer that is not reading loses
-/// nothing it did not ask for.
-fn refuse_full(stream: TcpStream, peer: SocketAddr, scheme: Scheme, max_clients: usize) {
+/// What a refused connection is told, without the protocol's framing.
+pub fn refusal_text(refusal: Refusal, gate: &Gate) -> String {
+    match refusal {
+        Refusal::Full => format!(
+            "the server is full ({} connections); please try again later",
+            gate.max_clients()
+        ),
+        Refusal::PerAddress => format!(
+            "too many connections from your address ({} open); close one and try again",
+            gate.max_per_ip()
+        ),
+        Refusal::Rate => format!(
+            "too many new connections from your address (at most {} a second); wait a moment \
+             and try again",
+            gate.connect_rate().map_or(0.0, |(rate, _)| rate)
+        ),
+        Refusal::Prompt => format!(
+            "too many connections are waiting at the nickname prompt ({}); please try again \
+             in a moment",
+            gate.max_prompt()
+        ),
+    }
+}
+
+/// How often refusals are logged at most (each is counted in the metrics): an attack refused
+/// thousands of times a second must not flood the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Answers a refused connection with one line and closes it, without ever waiting on it: the
+/// line fits any fresh socket's send buffer, and a peer that is not reading loses nothing it
+/// did not ask for.
+fn refuse(shared: &Shared, stream: TcpStream, peer: SocketAddr, scheme: Scheme, refusal: Refusal) {
+    let text = refusal_text(refusal, &shared.gate);
     let msg = match scheme {
-        Scheme::Line => format!(
-            "Error: the server is full ({max_clients} connections); please try again later.\n"
-        ),
-        Scheme::Irc => format!(
-            "ERROR :Closing link: the server is full ({max_clients} connections); please try \
-             again later\r\n"
-        ),
+        Scheme::Line => format!("Error: {text}.\n"),
+        Scheme::Irc => format!("ERROR :Closing link: {text}\r\n"),
     };
     let _ = stream.try_write(msg.as_bytes());
-    tracing::info!(%peer, max_clients, "refused connection: server full");
+    let reason = refusal.label();
+    if shared.metrics.refusal_log_due(REFUSAL_LOG_EVERY) {
+        let counts: Vec<String> = Refusal::ALL
+            .iter()
+            .map(|&r| format!("{}={}", r.label(), shared.metrics.refused(r)))
+            .collect();
+        tracing::info!(%peer, reason, totals = %counts.join(" "), "refused connection (logged at most every 10 s; the metrics count them all)");
+    } else {
+        tracing::debug!(%peer, reason, "refused connection");
+    }
 }

@@ -69,6 +69,41 @@ struct Args {
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_clients: usize,
 
+    /// Most connections still at the nickname prompt (IRC: not yet registered) at once, so
+    /// connections that never choose a name cannot take every slot; default: half of
+    /// --max-clients.
+    #[arg(long, env = "LINECHAT_MAX_PROMPT", value_name = "N",
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_prompt: Option<usize>,
+
+    /// Most open connections from one source address (IPv6: one /64); 0 = no limit. Over it, a
+    /// connection gets one line saying so and is closed.
+    #[arg(long, env = "LINECHAT_MAX_PER_IP", value_name = "N",
+          default_value_t = Config::default().max_per_ip)]
+    max_per_ip: usize,
+
+    /// New connections one source address may open per second, sustained (after
+    /// --connect-burst at once); 0 = no limit. Over it, one line saying so and a close.
+    #[arg(long, env = "LINECHAT_CONNECT_RATE", value_name = "PER_SEC",
+          default_value_t = Config::default().connect_rate.unwrap_or(0.0))]
+    connect_rate: f64,
+
+    /// New connections one source address may open at once before --connect-rate applies.
+    #[arg(long, env = "LINECHAT_CONNECT_BURST", value_name = "N",
+          default_value_t = Config::default().connect_burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    connect_burst: u32,
+
+    /// Source addresses the per-address limits do not apply to: CIDRs separated by commas
+    /// (e.g. 127.0.0.0/8,::1,10.0.0.0/8), or `none`.
+    #[arg(
+        long,
+        env = "LINECHAT_IP_EXEMPT",
+        value_name = "CIDRS",
+        default_value = "127.0.0.0/8,::1"
+    )]
+    ip_exempt: String,
+
     /// Bytes of output that may wait for one client; a client that falls further behind is
     /// disconnected as a slow consumer.
     #[arg(long, env = "LINECHAT_QUEUE_BYTES", value_name = "BYTES",
@@ -176,8 +211,19 @@ impl Args {
             self.queue_bytes,
             self.max_line
         );
+        anyhow::ensure!(
+            self.connect_rate.is_finite() && self.connect_rate >= 0.0,
+            "--connect-rate must be a number of connections per second, 0 or more"
+        );
+        let ip_exempt = linechat::net::gate::parse_exempt(&self.ip_exempt)
+            .map_err(|e| anyhow::anyhow!("--ip-exempt {e}"))?;
         Ok(Config {
             max_line: self.max_line,
+            max_prompt: self.max_prompt,
+            max_per_ip: self.max_per_ip,
+            connect_rate: (self.connect_rate > 0.0).then_some(self.connect_rate),
+            connect_burst: self.connect_burst,
+            ip_exempt,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             register_timeout: Duration::from_secs(self.register_timeout),
             max_clients: self.max_clients,

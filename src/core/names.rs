@@ -20,6 +20,7 @@ pub const RESERVED: &[&str] = &[
 /// forgotten here.
 pub const SERVER_WORDS: &[&str] = &[
     "active",
+    "addresses",
     "average",
     "bytes",
     "client",
@@ -45,6 +46,7 @@ pub const SERVER_WORDS: &[&str] = &[
     "tcp",
     "this",
     "to",
+    "too",
     "topic",
     "total",
     "transcript",

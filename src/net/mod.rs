@@ -5,5 +5,6 @@
 //! `crate::proto::conn`, and a member reaches its transport's figures only through
 //! `crate::core::member::Probe`, so a TLS or WebSocket transport slots in there.
 
+pub mod gate;
 pub mod listen;
 pub mod sockopt;

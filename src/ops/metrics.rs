@@ -19,6 +19,7 @@ use crate::core::lock;
 use crate::core::member::Member;
 use crate::core::stats::{ClientStats, Clock, Counter, TcpInfo};
 use crate::core::LeaveReason;
+use crate::net::gate::Refusal;
 
 /// Server-wide figures.
 #[derive(Debug)]
@@ -35,7 +36,10 @@ pub struct ServerMetrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub connections_accepted: AtomicU64,
-    pub connections_refused_full: AtomicU64,
+    /// Connections refused, by [`Refusal`] (indexed by its position in [`Refusal::ALL`]).
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// When a refusal was last logged (they are logged at most every few seconds).
+    refusal_logged: Mutex<Option<std::time::Instant>>,
     /// Connections being served now, joined or at the prompt.
     pub connections_open: AtomicU64,
     /// Connections that ended, by [`LeaveReason`] (indexed by its discriminant). A connection
@@ -68,7 +72,8 @@ impl Default for ServerMetrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             connections_accepted: AtomicU64::new(0),
-            connections_refused_full: AtomicU64::new(0),
+            refused: Default::default(),
+            refusal_logged: Mutex::default(),
             connections_open: AtomicU64::new(0),
             disconnects: Default::default(),
             rate_limited: AtomicU64::new(0),
@@ -202,6 +207,27 @@ impl ServerMetrics {
 
     pub fn rtt_buckets(&self, bounds_secs: &[f64]) -> Buckets {
         lock(&self.rtt_us).buckets(bounds_secs)
+    }
+
+    pub fn count_refusal(&self, refusal: Refusal) {
+        self.refused[refusal as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn refused(&self, refusal: Refusal) -> u64 {
+        self.refused[refusal as usize].load(Relaxed)
+    }
+
+    /// Whether a refusal should be logged now: the first, and then at most once per `every`.
+    pub fn refusal_log_due(&self, every: Duration) -> bool {
+        let mut last = lock(&self.refusal_logged);
+        let now = std::time::Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
     }
 
     pub fn count_disconnect(&self, reason: LeaveReason) {

@@ -7,11 +7,12 @@
 //! from the HDR histograms at scrape time. Labels are few and fixed (a disconnect reason, a
 //! refusal reason, the build): never a nickname or an address, whose number has no bound.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,11 +30,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::LeaveReason;
+use crate::net::gate::Refusal;
 use crate::net::listen::accept_loop;
 use crate::ops::metrics::{Buckets, ServerMetrics};
 
@@ -45,6 +46,8 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     fn queue_totals(&self) -> (usize, usize, usize);
     /// `(bytes of history kept, the limit, events evicted to stay within it)`.
     fn history(&self) -> (usize, usize, u64);
+    /// Source addresses the per-address limits are keeping an entry for now.
+    fn addresses_tracked(&self) -> usize;
     fn shutting_down(&self) -> bool;
 }
 
@@ -67,9 +70,13 @@ pub const RTT_BUCKETS: &[f64] = &[
     2.5,
 ];
 
-/// Concurrent HTTP connections served; more are closed at once. Monitoring needs a handful,
-/// and this port must not become a way to exhaust the server's descriptors.
-const MAX_HTTP_CONNECTIONS: usize = 32;
+/// Concurrent HTTP connections served. Monitoring needs a handful, and this port must not
+/// become a way to exhaust the server's descriptors: a connection beyond it takes the place of
+/// the one that has been quiet longest (see [`Slots`]), so idle connections can never keep a
+/// health check out. Twice tokio's per-poll budget (128): a burst of accepts in one poll of
+/// the accept loop cannot evict a connection accepted in it before its request is read, even
+/// when every new connection evicts another (an attacker reconnecting at once).
+const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// A client must finish sending its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,22 +107,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
     }
     let registry = Arc::new(registry(shared.clone()));
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let slots = Arc::new(Slots::new(MAX_HTTP_CONNECTIONS));
     accept_loop(
         &listener,
         "metrics",
         stop.clone().cancelled_owned(),
         |stream, peer| {
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "metrics: too many connections; closing");
-                return;
-            };
+            let (slot, evicted) = Slots::take(&slots);
             let registry = registry.clone();
             let shared = shared.clone();
             let stop = stop.clone();
             connections.spawn(async move {
-                let _slot = slot;
+                let active = slot.clone();
                 let service = service_fn(move |req| {
+                    active.touch();
                     let response = respond(&req, &registry, &*shared);
                     async move { Ok::<_, Infallible>(response) }
                 });
@@ -126,6 +131,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
                 tokio::pin!(conn);
                 let result = tokio::select! {
                     result = conn.as_mut() => result,
+                    _ = evicted.cancelled() => {
+                        tracing::debug!(%peer, "metrics: quiet connection closed to make room");
+                        Ok(())
+                    }
                     _ = stop.cancelled() => {
                         conn.as_mut().graceful_shutdown();
                         tokio::time::timeout(CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
@@ -140,6 +149,74 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
     .await;
     connections.close();
     let _ = tokio::time::timeout(CLOSE_GRACE, connections.wait()).await;
+}
+
+/// The endpoint's connections, at most `cap`, each with when it last began a request (or was
+/// accepted). A new connection when all are taken evicts the one quiet longest: an idle or
+/// half-sent connection, not one being answered (answering is immediate). So a health check,
+/// which sends its request as soon as it connects, is answered however many idle connections
+/// an attacker keeps open; to push it out before its request arrives, `cap` new connections
+/// would have to arrive within that round trip.
+#[derive(Debug)]
+struct Slots {
+    cap: usize,
+    open: std::sync::Mutex<Open>,
+}
+
+/// The last id given out, and each open connection's last activity and eviction token.
+type Open = (u64, HashMap<u64, (Instant, CancellationToken)>);
+
+/// One connection's place in [`Slots`]; dropping it gives the place back.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+}
+
+impl Slots {
+    fn new(cap: usize) -> Slots {
+        Slots {
+            cap,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A place for a new connection, evicting the quietest if all are taken, and the token
+    /// that says when this one is evicted in turn.
+    fn take(slots: &Arc<Slots>) -> (Arc<Slot>, CancellationToken) {
+        let mut open = crate::core::lock(&slots.open);
+        if open.1.len() >= slots.cap {
+            if let Some((&quietest, _)) = open.1.iter().min_by_key(|(_, (at, _))| *at) {
+                if let Some((_, token)) = open.1.remove(&quietest) {
+                    token.cancel();
+                }
+            }
+        }
+        open.0 += 1;
+        let id = open.0;
+        let token = CancellationToken::new();
+        open.1.insert(id, (Instant::now(), token.clone()));
+        let slot = Arc::new(Slot {
+            slots: slots.clone(),
+            id,
+        });
+        (slot, token)
+    }
+}
+
+impl Slot {
+    /// A request has begun: this connection is the least likely to be evicted.
+    fn touch(&self) {
+        if let Some(entry) = crate::core::lock(&self.slots.open).1.get_mut(&self.id) {
+            entry.0 = Instant::now();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::core::lock(&self.slots.open).1.remove(&self.id);
+    }
 }
 
 fn respond(req: &Request<Incoming>, registry: &Registry, shared: &Shared) -> Response<Full<Bytes>> {
@@ -235,12 +312,24 @@ impl Collector for ServerCollector {
             "TCP connections accepted, including those then refused.",
             m.connections_accepted.load(Relaxed),
         )?;
+        let refused: Vec<_> = Refusal::ALL
+            .iter()
+            .map(|&r| (r.label(), m.refused(r)))
+            .collect();
         labeled_counter(
             &mut enc,
             "connections_refused",
-            "Connections refused, by reason (server_full: --max-clients reached).",
+            "Connections refused, by reason: server_full (--max-clients reached), per_address \
+             (--max-per-ip), connect_rate (--connect-rate), prompt_full (--max-prompt).",
             "reason",
-            &[("server_full", m.connections_refused_full.load(Relaxed))],
+            &refused,
+        )?;
+        gauge(
+            &mut enc,
+            "tracked_addresses",
+            "Source addresses (IPv6: /64s) the per-address limits keep an entry for now: those \
+             with connections open or whose connection-rate allowance is refilling.",
+            shared.addresses_tracked() as u64,
         )?;
         let disconnects: Vec<_> = LeaveReason::ALL
             .iter()

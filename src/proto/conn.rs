@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
@@ -25,6 +25,7 @@ use crate::core::member::{self, Member};
 use crate::core::outbox::queued_cost;
 use crate::core::stats::ClientStats;
 use crate::core::LeaveReason;
+use crate::net::gate::Pass;
 use crate::net::sockopt::TcpProbe;
 use crate::proto::codec::{Frame, LineDecoder};
 
@@ -53,8 +54,9 @@ pub struct Conn {
     pub socket: Arc<TcpStream>,
     pub reader: Reader,
     writer: JoinHandle<()>,
-    /// The connection's slot under `--max-clients`, given back in [`Conn::finish`].
-    permit: Option<OwnedSemaphorePermit>,
+    /// The connection's slots (`--max-clients`, `--max-prompt`, `--max-per-ip`), given back in
+    /// [`Conn::finish`].
+    pass: Pass,
 }
 
 /// A connection counts as open (`connections_open`) from [`Conn::start`] until it is dropped,
@@ -77,7 +79,7 @@ impl Conn {
         kind: member::Kind,
         format: usize,
         max_line: usize,
-        permit: OwnedSemaphorePermit,
+        pass: Pass,
     ) -> Conn {
         tracing::info!("connected");
         shared.metrics.connections_open.fetch_add(1, Relaxed);
@@ -113,8 +115,13 @@ impl Conn {
             member,
             socket,
             writer,
-            permit: Some(permit),
+            pass,
         }
+    }
+
+    /// The client has chosen a nickname: it no longer counts against `--max-prompt`.
+    pub fn registered(&mut self) {
+        self.pass.registered();
     }
 
     /// Queues bytes for this connection; a reply that does not fit kicks it as a slow consumer,
@@ -185,7 +192,7 @@ impl Conn {
         shared.metrics.sample_tcp(&self.member);
         // The chat session is over: its slot is free for the next person even while the
         // socket lingers for at most LINGER.
-        drop(self.permit.take());
+        self.pass.release();
         if flushed && reason != LeaveReason::Closed {
             linger_close(&self.socket).await;
         }

@@ -17,6 +17,7 @@ mod proc;
 #[allow(dead_code)]
 mod proxy;
 
+mod abuse;
 mod dead_peers;
 mod emfile;
 mod garbage;

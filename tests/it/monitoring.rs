@@ -255,3 +255,90 @@ async fn healthz_says_503_while_shutting_down() {
         "the endpoint closes with the server"
     );
 }
+
+/// Refusals are counted by reason in the exposition, and the per-address table's size is a
+/// gauge; `promtool` accepts the families.
+#[tokio::test]
+async fn refusals_are_counted_by_reason_and_addresses_tracked() {
+    let server = TestServer::with_metrics(
+        Config {
+            max_per_ip: 1,
+            connect_rate: None,
+            ip_exempt: Vec::new(),
+            ..Config::default()
+        },
+        Extras::default(),
+    )
+    .await;
+    let metrics = server.metrics_addr.unwrap();
+    let _alice = server.join("alice").await;
+    for _ in 0..3 {
+        Client::connect(server.addr).await.expect_closed().await;
+    }
+    let scrape = Scrape::take(metrics).await;
+    for (reason, n) in [
+        ("server_full", 0.0),
+        ("per_address", 3.0),
+        ("connect_rate", 0.0),
+        ("prompt_full", 0.0),
+    ] {
+        let series = format!("linechat_connections_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(scrape.get(&series), n, "{series}");
+    }
+    assert_eq!(scrape.get("linechat_tracked_addresses"), 1.0);
+    assert_eq!(scrape.get("linechat_connections_accepted_total"), 4.0);
+    server.stop().await;
+}
+
+/// Item 7 of issue 10: idle connections to the metrics port, reopened as they close, must not
+/// keep `/healthz` from answering. Before the fix, 32 such connections failed every check; with
+/// eviction but only 32 slots, a storm of reconnects evicted some checks before they were read.
+#[tokio::test]
+async fn idle_connections_cannot_blind_the_health_check() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let server = TestServer::with_metrics(Config::default(), Extras::default()).await;
+    let metrics = server.metrics_addr.unwrap();
+    // 384 idle connections (1.5 times the endpoint's 256 slots), each reopened as soon as the
+    // server closes it, so every new connection makes the server evict another.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopened = Arc::new(AtomicU64::new(0));
+    let attackers: Vec<_> = (0..384)
+        .map(|_| {
+            let (stop, reopened) = (stop.clone(), reopened.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                while !stop.load(Relaxed) {
+                    let Ok(mut idle) = tokio::net::TcpStream::connect(metrics).await else {
+                        continue;
+                    };
+                    reopened.fetch_add(1, Relaxed);
+                    let mut buf = [0u8; 64];
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), idle.read(&mut buf)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..54 {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(2), http_get(metrics, "/healthz"))
+            .await
+            .expect("/healthz answered within 2 s");
+        assert_eq!(answer, (200, "ok\n".into()));
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Relaxed);
+    for a in attackers {
+        let _ = a.await;
+    }
+    eprintln!(
+        "54 of 54 /healthz answered, slowest {worst:?}, {} idle connections opened",
+        reopened.load(Relaxed)
+    );
+    server.stop().await;
+}

@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use time::macros::format_description;
 use time::OffsetDateTime;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::message::{self, write, Message, ParseError, Tag, MAX_BODY_LEN};
@@ -25,6 +24,7 @@ use crate::core::member;
 use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MAX_ROOM};
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
+use crate::net::gate::Pass;
 use crate::proto::codec::{disguise, strip_disguise, Frame};
 use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::{cmd, words};
@@ -65,13 +65,7 @@ const CAPS: &[&str] = &[
 ];
 
 /// Serves one accepted IRC connection until it ends.
-pub async fn run(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    permit: OwnedSemaphorePermit,
-) {
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64, pass: Pass) {
     let kind = member::Kind {
         protocol: "irc",
         tls: false,
@@ -84,7 +78,7 @@ pub async fn run(
         kind,
         crate::proto::IRC,
         MAX_IRC_LINE,
-        permit,
+        pass,
     );
     let mut session = Session {
         server: shared.config.server_name.clone(),
@@ -324,6 +318,7 @@ impl Session {
         {
             Ok(identity) => {
                 tracing::info!(nick = %identity.nick, "joined");
+                self.conn.registered();
                 self.nick = Some(identity.nick.clone());
                 self.welcome(&identity);
             }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::cmd::{self, format_duration, Command, Ctx, Flow};
@@ -19,6 +18,7 @@ use crate::core::hub::{Arrival, Whither};
 use crate::core::member;
 use crate::core::room::LOBBY;
 use crate::core::{Kind, LeaveReason};
+use crate::net::gate::Pass;
 use crate::proto::codec::{check_text, foreign_protocol, Frame, LineError};
 use crate::proto::conn::{Conn, Input};
 
@@ -27,15 +27,9 @@ pub const PROMPT: &str = "Please enter your nickname: ";
 /// Asked first on a private server (`--server-password`).
 pub const PASSWORD_PROMPT: &str = "This server is private. Password: ";
 
-/// Serves one accepted connection until it ends. `permit` holds its slot under the connection
-/// limit until then.
-pub async fn run(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    permit: OwnedSemaphorePermit,
-) {
+/// Serves one accepted connection until it ends. `pass` holds its slots under the connection
+/// limits until then.
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64, pass: Pass) {
     let kind = member::Kind {
         protocol: "line",
         tls: false,
@@ -48,7 +42,7 @@ pub async fn run(
         kind,
         crate::proto::LINE,
         shared.config.max_line,
-        permit,
+        pass,
     );
     let mut session = Session {
         conn,
@@ -87,6 +81,7 @@ impl Session {
             Err(reason) => return reason,
         };
         tracing::info!(%nick, "joined");
+        self.conn.registered();
         self.nick = Some(nick.clone());
         let mut nick = nick;
         let reason = self.chat(&mut nick).await;

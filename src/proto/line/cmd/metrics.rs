@@ -17,6 +17,7 @@ use crate::core::member::queue_totals;
 use crate::core::names::validate_nick;
 use crate::core::stats::{Counter, WINDOW_SECS};
 use crate::core::LeaveReason;
+use crate::net::gate::{Gate, Refusal};
 use crate::ops::metrics::ServerMetrics;
 use crate::proto::line::words;
 
@@ -67,7 +68,7 @@ pub fn report(shared: &Shared) -> String {
 }
 
 fn build_report(shared: &Shared) -> String {
-    let mut report = server_report(&shared.hub.members(), &shared.metrics);
+    let mut report = server_report(&shared.hub.members(), &shared.metrics, &shared.gate);
     room_lines(&mut report, &super::rooms::all_rooms(shared));
     let (kept, evicted) = shared.hub.history_usage();
     let _ = writeln!(
@@ -80,7 +81,7 @@ fn build_report(shared: &Shared) -> String {
     report
 }
 
-fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
+fn server_report(members: &[MemberInfo], m: &ServerMetrics, gate: &Gate) -> String {
     let mut out = String::from("=== Server Metrics ===\n");
     let _ = writeln!(out, "Total Messages: {}", m.messages.total());
     let _ = writeln!(out, "Active Clients: {}", members.len());
@@ -131,10 +132,43 @@ fn server_report(members: &[MemberInfo], m: &ServerMetrics) -> String {
     );
     let _ = writeln!(
         out,
-        "Connections: {} accepted, {} refused (server full), {} open",
+        "Connections: {} accepted, {} open ({} at the prompt, at most {}); refused: {} server \
+         full, {} per-address limit, {} connect rate, {} prompt full",
         m.connections_accepted.load(Relaxed),
-        m.connections_refused_full.load(Relaxed),
-        m.connections_open.load(Relaxed)
+        m.connections_open.load(Relaxed),
+        gate.at_prompt(),
+        gate.max_prompt(),
+        m.refused(Refusal::Full),
+        m.refused(Refusal::PerAddress),
+        m.refused(Refusal::Rate),
+        m.refused(Refusal::Prompt),
+    );
+    let mut limits = Vec::new();
+    if gate.max_per_ip() > 0 {
+        limits.push(plural(
+            gate.max_per_ip() as u64,
+            "connection",
+            "connections",
+        ));
+    }
+    if let Some((rate, burst)) = gate.connect_rate() {
+        limits.push(format!("{rate} new a second with a burst of {burst}"));
+    }
+    let exempt: Vec<String> = gate.exempt().iter().map(|c| c.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "Addresses: {} tracked (limits per address: {}; exempt: {})",
+        gate.tracked(),
+        if limits.is_empty() {
+            "none".to_owned()
+        } else {
+            limits.join(", ")
+        },
+        if exempt.is_empty() {
+            "none".to_owned()
+        } else {
+            exempt.join(", ")
+        },
     );
     let _ = writeln!(
         out,
