@@ -23,9 +23,7 @@ async fn history_stays_within_its_byte_budget_and_so_does_memory() {
     })
     .await;
     let addr = server.addr;
-    let mut alice = Client::join(addr, "alice").await;
-    let mut bob = Client::join(addr, "bob").await;
-    alice.expect("bob has joined the chat.").await;
+    let (mut alice, mut bob) = server.alice_and_bob().await;
     alice.sync().await;
     let rss_before = server.rss_kib();
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::support::WAIT;
+use crate::support::{Client, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_linechat");
 
@@ -90,6 +90,14 @@ impl Server {
             .iter()
             .filter(|l| l.contains(needle))
             .count()
+    }
+
+    /// alice and bob in the lobby, alice having seen bob arrive: most tests' two witnesses.
+    pub async fn alice_and_bob(&self) -> (Client, Client) {
+        let mut alice = Client::join(self.addr, "alice").await;
+        let bob = Client::join(self.addr, "bob").await;
+        alice.expect("bob has joined the chat.").await;
+        (alice, bob)
     }
 
     /// Resident memory in KiB, from `/proc/PID/status`.

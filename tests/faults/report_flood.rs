@@ -26,9 +26,7 @@ async fn metrics_and_rooms_floods_cannot_starve_the_chat() {
     })
     .await;
     let addr = server.addr;
-    let mut alice = Client::join(addr, "alice").await;
-    let mut bob = Client::join(addr, "bob").await;
-    alice.expect("bob has joined the chat.").await;
+    let (mut alice, mut bob) = server.alice_and_bob().await;
     // A big server: many rooms with history, many people. Builders share the work, each
     // within its flood control.
     const BUILDERS: usize = 20;

@@ -97,27 +97,37 @@ async fn a_short_idle_timeout_warns_at_ninety_percent() {
     server.stop().await;
 }
 
+/// Silent, or a TLS client that sent its hello and waits for the server's (with no newline in
+/// it the record is never a line): either way only the nickname deadline can end it, with its
+/// clear answer.
 #[tokio::test(start_paused = true)]
-async fn a_silent_connection_at_the_prompt_is_closed() {
+async fn a_silent_connection_or_a_truncated_tls_record_at_the_prompt_is_closed() {
     let server = TestServer::start(Config {
         register_timeout: Duration::from_secs(60),
         ..Config::default()
     })
     .await;
-    let mut c = Client::connect(server.addr).await;
-    c.wait = PATIENT;
-    c.expect_prompt().await;
-    let start = Instant::now();
-    assert_eq!(
-        c.expect_closed().await,
-        ["Error: no nickname chosen within 1 min 0 sec; closing the connection."]
-    );
-    assert_eq!((Instant::now() - start).as_secs(), 60);
+    let tls_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00, 0xf0, 0x03, 0x03,
+    ];
+    for opening in [&b""[..], tls_hello] {
+        let mut c = Client::connect(server.addr).await;
+        c.wait = PATIENT;
+        c.send_raw(opening).await;
+        c.expect_prompt().await;
+        let start = Instant::now();
+        assert_eq!(
+            c.expect_closed().await,
+            ["Error: no nickname chosen within 1 min 0 sec; closing the connection."]
+        );
+        assert_eq!((Instant::now() - start).as_secs(), 60);
+    }
     server.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn flood_control_slows_a_sender_down_without_dropping_anything() {
+/// A server with the default flood control (20 lines a second, burst 50), alice, and `nick`,
+/// whose arrival alice has seen.
+async fn flood_controlled(nick: &str) -> (TestServer, Client, Client) {
     let server = TestServer::start(Config {
         rate_limit: Some(20.0),
         rate_burst: 50,
@@ -126,8 +136,14 @@ async fn flood_control_slows_a_sender_down_without_dropping_anything() {
     })
     .await;
     let mut alice = join(&server, "alice").await;
-    let mut paster = join(&server, "paster").await;
-    alice.expect("paster has joined the chat.").await;
+    let other = join(&server, nick).await;
+    alice.expect(&format!("{nick} has joined the chat.")).await;
+    (server, alice, other)
+}
+
+#[tokio::test(start_paused = true)]
+async fn flood_control_slows_a_sender_down_without_dropping_anything() {
+    let (server, mut alice, mut paster) = flood_controlled("paster").await;
 
     // The join used one token; 250 lines more arrive at once.
     let start = Instant::now();
@@ -271,16 +287,7 @@ async fn a_client_creates_at_most_its_rooms_per_minute() {
 /// everyone else's chat goes on as before.
 #[tokio::test(start_paused = true)]
 async fn expensive_commands_cost_several_lines_of_flood_control() {
-    let server = TestServer::start(Config {
-        rate_limit: Some(20.0),
-        rate_burst: 50,
-        idle_timeout: None,
-        ..Config::default()
-    })
-    .await;
-    let mut alice = join(&server, "alice").await;
-    let mut asker = join(&server, "asker").await;
-    alice.expect("asker has joined the chat.").await;
+    let (server, mut alice, mut asker) = flood_controlled("asker").await;
     let start = Instant::now();
     asker.send_raw("/metrics\n".repeat(10).as_bytes()).await;
     asker.send("/echo done").await;
