@@ -404,9 +404,8 @@ impl State {
         if r.members.is_empty() && room != LOBBY_ID {
             r.operators.push(id);
         }
-        r.formats_here[entry.member.format()] += 1;
-        r.members.push(entry.member.clone());
-        entry.rooms.push((room, r.members.len() - 1));
+        let index = r.add_member(entry.member.clone(), entry.member.format());
+        entry.rooms.push((room, index));
     }
 
     /// Takes `id` out of `room`'s member list, keeping the moved member's slot right.
@@ -421,10 +420,7 @@ impl State {
         let r = self.rooms.get_mut(&room).expect("room exists");
         r.operators.retain(|&op| op != id);
         r.voiced.retain(|&v| v != id);
-        r.formats_here[entry.member.format()] -= 1;
-        let list = &mut r.members;
-        list.swap_remove(slot);
-        if let Some(moved) = list.get(slot) {
+        if let Some(moved) = r.remove_member(slot) {
             let moved = moved.id;
             let entry = self.members.get_mut(&moved).expect("member");
             if let Some(r) = entry.rooms.iter_mut().find(|(r, _)| *r == room) {
@@ -990,13 +986,13 @@ impl Hub {
     pub fn set_format(&self, member: &Member, slot: usize) {
         assert!(slot < self.formats.len(), "format {slot}");
         let mut state = lock(&self.state);
-        let old = member.format();
         let State { members, rooms, .. } = &mut *state;
         if let Some(entry) = members.get(&member.id) {
-            for (room, _) in &entry.rooms {
-                let r = rooms.get_mut(room).expect("room exists");
-                r.formats_here[old] -= 1;
-                r.formats_here[slot] += 1;
+            for &(room, index) in &entry.rooms {
+                rooms
+                    .get_mut(&room)
+                    .expect("room exists")
+                    .change_slot(index, slot);
             }
         }
         member.set_format(slot);

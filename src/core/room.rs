@@ -83,13 +83,19 @@ pub struct Room {
     /// As first written by whoever created it.
     pub name: Arc<str>,
     /// The fan-out list: a chat line walks this vector and nothing else. Each member's index
-    /// here is kept in the hub's member record so leaving is a `swap_remove`.
+    /// here is kept in the hub's member record so leaving is a `swap_remove`. Changed only
+    /// through [`Room::add_member`] and [`Room::remove_member`], which keep `slots` in step.
     pub members: Vec<Arc<Member>>,
     pub topic: Option<Topic>,
     /// How many members of each format are here, so a room of one protocol (the usual case)
-    /// fans out with no per-member format lookup. Kept by the hub, under its lock, whenever a
-    /// member enters, leaves or changes format ([`crate::core::Hub::set_format`]).
-    pub formats_here: [u32; MAX_FORMATS],
+    /// fans out with no per-member format lookup. Kept with `slots` by [`Room::add_member`],
+    /// [`Room::remove_member`] and [`Room::change_slot`], which the hub calls under its lock
+    /// whenever a member enters, leaves or changes format ([`crate::core::Hub::set_format`]).
+    formats_here: [u32; MAX_FORMATS],
+    /// Each member's format slot, index for index with `members`: a room of several formats
+    /// fans out reading this dense array instead of loading each member's own (atomic) format
+    /// field.
+    slots: Vec<u8>,
     /// Members who may change the room's modes and, while it is topic-locked, its topic:
     /// whoever entered the room when it was empty (as IRC gives a new channel's creator `@`),
     /// and whoever an operator made one. The lobby has none, and a room whose operators all
@@ -127,6 +133,7 @@ impl Room {
             voiced: Vec::new(),
             modes: Modes::NEW,
             formats_here: [0; MAX_FORMATS],
+            slots: Vec::new(),
             created: SystemTime::now(),
             history: VecDeque::new(),
             history_bytes: 0,
@@ -176,22 +183,56 @@ impl Room {
             }
             return delivered;
         }
-        // Several formats: each rendering is fetched from the event once per fan-out, not once
-        // per recipient.
+        // Several formats: each present format's rendering is fetched once, up front (`None`
+        // for a format that does not show this event), and each member's slot comes from the
+        // dense `slots` array, so the loop is the one-format loop plus an indexed load.
         let mut rendered: [Option<&Bytes>; MAX_FORMATS] = [None; MAX_FORMATS];
-        let mut delivered = 0;
-        for member in &self.members {
-            let is_sender = Some(member.id) == sender;
-            if is_sender && !member.echo() {
-                continue;
+        for (slot, &n) in self.formats_here.iter().enumerate() {
+            if n > 0 {
+                rendered[slot] = Some(event.rendered(formats, slot)).filter(|b| !b.is_empty());
             }
-            let slot = member.format();
-            let bytes = *rendered[slot].get_or_insert_with(|| event.rendered(formats, slot));
-            if !bytes.is_empty() && member.push(bytes.clone()).is_ok() && !is_sender {
-                delivered += 1;
+        }
+        let mut delivered = 0;
+        for (member, &slot) in self.members.iter().zip(&self.slots) {
+            let Some(bytes) = rendered[usize::from(slot)] else {
+                continue;
+            };
+            if Some(member.id) == sender {
+                if member.echo() {
+                    let _ = member.push(bytes.clone());
+                }
+            } else {
+                delivered += usize::from(member.push(bytes.clone()).is_ok());
             }
         }
         delivered
+    }
+
+    /// Appends `member` (of format `slot`) to the fan-out list; returns its index there.
+    pub fn add_member(&mut self, member: Arc<Member>, slot: usize) -> usize {
+        self.formats_here[slot] += 1;
+        self.members.push(member);
+        self.slots.push(u8::try_from(slot).expect("format slot"));
+        self.members.len() - 1
+    }
+
+    /// Takes the member at `index` out of the fan-out list by `swap_remove`; returns the
+    /// member that moved into `index`, if any, whose index the caller must update.
+    pub fn remove_member(&mut self, index: usize) -> Option<&Arc<Member>> {
+        let slot = self.slots.swap_remove(index);
+        self.formats_here[usize::from(slot)] -= 1;
+        self.members.swap_remove(index);
+        self.members.get(index)
+    }
+
+    /// The member at `index` is rendered with format `slot` from now on.
+    pub fn change_slot(&mut self, index: usize, slot: usize) {
+        let old = std::mem::replace(
+            &mut self.slots[index],
+            u8::try_from(slot).expect("format slot"),
+        );
+        self.formats_here[usize::from(old)] -= 1;
+        self.formats_here[slot] += 1;
     }
 
     /// The one format every member here has, if they all have the same.

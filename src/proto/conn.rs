@@ -22,7 +22,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::context::Shared;
 use crate::core::member::{self, Member};
-use crate::core::outbox::queued_cost;
+use crate::core::outbox::ENTRY_OVERHEAD;
 use crate::core::stats::ClientStats;
 use crate::core::LeaveReason;
 use crate::net::gate::Pass;
@@ -36,6 +36,22 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Queue entries written per vectored write (a quarter of `IOV_MAX`, 1024 on Linux): enough
 /// that a backlog leaves in few syscalls, small enough for the slice array to sit on the stack.
 const MAX_IOV: usize = 256;
+
+/// Queue entries up to this long are copied into one buffer and sent with a plain `write`
+/// rather than handed to the kernel one `iovec` each. For lines of 70 to 110 bytes the kernel's
+/// cost of a `writev` is nearly all per segment, not per byte: on this machine's loopback 190
+/// such lines cost 16–20 µs as one `writev` and 7–10 µs copied (in user space, in cache) and
+/// written as one buffer. Longer entries (history, `/who` of a big room) are not worth copying.
+const COPY_MAX: usize = 2 * 1024;
+
+/// The most bytes copied for one `write`. The buffer is one per thread, not one per connection,
+/// so 10 000 idle clients hold none of it.
+const COPY_BUF: usize = 64 * 1024;
+
+thread_local! {
+    /// Where [`write_all`] gathers small entries; it is only used between two `.await`s.
+    static COPY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Queue slots a writer keeps between batches (32 bytes each). Swapped back and forth with the
 /// outbox, this bounds what an idle client's two queues hold after any burst.
@@ -506,8 +522,9 @@ async fn write_loop(
         tokio::task::yield_now().await;
         outbox.take_more(&mut batch);
         let n = batch.len();
-        let cost: usize = batch.iter().map(queued_cost).sum();
         let bytes: usize = batch.iter().map(Bytes::len).sum();
+        // What `queued_cost` charged each entry, without a second pass over the batch.
+        let cost = bytes + n * ENTRY_OVERHEAD;
         let deadline = shared.config.write_timeout;
         if let Err(e) = write_all(&socket, batch.make_contiguous(), deadline).await {
             if e.kind() == io::ErrorKind::TimedOut {
@@ -555,17 +572,7 @@ async fn write_all(
 ) -> io::Result<()> {
     let (mut first, mut offset) = (0, 0);
     while first < batch.len() {
-        // The slice array (4 KiB) lives only in this block: held across the `.await` below it
-        // would become part of every connection's writer future.
-        let attempt = {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let count = (batch.len() - first).min(MAX_IOV);
-            iov[0] = IoSlice::new(&batch[first][offset..]);
-            for (slot, msg) in iov[1..count].iter_mut().zip(&batch[first + 1..]) {
-                *slot = IoSlice::new(msg);
-            }
-            socket.try_write_vectored(&iov[..count])
-        };
+        let attempt = try_write_some(socket, &batch[first..], offset);
         let mut written = match attempt {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
@@ -600,6 +607,41 @@ async fn write_all(
         }
     }
     Ok(())
+}
+
+/// One write of what is left of `batch`, the first entry from `offset`: a run of small entries
+/// copied into one buffer and written with one `write`, or else one `writev` over the entries
+/// as they are.
+fn try_write_some(socket: &TcpStream, batch: &[Bytes], offset: usize) -> io::Result<usize> {
+    let head = &batch[0][offset..];
+    // Worth a copy when at least two small entries lead.
+    let next_small = batch.get(1).is_some_and(|msg| msg.len() <= COPY_MAX);
+    if head.len() <= COPY_MAX && next_small {
+        return COPY.with(|copy| {
+            let mut copy = copy.borrow_mut();
+            copy.clear();
+            copy.reserve(COPY_BUF);
+            copy.extend_from_slice(head);
+            for msg in &batch[1..] {
+                if msg.len() > COPY_MAX || copy.len() + msg.len() > COPY_BUF {
+                    break;
+                }
+                copy.extend_from_slice(msg);
+            }
+            // Still `writev` (of one slice), so `/proc/PID/io` counts these writes as it
+            // counts the others (`send`, what `try_write` makes, is not counted there).
+            socket.try_write_vectored(&[IoSlice::new(&copy)])
+        });
+    }
+    // The slice array (4 KiB) lives only in this function: held across the caller's `.await`
+    // it would become part of every connection's writer future.
+    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+    let count = batch.len().min(MAX_IOV);
+    iov[0] = IoSlice::new(head);
+    for (slot, msg) in iov[1..count].iter_mut().zip(&batch[1..]) {
+        *slot = IoSlice::new(msg);
+    }
+    socket.try_write_vectored(&iov[..count])
 }
 
 /// Sends FIN, then reads and discards until the peer closes too (or [`LINGER`] passes), so the

@@ -49,44 +49,68 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
     let Some(from) = &event.from else {
         return;
     };
-    let src = source(from);
-    let target = match &event.target {
-        Target::Room(room) => channel(room),
-        Target::Member(to) => to.nick.to_string(),
-        Target::Peers => String::new(),
+    // The source and the target in one string, built without the formatting machinery: this
+    // runs once per message and format, and a chat line to a big room is mostly this.
+    let room = event.room().map_or(0, |r| r.len() + 1);
+    let to = match &event.target {
+        Target::Member(to) => to.nick.len(),
+        _ => 0,
     };
+    let mut names =
+        String::with_capacity(from.nick.len() + from.user.len() + from.host.len() + 2 + room + to);
+    for part in [&*from.nick, "!", &from.user, "@", &from.host] {
+        names.push_str(part);
+    }
+    let source_end = names.len();
+    match &event.target {
+        Target::Room(room) => {
+            names.push('#');
+            names.push_str(room);
+        }
+        Target::Member(to) => names.push_str(&to.nick),
+        Target::Peers => {}
+    }
+    let (src, target) = names.split_at(source_end);
     let action;
     let quit;
     let modes;
-    let (command, params): (&str, Vec<&str>) = match &event.kind {
-        Kind::Message(text) => ("PRIVMSG", vec![&target, text]),
+    // MODE's parameters vary in number; every other command has at most two.
+    let mut mode_list: Vec<&str> = Vec::new();
+    let (command, params, n): (&str, [&str; 2], usize) = match &event.kind {
+        Kind::Message(text) => ("PRIVMSG", [target, text], 2),
         Kind::Action(text) => {
             action = format!("\u{1}ACTION {text}\u{1}");
-            ("PRIVMSG", vec![&target, &action])
+            ("PRIVMSG", [target, &action], 2)
         }
-        Kind::Notice(text) => ("NOTICE", vec![&target, text]),
-        Kind::Joined | Kind::Entered => ("JOIN", vec![&target]),
-        Kind::Parted(None) => ("PART", vec![&target]),
-        Kind::Parted(Some(why)) => ("PART", vec![&target, why]),
+        Kind::Notice(text) => ("NOTICE", [target, text], 2),
+        Kind::Joined | Kind::Entered => ("JOIN", [target, ""], 1),
+        Kind::Parted(None) => ("PART", [target, ""], 1),
+        Kind::Parted(Some(why)) => ("PART", [target, why], 2),
         Kind::Left(reason, message) => {
             quit = match (reason, message) {
                 (LeaveReason::Quit, Some(message)) => format!("Quit: {message}"),
                 (LeaveReason::Quit, None) => "Quit".to_owned(),
                 (reason, _) => reason.explanation().unwrap_or("Quit").to_owned(),
             };
-            ("QUIT", vec![&quit])
+            ("QUIT", [&quit, ""], 1)
         }
-        Kind::Nick(new) => ("NICK", vec![&new.nick]),
-        Kind::Topic(text) => ("TOPIC", vec![&target, text]),
+        Kind::Nick(new) => ("NICK", [&new.nick, ""], 1),
+        Kind::Topic(text) => ("TOPIC", [target, text], 2),
         Kind::Mode(changes) => {
             modes = mode_params(changes);
-            let mut params = vec![target.as_str()];
-            params.extend(modes.iter().map(String::as_str));
-            ("MODE", params)
+            mode_list = std::iter::once(target)
+                .chain(modes.iter().map(String::as_str))
+                .collect();
+            ("MODE", ["", ""], 0)
         }
-        Kind::Away(Some(message)) => ("AWAY", vec![message]),
-        Kind::Away(None) => ("AWAY", vec![]),
+        Kind::Away(Some(message)) => ("AWAY", [message, ""], 1),
+        Kind::Away(None) => ("AWAY", ["", ""], 0),
         Kind::Presence { .. } => return,
+    };
+    let params: &[&str] = if mode_list.is_empty() {
+        &params[..n]
+    } else {
+        &mode_list
     };
     let mut tags: Vec<Tag<'_>> = extra.to_vec();
     let (time, id);
@@ -107,9 +131,9 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
         Kind::Joined | Kind::Entered | Kind::Nick(_) | Kind::Parted(None) | Kind::Mode(_)
     );
     if text {
-        write_text(out, &tags, Some(&src), command, &params);
+        write_text(out, &tags, Some(src), command, params);
     } else {
-        write(out, &tags, Some(&src), command, &params);
+        write(out, &tags, Some(src), command, params);
     }
 }
 
