@@ -27,7 +27,7 @@ pub struct Config {
     /// New connections one source address may open at once before the rate applies.
     pub connect_burst: u32,
     /// Source addresses the per-address limits do not apply to.
-    pub ip_exempt: Vec<crate::net::gate::Cidr>,
+    pub ip_exempt: Vec<crate::net::cidr::Cidr>,
     /// Bound on the bytes waiting to be written to one client. A client whose queue would grow
     /// past it is disconnected as a slow consumer.
     pub queue_bytes: usize,
@@ -89,7 +89,7 @@ impl Default for Config {
             // at once (the burst is --max-per-ip), and a loop gets 2 a second: 7 200 an hour.
             connect_rate: Some(2.0),
             connect_burst: 16,
-            ip_exempt: crate::net::gate::default_exempt(),
+            ip_exempt: crate::net::cidr::default_exempt(),
             // 256 KiB is some 250 full-length lines or several thousand chat-sized ones: a burst
             // a reading client absorbs easily, while 10 000 stalled clients stay under 2.5 GiB.
             queue_bytes: 256 * 1024,

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::leave::LeaveReason;
-use super::room::Mode;
+use super::modes::Mode;
 
 /// Connection number, unique for the server's life; shown in logs.
 pub type MemberId = u64;

@@ -17,6 +17,7 @@ use super::event::{Event, Identity, Kind, MemberId, Render, Target};
 use super::leave::LeaveReason;
 use super::lock;
 use super::member::{queue_totals, Member};
+pub use super::modes::Standing;
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
 use super::partners::Recall;
 use super::room::{Mode, Modes, Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
@@ -89,13 +90,6 @@ pub enum PrivateError {
     /// reaches the new holder.
     #[error("{0} is not the {0} you were talking to")]
     Changed(String),
-}
-
-/// Someone's standing in a room (IRC's `@` and `+`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Standing {
-    pub op: bool,
-    pub voice: bool,
 }
 
 /// Someone here, as listings see them.

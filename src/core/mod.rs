@@ -9,6 +9,7 @@ pub mod event;
 pub mod hub;
 pub mod leave;
 pub mod member;
+pub mod modes;
 pub mod names;
 pub mod outbox;
 pub mod partners;

@@ -5,6 +5,7 @@
 //! `crate::proto::conn`, and a member reaches its transport's figures only through
 //! `crate::core::member::Probe`, so a TLS or WebSocket transport slots in there.
 
+pub mod cidr;
 pub mod gate;
 pub mod listen;
 pub mod sockopt;
