@@ -56,7 +56,9 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u
     }
     let farewell = (reason == LeaveReason::Shutdown)
         .then(|| Bytes::from_static(b"Server is shutting down.\n"));
-    conn.finish(reason, nick.as_deref(), farewell).await;
+    // Boxed, like registration: a task is allocated for its largest state, and every idle
+    // connection would otherwise carry room for the ending it has not reached.
+    Box::pin(conn.finish(reason, nick.as_deref(), farewell)).await;
 }
 
 struct Session {
@@ -76,7 +78,8 @@ impl Session {
     }
 
     async fn serve(&mut self) -> LeaveReason {
-        let nick = match self.register().await {
+        // Boxed: the prompt's state is needed once, not for the whole of an idle session.
+        let nick = match Box::pin(self.register()).await {
             Ok(nick) => nick,
             Err(reason) => return reason,
         };

@@ -2,18 +2,18 @@
 //! Event ids grow with every event the hub makes, and a member sees everything said in its room
 //! while it is there, so coming back, only history above that id is new to it.
 
-use std::collections::HashMap;
-
 use crate::core::names::room_name;
 
 /// Rooms remembered per connection; past this the one left longest ago is forgotten (and shows
 /// its full scrollback again, as on a first visit).
 const MAX_REMEMBERED: usize = 64;
 
+/// A short list, searched in full: at most [`MAX_REMEMBERED`] entries, and it lives in every
+/// netcat session, so an empty one must cost as little as possible.
 #[derive(Debug, Default)]
 pub struct Visits {
-    /// Room key → the id of the event that took the user out of it.
-    left_at: HashMap<String, u64>,
+    /// Room key and the id of the event that took the user out of it.
+    left_at: Vec<(String, u64)>,
 }
 
 impl Visits {
@@ -22,19 +22,27 @@ impl Visits {
         let Ok((_, key)) = room_name(room) else {
             return;
         };
-        if self.left_at.len() >= MAX_REMEMBERED && !self.left_at.contains_key(&key) {
-            let oldest = self.left_at.iter().min_by_key(|(_, &at)| at);
-            if let Some(oldest) = oldest.map(|(k, _)| k.clone()) {
-                self.left_at.remove(&oldest);
+        if let Some(entry) = self.left_at.iter_mut().find(|(k, _)| *k == key) {
+            entry.1 = id;
+            return;
+        }
+        if self.left_at.len() >= MAX_REMEMBERED {
+            // The one left longest ago: marks only grow.
+            let oldest = (0..self.left_at.len()).min_by_key(|&i| self.left_at[i].1);
+            if let Some(i) = oldest {
+                self.left_at.swap_remove(i);
             }
         }
-        self.left_at.insert(key, id);
+        self.left_at.push((key, id));
     }
 
     /// The mark left in `room`, if the user has been there before.
     pub fn mark(&self, room: &str) -> Option<u64> {
         let (_, key) = room_name(room).ok()?;
-        self.left_at.get(&key).copied()
+        self.left_at
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, id)| id)
     }
 }
 
