@@ -722,8 +722,10 @@ impl Hub {
                 self.part_locked(&mut state, id, old, None);
             }
         }
-        // The room may have been tidied away if it was empty and its name was typed again.
-        let room = state.room_or_create(name, id, self.settings.rooms_per_minute)?;
+        // Leaving may have tidied the room away (empty without history, or the idle room the
+        // bound pushed out). Making it again is part of this move, not a new creation: the
+        // limit was checked above, and failing now would leave the member in no room.
+        let room = state.room_or_create(name, id, 0)?;
         self.enter_locked(&mut state, id, room, Arrival::Entered, view)
     }
 
@@ -1267,6 +1269,53 @@ mod tests {
         let mut poll = std::pin::pin!(std::future::poll_fn(|cx| outbox.poll_take(&mut batch, cx)));
         let _ = matches!(poll.as_mut().poll(&mut cx), Poll::Ready(true));
         batch.into_iter().collect()
+    }
+
+    #[test]
+    fn nobody_can_flush_whom_a_member_wrote_to_and_then_take_the_name() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (alice, bob, mallory) = (member(&hub, 1, 0), member(&hub, 2, 0), member(&hub, 3, 0));
+        let msg = |from: MemberId, to: &str| hub.private(from, to, Kind::Message("hi".into()));
+        msg(alice.id, "m2").unwrap();
+        // Mallory writes to alice under more names than alice remembers partners.
+        for i in 0..2 * super::super::partners::MAX_PARTNERS {
+            hub.rename(mallory.id, &format!("x{i}")).unwrap();
+            msg(mallory.id, "m1").unwrap();
+        }
+        hub.leave(bob.id, LeaveReason::Quit, None);
+        hub.rename(mallory.id, "m2").unwrap();
+        assert!(
+            matches!(msg(alice.id, "m2"), Err(PrivateError::Changed(_))),
+            "the secret must not reach the name's new holder"
+        );
+    }
+
+    #[test]
+    fn a_move_never_leaves_a_member_in_no_room() {
+        let hub = Hub::new(
+            Settings {
+                rooms_per_minute: 1,
+                ..settings()
+            },
+            &ONE_FORMAT,
+        );
+        // MAX_IDLE_ROOMS emptied rooms with history, "t0" the one emptied longest ago.
+        for i in 0..MAX_IDLE_ROOMS as u64 {
+            let m = member(&hub, 100 + i, 0);
+            let room = format!("t{i}");
+            hub.enter(m.id, &room, Arrival::Entered, |_| {}).unwrap();
+            hub.say(m.id, Whither::Named(&room), Kind::Message("x".into()))
+                .unwrap();
+            hub.part(m.id, Whither::Named(&room), None).unwrap();
+        }
+        let u = member(&hub, 1, 0);
+        hub.move_to(u.id, "mine", |_| {}).unwrap();
+        hub.say(u.id, Whither::Current, Kind::Message("y".into()))
+            .unwrap();
+        // Leaving "mine" (kept for its history) pushes "t0" out of the idle bound; the move
+        // makes it again although the member's one creation this minute is used.
+        hub.move_to(u.id, "t0", |_| {}).unwrap();
+        assert_eq!(hub.rooms_of(u.id), [Arc::<str>::from("t0")]);
     }
 
     #[test]

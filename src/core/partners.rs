@@ -15,9 +15,15 @@ use super::event::MemberId;
 /// conversation, and a bound on what one member can make the server keep.
 pub const MAX_PARTNERS: usize = 64;
 
-/// Recent private partners: nickname key → the member id behind it at the last exchange.
+/// Recent private partners: nickname key → the member id behind it at the last exchange, in
+/// two lists. What a member sent is written only by its own sends, so nobody else can push a
+/// real conversation out of it; what it received holds one entry per sending connection,
+/// however often that connection renames, so flooding it takes as many connections as entries.
 #[derive(Debug, Default)]
-pub struct Partners(VecDeque<(String, MemberId)>);
+pub struct Partners {
+    sent: VecDeque<(String, MemberId)>,
+    received: VecDeque<(String, MemberId)>,
+}
 
 /// What a member's memory says about a private message to a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,28 +38,47 @@ impl Partners {
     /// Checks a message to `key`, now held by `id`, and remembers `id` behind it either way:
     /// after one refusal, sending again reaches the new holder.
     pub fn check(&mut self, key: &str, id: MemberId) -> Recall {
-        let before = self.note(key, id);
-        match before {
+        let sent = remember(&mut self.sent, key, id, false);
+        let received = self
+            .received
+            .iter()
+            .position(|(k, _)| k == key)
+            .and_then(|at| self.received.remove(at))
+            .map(|(_, known)| known);
+        match sent.or(received) {
             Some(known) if known != id => Recall::Changed,
             _ => Recall::Fine,
         }
     }
 
-    /// Remembers that `key` is `id` now, as the most recent partner; returns what was
-    /// remembered before.
-    pub fn note(&mut self, key: &str, id: MemberId) -> Option<MemberId> {
-        let before = self
-            .0
-            .iter()
-            .position(|(k, _)| k == key)
-            .and_then(|at| self.0.remove(at))
-            .map(|(_, known)| known);
-        if self.0.len() == MAX_PARTNERS {
-            self.0.pop_front();
-        }
-        self.0.push_back((key.to_owned(), id));
-        before
+    /// Remembers that `key`, held by `id`, wrote to this member.
+    pub fn note(&mut self, key: &str, id: MemberId) {
+        remember(&mut self.received, key, id, true);
     }
+}
+
+/// Makes `key` → `id` the most recent entry of `list` (dropping the least recent past
+/// [`MAX_PARTNERS`]), and, with `one_per_id`, any older entry for the same connection; returns
+/// what `key` was before.
+fn remember(
+    list: &mut VecDeque<(String, MemberId)>,
+    key: &str,
+    id: MemberId,
+    one_per_id: bool,
+) -> Option<MemberId> {
+    let before = list
+        .iter()
+        .position(|(k, _)| k == key)
+        .and_then(|at| list.remove(at))
+        .map(|(_, known)| known);
+    if one_per_id {
+        list.retain(|&(_, known)| known != id);
+    }
+    if list.len() == MAX_PARTNERS {
+        list.pop_front();
+    }
+    list.push_back((key.to_owned(), id));
+    before
 }
 
 #[cfg(test)]
@@ -73,13 +98,38 @@ mod tests {
     fn the_least_recent_partner_is_forgotten_first() {
         let mut p = Partners::default();
         for id in 0..MAX_PARTNERS as u64 {
-            p.note(&format!("n{id}"), id);
+            p.check(&format!("n{id}"), id);
         }
         // Talking to n0 again makes it the most recent, so n1 goes next.
-        p.note("n0", 0);
-        p.note("new", 999);
+        p.check("n0", 0);
+        p.check("new", 999);
         assert_eq!(p.check("n0", 5), Recall::Changed);
         assert_eq!(p.check("n1", 5), Recall::Fine);
-        assert!(p.0.len() <= MAX_PARTNERS);
+        assert!(p.sent.len() <= MAX_PARTNERS);
+    }
+
+    #[test]
+    fn others_writing_cannot_push_out_whom_a_member_wrote_to() {
+        let mut p = Partners::default();
+        p.check("bob", 2);
+        // Mallory writes under 200 names from one connection, then 200 connections write.
+        for i in 0..200 {
+            p.note(&format!("m{i}"), 3);
+        }
+        assert_eq!(p.received.len(), 1, "one entry per connection");
+        for i in 0..200 {
+            p.note(&format!("x{i}"), 100 + i);
+        }
+        assert!(p.received.len() <= MAX_PARTNERS);
+        // bob left; whoever holds the name now is not who alice wrote to.
+        assert_eq!(p.check("bob", 3), Recall::Changed);
+    }
+
+    #[test]
+    fn a_reply_is_checked_against_who_wrote() {
+        let mut p = Partners::default();
+        p.note("carol", 4);
+        assert_eq!(p.check("carol", 9), Recall::Changed);
+        assert_eq!(p.check("carol", 9), Recall::Fine);
     }
 }
