@@ -24,6 +24,12 @@ pub fn queued_cost(msg: &Bytes) -> usize {
     msg.len() + ENTRY_OVERHEAD
 }
 
+/// What [`queued_cost`] charged a batch of `n` entries holding `bytes` bytes in all, without
+/// a second pass over it.
+pub fn batch_cost(bytes: usize, n: usize) -> usize {
+    bytes + n * ENTRY_OVERHEAD
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,

@@ -39,12 +39,7 @@ impl Partners {
     /// after one refusal, sending again reaches the new holder.
     pub fn check(&mut self, key: &str, id: MemberId) -> Recall {
         let sent = remember(&mut self.sent, key, id, false);
-        let received = self
-            .received
-            .iter()
-            .position(|(k, _)| k == key)
-            .and_then(|at| self.received.remove(at))
-            .map(|(_, known)| known);
+        let received = take(&mut self.received, key);
         match sent.or(received) {
             Some(known) if known != id => Recall::Changed,
             _ => Recall::Fine,
@@ -57,6 +52,12 @@ impl Partners {
     }
 }
 
+/// Removes `key`'s entry from `list`, returning the connection it named.
+fn take(list: &mut VecDeque<(String, MemberId)>, key: &str) -> Option<MemberId> {
+    let at = list.iter().position(|(k, _)| k == key)?;
+    list.remove(at).map(|(_, known)| known)
+}
+
 /// Makes `key` → `id` the most recent entry of `list` (dropping the least recent past
 /// [`MAX_PARTNERS`]), and, with `one_per_id`, any older entry for the same connection; returns
 /// what `key` was before.
@@ -66,11 +67,7 @@ fn remember(
     id: MemberId,
     one_per_id: bool,
 ) -> Option<MemberId> {
-    let before = list
-        .iter()
-        .position(|(k, _)| k == key)
-        .and_then(|at| list.remove(at))
-        .map(|(_, known)| known);
+    let before = take(list, key);
     if one_per_id {
         list.retain(|&(_, known)| known != id);
     }

@@ -131,17 +131,11 @@ impl Room {
             if bytes.is_empty() {
                 return 0;
             }
-            let mut delivered = 0;
-            for member in &self.members {
-                if Some(member.id) == sender {
-                    if member.echo() {
-                        let _ = member.push(bytes.clone());
-                    }
-                } else {
-                    delivered += usize::from(member.push(bytes.clone()).is_ok());
-                }
-            }
-            return delivered;
+            return self
+                .members
+                .iter()
+                .map(|member| usize::from(push_to(member, bytes, sender)))
+                .sum();
         }
         // Several formats: each present format's rendering is fetched once, up front (`None`
         // for a format that does not show this event), and each member's slot comes from the
@@ -154,15 +148,8 @@ impl Room {
         }
         let mut delivered = 0;
         for (member, &slot) in self.members.iter().zip(&self.slots) {
-            let Some(bytes) = rendered[usize::from(slot)] else {
-                continue;
-            };
-            if Some(member.id) == sender {
-                if member.echo() {
-                    let _ = member.push(bytes.clone());
-                }
-            } else {
-                delivered += usize::from(member.push(bytes.clone()).is_ok());
+            if let Some(bytes) = rendered[usize::from(slot)] {
+                delivered += usize::from(push_to(member, bytes, sender));
             }
         }
         delivered
@@ -311,6 +298,20 @@ impl Room {
     /// Every kept event, oldest first.
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> + ExactSizeIterator {
         self.history.iter().map(|(e, _)| e)
+    }
+}
+
+/// Queues `bytes` for `member`, the sender only if it asked for its own messages back; true
+/// when it was queued for someone other than the sender (a delivery).
+#[inline]
+fn push_to(member: &Member, bytes: &Bytes, sender: Option<MemberId>) -> bool {
+    if Some(member.id) == sender {
+        if member.echo() {
+            let _ = member.push(bytes.clone());
+        }
+        false
+    } else {
+        member.push(bytes.clone()).is_ok()
     }
 }
 

@@ -35,8 +35,10 @@ impl<T> Snapshot<T> {
         }
     }
 
-    /// A new value from `build` while the rate allows, else the last one built. Callers
-    /// arriving while it is being built wait for it rather than building their own.
+    /// A new value from `build` while the rate allows, else the last one built. The lock is
+    /// held while building, so builds never overlap: a caller arriving meanwhile waits, then
+    /// builds again only if the allowance still has a token (at most `per_sec` builds a
+    /// second in all, however many ask).
     pub fn get(&self, build: impl FnOnce() -> T) -> Arc<T> {
         let mut state = lock(&self.state);
         let now = Instant::now();

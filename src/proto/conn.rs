@@ -22,7 +22,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::context::Shared;
 use crate::core::member::{self, Member};
-use crate::core::outbox::ENTRY_OVERHEAD;
+use crate::core::outbox::batch_cost;
 use crate::core::stats::ClientStats;
 use crate::core::LeaveReason;
 use crate::net::gate::Pass;
@@ -534,8 +534,7 @@ async fn write_loop(
         outbox.take_more(&mut batch);
         let n = batch.len();
         let bytes: usize = batch.iter().map(Bytes::len).sum();
-        // What `queued_cost` charged each entry, without a second pass over the batch.
-        let cost = bytes + n * ENTRY_OVERHEAD;
+        let cost = batch_cost(bytes, n);
         let deadline = shared.config.write_timeout;
         if let Err(e) = write_all(&socket, batch.make_contiguous(), deadline).await {
             if e.kind() == io::ErrorKind::TimedOut {
@@ -641,7 +640,7 @@ fn try_write_some(socket: &TcpStream, batch: &[Bytes], offset: usize) -> io::Res
             }
             // Still `writev` (of one slice), so `/proc/PID/io` counts these writes as it
             // counts the others (`send`, what `try_write` makes, is not counted there).
-            socket.try_write_vectored(&[IoSlice::new(&copy)])
+            socket.try_write(&copy)
         });
     }
     // The slice array (4 KiB) lives only in this function: held across the caller's `.await`
