@@ -21,6 +21,7 @@ use crate::context::Shared;
 use crate::core::hub::{Hub, Settings};
 use crate::net::gate::{Gate, Refusal};
 use crate::net::listen::{self, accept_loop, Scheme};
+use crate::net::stream::Stream;
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::transcript::Transcript;
 use crate::proto;
@@ -217,12 +218,10 @@ fn admit(
     let span = info_span!("conn", %peer, id, proto = scheme.name());
     let shared = shared.clone();
     match scheme {
-        Scheme::Line => {
-            sessions.spawn(proto::line::run(shared, stream, peer, id, pass).instrument(span))
-        }
-        Scheme::Irc => {
-            sessions.spawn(proto::irc::run(shared, stream, peer, id, pass).instrument(span))
-        }
+        Scheme::Line => sessions
+            .spawn(proto::line::run(shared, Stream::Tcp(stream), peer, id, pass).instrument(span)),
+        Scheme::Irc => sessions
+            .spawn(proto::irc::run(shared, Stream::Tcp(stream), peer, id, pass).instrument(span)),
     };
 }
 

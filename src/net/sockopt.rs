@@ -8,15 +8,11 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
-use tokio::net::TcpStream;
-
 use crate::config::Config;
-use crate::core::member::Probe;
 use crate::core::stats::TcpInfo;
 
 /// Keepalive probes the kernel sends before it gives up on a silent peer.
@@ -68,17 +64,6 @@ pub fn tune(socket: &impl AsFd, config: &Config) -> io::Result<()> {
         socket.set_tcp_user_timeout(Some(timeout))?;
     }
     Ok(())
-}
-
-/// A TCP connection as a member's [`Probe`]: its `TCP_INFO`. The `Arc` keeps the descriptor
-/// from being closed and reused while a sample is taken.
-#[derive(Debug)]
-pub struct TcpProbe(pub Arc<TcpStream>);
-
-impl Probe for TcpProbe {
-    fn tcp_info(&self) -> Option<TcpInfo> {
-        tcp_info(&*self.0)
-    }
 }
 
 /// `getsockopt(TCP_INFO)`. `None` where the platform has no `TCP_INFO` or the call fails, which

@@ -7,15 +7,13 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
@@ -26,32 +24,8 @@ use crate::core::outbox::batch_cost;
 use crate::core::stats::ClientStats;
 use crate::core::LeaveReason;
 use crate::net::gate::Pass;
-use crate::net::sockopt::TcpProbe;
+use crate::net::stream::{Stream, Transport};
 use crate::proto::codec::{Frame, LineDecoder};
-
-/// Bytes requested per read. Large enough that a fast sender's many lines arrive in few reads;
-/// the buffer is released whenever it empties, so idle connections do not keep it.
-const READ_CHUNK: usize = 8 * 1024;
-
-/// Queue entries written per vectored write (a quarter of `IOV_MAX`, 1024 on Linux): enough
-/// that a backlog leaves in few syscalls, small enough for the slice array to sit on the stack.
-const MAX_IOV: usize = 256;
-
-/// Queue entries up to this long are copied into one buffer and sent with a plain `write`
-/// rather than handed to the kernel one `iovec` each. For lines of 70 to 110 bytes the kernel's
-/// cost of a `writev` is nearly all per segment, not per byte: on this machine's loopback 190
-/// such lines cost 16–20 µs as one `writev` and 7–10 µs copied (in user space, in cache) and
-/// written as one buffer. Longer entries (history, `/who` of a big room) are not worth copying.
-const COPY_MAX: usize = 2 * 1024;
-
-/// The most bytes copied for one `write`. The buffer is one per thread, not one per connection,
-/// so 10 000 idle clients hold none of it.
-const COPY_BUF: usize = 64 * 1024;
-
-thread_local! {
-    /// Where [`write_all`] gathers small entries; it is only used between two `.await`s.
-    static COPY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// Queue slots a writer keeps between batches (32 bytes each). Swapped back and forth with the
 /// outbox, this bounds what an idle client's two queues hold after any burst.
@@ -67,7 +41,7 @@ const LINGER: Duration = Duration::from_secs(1);
 pub struct Conn {
     pub shared: Arc<Shared>,
     pub member: Arc<Member>,
-    pub socket: Arc<TcpStream>,
+    pub transport: Transport,
     pub reader: Reader,
     writer: JoinHandle<()>,
     /// The connection's slots (`--max-clients`, `--max-prompt`, `--max-per-ip`), given back in
@@ -89,7 +63,7 @@ impl Conn {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         shared: Arc<Shared>,
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         id: u64,
         kind: member::Kind,
@@ -100,13 +74,13 @@ impl Conn {
         tracing::info!("connected");
         shared.metrics.connections_open.fetch_add(1, Relaxed);
         // Latency matters more than segment count for chat; batching happens in the writer.
-        let _ = stream.set_nodelay(true);
-        if let Err(e) = crate::net::sockopt::tune(&stream, &shared.config) {
+        let _ = stream.tcp().set_nodelay(true);
+        if let Err(e) = crate::net::sockopt::tune(stream.tcp(), &shared.config) {
             tracing::warn!(error = %e, "cannot set keepalive/user timeout; dead peers are found late");
         }
-        let socket = Arc::new(stream);
+        let transport = Transport::from(stream);
         let stats = ClientStats::new(Instant::now());
-        let probe = Box::new(TcpProbe(socket.clone()));
+        let probe = Box::new(transport.clone());
         let member = Member::new(
             id,
             peer,
@@ -122,14 +96,20 @@ impl Conn {
         let writer = tokio::spawn(write_loop(
             shared.clone(),
             member.clone(),
-            socket.clone(),
+            transport.clone(),
             drained.clone(),
         ));
         Conn {
-            reader: Reader::new(&shared, member.clone(), socket.clone(), drained, max_line),
+            reader: Reader::new(
+                &shared,
+                member.clone(),
+                transport.clone(),
+                drained,
+                max_line,
+            ),
             shared,
             member,
-            socket,
+            transport,
             writer,
             pass,
         }
@@ -168,7 +148,7 @@ impl Conn {
                 self.writer.abort();
                 let _ = (&mut self.writer).await;
                 if let Some(farewell) = farewell {
-                    let _ = self.socket.try_write(&farewell);
+                    self.transport.try_send(&farewell);
                 }
                 false
             }
@@ -210,7 +190,7 @@ impl Conn {
         // socket lingers for at most LINGER.
         self.pass.release();
         if flushed && reason != LeaveReason::Closed {
-            linger_close(&self.socket).await;
+            self.transport.close(LINGER).await;
         }
     }
 }
@@ -232,7 +212,7 @@ pub enum Input {
 pub struct Reader {
     shared: Arc<Shared>,
     client: Arc<Member>,
-    socket: Arc<TcpStream>,
+    transport: Transport,
     buf: BytesMut,
     decoder: LineDecoder,
     eof: bool,
@@ -250,7 +230,7 @@ impl Reader {
     fn new(
         shared: &Arc<Shared>,
         client: Arc<Member>,
-        socket: Arc<TcpStream>,
+        transport: Transport,
         drained: Arc<Notify>,
         max_line: usize,
     ) -> Self {
@@ -259,7 +239,7 @@ impl Reader {
         Reader {
             shared: shared.clone(),
             client,
-            socket,
+            transport,
             buf: BytesMut::new(),
             decoder: LineDecoder::new(max_line),
             eof: false,
@@ -325,7 +305,7 @@ impl Reader {
                 .into_iter()
                 .flatten()
                 .fold(self.next_rtt_sample, Instant::min);
-            let socket = self.socket.clone();
+            let transport = self.transport.clone();
             tokio::select! {
                 biased;
                 _ = self.shared.shutdown.cancelled() => return Input::End(LeaveReason::Shutdown),
@@ -348,7 +328,7 @@ impl Reader {
                     self.shared.metrics.sample_tcp(&self.client);
                     self.next_rtt_sample = Instant::now() + self.shared.config.rtt_sample_interval;
                 }
-                read = read_some(&socket, &mut self.buf), if throttled_until.is_none() => match read {
+                read = transport.read_some(&mut self.buf), if throttled_until.is_none() => match read {
                     Ok(0) => self.eof = true,
                     Ok(n) => {
                         let second = self.shared.metrics.clock.second();
@@ -433,25 +413,6 @@ impl Reader {
     }
 }
 
-/// One read of whatever the socket has, appended to `buf`.
-async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        socket.readable().await?;
-        buf.reserve(READ_CHUNK);
-        match socket.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Readiness was stale (it is cleared only by a read that would block): give the
-                // empty buffer back before waiting, or every idle connection would hold one.
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
-                continue;
-            }
-            result => return result,
-        }
-    }
-}
-
 fn leave_reason_for(e: &io::Error) -> LeaveReason {
     match e.kind() {
         io::ErrorKind::ConnectionReset
@@ -519,7 +480,7 @@ fn own_backlog_threshold(config: &crate::config::Config) -> usize {
 async fn write_loop(
     shared: Arc<Shared>,
     client: Arc<Member>,
-    socket: Arc<TcpStream>,
+    transport: Transport,
     drained: Arc<Notify>,
 ) {
     let mut batch = VecDeque::new();
@@ -536,7 +497,10 @@ async fn write_loop(
         let bytes: usize = batch.iter().map(Bytes::len).sum();
         let cost = batch_cost(bytes, n);
         let deadline = shared.config.write_timeout;
-        if let Err(e) = write_all(&socket, batch.make_contiguous(), deadline).await {
+        if let Err(e) = transport
+            .write_batch(batch.make_contiguous(), deadline)
+            .await
+        {
             if e.kind() == io::ErrorKind::TimedOut {
                 tracing::info!(
                     id = client.id,
@@ -568,132 +532,4 @@ async fn write_loop(
         }
     }
     outbox.finish(&client.stats.queued);
-}
-
-/// Writes every byte of `batch`, as few syscalls as the kernel allows. Fails with `TimedOut`
-/// when the socket accepts nothing for `deadline`: a peer that vanished without a FIN leaves a
-/// full send buffer that never drains, and this bounds how long its queue is kept. (The
-/// kernel's `TCP_USER_TIMEOUT` usually fires first; this also covers a peer whose kernel is
-/// alive but whose window stays shut.)
-async fn write_all(
-    socket: &TcpStream,
-    batch: &[Bytes],
-    deadline: Option<Duration>,
-) -> io::Result<()> {
-    let (mut first, mut offset) = (0, 0);
-    while first < batch.len() {
-        let attempt = try_write_some(socket, &batch[first..], offset);
-        let mut written = match attempt {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            // Writing is tried first and waited for only when the socket is full: a deadline
-            // per write would cost a clock read and a timer for the rare case.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match deadline {
-                    Some(deadline) => tokio::time::timeout(deadline, socket.writable())
-                        .await
-                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
-                    None => socket.writable().await?,
-                }
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        while written > 0 {
-            let left = batch[first].len() - offset;
-            if written >= left {
-                written -= left;
-                first += 1;
-                offset = 0;
-            } else {
-                offset += written;
-                written = 0;
-            }
-        }
-        // Skip empty entries so the loop ends even when the last ones carry no bytes.
-        while first < batch.len() && batch[first].len() == offset {
-            first += 1;
-            offset = 0;
-        }
-    }
-    Ok(())
-}
-
-/// One write of what is left of `batch`, the first entry from `offset`: a run of small entries
-/// copied into one buffer and written with one `write`, or else one `writev` over the entries
-/// as they are.
-fn try_write_some(socket: &TcpStream, batch: &[Bytes], offset: usize) -> io::Result<usize> {
-    let head = &batch[0][offset..];
-    // Worth a copy when at least two small entries lead.
-    let next_small = batch.get(1).is_some_and(|msg| msg.len() <= COPY_MAX);
-    if head.len() <= COPY_MAX && next_small {
-        return COPY.with(|copy| {
-            let mut copy = copy.borrow_mut();
-            copy.clear();
-            copy.reserve(COPY_BUF);
-            copy.extend_from_slice(head);
-            for msg in &batch[1..] {
-                if msg.len() > COPY_MAX || copy.len() + msg.len() > COPY_BUF {
-                    break;
-                }
-                copy.extend_from_slice(msg);
-            }
-            // Still `writev` (of one slice), so `/proc/PID/io` counts these writes as it
-            // counts the others (`send`, what `try_write` makes, is not counted there).
-            socket.try_write(&copy)
-        });
-    }
-    // The slice array (4 KiB) lives only in this function: held across the caller's `.await`
-    // it would become part of every connection's writer future.
-    let mut iov = [IoSlice::new(&[]); MAX_IOV];
-    let count = batch.len().min(MAX_IOV);
-    iov[0] = IoSlice::new(head);
-    for (slot, msg) in iov[1..count].iter_mut().zip(&batch[1..]) {
-        *slot = IoSlice::new(msg);
-    }
-    socket.try_write_vectored(&iov[..count])
-}
-
-/// Sends FIN, then reads and discards until the peer closes too (or [`LINGER`] passes), so the
-/// kernel does not answer leftover input with a reset that would destroy our last lines in the
-/// peer's receive buffer.
-async fn linger_close(socket: &TcpStream) {
-    // SAFETY: shutdown on a descriptor we own (through the Arc) has no memory effects.
-    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) };
-    let drain = async {
-        let mut scratch = BytesMut::new();
-        loop {
-            scratch.clear();
-            match read_some(socket, &mut scratch).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Readiness stays set until a read would block, so the wait after a consumed line starts
-    /// with a read that finds nothing; the buffer reserved for it must not be kept while idle.
-    #[tokio::test]
-    async fn an_idle_reader_holds_no_buffer() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut client, b"alice\n")
-            .await
-            .unwrap();
-        let mut buf = BytesMut::new();
-        assert_eq!(read_some(&server, &mut buf).await.unwrap(), 6);
-        buf.clear(); // the session consumed the line
-        let idle = tokio::time::timeout(Duration::from_millis(50), read_some(&server, &mut buf));
-        assert!(idle.await.is_err(), "nothing more to read");
-        assert_eq!(buf.capacity(), 0, "the idle wait kept a read buffer");
-    }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use time::macros::format_description;
 use time::OffsetDateTime;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::message::{self, write, Message, ParseError, Tag, MAX_BODY_LEN};
@@ -25,6 +24,7 @@ use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MA
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
 use crate::net::gate::Pass;
+use crate::net::stream::Stream;
 use crate::proto::codec::{disguise, strip_disguise, Frame};
 use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::{cmd, words};
@@ -65,10 +65,10 @@ const CAPS: &[&str] = &[
 ];
 
 /// Serves one accepted IRC connection until it ends.
-pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64, pass: Pass) {
+pub async fn run(shared: Arc<Shared>, stream: Stream, peer: SocketAddr, id: u64, pass: Pass) {
     let kind = member::Kind {
         protocol: "irc",
-        tls: false,
+        tls: stream.tls(),
     };
     let conn = Conn::start(
         shared.clone(),

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::cmd::{self, format_duration, Command, Ctx, Flow};
@@ -19,6 +18,7 @@ use crate::core::member;
 use crate::core::room::LOBBY;
 use crate::core::{Kind, LeaveReason};
 use crate::net::gate::Pass;
+use crate::net::stream::Stream;
 use crate::proto::codec::{check_text, foreign_protocol, Frame, LineError};
 use crate::proto::conn::{Conn, Input};
 
@@ -29,10 +29,10 @@ pub const PASSWORD_PROMPT: &str = "This server is private. Password: ";
 
 /// Serves one accepted connection until it ends. `pass` holds its slots under the connection
 /// limits until then.
-pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64, pass: Pass) {
+pub async fn run(shared: Arc<Shared>, stream: Stream, peer: SocketAddr, id: u64, pass: Pass) {
     let kind = member::Kind {
         protocol: "line",
-        tls: false,
+        tls: stream.tls(),
     };
     let conn = Conn::start(
         shared.clone(),
