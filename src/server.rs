@@ -217,11 +217,20 @@ fn admit(
     let id = next_id.fetch_add(1, Relaxed);
     let span = info_span!("conn", %peer, id, proto = scheme.name());
     let shared = shared.clone();
+    let stream = Stream::Tcp(stream);
+    // Entered while the session is made, too: making it starts the connection, which logs.
+    let entered = span.enter();
     match scheme {
-        Scheme::Line => sessions
-            .spawn(proto::line::run(shared, Stream::Tcp(stream), peer, id, pass).instrument(span)),
-        Scheme::Irc => sessions
-            .spawn(proto::irc::run(shared, Stream::Tcp(stream), peer, id, pass).instrument(span)),
+        Scheme::Line => {
+            let session = proto::line::run(shared, stream, peer, id, pass);
+            drop(entered);
+            sessions.spawn(session.instrument(span))
+        }
+        Scheme::Irc => {
+            let session = proto::irc::run(shared, stream, peer, id, pass);
+            drop(entered);
+            sessions.spawn(session.instrument(span))
+        }
     };
 }
 

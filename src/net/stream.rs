@@ -85,19 +85,24 @@ impl Stream {
     }
 }
 
-/// A connection's transport, shared by its reader, its writer and its member's probe.
+/// A connection's transport, shared by its reader, its writer and its member's probe. One
+/// pointer, as the `Arc<TcpStream>` it replaced was: it is held in every idle connection's
+/// two tasks.
 #[derive(Debug, Clone)]
-pub enum Transport {
-    Tcp(Arc<TcpStream>),
-    Layered(Arc<Mutex<Box<dyn Layered>>>),
+pub struct Transport(Arc<Io>);
+
+#[derive(Debug)]
+enum Io {
+    Tcp(TcpStream),
+    Layered(Mutex<Box<dyn Layered>>),
 }
 
 impl From<Stream> for Transport {
     fn from(stream: Stream) -> Transport {
-        match stream {
-            Stream::Tcp(tcp) => Transport::Tcp(Arc::new(tcp)),
-            Stream::Layered(layered) => Transport::Layered(Arc::new(Mutex::new(layered))),
-        }
+        Transport(Arc::new(match stream {
+            Stream::Tcp(tcp) => Io::Tcp(tcp),
+            Stream::Layered(layered) => Io::Layered(Mutex::new(layered)),
+        }))
     }
 }
 
@@ -110,11 +115,17 @@ fn locked(layered: &Mutex<Box<dyn Layered>>) -> MutexGuard<'_, Box<dyn Layered>>
 impl Transport {
     /// One read of whatever has arrived, appended to `buf`; `Ok(0)` at end of stream. While it
     /// waits, `buf` holds no allocation unless it already held data.
+    ///
+    /// The TCP paths of this and [`Transport::write_batch`] are written out here rather than
+    /// called, and the layered ones kept small (a `poll_fn`) or boxed: a task is allocated for
+    /// its largest state in steps of 128 bytes (tokio aligns them to cache lines), every idle
+    /// connection has two (its session waits in this read, its writer in the write), and a
+    /// nested future would hold its own copy of the arguments.
     pub async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(socket) => read_tcp(socket, buf).await,
-            Transport::Layered(layered) => {
-                poll_fn(|cx| {
+        let socket = match &*self.0 {
+            Io::Tcp(socket) => socket,
+            Io::Layered(layered) => {
+                return poll_fn(|cx| {
                     buf.reserve(READ_CHUNK);
                     let mut stream = locked(layered);
                     let read = tokio_util::io::poll_read_buf(Pin::new(&mut **stream), cx, buf);
@@ -124,7 +135,23 @@ impl Transport {
                     }
                     read
                 })
-                .await
+                .await;
+            }
+        };
+        loop {
+            socket.readable().await?;
+            buf.reserve(READ_CHUNK);
+            match socket.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was stale (it is cleared only by a read that would block):
+                    // give the empty buffer back before waiting, or every idle connection
+                    // would hold one.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    continue;
+                }
+                result => return result,
             }
         }
     }
@@ -135,43 +162,41 @@ impl Transport {
     /// queue is kept. (The kernel's `TCP_USER_TIMEOUT` usually fires first; this also covers a
     /// peer whose kernel is alive but whose window stays shut.)
     pub async fn write_batch(&self, batch: &[Bytes], deadline: Option<Duration>) -> io::Result<()> {
-        match self {
-            Transport::Tcp(socket) => write_tcp(socket, batch, deadline).await,
-            Transport::Layered(layered) => {
-                let mut progress = Progress::default();
-                let write = poll_fn(|cx| {
-                    let mut stream = locked(layered);
-                    while !progress.done(batch) {
-                        let written = std::task::ready!(write_some(
-                            &mut Polled(cx, &mut **stream),
-                            batch,
-                            &progress
-                        ))?;
-                        if written == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                        }
-                        progress.advance(batch, written);
+        let socket = match &*self.0 {
+            Io::Tcp(socket) => socket,
+            Io::Layered(layered) => return Box::pin(write_layered(layered, batch, deadline)).await,
+        };
+        let mut progress = Progress::default();
+        while !progress.done(batch) {
+            let written = match write_some(&mut Try(socket), batch, &progress) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                // Writing is tried first and waited for only when the socket is full: a
+                // deadline per write would cost a clock read and a timer for the rare case.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match deadline {
+                        Some(deadline) => tokio::time::timeout(deadline, socket.writable())
+                            .await
+                            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+                        None => socket.writable().await?,
                     }
-                    Pin::new(&mut **stream).poll_flush(cx)
-                });
-                match deadline {
-                    Some(deadline) => tokio::time::timeout(deadline, write)
-                        .await
-                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
-                    None => write.await,
+                    continue;
                 }
-            }
+                Err(e) => return Err(e),
+            };
+            progress.advance(batch, written);
         }
+        Ok(())
     }
 
     /// One write of `bytes` that never waits: for the farewell to a connection whose queue was
     /// dropped. What does not fit is lost, which is the point.
     pub fn try_send(&self, bytes: &[u8]) {
-        match self {
-            Transport::Tcp(socket) => {
+        match &*self.0 {
+            Io::Tcp(socket) => {
                 let _ = socket.try_write(bytes);
             }
-            Transport::Layered(layered) => {
+            Io::Layered(layered) => {
                 let mut cx = Context::from_waker(Waker::noop());
                 let mut stream = locked(layered);
                 let mut stream = Pin::new(&mut **stream);
@@ -187,13 +212,13 @@ impl Transport {
     /// leftover input with a reset that would destroy our last lines in the peer's receive
     /// buffer.
     pub async fn close(&self, linger: Duration) {
-        match self {
-            Transport::Tcp(socket) => {
+        match &*self.0 {
+            Io::Tcp(socket) => {
                 // SAFETY: shutdown on a descriptor we own (through the Arc) has no memory
                 // effects.
                 unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) };
             }
-            Transport::Layered(layered) => {
+            Io::Layered(layered) => {
                 let shutdown = poll_fn(|cx| Pin::new(&mut **locked(layered)).poll_shutdown(cx));
                 if tokio::time::timeout(linger, shutdown).await.is_err() {
                     return;
@@ -218,58 +243,37 @@ impl Transport {
 /// being closed and reused while a sample is taken.
 impl Probe for Transport {
     fn tcp_info(&self) -> Option<TcpInfo> {
-        match self {
-            Transport::Tcp(socket) => super::sockopt::tcp_info(&**socket),
-            Transport::Layered(layered) => super::sockopt::tcp_info(locked(layered).tcp()),
+        match &*self.0 {
+            Io::Tcp(socket) => super::sockopt::tcp_info(socket),
+            Io::Layered(layered) => super::sockopt::tcp_info(locked(layered).tcp()),
         }
     }
 }
 
-/// One read of whatever the socket has, appended to `buf`.
-async fn read_tcp(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        socket.readable().await?;
-        buf.reserve(READ_CHUNK);
-        match socket.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Readiness was stale (it is cleared only by a read that would block): give the
-                // empty buffer back before waiting, or every idle connection would hold one.
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
-                continue;
-            }
-            result => return result,
-        }
-    }
-}
-
-async fn write_tcp(
-    socket: &TcpStream,
+async fn write_layered(
+    layered: &Mutex<Box<dyn Layered>>,
     batch: &[Bytes],
     deadline: Option<Duration>,
 ) -> io::Result<()> {
     let mut progress = Progress::default();
-    while !progress.done(batch) {
-        let written = match write_some(&mut Try(socket), batch, &progress) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            // Writing is tried first and waited for only when the socket is full: a deadline
-            // per write would cost a clock read and a timer for the rare case.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match deadline {
-                    Some(deadline) => tokio::time::timeout(deadline, socket.writable())
-                        .await
-                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
-                    None => socket.writable().await?,
-                }
-                continue;
+    let write = poll_fn(|cx| {
+        let mut stream = locked(layered);
+        while !progress.done(batch) {
+            let written =
+                std::task::ready!(write_some(&mut Polled(cx, &mut **stream), batch, &progress))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            Err(e) => return Err(e),
-        };
-        progress.advance(batch, written);
+            progress.advance(batch, written);
+        }
+        Pin::new(&mut **stream).poll_flush(cx)
+    });
+    match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, write)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
+        None => write.await,
     }
-    Ok(())
 }
 
 /// How much of a batch has been written: whole entries, then bytes of the next one.

@@ -493,9 +493,6 @@ async fn write_loop(
         // costs one extra poll.
         tokio::task::yield_now().await;
         outbox.take_more(&mut batch);
-        let n = batch.len();
-        let bytes: usize = batch.iter().map(Bytes::len).sum();
-        let cost = batch_cost(bytes, n);
         let deadline = shared.config.write_timeout;
         if let Err(e) = transport
             .write_batch(batch.make_contiguous(), deadline)
@@ -513,8 +510,12 @@ async fn write_loop(
             client.kick(leave_reason_for(&e));
             break;
         }
+        // Counted after the write, not before: nothing but the batch is then held across the
+        // `.await`, which keeps every idle connection's writer task a size step smaller.
+        let n = batch.len();
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
         let before = client.stats.queued.load(Relaxed);
-        outbox.written(cost, &client.stats.queued);
+        outbox.written(batch_cost(bytes, n), &client.stats.queued);
         // Only a reader paused on its own backlog waits for this (see wait_for_own_backlog),
         // and it pauses only above the threshold: below it, skip the Notify's lock.
         if before > pause_above {

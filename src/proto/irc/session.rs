@@ -4,6 +4,7 @@
 //! [`super::render`]; what is said here goes to the hub, which renders it for every protocol.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -65,7 +66,13 @@ const CAPS: &[&str] = &[
 ];
 
 /// Serves one accepted IRC connection until it ends.
-pub async fn run(shared: Arc<Shared>, stream: Stream, peer: SocketAddr, id: u64, pass: Pass) {
+pub fn run(
+    shared: Arc<Shared>,
+    stream: Stream,
+    peer: SocketAddr,
+    id: u64,
+    pass: Pass,
+) -> impl Future<Output = ()> {
     let kind = member::Kind {
         protocol: "irc",
         tls: stream.tls(),
@@ -92,25 +99,29 @@ pub async fn run(shared: Arc<Shared>, stream: Stream, peer: SocketAddr, id: u64,
         next_batch: 0,
         password: None,
     };
-    let reason = session.serve().await;
-    let registered = session.nick.clone();
-    if registered.is_some() {
-        shared
-            .hub
-            .leave(id, reason, session.quit_message.as_deref());
+    // The stream went into the connection before the future was made, so the session's
+    // state (kept while the connection lives) never holds it.
+    async move {
+        let reason = session.serve().await;
+        let registered = session.nick.clone();
+        if registered.is_some() {
+            shared
+                .hub
+                .leave(id, reason, session.quit_message.as_deref());
+        }
+        let why = match (reason, &session.quit_message) {
+            (LeaveReason::Quit, Some(m)) => format!("Quit: {m}"),
+            (LeaveReason::Quit, None) => "Quit".to_owned(),
+            (LeaveReason::SlowConsumer, _) => "SendQ exceeded".to_owned(),
+            (LeaveReason::IdleTimeout, _) => "Ping timeout".to_owned(),
+            (reason, _) => reason.explanation().unwrap_or("Quit").to_owned(),
+        };
+        let host = peer.ip().to_canonical().to_string();
+        let farewell = format!("ERROR :Closing link: ({host}) [{why}]\r\n");
+        let Session { conn, .. } = session;
+        conn.finish(reason, registered.as_deref(), Some(Bytes::from(farewell)))
+            .await;
     }
-    let why = match (reason, &session.quit_message) {
-        (LeaveReason::Quit, Some(m)) => format!("Quit: {m}"),
-        (LeaveReason::Quit, None) => "Quit".to_owned(),
-        (LeaveReason::SlowConsumer, _) => "SendQ exceeded".to_owned(),
-        (LeaveReason::IdleTimeout, _) => "Ping timeout".to_owned(),
-        (reason, _) => reason.explanation().unwrap_or("Quit").to_owned(),
-    };
-    let host = peer.ip().to_canonical().to_string();
-    let farewell = format!("ERROR :Closing link: ({host}) [{why}]\r\n");
-    let Session { conn, .. } = session;
-    conn.finish(reason, registered.as_deref(), Some(Bytes::from(farewell)))
-        .await;
 }
 
 struct Session {

@@ -1,6 +1,7 @@
 //! One netcat connection, from the nickname prompt to the close: frames lines, runs commands
 //! and hands chat lines to the hub. The reading and writing machinery is [`crate::proto::conn`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -29,7 +30,13 @@ pub const PASSWORD_PROMPT: &str = "This server is private. Password: ";
 
 /// Serves one accepted connection until it ends. `pass` holds its slots under the connection
 /// limits until then.
-pub async fn run(shared: Arc<Shared>, stream: Stream, peer: SocketAddr, id: u64, pass: Pass) {
+pub fn run(
+    shared: Arc<Shared>,
+    stream: Stream,
+    peer: SocketAddr,
+    id: u64,
+    pass: Pass,
+) -> impl Future<Output = ()> {
     let kind = member::Kind {
         protocol: "line",
         tls: stream.tls(),
@@ -49,16 +56,20 @@ pub async fn run(shared: Arc<Shared>, stream: Stream, peer: SocketAddr, id: u64,
         nick: None,
         visits: Visits::default(),
     };
-    let reason = session.serve().await;
-    let Session { conn, nick, .. } = session;
-    if nick.is_some() {
-        shared.hub.leave(id, reason, None);
+    // The stream went into the connection before the future was made, so the session's
+    // state (kept while the connection lives) never holds it.
+    async move {
+        let reason = session.serve().await;
+        let Session { conn, nick, .. } = session;
+        if nick.is_some() {
+            shared.hub.leave(id, reason, None);
+        }
+        let farewell = (reason == LeaveReason::Shutdown)
+            .then(|| Bytes::from_static(b"Server is shutting down.\n"));
+        // Boxed, like registration: a task is allocated for its largest state, and every idle
+        // connection would otherwise carry room for the ending it has not reached.
+        Box::pin(conn.finish(reason, nick.as_deref(), farewell)).await;
     }
-    let farewell = (reason == LeaveReason::Shutdown)
-        .then(|| Bytes::from_static(b"Server is shutting down.\n"));
-    // Boxed, like registration: a task is allocated for its largest state, and every idle
-    // connection would otherwise carry room for the ending it has not reached.
-    Box::pin(conn.finish(reason, nick.as_deref(), farewell)).await;
 }
 
 struct Session {
