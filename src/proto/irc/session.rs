@@ -385,7 +385,6 @@ impl Session {
             "NETWORK=linechat".to_owned(),
             format!("NICKLEN={MAX_NICK}"),
             "PREFIX=(ov)@+".to_owned(),
-            "STATUSMSG=@".to_owned(),
             format!(
                 "TARGMAX=JOIN:{MAX_TARGETS},PART:{MAX_TARGETS},NAMES:{MAX_TARGETS},PRIVMSG:4,\
                  NOTICE:4,WHOIS:1"
