@@ -66,6 +66,14 @@ pub struct Config {
     pub history_bytes: usize,
     /// Rooms one client may create per minute; 0 = no limit.
     pub rooms_per_minute: u32,
+    /// Where rooms, topics and history are kept across restarts; `None` = memory only.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// When what the store wrote is forced to the disk (see [`Fsync`]).
+    pub fsync: Fsync,
+    /// Messages older than this are let go of (from the store and, at restart, memory).
+    pub history_max_age: Option<Duration>,
+    /// The most bytes all rooms' stored messages may take on disk; past it the oldest go.
+    pub store_bytes: u64,
     /// The name IRC replies carry as their source.
     pub server_name: String,
     /// When set, a private server: IRC clients must send it with `PASS`, netcat users are
@@ -113,11 +121,28 @@ impl Default for Config {
             history_retain: 1000,
             history_bytes: 64 << 20,
             rooms_per_minute: 10,
+            data_dir: None,
+            // Redis's `appendfsync everysec`: a power loss costs at most a second of chat.
+            fsync: Fsync::Every(Duration::from_secs(1)),
+            history_max_age: None,
+            // Some ten million chat-sized messages.
+            store_bytes: 1 << 30,
             server_name: "linechat.local".to_owned(),
             server_password: None,
             opers: Vec::new(),
         }
     }
+}
+
+/// When the store's writes are forced to the disk. Either way a message is in the operating
+/// system's hands before it is delivered, so a crash of the process loses nothing delivered;
+/// this decides what a power loss or a kernel crash can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// `fsync` before delivery, once per group of messages written together.
+    Always,
+    /// `fsync` this often: a power loss loses at most this much.
+    Every(Duration),
 }
 
 impl Config {

@@ -67,4 +67,8 @@ impl crate::ops::prom::Source for Shared {
     fn shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }
+
+    fn store(&self) -> Option<crate::core::store::StoreStats> {
+        self.hub.store().map(|s| s.stats())
+    }
 }

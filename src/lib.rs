@@ -13,6 +13,8 @@
 //!
 //! - [`core`]: the protocol-neutral hub. Members (a bounded outbox, no socket), rooms, events
 //!   and their per-format rendering cache, nickname and room rules, typed errors. No I/O.
+//! - [`store`]: the embedded store (`--data-dir`): rooms, topics and history in a log of
+//!   segment files, behind the hub's [`core::store::Store`] interface.
 //! - [`net`]: listeners (`--listen URL`), the accept loop, socket options.
 //! - [`ops`]: server-wide metrics, the Prometheus endpoint, the transcript.
 //! - [`context`]: what every session shares (settings, hub, metrics, shutdown).
@@ -29,6 +31,7 @@ pub mod net;
 pub mod ops;
 pub mod proto;
 pub mod server;
+pub mod store;
 
 pub use config::Config;
 

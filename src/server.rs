@@ -19,12 +19,14 @@ use tracing::{info_span, Instrument};
 use crate::config::Config;
 use crate::context::Shared;
 use crate::core::hub::{Hub, Settings};
+use crate::core::store::Kept;
 use crate::net::gate::{Gate, Refusal};
 use crate::net::listen::{self, accept_loop, Scheme};
 use crate::net::stream::Stream;
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::transcript::Transcript;
 use crate::proto;
+use crate::store::Log;
 
 /// Why the server could not start. The messages are written for the person starting it.
 #[derive(Debug, Error)]
@@ -73,6 +75,8 @@ pub struct Extras {
     pub metrics: Option<TcpListener>,
     /// Where every chat event is appended.
     pub transcript: Option<Transcript>,
+    /// The opened store (`--data-dir`) and what it kept: from [`crate::store::Log::open`].
+    pub store: Option<(Arc<Log>, Kept)>,
 }
 
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
@@ -109,6 +113,13 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     let metrics = ServerMetrics::default();
     let mut hub = Hub::new(Settings::from_config(&config), &proto::FORMATS);
+    let store = match extras.store {
+        Some((log, kept)) => {
+            hub = hub.with_store(log.clone(), kept);
+            Some(log)
+        }
+        None => None,
+    };
     let transcript = match extras
         .transcript
         .map(|t| t.start(metrics.transcript.clone()))
@@ -187,6 +198,11 @@ pub async fn serve(
     }
     if let Some(writer) = transcript {
         writer.close(grace).await;
+    }
+    if let Some(log) = store {
+        // A blocking fsync, once: shutdown has nothing else left to do on this thread.
+        log.close();
+        tracing::info!(dir = %log.dir().display(), "store closed");
     }
     stop_metrics.cancel();
     if let Some(task) = metrics_task {

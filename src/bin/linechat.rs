@@ -10,9 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
+use linechat::config::Fsync;
 use linechat::net::listen::{self, ListenUrl, Scheme};
 use linechat::ops::transcript::{self, Transcript};
 use linechat::server::{Extras, Listener};
+use linechat::store::{self, Log};
 use linechat::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -146,6 +148,31 @@ struct Args {
           default_value = "64M", value_parser = parse_bytes)]
     history_bytes: usize,
 
+    /// Keep rooms, topics and history in this directory, so a restart (or a crash) loses none
+    /// of them; it is created if missing, and one server at a time may use it. Without it,
+    /// history lives in memory only.
+    #[arg(long, env = "LINECHAT_DATA_DIR", value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+
+    /// With --data-dir: how often what was written is forced to the disk (e.g. 1s, 200ms), or
+    /// `always` (before each delivery). A crash of the server loses nothing delivered either
+    /// way; a power loss loses at most this much.
+    #[arg(long, env = "LINECHAT_FSYNC_INTERVAL", value_name = "INTERVAL|always",
+          default_value = "1s", value_parser = parse_fsync)]
+    fsync_interval: Fsync,
+
+    /// With --data-dir: messages older than this are let go of (e.g. 30d, 12h, 90m); 0 = keep
+    /// them however old (the count and byte limits still apply).
+    #[arg(long, env = "LINECHAT_HISTORY_MAX_AGE", value_name = "AGE",
+          default_value = "0", value_parser = parse_age)]
+    history_max_age: Duration,
+
+    /// With --data-dir: the most bytes all rooms' stored messages may take (K, M, G); past it
+    /// the oldest messages of all rooms go first.
+    #[arg(long, env = "LINECHAT_STORE_BYTES", value_name = "BYTES",
+          default_value = "1G", value_parser = parse_bytes)]
+    store_bytes: usize,
+
     /// Rooms one client may create per minute (joining existing rooms is not limited);
     /// 0 = no limit.
     #[arg(long, env = "LINECHAT_ROOMS_PER_MINUTE", value_name = "N",
@@ -236,6 +263,10 @@ impl Args {
             history_retain: self.history_retain,
             history_bytes: self.history_bytes,
             rooms_per_minute: self.rooms_per_minute,
+            data_dir: self.data_dir.clone(),
+            fsync: self.fsync_interval,
+            history_max_age: (!self.history_max_age.is_zero()).then_some(self.history_max_age),
+            store_bytes: self.store_bytes as u64,
             keepalive: (self.keepalive > 0).then(|| Duration::from_secs(self.keepalive)),
             write_timeout: (self.write_timeout > 0)
                 .then(|| Duration::from_secs(self.write_timeout)),
@@ -337,6 +368,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Before the listeners: a directory in use or unwritable is one line and exit 1, and
+    // nobody is let in before the rooms they knew are back.
+    let store = match &config.data_dir {
+        Some(dir) => Some(Log::open(dir, store::Options::from_config(&config))?),
+        None => None,
+    };
     raise_open_file_limit();
     // One thread means tokio's current-thread scheduler: no work-stealing machinery, and tasks
     // woken by a fan-out run in order after the sessions already ready, which lets more lines
@@ -376,6 +413,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let extras = Extras {
             metrics,
             transcript,
+            store,
         };
         linechat::server::serve(bound, extras, config, shutdown_signal()).await;
         Ok(())
@@ -464,6 +502,42 @@ fn raise_open_file_limit() {
             tracing::warn!(limit = before, "cannot raise the open-file limit");
         }
     }
+}
+
+/// `always`, or an interval: `1s`, `200ms`, `2m`.
+fn parse_fsync(text: &str) -> Result<Fsync, String> {
+    if text.trim().eq_ignore_ascii_case("always") {
+        return Ok(Fsync::Always);
+    }
+    match parse_duration(text) {
+        Some(d) if !d.is_zero() => Ok(Fsync::Every(d)),
+        _ => Err(format!(
+            "{text:?}: `always` or an interval such as 1s, 200ms or 2m"
+        )),
+    }
+}
+
+/// `0` (no limit), or an age: `30d`, `12h`, `90m`, `45s`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    parse_duration(text).ok_or_else(|| format!("{text:?}: an age such as 30d, 12h or 90m, or 0"))
+}
+
+/// A number with a unit (`ms`, `s`, `m`, `h`, `d`); a bare `0` is zero.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "" if n == 0 => 0,
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs).map(Duration::from_secs)
 }
 
 /// `65536`, `64K`, `64M`, `1G` (powers of 1024; `KiB`, `MiB`, `GiB` and lower case too).

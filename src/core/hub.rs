@@ -21,6 +21,7 @@ pub use super::modes::Standing;
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
 use super::partners::Recall;
 use super::room::{Mode, Modes, Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
+use super::store::{Change, Kept, Store};
 
 /// Where every event that happens in a room is also recorded (the transcript). Called under
 /// the hub's lock, so it must never wait.
@@ -362,6 +363,7 @@ impl State {
         typed: &str,
         creator: MemberId,
         per_minute: u32,
+        store: Option<&Arc<dyn Store>>,
     ) -> Result<RoomId, RoomError> {
         let (display, key) = room_name(typed)?;
         if let Some(&id) = self.room_ids.get(&key) {
@@ -389,9 +391,57 @@ impl State {
         }
         let id = self.next_room;
         self.next_room += 1;
-        self.rooms.insert(id, Room::new(display));
+        let mut room = Room::new(display);
+        // A room the hub forgot while the store kept it comes back with its topic and modes
+        // (the store's index is in memory: no disk read under the lock).
+        if let Some((topic, modes)) = store.and_then(|s| s.room(display)) {
+            room.topic = topic;
+            room.modes = modes.unwrap_or(room.modes);
+        }
+        self.rooms.insert(id, room);
         self.room_ids.insert(key, id);
         Ok(id)
+    }
+
+    /// Starts from what a store kept: its rooms (as idle rooms, the most recently active
+    /// last, so the idle bound forgets the quietest), topics, modes and newest history,
+    /// within the history settings as they are now.
+    fn restore(&mut self, rooms: Vec<super::store::KeptRoom>, settings: Settings) {
+        let mut all: Vec<(u64, RoomId, Arc<Event>)> = Vec::new();
+        let mut latest: Vec<(u64, RoomId)> = Vec::new();
+        for kept in rooms {
+            let key = kept.name.to_ascii_lowercase();
+            let id = match self.room_ids.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = self.next_room;
+                    self.next_room += 1;
+                    self.rooms.insert(id, Room::new(&kept.name));
+                    self.room_ids.insert(key, id);
+                    id
+                }
+            };
+            let room = self.rooms.get_mut(&id).expect("just made");
+            room.topic = kept.topic;
+            if let Some(modes) = kept.modes {
+                room.modes = modes;
+            }
+            let last = kept.events.last().map_or(0, |e| e.id);
+            latest.push((last, id));
+            all.extend(kept.events.into_iter().map(|e| (e.id, id, e)));
+        }
+        all.sort_unstable_by_key(|&(eid, ..)| eid);
+        for (_, room, event) in &all {
+            self.record(*room, event, settings.retain, settings.history_bytes);
+        }
+        // Restoring is not forgetting: what the memory budget left out is still in the store.
+        self.history_evicted = 0;
+        latest.sort_unstable();
+        for (_, id) in latest {
+            if id != LOBBY_ID && self.rooms.contains_key(&id) {
+                self.tidy(id);
+            }
+        }
     }
 
     /// Adds `id` to `room`'s member list.
@@ -512,6 +562,9 @@ pub struct Hub {
     /// Room events go here, recorded under the state lock so the journal has them in the
     /// order the room saw them.
     journal: Option<Box<dyn Journal>>,
+    /// Where rooms, topics and history outlive the process (`--data-dir`); appended to under
+    /// the state lock, before anyone is handed the event (see [`Store`]).
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Hub {
@@ -524,6 +577,27 @@ impl Hub {
             next_event: AtomicU64::new(1),
             settings,
             journal: None,
+            store: None,
+        }
+    }
+
+    /// Keeps rooms, topics and history in `store` from now on, starting from what it `kept`.
+    pub fn with_store(mut self, store: Arc<dyn Store>, kept: Kept) -> Self {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.restore(kept.rooms, self.settings);
+        self.next_event = AtomicU64::new(kept.next_event.max(1));
+        self.store = Some(store);
+        self
+    }
+
+    /// The store, for connection writers to call [`Store::barrier`] before writing.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    fn keep(&self, change: Change<'_>) {
+        if let Some(store) = &self.store {
+            store.append(change);
         }
     }
 
@@ -615,7 +689,12 @@ impl Hub {
         view: impl FnOnce(RoomView<'_>),
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.room_or_create(name, id, self.settings.rooms_per_minute)?;
+        let room = state.room_or_create(
+            name,
+            id,
+            self.settings.rooms_per_minute,
+            self.store.as_ref(),
+        )?;
         self.enter_locked(&mut state, id, room, arrival, view)
     }
 
@@ -709,7 +788,12 @@ impl Hub {
         view: impl FnOnce(RoomView<'_>),
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.room_or_create(name, id, self.settings.rooms_per_minute)?;
+        let room = state.room_or_create(
+            name,
+            id,
+            self.settings.rooms_per_minute,
+            self.store.as_ref(),
+        )?;
         let Some(entry) = state.members.get(&id) else {
             return Ok(());
         };
@@ -725,7 +809,7 @@ impl Hub {
         // Leaving may have tidied the room away (empty without history, or the idle room the
         // bound pushed out). Making it again is part of this move, not a new creation: the
         // limit was checked above, and failing now would leave the member in no room.
-        let room = state.room_or_create(name, id, 0)?;
+        let room = state.room_or_create(name, id, 0, self.store.as_ref())?;
         self.enter_locked(&mut state, id, room, Arrival::Entered, view)
     }
 
@@ -812,6 +896,9 @@ impl Hub {
         let (room, identity) = state.own_room(id, whither)?;
         let r = state.rooms.get_mut(&room).expect("room exists");
         let event = self.event(Target::Room(r.name.clone()), Some(identity), kind);
+        if self.settings.retain > 0 {
+            self.keep(Change::Said(&event));
+        }
         let delivered = r.fan_out(&event, self.formats, Some(id));
         let name = r.name.clone();
         state.record(
@@ -896,6 +983,27 @@ impl Hub {
     /// Tells everyone in `room`, `from` included, of what `from` did there, and journals it.
     fn tell_room(&self, room: &Room, from: Arc<Identity>, kind: Kind) -> Arc<Event> {
         let event = self.event(Target::Room(room.name.clone()), Some(from), kind);
+        let (name, id) = (&*room.name, event.id);
+        match (&event.kind, &room.topic) {
+            (Kind::Topic(_), Some(topic)) => self.keep(Change::Topic {
+                room: name,
+                id,
+                topic,
+            }),
+            (Kind::Mode(made), _)
+                if made
+                    .iter()
+                    .any(|m| matches!(m, Mode::TopicLock(_) | Mode::Secret(_))) =>
+            {
+                let modes = room.modes;
+                self.keep(Change::Modes {
+                    room: name,
+                    id,
+                    modes,
+                });
+            }
+            _ => {}
+        }
         room.fan_out(&event, self.formats, None);
         self.journal(&room.name, &event);
         event
@@ -1161,9 +1269,19 @@ impl Hub {
         whither: Whither<'_>,
         n: usize,
     ) -> Result<(Arc<str>, Vec<Arc<Event>>), RoomError> {
-        let state = lock(&self.state);
-        let room = &state.rooms[&state.seen_room(id, whither)?];
-        Ok((room.name.clone(), room.recent(n).cloned().collect()))
+        let (name, mut events) = {
+            let state = lock(&self.state);
+            let room = &state.rooms[&state.seen_room(id, whither)?];
+            let events: Vec<_> = room.recent(n).cloned().collect();
+            (room.name.clone(), events)
+        };
+        // What memory let go of (the byte budget, or a room the hub forgot) is read from the
+        // store, outside the lock.
+        if let (Some(store), true) = (&self.store, events.len() < n) {
+            let before = events.last().map_or(u64::MAX, |e| e.id);
+            events.extend(store.older(&name, before, n - events.len()));
+        }
+        Ok((name, events))
     }
 
     pub fn len(&self) -> usize {

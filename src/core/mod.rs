@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod partners;
 pub mod room;
 pub mod stats;
+pub mod store;
 
 pub use event::{Event, Identity, Kind, MemberId, Render};
 pub use hub::Hub;

@@ -49,6 +49,10 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     /// Source addresses the per-address limits are keeping an entry for now.
     fn addresses_tracked(&self) -> usize;
     fn shutting_down(&self) -> bool;
+    /// The store's figures, with `--data-dir`.
+    fn store(&self) -> Option<crate::core::store::StoreStats> {
+        None
+    }
 }
 
 type Shared = dyn Source;
@@ -234,6 +238,12 @@ fn respond(req: &Request<Incoming>, registry: &Registry, shared: &Shared) -> Res
         ("/healthz", true) if shared.shutting_down() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
         }
+        // Degraded is still 200: chat goes on, so a load balancer should keep sending people
+        // here; alerting reads the body or linechat_store_degraded.
+        ("/healthz", true) if shared.store().is_some_and(|s| s.degraded) => text(
+            StatusCode::OK,
+            "degraded: the data directory cannot be written; chat goes on in memory\n".into(),
+        ),
         ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
         ("/metrics" | "/healthz", false) => {
             let mut response = text(
@@ -415,6 +425,45 @@ impl Collector for ServerCollector {
             evicted,
         )?;
 
+        if let Some(st) = shared.store() {
+            counter(
+                &mut enc,
+                "store_written_records",
+                "Records (messages, topics, modes) the store has written (--data-dir).",
+                st.written,
+            )?;
+            counter(
+                &mut enc,
+                "store_failed_records",
+                "Records the store could not write (disk full, I/O errors): kept in memory only.",
+                st.failed,
+            )?;
+            counter(
+                &mut enc,
+                "store_expired_messages",
+                "Stored messages let go of by retention (--history-retain, --history-max-age, \
+                 --store-bytes).",
+                st.expired,
+            )?;
+            gauge(
+                &mut enc,
+                "store_messages",
+                "Messages the store keeps now.",
+                st.messages,
+            )?;
+            gauge(
+                &mut enc,
+                "store_disk_bytes",
+                "Bytes of the store's log files on disk.",
+                st.disk_bytes,
+            )?;
+            gauge(
+                &mut enc,
+                "store_degraded",
+                "1 while the store's last write failed (health check: degraded), else 0.",
+                u64::from(st.degraded),
+            )?;
+        }
         histogram(
             &mut enc,
             "fanout_latency_seconds",

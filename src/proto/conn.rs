@@ -494,6 +494,12 @@ async fn write_loop(
         tokio::task::yield_now().await;
         outbox.take_more(&mut batch);
         let deadline = shared.config.write_timeout;
+        // Nothing leaves for a socket before the store holds what it shows (see
+        // `core::store`): the first writer after new messages writes them, the rest find
+        // them written.
+        if let Some(store) = shared.hub.store() {
+            store.barrier();
+        }
         if let Err(e) = transport
             .write_batch(batch.make_contiguous(), deadline)
             .await

@@ -15,5 +15,6 @@ mod netcat;
 mod props;
 mod rooms;
 mod shutdown;
+mod store;
 mod timers;
 mod transcript;

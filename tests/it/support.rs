@@ -69,6 +69,12 @@ impl TestServer {
     /// Serves the line protocol and IRC, each on its own 127.0.0.1:0 listener.
     #[allow(dead_code)] // the fault suite shares this file and does not use it
     pub async fn with_irc(config: Config) -> Self {
+        Self::with_irc_extras(config, Extras::default()).await
+    }
+
+    /// [`TestServer::with_irc`], with `extras` (a store, a transcript).
+    #[allow(dead_code)] // the fault suite shares this file and does not use it
+    pub async fn with_irc_extras(config: Config, extras: Extras) -> Self {
         use linechat::net::listen::Scheme;
         use linechat::server::Listener;
         let bind = || linechat::server::bind("127.0.0.1:0".parse().unwrap());
@@ -89,7 +95,7 @@ impl TestServer {
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(linechat::server::serve(
             listeners,
-            Extras::default(),
+            extras,
             config,
             async move {
                 let _ = rx.await;

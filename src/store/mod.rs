@@ -1,0 +1,952 @@
+//! The embedded store (`--data-dir`): rooms, topics and history in an append-only log of
+//! segment files with a CRC per record, and an index of it in memory. Why a log of our own
+//! rather than fjall, redb or SQLite: README, *Architecture*; the format: [`record`].
+//!
+//! **Off the hub's path, yet before delivery.** [`Log::append`] runs under the hub's lock and
+//! only encodes the record into a buffer. The first connection writer about to write to its
+//! socket after that calls [`Log::barrier`], which writes everything buffered with one
+//! `write(2)` (group commit: under load one write carries many messages) and returns; the
+//! other writers find it written and pay two atomic loads. So a message reaches the operating
+//! system before anyone can read it, and a crash of the process (`kill -9`) loses nothing
+//! delivered. A background thread fsyncs every `--fsync-interval` (a power loss loses at most
+//! that much), writes what no writer asked for (a message to an empty room), and expires
+//! history by age. With `--fsync-interval always` the barrier also fsyncs, once per group.
+//!
+//! **Failures.** A write that fails (disk full, I/O error) is counted, logged at most every
+//! [`ERROR_LOG_INTERVAL`], and the records stay only in memory; the file is cut back to its
+//! last whole record (or the next write starts a new segment), the store reports itself
+//! degraded, and the next write that succeeds clears it. Chat never waits on it.
+//!
+//! **Reading.** The index keeps, per room, where each kept message is (32 bytes each), its
+//! topic and its modes. The hub keeps the newest history in memory as before; what memory
+//! has let go is read from the files ([`Log::older`]).
+//!
+//! **Retention** is applied to the index as records are written: per room by count
+//! (`--history-retain`), by age (`--history-max-age`) and a total byte budget
+//! (`--store-bytes`), oldest first. A segment whose every record has been let go is deleted.
+
+pub mod lock;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+
+use crate::config::{Config, Fsync};
+use crate::core::event::Event;
+use crate::core::lock as guard;
+use crate::core::modes::Modes;
+use crate::core::room::Topic;
+use crate::core::store::{Change, Kept, KeptRoom, Store, StoreStats};
+use record::{Next, Record, HEADER_LEN};
+
+/// A segment is closed and a new one started past this size: small enough that deleting a
+/// segment whose records all expired gives space back soon, large enough that a busy server
+/// starts a new file every few minutes at most.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// How often the background thread wakes: the longest a record nobody was delivered waits in
+/// memory before it is written, and the granularity of `--fsync-interval`.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Write failures are logged at most this often; a full disk fails every write.
+pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Expiry by age runs this often.
+const AGE_SWEEP: Duration = Duration::from_secs(1);
+
+/// What the store is asked to keep.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub fsync: Fsync,
+    /// Messages kept per room; 0 = none (rooms and topics are still kept).
+    pub retain: usize,
+    pub max_age: Option<Duration>,
+    /// The most bytes of records all rooms' messages may take together.
+    pub max_bytes: u64,
+    /// Roughly how many bytes of history the hub keeps in memory: at start only the newest
+    /// messages up to this are read back into memory.
+    pub memory_bytes: usize,
+    pub segment_bytes: u64,
+}
+
+impl Options {
+    pub fn from_config(config: &Config) -> Options {
+        Options {
+            fsync: config.fsync,
+            retain: config.history_retain,
+            max_age: config.history_max_age,
+            max_bytes: config.store_bytes,
+            memory_bytes: config.history_bytes,
+            segment_bytes: SEGMENT_BYTES,
+        }
+    }
+}
+
+/// Why the store could not be opened; worded for whoever starts the server.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(
+        "the data directory {} is in use by another linechat (pid {pid}); stop it or give \
+         this one another --data-dir",
+        .dir.display()
+    )]
+    Locked { dir: PathBuf, pid: String },
+    #[error("cannot use the data directory {}: {cause}", .dir.display())]
+    Io { dir: PathBuf, cause: io::Error },
+    #[error("cannot read the store file {}: {why}", .file.display())]
+    Format { file: PathBuf, why: String },
+}
+
+/// Where a kept record is.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    id: u64,
+    /// Microseconds since 1970, for expiry by age.
+    at: i64,
+    seg: u32,
+    off: u64,
+    len: u32,
+}
+
+#[derive(Debug)]
+struct RoomIndex {
+    name: Arc<str>,
+    msgs: VecDeque<Loc>,
+    topic: Option<(Topic, Loc)>,
+    modes: Option<(Modes, Loc)>,
+}
+
+#[derive(Debug, Default)]
+struct Segment {
+    /// Records here still kept.
+    live: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// By room name in lower case.
+    rooms: HashMap<String, RoomIndex>,
+    /// Each room with messages, by the id of its oldest: the byte budget lets go of the
+    /// oldest message of all first.
+    by_oldest: BTreeMap<u64, String>,
+    msg_bytes: u64,
+    messages: u64,
+    segments: BTreeMap<u32, Segment>,
+    /// Open read handles, so `older` does not open a file per message.
+    readers: HashMap<u32, Arc<File>>,
+    active: u32,
+    /// Segments let go of entirely, to be deleted outside the lock.
+    dead: Vec<u32>,
+    expired: u64,
+}
+
+/// A record waiting in [`Pending`] for its write.
+#[derive(Debug)]
+struct Pend {
+    room: Arc<str>,
+    id: u64,
+    at: i64,
+    what: PendKind,
+    start: usize,
+    len: usize,
+}
+
+#[derive(Debug)]
+enum PendKind {
+    Said,
+    Topic(Topic),
+    Modes(Modes),
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    records: Vec<Pend>,
+    /// Records appended since start; [`Inner::appended`] mirrors it for the barrier.
+    count: u64,
+}
+
+#[derive(Debug)]
+struct Active {
+    file: Arc<File>,
+    seg: u32,
+    len: u64,
+    /// A failed write could not be cut back: the next write starts a new segment.
+    broken: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    /// Held while the store is open; let go by [`Log::close`], after which nothing is written.
+    lock: Mutex<Option<File>>,
+    pending: Mutex<Pending>,
+    /// Records appended, and records written (or given up on). Equal: nothing to do.
+    appended: AtomicU64,
+    written: AtomicU64,
+    active: Mutex<Active>,
+    index: Mutex<Index>,
+    /// Segments closed since the last fsync, to be fsynced by the background thread.
+    closed: Mutex<Vec<Arc<File>>>,
+    dirty: AtomicBool,
+    stop: AtomicBool,
+    /// Set by [`Log::close`] under its own lock, which [`Inner::flush`] also takes: a late
+    /// append after close is never written into a directory another server may own by then.
+    closed_for_good: Mutex<bool>,
+    written_total: AtomicU64,
+    failed: AtomicU64,
+    degraded: AtomicBool,
+    errors: Mutex<ErrorLog>,
+}
+
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+/// The embedded store over one data directory, held for the server's life.
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn segment_path(dir: &Path, seg: u32) -> PathBuf {
+    dir.join(format!("{seg:08}.log"))
+}
+
+fn room_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn micros(at: SystemTime) -> i64 {
+    match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+impl Log {
+    /// Opens (creating it if needed) and locks the store in `dir`, reads what it keeps, and
+    /// starts its background thread.
+    pub fn open(dir: &Path, options: Options) -> Result<(Arc<Log>, Kept), OpenError> {
+        let io_err = |cause| OpenError::Io {
+            dir: dir.to_owned(),
+            cause,
+        };
+        fs::create_dir_all(dir).map_err(io_err)?;
+        let lock = lock::acquire(dir)?;
+        let started = Instant::now();
+        let (mut index, kept) = load(dir, &options)?;
+        let seg = (index.segments.keys().chain(&index.dead).max()).map_or(1, |s| s + 1);
+        let file = new_segment(dir, seg).map_err(io_err)?;
+        sync_dir(dir).map_err(io_err)?;
+        index.active = seg;
+        index.segments.insert(
+            seg,
+            Segment {
+                live: 0,
+                bytes: HEADER_LEN as u64,
+            },
+        );
+        let dead = std::mem::take(&mut index.dead);
+        for seg in dead {
+            let _ = fs::remove_file(segment_path(dir, seg));
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            rooms = kept.rooms.len(),
+            messages = index.messages,
+            ms = started.elapsed().as_millis() as u64,
+            "opened the store"
+        );
+        let inner = Arc::new(Inner {
+            dir: dir.to_owned(),
+            options,
+            lock: Mutex::new(Some(lock)),
+            pending: Mutex::default(),
+            appended: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            active: Mutex::new(Active {
+                file: Arc::new(file),
+                seg,
+                len: HEADER_LEN as u64,
+                broken: false,
+            }),
+            index: Mutex::new(index),
+            closed: Mutex::default(),
+            dirty: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            closed_for_good: Mutex::new(false),
+            written_total: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+            errors: Mutex::default(),
+        });
+        let background = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || background.run())
+            .map_err(io_err)?;
+        Ok((
+            Arc::new(Log {
+                inner,
+                thread: Mutex::new(Some(thread)),
+            }),
+            kept,
+        ))
+    }
+
+    /// Writes and fsyncs everything, and stops the background thread: a clean shutdown.
+    pub fn close(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = guard(&self.thread).take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        self.inner.flush();
+        self.inner.sync();
+        *guard(&self.inner.closed_for_good) = true;
+        guard(&self.inner.lock).take();
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Store for Log {
+    fn append(&self, change: Change<'_>) {
+        let mut p = guard(&self.inner.pending);
+        let start = p.buf.len();
+        let pend = match change {
+            Change::Said(event) => {
+                let Some(room) = event.room() else { return };
+                if !record::encode_said(&mut p.buf, event) {
+                    return;
+                }
+                Pend {
+                    room: room.clone(),
+                    id: event.id,
+                    at: micros(event.at),
+                    what: PendKind::Said,
+                    start,
+                    len: 0,
+                }
+            }
+            Change::Topic { room, id, topic } => {
+                record::encode_topic(&mut p.buf, room, id, topic);
+                Pend {
+                    room: room.into(),
+                    id,
+                    at: micros(topic.at),
+                    what: PendKind::Topic(topic.clone()),
+                    start,
+                    len: 0,
+                }
+            }
+            Change::Modes { room, id, modes } => {
+                record::encode_modes(&mut p.buf, room, id, modes);
+                Pend {
+                    room: room.into(),
+                    id,
+                    at: micros(SystemTime::now()),
+                    what: PendKind::Modes(modes),
+                    start,
+                    len: 0,
+                }
+            }
+        };
+        let len = p.buf.len() - start;
+        p.records.push(Pend { len, ..pend });
+        p.count += 1;
+        self.inner.appended.store(p.count, Ordering::Release);
+    }
+
+    fn barrier(&self) {
+        self.inner.barrier();
+    }
+
+    fn older(&self, room: &str, before: u64, n: usize) -> Vec<Arc<Event>> {
+        let wanted: Vec<(Loc, Arc<File>)> = {
+            let mut index = guard(&self.inner.index);
+            let Some(r) = index.rooms.get(&room_key(room)) else {
+                return Vec::new();
+            };
+            let end = r.msgs.partition_point(|l| l.id < before);
+            let locs: Vec<Loc> = r.msgs.range(..end).rev().take(n).copied().collect();
+            let mut out = Vec::with_capacity(locs.len());
+            for loc in locs {
+                match reader(&mut index, &self.inner.dir, loc.seg) {
+                    Ok(file) => out.push((loc, file)),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the store"),
+                }
+            }
+            out
+        };
+        let mut buf = Vec::new();
+        wanted
+            .into_iter()
+            .filter_map(|(loc, file)| {
+                buf.resize(loc.len as usize, 0);
+                file.read_exact_at(&mut buf, loc.off).ok()?;
+                let (payload, _) = record::payload(&buf)?;
+                record::decode(payload)?.event()
+            })
+            .collect()
+    }
+
+    fn room(&self, room: &str) -> Option<(Option<Topic>, Option<Modes>)> {
+        let index = guard(&self.inner.index);
+        let r = index.rooms.get(&room_key(room))?;
+        Some((
+            r.topic.as_ref().map(|(t, _)| t.clone()),
+            r.modes.map(|(m, _)| m),
+        ))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let index = guard(&self.inner.index);
+        StoreStats {
+            written: self.inner.written_total.load(Ordering::Relaxed),
+            failed: self.inner.failed.load(Ordering::Relaxed),
+            expired: index.expired,
+            messages: index.messages,
+            disk_bytes: index.segments.values().map(|s| s.bytes).sum(),
+            degraded: self.inner.degraded.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn reader(index: &mut Index, dir: &Path, seg: u32) -> io::Result<Arc<File>> {
+    if let Some(f) = index.readers.get(&seg) {
+        return Ok(f.clone());
+    }
+    let f = Arc::new(File::open(segment_path(dir, seg))?);
+    index.readers.insert(seg, f.clone());
+    Ok(f)
+}
+
+fn new_segment(dir: &Path, seg: u32) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(segment_path(dir, seg))?;
+    file.write_all(&record::header())?;
+    Ok(file)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Inner {
+    fn barrier(&self) {
+        if self.written.load(Ordering::Acquire) < self.appended.load(Ordering::Acquire) {
+            self.flush();
+        }
+    }
+
+    /// Writes everything appended so far, with one write.
+    fn flush(&self) {
+        let mut active = guard(&self.active);
+        if *guard(&self.closed_for_good) {
+            let upto = guard(&self.pending).count;
+            self.written.store(upto, Ordering::Release);
+            return;
+        }
+        let (buf, records, upto) = {
+            let mut p = guard(&self.pending);
+            let buf = std::mem::take(&mut p.buf);
+            (buf, std::mem::take(&mut p.records), p.count)
+        };
+        if records.is_empty() {
+            self.written.store(upto, Ordering::Release);
+            return;
+        }
+        let result = self.write(&mut active, &buf);
+        let n = records.len() as u64;
+        match &result {
+            Ok(base) => {
+                self.written_total.fetch_add(n, Ordering::Relaxed);
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the store is writing again");
+                }
+                self.dirty.store(true, Ordering::Relaxed);
+                let seg = active.seg;
+                self.index_written(seg, *base, records);
+            }
+            Err(e) => {
+                self.failed.fetch_add(n, Ordering::Relaxed);
+                self.degraded.store(true, Ordering::Relaxed);
+                self.log_error(e, n);
+            }
+        }
+        self.written.store(upto, Ordering::Release);
+        if self.options.fsync == Fsync::Always && result.is_ok() {
+            if let Err(e) = active.file.sync_data() {
+                self.degraded.store(true, Ordering::Relaxed);
+                self.log_error(&e, 0);
+            }
+        }
+        if active.len >= self.options.segment_bytes {
+            self.rotate(&mut active);
+        }
+        // Keep the buffer's allocation for the next group, unless a burst made it huge.
+        if buf.capacity() <= 1 << 20 {
+            let mut p = guard(&self.pending);
+            if p.buf.is_empty() {
+                let mut buf = buf;
+                buf.clear();
+                p.buf = buf;
+            }
+        }
+    }
+
+    /// Appends `buf` to the active segment; returns the offset it starts at. A failed write
+    /// leaves no torn record behind to hide the records after it: the file is cut back, or,
+    /// if even that fails, the next write starts a new segment.
+    fn write(&self, active: &mut Active, buf: &[u8]) -> io::Result<u64> {
+        if active.broken {
+            self.rotate(active);
+            if active.broken {
+                return Err(io::Error::other("cannot start a new log segment"));
+            }
+        }
+        let base = active.len;
+        match (&*active.file).write_all(buf) {
+            Ok(()) => {
+                active.len += buf.len() as u64;
+                Ok(base)
+            }
+            Err(e) => {
+                if active.file.set_len(base).is_err() {
+                    active.broken = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the active segment and starts the next one.
+    fn rotate(&self, active: &mut Active) {
+        let seg = active.seg + 1;
+        let file = match new_segment(&self.dir, seg) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(segment_path(&self.dir, seg));
+                active.broken = true;
+                self.degraded.store(true, Ordering::Relaxed);
+                self.log_error(&e, 0);
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut active.file, Arc::new(file));
+        active.seg = seg;
+        active.len = HEADER_LEN as u64;
+        active.broken = false;
+        if self.options.fsync == Fsync::Always {
+            let _ = old.sync_data();
+            let _ = sync_dir(&self.dir);
+        } else {
+            guard(&self.closed).push(old);
+        }
+        let mut index = guard(&self.index);
+        let previous = std::mem::replace(&mut index.active, seg);
+        index.segments.insert(
+            seg,
+            Segment {
+                live: 0,
+                bytes: HEADER_LEN as u64,
+            },
+        );
+        if index.segments.get(&previous).is_some_and(|s| s.live == 0) {
+            index.dead.push(previous);
+        }
+        self.delete_dead(index);
+    }
+
+    /// Adds the records just written at `base` of `seg` to the index, applying retention.
+    fn index_written(&self, seg: u32, base: u64, records: Vec<Pend>) {
+        let mut index = guard(&self.index);
+        let o = &self.options;
+        let written: u64 = records.iter().map(|r| r.len as u64).sum();
+        if let Some(s) = index.segments.get_mut(&seg) {
+            s.bytes += written;
+        }
+        for r in records {
+            let loc = Loc {
+                id: r.id,
+                at: r.at,
+                seg,
+                off: base + r.start as u64,
+                len: r.len as u32,
+            };
+            index.add(&r.room, r.what, loc, o.retain);
+        }
+        index.within_budget(o.max_bytes);
+        self.delete_dead(index);
+    }
+
+    fn delete_dead(&self, mut index: std::sync::MutexGuard<'_, Index>) {
+        if index.dead.is_empty() {
+            return;
+        }
+        let dead = std::mem::take(&mut index.dead);
+        for seg in &dead {
+            index.segments.remove(seg);
+            index.readers.remove(seg);
+        }
+        drop(index);
+        for seg in dead {
+            let _ = fs::remove_file(segment_path(&self.dir, seg));
+        }
+    }
+
+    fn log_error(&self, e: &io::Error, records: u64) {
+        let mut log = guard(&self.errors);
+        log.unlogged += records;
+        let now = Instant::now();
+        if log
+            .last
+            .is_some_and(|at| now.duration_since(at) < ERROR_LOG_INTERVAL)
+        {
+            return;
+        }
+        log.last = Some(now);
+        tracing::error!(
+            dir = %self.dir.display(),
+            error = %e,
+            records_not_kept = log.unlogged,
+            "cannot write the store; chat goes on, and these messages are only in memory"
+        );
+        log.unlogged = 0;
+    }
+
+    fn sync(&self) {
+        let file = guard(&self.active).file.clone();
+        let closed = std::mem::take(&mut *guard(&self.closed));
+        for f in &closed {
+            let _ = f.sync_data();
+        }
+        if !closed.is_empty() {
+            let _ = sync_dir(&self.dir);
+        }
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            if let Err(e) = file.sync_data() {
+                self.degraded.store(true, Ordering::Relaxed);
+                self.log_error(&e, 0);
+            }
+        }
+    }
+
+    /// The background thread: writes what nobody's delivery wrote, fsyncs, expires by age.
+    fn run(&self) {
+        let mut last_sync = Instant::now();
+        let mut last_sweep = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::park_timeout(TICK);
+            self.barrier();
+            let now = Instant::now();
+            if let Fsync::Every(interval) = self.options.fsync {
+                if now.duration_since(last_sync) >= interval {
+                    self.sync();
+                    last_sync = now;
+                }
+            }
+            if now.duration_since(last_sweep) >= AGE_SWEEP {
+                last_sweep = now;
+                if let Some(age) = self.options.max_age {
+                    let oldest = micros(SystemTime::now() - age);
+                    let mut index = guard(&self.index);
+                    index.expire_before(oldest);
+                    self.delete_dead(index);
+                }
+            }
+        }
+    }
+}
+
+impl Index {
+    fn add(&mut self, room: &Arc<str>, what: PendKind, loc: Loc, retain: usize) {
+        if let Some(s) = self.segments.get_mut(&loc.seg) {
+            s.live += 1;
+        }
+        let key = room_key(room);
+        let r = self.rooms.entry(key.clone()).or_insert_with(|| RoomIndex {
+            name: room.clone(),
+            msgs: VecDeque::new(),
+            topic: None,
+            modes: None,
+        });
+        let superseded = match what {
+            PendKind::Said => {
+                if r.msgs.is_empty() {
+                    self.by_oldest.insert(loc.id, key.clone());
+                }
+                r.msgs.push_back(loc);
+                self.msg_bytes += u64::from(loc.len);
+                self.messages += 1;
+                None
+            }
+            PendKind::Topic(t) => r.topic.replace((t, loc)).map(|(_, l)| l),
+            PendKind::Modes(m) => r.modes.replace((m, loc)).map(|(_, l)| l),
+        };
+        let over = r.msgs.len().saturating_sub(retain);
+        if let Some(old) = superseded {
+            self.release(old);
+        }
+        for _ in 0..over {
+            self.drop_oldest_of(&key);
+        }
+    }
+
+    /// Lets go of the oldest message of the room `key`.
+    fn drop_oldest_of(&mut self, key: &str) {
+        let Some(r) = self.rooms.get_mut(key) else {
+            return;
+        };
+        let Some(loc) = r.msgs.pop_front() else {
+            return;
+        };
+        let next = r.msgs.front().map(|l| l.id);
+        self.by_oldest.remove(&loc.id);
+        if let Some(next) = next {
+            self.by_oldest.insert(next, key.to_owned());
+        }
+        self.msg_bytes -= u64::from(loc.len);
+        self.messages -= 1;
+        self.expired += 1;
+        self.release(loc);
+    }
+
+    fn release(&mut self, loc: Loc) {
+        if let Some(s) = self.segments.get_mut(&loc.seg) {
+            s.live = s.live.saturating_sub(1);
+            if s.live == 0 && loc.seg != self.active {
+                self.dead.push(loc.seg);
+            }
+        }
+    }
+
+    fn within_budget(&mut self, max_bytes: u64) {
+        while self.msg_bytes > max_bytes {
+            let Some((_, key)) = self.by_oldest.first_key_value() else {
+                break;
+            };
+            let key = key.clone();
+            self.drop_oldest_of(&key);
+        }
+    }
+
+    fn expire_before(&mut self, micros: i64) {
+        let old: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.msgs.front().is_some_and(|l| l.at < micros))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in old {
+            while self.rooms[&key].msgs.front().is_some_and(|l| l.at < micros) {
+                self.drop_oldest_of(&key);
+            }
+        }
+    }
+}
+
+/// Reads every segment of `dir` into an index, applies retention, and reads back the newest
+/// messages (up to `options.memory_bytes`) for the hub's memory.
+fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
+    let io_err = |cause| OpenError::Io {
+        dir: dir.to_owned(),
+        cause,
+    };
+    let mut segs: Vec<u32> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err)? {
+        let name = entry.map_err(io_err)?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+            segs.push(n);
+        }
+    }
+    segs.sort_unstable();
+    let mut index = Index::default();
+    // Every record, in id order per room after the sort below; duplicates cannot arise today,
+    // but a later compaction that copies records would make them, so they are skipped.
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut next_event = 1;
+    let mut empty = Vec::new();
+    for &seg in &segs {
+        let path = segment_path(dir, seg);
+        let bytes = fs::read(&path).map_err(io_err)?;
+        if bytes.len() < HEADER_LEN {
+            // A segment created just before a crash, its header not yet written.
+            empty.push(seg);
+            continue;
+        }
+        record::version(&bytes).map_err(|why| OpenError::Format {
+            file: path.clone(),
+            why,
+        })?;
+        index.segments.insert(
+            seg,
+            Segment {
+                live: 0,
+                bytes: bytes.len() as u64,
+            },
+        );
+        let mut at = HEADER_LEN;
+        loop {
+            match record::next(&bytes[at..]) {
+                Next::Record(r, len) => {
+                    let name = names
+                        .entry(room_key(r.room()))
+                        .or_insert_with(|| r.room().into())
+                        .clone();
+                    let loc = Loc {
+                        id: r.id(),
+                        at: micros(r.at()),
+                        seg,
+                        off: at as u64,
+                        len: len as u32,
+                    };
+                    next_event = next_event.max(r.id() + 1);
+                    let what = match &r {
+                        Record::Said { .. } => PendKind::Said,
+                        Record::Topic { .. } => PendKind::Topic(r.topic().expect("a topic")),
+                        Record::Modes { modes, .. } => PendKind::Modes(*modes),
+                    };
+                    index.add(&name, what, loc, usize::MAX);
+                    at += len;
+                }
+                Next::Torn => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = at,
+                        bytes = bytes.len() - at,
+                        "the store file ends in a record cut short (a crash or power loss \
+                         while writing); reading stops there and the bytes are left as they are"
+                    );
+                    break;
+                }
+                Next::End => break,
+            }
+        }
+    }
+    index.expired = 0;
+    // Retention as configured now, which may be tighter than when the records were written.
+    let keys: Vec<String> = index.rooms.keys().cloned().collect();
+    index.by_oldest.clear();
+    for key in &keys {
+        let r = index.rooms.get_mut(key).expect("listed");
+        r.msgs.make_contiguous().sort_by_key(|l| l.id);
+        if let Some(first) = r.msgs.front() {
+            index.by_oldest.insert(first.id, key.clone());
+        }
+        while index.rooms[key].msgs.len() > options.retain {
+            index.drop_oldest_of(key);
+        }
+    }
+    if let Some(age) = options.max_age {
+        index.expire_before(micros(SystemTime::now() - age));
+    }
+    index.within_budget(options.max_bytes);
+    // A segment none of whose records is kept goes now (never the newest, so a store whose
+    // every record was let go still shows how far its ids reached).
+    let newest = segs.last().copied();
+    index.dead = (index.segments.iter())
+        .filter(|&(&seg, s)| s.live == 0 && Some(seg) != newest)
+        .map(|(&seg, _)| seg)
+        .collect();
+    index.dead.extend(empty);
+    let kept = read_back(dir, &mut index, options.memory_bytes, next_event)?;
+    Ok((index, kept))
+}
+
+/// The rooms in `index` with their topics, modes and newest messages, up to roughly
+/// `memory_bytes` of history over all rooms, newest first.
+fn read_back(
+    dir: &Path,
+    index: &mut Index,
+    memory_bytes: usize,
+    next_event: u64,
+) -> Result<Kept, OpenError> {
+    // The newest messages of all rooms, walking each room back from its newest.
+    let mut wanted: Vec<(u32, u64, u32, usize)> = Vec::new(); // (seg, off, len, room)
+    let keys: Vec<&String> = index.rooms.keys().collect();
+    let mut heads: std::collections::BinaryHeap<(u64, usize, usize)> = keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let msgs = &index.rooms[*k].msgs;
+            msgs.back().map(|l| (l.id, i, msgs.len() - 1))
+        })
+        .collect();
+    // An event in memory costs its text and renderings plus ~150 bytes of its own.
+    let mut budget = memory_bytes;
+    while let Some((_, room, at)) = heads.pop() {
+        let loc = index.rooms[keys[room]].msgs[at];
+        let cost = 3 * loc.len as usize + 150;
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        wanted.push((loc.seg, loc.off, loc.len, room));
+        if at > 0 {
+            let prev = index.rooms[keys[room]].msgs[at - 1];
+            heads.push((prev.id, room, at - 1));
+        }
+    }
+    wanted.sort_unstable();
+    let mut events: Vec<Vec<Arc<Event>>> = vec![Vec::new(); keys.len()];
+    let mut file: Option<(u32, File)> = None;
+    let mut buf = Vec::new();
+    for (seg, off, len, room) in wanted {
+        if file.as_ref().is_none_or(|(s, _)| *s != seg) {
+            let path = segment_path(dir, seg);
+            let f = File::open(&path).map_err(|cause| OpenError::Io {
+                dir: dir.to_owned(),
+                cause,
+            })?;
+            file = Some((seg, f));
+        }
+        let (_, f) = file.as_ref().expect("opened");
+        buf.resize(len as usize, 0);
+        if f.read_exact_at(&mut buf, off).is_err() {
+            continue;
+        }
+        if let Some(event) = record::payload(&buf)
+            .and_then(|(p, _)| record::decode(p))
+            .and_then(|r| r.event())
+        {
+            events[room].push(event);
+        }
+    }
+    let rooms = keys
+        .iter()
+        .zip(events)
+        .map(|(k, mut events)| {
+            let r = &index.rooms[*k];
+            events.sort_by_key(|e| e.id);
+            KeptRoom {
+                name: r.name.clone(),
+                topic: r.topic.as_ref().map(|(t, _)| t.clone()),
+                modes: r.modes.map(|(m, _)| m),
+                events,
+            }
+        })
+        .collect();
+    Ok(Kept { rooms, next_event })
+}
