@@ -9,8 +9,8 @@
 //! other writers find it written and pay two atomic loads. So a message reaches the operating
 //! system before anyone can read it, and a crash of the process (`kill -9`) loses nothing
 //! delivered. A background thread fsyncs every `--fsync-interval` (a power loss loses at most
-//! that much), writes what no writer asked for (a message to an empty room), and expires
-//! history by age. With `--fsync-interval always` the barrier also fsyncs, once per group.
+//! that much), writes what no writer asked for (a message to an empty room) at the same pace
+//! (at least every second), and expires history by age. With `--fsync-interval always` the barrier also fsyncs, once per group.
 //!
 //! **Failures.** A write that fails (disk full, I/O error) is counted, logged at most every
 //! [`ERROR_LOG_INTERVAL`], and the records stay only in memory; the file is cut back to its
@@ -53,15 +53,13 @@ use record::{Next, Record, HEADER_LEN};
 /// starts a new file every few minutes at most.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
-/// How often the background thread wakes: the longest a record nobody was delivered waits in
-/// memory before it is written, and the granularity of `--fsync-interval`.
-const TICK: Duration = Duration::from_millis(10);
+/// The background thread wakes at least this often, and at each `--fsync-interval`: the
+/// longest a record that nobody was delivered (a message to an empty room) waits in memory
+/// before it is written, and how often expiry by age runs.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Write failures are logged at most this often; a full disk fails every write.
 pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Expiry by age runs this often.
-const AGE_SWEEP: Duration = Duration::from_secs(1);
 
 /// What the store is asked to keep.
 #[derive(Debug, Clone)]
@@ -654,26 +652,21 @@ impl Inner {
 
     /// The background thread: writes what nobody's delivery wrote, fsyncs, expires by age.
     fn run(&self) {
-        let mut last_sync = Instant::now();
-        let mut last_sweep = Instant::now();
+        let tick = match self.options.fsync {
+            Fsync::Every(interval) => interval.min(TICK),
+            Fsync::Always => TICK,
+        };
         while !self.stop.load(Ordering::Relaxed) {
-            std::thread::park_timeout(TICK);
+            std::thread::park_timeout(tick);
             self.barrier();
-            let now = Instant::now();
-            if let Fsync::Every(interval) = self.options.fsync {
-                if now.duration_since(last_sync) >= interval {
-                    self.sync();
-                    last_sync = now;
-                }
+            if let Fsync::Every(_) = self.options.fsync {
+                self.sync();
             }
-            if now.duration_since(last_sweep) >= AGE_SWEEP {
-                last_sweep = now;
-                if let Some(age) = self.options.max_age {
-                    let oldest = micros(SystemTime::now() - age);
-                    let mut index = guard(&self.index);
-                    index.expire_before(oldest);
-                    self.delete_dead(index);
-                }
+            if let Some(age) = self.options.max_age {
+                let oldest = micros(SystemTime::now() - age);
+                let mut index = guard(&self.index);
+                index.expire_before(oldest);
+                self.delete_dead(index);
             }
         }
     }

@@ -28,4 +28,5 @@ mod report_flood;
 mod shutdown_load;
 mod slow_link;
 mod soak;
+mod store;
 mod storm;

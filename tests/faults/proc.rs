@@ -26,11 +26,22 @@ pub struct Options<'a> {
     pub args: &'a [&'a str],
     /// Soft and hard `RLIMIT_NOFILE`; the server cannot raise it past the hard limit.
     pub max_fds: Option<u64>,
+    /// A program (and its arguments) that runs the server: it is given the binary's path and
+    /// arguments after its own, and must `exec` them (so the PID is the server's), e.g.
+    /// `unshare -m sh -c 'mount … && exec "$0" "$@"'`.
+    pub wrap: &'a [&'a str],
 }
 
 impl Server {
     pub async fn start(opts: Options<'_>) -> Server {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match opts.wrap {
+            [] => Command::new(BIN),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+        };
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(opts.args)
             .env("RUST_LOG", "info")
@@ -122,6 +133,14 @@ impl Server {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
             .unwrap()
             .count()
+    }
+
+    /// The address in the `serving metrics addr=…` log line (with `--metrics-addr …:0`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.log.lock().unwrap().iter().find_map(|l| {
+            let at = l.find("serving metrics addr=")? + "serving metrics addr=".len();
+            l[at..].split_whitespace().next()?.parse().ok()
+        })
     }
 
     pub fn sigterm(&self) {
