@@ -202,7 +202,6 @@ pub async fn serve(
     if let Some(log) = store {
         // A blocking fsync, once: shutdown has nothing else left to do on this thread.
         log.close();
-        tracing::info!(dir = %log.dir().display(), "store closed");
     }
     stop_metrics.cancel();
     if let Some(task) = metrics_task {

@@ -46,7 +46,7 @@ use crate::core::lock as guard;
 use crate::core::modes::Modes;
 use crate::core::room::Topic;
 use crate::core::store::{Change, Kept, KeptRoom, Store, StoreStats};
-use record::{Next, Record, HEADER_LEN};
+use record::{Record, HEADER_LEN};
 
 /// A segment is closed and a new one started past this size: small enough that deleting a
 /// segment whose records all expired gives space back soon, large enough that a busy server
@@ -203,6 +203,8 @@ struct Inner {
     /// append after close is never written into a directory another server may own by then.
     closed_for_good: Mutex<bool>,
     written_total: AtomicU64,
+    /// Bytes of records written since start, for the bytes per message on disk.
+    written_bytes: AtomicU64,
     failed: AtomicU64,
     degraded: AtomicBool,
     errors: Mutex<ErrorLog>,
@@ -289,6 +291,7 @@ impl Log {
             stop: AtomicBool::new(false),
             closed_for_good: Mutex::new(false),
             written_total: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             errors: Mutex::default(),
@@ -318,6 +321,15 @@ impl Log {
         self.inner.sync();
         *guard(&self.inner.closed_for_good) = true;
         guard(&self.inner.lock).take();
+        let records = self.inner.written_total.load(Ordering::Relaxed);
+        let bytes = self.inner.written_bytes.load(Ordering::Relaxed);
+        tracing::info!(
+            dir = %self.inner.dir.display(),
+            records,
+            bytes,
+            bytes_per_record = bytes.checked_div(records).unwrap_or(0),
+            "store closed"
+        );
     }
 
     pub fn dir(&self) -> &Path {
@@ -479,6 +491,8 @@ impl Inner {
         match &result {
             Ok(base) => {
                 self.written_total.fetch_add(n, Ordering::Relaxed);
+                self.written_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::warn!("the store is writing again");
                 }
@@ -674,20 +688,30 @@ impl Inner {
 
 impl Index {
     fn add(&mut self, room: &Arc<str>, what: PendKind, loc: Loc, retain: usize) {
+        self.add_keyed(&room_key(room), room, what, loc, retain);
+    }
+
+    /// [`Index::add`] for a room whose key (its name in lower case) the caller has.
+    fn add_keyed(&mut self, key: &str, room: &Arc<str>, what: PendKind, loc: Loc, retain: usize) {
         if let Some(s) = self.segments.get_mut(&loc.seg) {
             s.live += 1;
         }
-        let key = room_key(room);
-        let r = self.rooms.entry(key.clone()).or_insert_with(|| RoomIndex {
-            name: room.clone(),
-            msgs: VecDeque::new(),
-            topic: None,
-            modes: None,
-        });
+        let r = match self.rooms.get_mut(key) {
+            Some(r) => r,
+            None => self
+                .rooms
+                .entry(key.to_owned())
+                .or_insert_with(|| RoomIndex {
+                    name: room.clone(),
+                    msgs: VecDeque::new(),
+                    topic: None,
+                    modes: None,
+                }),
+        };
         let superseded = match what {
             PendKind::Said => {
                 if r.msgs.is_empty() {
-                    self.by_oldest.insert(loc.id, key.clone());
+                    self.by_oldest.insert(loc.id, key.to_owned());
                 }
                 r.msgs.push_back(loc);
                 self.msg_bytes += u64::from(loc.len);
@@ -702,7 +726,7 @@ impl Index {
             self.release(old);
         }
         for _ in 0..over {
-            self.drop_oldest_of(&key);
+            self.drop_oldest_of(key);
         }
     }
 
@@ -778,7 +802,10 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
     let mut index = Index::default();
     // Every record, in id order per room after the sort below; duplicates cannot arise today,
     // but a later compaction that copies records would make them, so they are skipped.
-    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    // Each room's name as written, to its key and shared name: one lookup per record, no
+    // allocation but for a room's first.
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut rooms: Vec<(String, Arc<str>)> = Vec::new();
     let mut next_event = 1;
     let mut empty = Vec::new();
     for &seg in &segs {
@@ -801,41 +828,52 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
             },
         );
         let mut at = HEADER_LEN;
-        loop {
-            match record::next(&bytes[at..]) {
-                Next::Record(r, len) => {
-                    let name = names
-                        .entry(room_key(r.room()))
-                        .or_insert_with(|| r.room().into())
-                        .clone();
-                    let loc = Loc {
-                        id: r.id(),
-                        at: micros(r.at()),
-                        seg,
-                        off: at as u64,
-                        len: len as u32,
-                    };
-                    next_event = next_event.max(r.id() + 1);
-                    let what = match &r {
-                        Record::Said { .. } => PendKind::Said,
-                        Record::Topic { .. } => PendKind::Topic(r.topic().expect("a topic")),
-                        Record::Modes { modes, .. } => PendKind::Modes(*modes),
-                    };
-                    index.add(&name, what, loc, usize::MAX);
-                    at += len;
+        while at < bytes.len() {
+            // Only the CRC and the fields the index needs are read here: a million records
+            // must open in well under the 2 s a restart may take.
+            let peeked = record::payload(&bytes[at..])
+                .and_then(|(payload, len)| Some((record::peek(payload)?, payload, len)));
+            let Some(((kind, id, micros, room), payload, len)) = peeked else {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = at,
+                    bytes = bytes.len() - at,
+                    "the store file ends in a record cut short or damaged (a crash or power \
+                     loss while writing); reading this file stops there and its bytes are \
+                     left as they are"
+                );
+                break;
+            };
+            let slot = match names.get(room) {
+                Some(&slot) => slot,
+                None => {
+                    rooms.push((room_key(room), Arc::from(room)));
+                    names.insert(room.to_owned(), rooms.len() - 1);
+                    rooms.len() - 1
                 }
-                Next::Torn => {
-                    tracing::warn!(
-                        file = %path.display(),
-                        offset = at,
-                        bytes = bytes.len() - at,
-                        "the store file ends in a record cut short (a crash or power loss \
-                         while writing); reading stops there and the bytes are left as they are"
-                    );
-                    break;
+            };
+            let (key, name) = &rooms[slot];
+            let loc = Loc {
+                id,
+                at: micros,
+                seg,
+                off: at as u64,
+                len: len as u32,
+            };
+            next_event = next_event.max(id + 1);
+            let what = if kind == record::TYPE_SAID {
+                Some(PendKind::Said)
+            } else {
+                match record::decode(payload) {
+                    Some(Record::Modes { modes, .. }) => Some(PendKind::Modes(modes)),
+                    Some(r @ Record::Topic { .. }) => r.topic().map(PendKind::Topic),
+                    _ => None,
                 }
-                Next::End => break,
+            };
+            if let Some(what) = what {
+                index.add_keyed(key, name, what, loc, usize::MAX);
             }
+            at += len;
         }
     }
     index.expired = 0;
@@ -904,23 +942,22 @@ fn read_back(
     }
     wanted.sort_unstable();
     let mut events: Vec<Vec<Arc<Event>>> = vec![Vec::new(); keys.len()];
-    let mut file: Option<(u32, File)> = None;
-    let mut buf = Vec::new();
+    // One read per segment rather than one per message: the segments are in the page cache
+    // from the index pass, and 100 000 preads would cost more than reading them whole.
+    let mut file: Option<(u32, Vec<u8>)> = None;
     for (seg, off, len, room) in wanted {
         if file.as_ref().is_none_or(|(s, _)| *s != seg) {
-            let path = segment_path(dir, seg);
-            let f = File::open(&path).map_err(|cause| OpenError::Io {
+            let bytes = fs::read(segment_path(dir, seg)).map_err(|cause| OpenError::Io {
                 dir: dir.to_owned(),
                 cause,
             })?;
-            file = Some((seg, f));
+            file = Some((seg, bytes));
         }
-        let (_, f) = file.as_ref().expect("opened");
-        buf.resize(len as usize, 0);
-        if f.read_exact_at(&mut buf, off).is_err() {
+        let (_, bytes) = file.as_ref().expect("read");
+        let Some(raw) = bytes.get(off as usize..off as usize + len as usize) else {
             continue;
-        }
-        if let Some(event) = record::payload(&buf)
+        };
+        if let Some(event) = record::payload(raw)
             .and_then(|(p, _)| record::decode(p))
             .and_then(|r| r.event())
         {
@@ -942,4 +979,152 @@ fn read_back(
         })
         .collect();
     Ok(Kept { rooms, next_event })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::core::event::{Identity, Kind, Target};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("linechat-store-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn options() -> Options {
+        Options {
+            fsync: Fsync::Every(Duration::from_secs(1)),
+            retain: 1000,
+            max_age: None,
+            max_bytes: 1 << 30,
+            memory_bytes: 1 << 20,
+            segment_bytes: SEGMENT_BYTES,
+        }
+    }
+
+    fn said(id: u64, room: &str, at: SystemTime, text: &str) -> Arc<Event> {
+        let from = Identity {
+            id: 1,
+            nick: "alice".into(),
+            user: "alice".into(),
+            host: "::1".into(),
+            realname: "".into(),
+        };
+        Event::at(
+            id,
+            at,
+            Target::Room(room.into()),
+            Some(Arc::new(from)),
+            Kind::Message(text.into()),
+        )
+    }
+
+    fn texts(kept: &Kept, room: &str) -> Vec<String> {
+        let r = kept.rooms.iter().find(|r| &*r.name == room).expect(room);
+        r.events
+            .iter()
+            .map(|e| match &e.kind {
+                Kind::Message(t) => t.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn age_and_the_byte_budget_let_go_of_the_oldest_first_and_count_it() {
+        let dir = scratch("age");
+        let now = SystemTime::now();
+        let (log, _) = Log::open(&dir, options()).unwrap();
+        let day = Duration::from_secs(86_400);
+        log.append(Change::Said(&said(1, "a", now - 3 * day, "three days old")));
+        log.append(Change::Said(&said(2, "b", now - day / 2, "half a day old")));
+        log.append(Change::Said(&said(3, "a", now, "new")));
+        log.close();
+        let (log, kept) = Log::open(
+            &dir,
+            Options {
+                max_age: Some(day),
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(texts(&kept, "a"), ["new"]);
+        assert_eq!(texts(&kept, "b"), ["half a day old"]);
+        assert_eq!((log.stats().messages, log.stats().expired), (2, 1));
+        assert_eq!(
+            kept.next_event, 4,
+            "ids continue past every record ever kept"
+        );
+        log.close();
+        // A budget of one record's bytes keeps the newest message of all rooms: "new" in "a"
+        // is a frame (8), type, id, time, kind (18), and five strings with their lengths
+        // ("a", "alice" twice, "::1", "new": 5 + 9 + 9 + 7 + 7).
+        let one = 8 + 18 + 5 + 9 + 9 + 7 + 7;
+        let (log, kept) = Log::open(
+            &dir,
+            Options {
+                max_bytes: one as u64,
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(log.stats().messages, 1);
+        assert_eq!(texts(&kept, "a"), ["new"]);
+        assert!(texts(&kept, "b").is_empty());
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_segment_whose_records_all_went_is_deleted_and_a_torn_tail_is_skipped() {
+        let dir = scratch("segments");
+        let (log, _) = Log::open(
+            &dir,
+            Options {
+                retain: 2,
+                segment_bytes: 200,
+                ..options()
+            },
+        )
+        .unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        for id in 1..=20 {
+            log.append(Change::Said(&said(id, "r", at, &format!("line {id:02}"))));
+            log.barrier();
+        }
+        log.close();
+        let segments = || {
+            let mut s: Vec<String> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".log"))
+                .collect();
+            s.sort();
+            s
+        };
+        // 20 records of ~60 bytes rotate every few; only those holding the last two remain
+        // (and the newest segment).
+        assert!(segments().len() <= 3, "{:?}", segments());
+        // A write cut short at the end of the newest segment: reported and skipped.
+        let last = dir.join(segments().last().unwrap());
+        let mut f = OpenOptions::new().append(true).open(&last).unwrap();
+        f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+        drop(f);
+        let (log, kept) = Log::open(
+            &dir,
+            Options {
+                retain: 2,
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(texts(&kept, "r"), ["line 19", "line 20"]);
+        assert_eq!(kept.next_event, 21);
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

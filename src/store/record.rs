@@ -310,6 +310,26 @@ impl<'a> In<'a> {
     }
 }
 
+/// What the index needs of a payload, without copying its strings: its type (see
+/// [`Record`]: 1 said, 2 topic, 3 modes), id, time (µs since 1970) and room.
+pub fn peek(payload: &[u8]) -> Option<(u8, u64, i64, &str)> {
+    let mut r = In(payload);
+    let kind = r.u8()?;
+    if !(SAID..=MODES).contains(&kind) {
+        return None;
+    }
+    let id = r.u64()?;
+    let at = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    if kind == SAID {
+        r.u8()?;
+    }
+    let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let room = std::str::from_utf8(r.take(len as usize)?).ok()?;
+    Some((kind, id, at, room))
+}
+
+pub const TYPE_SAID: u8 = SAID;
+
 /// A payload's record; `None` if it is not one this version knows. Version 1 is the only
 /// format so far; a version 2 reader keeps this for segments whose header says 1.
 pub fn decode(payload: &[u8]) -> Option<Record> {
