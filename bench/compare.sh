@@ -17,6 +17,9 @@
 #                       linechat, redis, nats: the line protocol, Redis pub/sub, NATS.
 #                       linechat-irc, ngircd, inspircd: IRC (linechat via --listen irc://).
 #                       linechat-mixed: one linechat room, half line-protocol, half IRC clients.
+#                       linechat-store: the line protocol with --data-dir (a fresh directory per
+#                       run, default --fsync-interval 1s); linechat-fsync: the same with
+#                       --fsync-interval always.
 #                       linechat-before: the line protocol on BEFORE_BIN, an earlier build,
 #                       for a redesign's before-and-after in one session.
 #   RECORD=1            write the report to <repo>/BENCHMARKS.md (otherwise it is only printed
@@ -63,7 +66,7 @@ awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must
 for s in $SCENARIOS; do
     case $s in S1 | S2 | S3 | S4) ;; *) die "unknown scenario $s (use S1 S2 S3 S4)" ;; esac
 done
-ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before"
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync"
 for s in $SERVERS; do
     [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
@@ -114,7 +117,8 @@ if [[ $SKIP_BUILD != 1 ]]; then
     (cd "$ROOT" && cargo build --release --bins)
 fi
 [[ -x $BENCH_BIN ]] || die "no bench binary at $BENCH_BIN"
-if has_server linechat || has_server linechat-irc || has_server linechat-mixed; then
+if has_server linechat || has_server linechat-irc || has_server linechat-mixed ||
+    has_server linechat-store || has_server linechat-fsync; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
 fi
 if has_server linechat-before; then
@@ -217,6 +221,8 @@ server_cmd() {
     case $1 in
     linechat) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000" ;;
     linechat-before) echo "$BEFORE_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000" ;;
+    linechat-store) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000 --data-dir $conf/data" ;;
+    linechat-fsync) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --max-clients 20000 --data-dir $conf/data --fsync-interval always" ;;
     # maxclients: Redis' default of 10000 would refuse part of S4.
     redis) echo "redis-server --port $2 --bind 127.0.0.1 --save '' --appendonly no --maxclients 20000" ;;
     nats) echo "nats-server -a 127.0.0.1 -p $2" ;;
@@ -231,7 +237,7 @@ server_cmd() {
 bench_proto_args() {
     case $1 in
     linechat | redis | nats) echo "--proto $1" ;;
-    linechat-before) echo "--proto linechat" ;;
+    linechat-before | linechat-store | linechat-fsync) echo "--proto linechat" ;;
     linechat-irc) echo "--proto irc" ;;
     linechat-mixed) echo "--proto mixed --irc-addr 127.0.0.1:$3" ;;
     # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
@@ -245,7 +251,8 @@ bench_proto_args() {
 
 server_version() {
     case $1 in
-    linechat | linechat-irc | linechat-mixed) "$LINECHAT_BIN" --version 2>/dev/null | head -n1 ;;
+    linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync)
+        "$LINECHAT_BIN" --version 2>/dev/null | head -n1 ;;
     linechat-before) "$BEFORE_BIN" --version 2>/dev/null | head -n1 ;;
     redis) redis-server --version 2>/dev/null | head -n1 ;;
     nats) nats-server --version 2>/dev/null | head -n1 ;;
@@ -380,7 +387,9 @@ irc_servers = [s for s in servers if s in ("linechat-irc", "ngircd", "inspircd",
 LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
          "linechat-irc": "linechat's IRC listener", "ngircd": "ngIRCd", "inspircd": "InspIRCd",
          "linechat-mixed": "linechat with half its clients on IRC",
-         "linechat-before": "linechat before the change (BEFORE_BIN)"}
+         "linechat-before": "linechat before the change (BEFORE_BIN)",
+         "linechat-store": "linechat with --data-dir",
+         "linechat-fsync": "linechat with --data-dir --fsync-interval always"}
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):
