@@ -154,20 +154,20 @@ struct Args {
     #[arg(long, env = "LINECHAT_DATA_DIR", value_name = "PATH")]
     data_dir: Option<PathBuf>,
 
-    /// With --data-dir: how often what was written is forced to the disk (e.g. 1s, 200ms), or
+    /// With --data-dir, how often what was written is forced to the disk (e.g. 1s, 200ms), or
     /// `always` (before each delivery). A crash of the server loses nothing delivered either
     /// way; a power loss loses at most this much.
     #[arg(long, env = "LINECHAT_FSYNC_INTERVAL", value_name = "INTERVAL|always",
           default_value = "1s", value_parser = parse_fsync)]
     fsync_interval: Fsync,
 
-    /// With --data-dir: messages older than this are let go of (e.g. 30d, 12h, 90m); 0 = keep
+    /// With --data-dir, messages older than this are let go of (e.g. 30d, 12h, 90m); 0 = keep
     /// them however old (the count and byte limits still apply).
     #[arg(long, env = "LINECHAT_HISTORY_MAX_AGE", value_name = "AGE",
           default_value = "0", value_parser = parse_age)]
     history_max_age: Duration,
 
-    /// With --data-dir: the most bytes all rooms' stored messages may take (K, M, G); past it
+    /// With --data-dir, the most bytes all rooms' stored messages may take (K, M, G); past it
     /// the oldest messages of all rooms go first.
     #[arg(long, env = "LINECHAT_STORE_BYTES", value_name = "BYTES",
           default_value = "1G", value_parser = parse_bytes)]
