@@ -679,6 +679,18 @@ impl Hub {
         Ok(identity)
     }
 
+    /// The room called `name`, created (within `id`'s creation limit, and as the store kept
+    /// it) if there is none.
+    fn room_or_create(
+        &self,
+        state: &mut State,
+        name: &str,
+        id: MemberId,
+    ) -> Result<RoomId, RoomError> {
+        let per_minute = self.settings.rooms_per_minute;
+        state.room_or_create(name, id, per_minute, self.store.as_ref())
+    }
+
     /// Puts `id` into the room called `name` (creating it), tells the room, and hands `view`
     /// what the newcomer sees of it, all under one lock.
     pub fn enter(
@@ -689,12 +701,7 @@ impl Hub {
         view: impl FnOnce(RoomView<'_>),
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.room_or_create(
-            name,
-            id,
-            self.settings.rooms_per_minute,
-            self.store.as_ref(),
-        )?;
+        let room = self.room_or_create(&mut state, name, id)?;
         self.enter_locked(&mut state, id, room, arrival, view)
     }
 
@@ -788,12 +795,7 @@ impl Hub {
         view: impl FnOnce(RoomView<'_>),
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
-        let room = state.room_or_create(
-            name,
-            id,
-            self.settings.rooms_per_minute,
-            self.store.as_ref(),
-        )?;
+        let room = self.room_or_create(&mut state, name, id)?;
         let Some(entry) = state.members.get(&id) else {
             return Ok(());
         };

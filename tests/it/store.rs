@@ -34,6 +34,27 @@ fn data_dir(tmp: &TempPath) -> PathBuf {
     tmp.with_name("data")
 }
 
+/// What `bob` sees entering `room`: its topic line (which must be `topic`), then what
+/// `/history` says was said there, each line without its time.
+async fn topic_and_history(
+    bob: &mut crate::support::Client,
+    room: &str,
+    topic: &str,
+) -> Vec<String> {
+    let lines = bob.command(&format!("/join {room}")).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("Topic of {room}: {topic}")),
+        "{lines:#?}"
+    );
+    let history = bob.command("/history").await;
+    history
+        .iter()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
+        .collect()
+}
+
 #[tokio::test]
 async fn rooms_topics_and_history_are_there_after_a_restart() {
     let tmp = TempPath::new("x");
@@ -55,18 +76,7 @@ async fn rooms_topics_and_history_are_there_after_a_restart() {
 
     let (server, _) = start(config(&dir)).await;
     let mut bob = server.join("bob").await;
-    let lines = bob.command("/join dev").await;
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == "Topic of dev: release on friday (set by alice)"),
-        "{lines:#?}"
-    );
-    let history = bob.command("/history").await;
-    let said: Vec<&str> = history
-        .iter()
-        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
-        .collect();
+    let said = topic_and_history(&mut bob, "dev", "release on friday (set by alice)").await;
     assert_eq!(
         said,
         [
@@ -76,8 +86,7 @@ async fn rooms_topics_and_history_are_there_after_a_restart() {
             "alice: line 3",
             "alice: line 4",
             "* alice waves"
-        ],
-        "{history:#?}"
+        ]
     );
     server.stop().await;
 }
@@ -233,26 +242,14 @@ async fn a_store_written_by_format_1_is_read() {
     let (server, log) = start(config(&dir)).await;
     assert_eq!(log.stats().messages, 4);
     let mut bob = server.join("bob").await;
-    let lines = bob.command("/join dev").await;
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == "Topic of dev: format one (set by alice)"),
-        "{lines:#?}"
-    );
-    let history = bob.command("/history").await;
-    let said: Vec<&str> = history
-        .iter()
-        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
-        .collect();
+    let said = topic_and_history(&mut bob, "dev", "format one (set by alice)").await;
     assert_eq!(
         said,
         [
             "alice: kept in format 1",
             "* alice waves",
             "alice: ünïcödé ✓"
-        ],
-        "{history:#?}"
+        ]
     );
     server.stop().await;
 }
