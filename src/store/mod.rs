@@ -23,7 +23,9 @@
 //!
 //! **Retention** is applied to the index as records are written: per room by count
 //! (`--history-retain`), by age (`--history-max-age`) and a total byte budget
-//! (`--store-bytes`), oldest first. A segment whose every record has been let go is deleted.
+//! (`--store-bytes`), oldest first. A segment whose every record has been let go is deleted;
+//! one less than half kept is compacted (what it keeps is copied forward, then it goes), so
+//! the files stay within about twice what is kept.
 
 pub mod lock;
 pub mod record;
@@ -125,8 +127,9 @@ struct RoomIndex {
 
 #[derive(Debug, Default)]
 struct Segment {
-    /// Records here still kept.
+    /// Records here still kept, and their bytes.
     live: u64,
+    live_bytes: u64,
     bytes: u64,
 }
 
@@ -148,6 +151,9 @@ struct Index {
     expired: u64,
 }
 
+/// A record still kept: its room, what it is, and where.
+type KeptRecord = (Arc<str>, PendKind, Loc);
+
 /// A record waiting in [`Pending`] for its write.
 #[derive(Debug)]
 struct Pend {
@@ -157,6 +163,8 @@ struct Pend {
     what: PendKind,
     start: usize,
     len: usize,
+    /// A copy made by compaction: where the record was until now.
+    moved_from: Option<Loc>,
 }
 
 #[derive(Debug)]
@@ -258,6 +266,7 @@ impl Log {
             seg,
             Segment {
                 live: 0,
+                live_bytes: 0,
                 bytes: HEADER_LEN as u64,
             },
         );
@@ -354,6 +363,7 @@ impl Store for Log {
                     what: PendKind::Said,
                     start,
                     len: 0,
+                    moved_from: None,
                 }
             }
             Change::Topic { room, id, topic } => {
@@ -365,6 +375,7 @@ impl Store for Log {
                     what: PendKind::Topic(topic.clone()),
                     start,
                     len: 0,
+                    moved_from: None,
                 }
             }
             Change::Modes { room, id, modes } => {
@@ -376,6 +387,7 @@ impl Store for Log {
                     what: PendKind::Modes(modes),
                     start,
                     len: 0,
+                    moved_from: None,
                 }
             }
         };
@@ -581,6 +593,7 @@ impl Inner {
             seg,
             Segment {
                 live: 0,
+                live_bytes: 0,
                 bytes: HEADER_LEN as u64,
             },
         );
@@ -606,7 +619,10 @@ impl Inner {
                 off: base + r.start as u64,
                 len: r.len as u32,
             };
-            index.add(&r.room, r.what, loc, o.retain);
+            match r.moved_from {
+                Some(old) => index.moved(&r.room, &r.what, old, loc),
+                None => index.add(&r.room, r.what, loc, o.retain),
+            }
         }
         index.within_budget(o.max_bytes);
         self.delete_dead(index);
@@ -682,7 +698,45 @@ impl Inner {
                 index.expire_before(oldest);
                 self.delete_dead(index);
             }
+            self.compact();
         }
+    }
+
+    /// Copies what is still kept in the sparsest closed segment (less than half kept) to the
+    /// end of the log, so that segment can go: without it, one old message of a quiet room
+    /// would keep a whole segment on disk. One segment per tick, read whole outside the
+    /// index's lock; the copies are written like any record, and the index moves to them
+    /// as they are written (a record let go of meanwhile is not brought back).
+    fn compact(&self) {
+        let Some((seg, live)) = guard(&self.index).sparse_segment() else {
+            return;
+        };
+        let bytes = match fs::read(segment_path(&self.dir, seg)) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(error = %e, seg, "cannot read a segment to compact"),
+        };
+        let mut p = guard(&self.pending);
+        for (room, what, loc) in live {
+            let Some(raw) = bytes.get(loc.off as usize..(loc.off + u64::from(loc.len)) as usize)
+            else {
+                continue;
+            };
+            let start = p.buf.len();
+            p.buf.extend_from_slice(raw);
+            p.records.push(Pend {
+                room,
+                id: loc.id,
+                at: loc.at,
+                what,
+                start,
+                len: raw.len(),
+                moved_from: Some(loc),
+            });
+            p.count += 1;
+        }
+        self.appended.store(p.count, Ordering::Release);
+        drop(p);
+        self.barrier();
     }
 }
 
@@ -693,9 +747,20 @@ impl Index {
 
     /// [`Index::add`] for a room whose key (its name in lower case) the caller has.
     fn add_keyed(&mut self, key: &str, room: &Arc<str>, what: PendKind, loc: Loc, retain: usize) {
-        if let Some(s) = self.segments.get_mut(&loc.seg) {
-            s.live += 1;
+        // A record older than the topic or modes already kept (a compacted copy of a
+        // superseded one read after its successor) changes nothing.
+        let stale = |kept: Option<Loc>| kept.is_some_and(|k| k.id > loc.id);
+        if let Some(r) = self.rooms.get(key) {
+            let stale = match what {
+                PendKind::Said => false,
+                PendKind::Topic(_) => stale(r.topic.as_ref().map(|(_, l)| *l)),
+                PendKind::Modes(_) => stale(r.modes.map(|(_, l)| l)),
+            };
+            if stale {
+                return;
+            }
         }
+        self.hold(loc);
         let r = match self.rooms.get_mut(key) {
             Some(r) => r,
             None => self
@@ -749,9 +814,64 @@ impl Index {
         self.release(loc);
     }
 
+    /// Counts `loc` as kept in its segment.
+    fn hold(&mut self, loc: Loc) {
+        if let Some(s) = self.segments.get_mut(&loc.seg) {
+            s.live += 1;
+            s.live_bytes += u64::from(loc.len);
+        }
+    }
+
+    /// Compaction wrote a copy of the record at `old` to `new`: the index points there now,
+    /// unless the record was let go of meanwhile (then the copy is simply not kept).
+    fn moved(&mut self, room: &str, what: &PendKind, old: Loc, new: Loc) {
+        let Some(r) = self.rooms.get_mut(&room_key(room)) else {
+            return;
+        };
+        let same = |l: &Loc| l.seg == old.seg && l.off == old.off;
+        let slot = match what {
+            PendKind::Said => {
+                let at = r.msgs.partition_point(|l| l.id < old.id);
+                r.msgs.get_mut(at).filter(|l| same(l))
+            }
+            PendKind::Topic(_) => r.topic.as_mut().map(|(_, l)| l).filter(|l| same(l)),
+            PendKind::Modes(_) => r.modes.as_mut().map(|(_, l)| l).filter(|l| same(l)),
+        };
+        if let Some(slot) = slot {
+            *slot = new;
+            self.hold(new);
+            self.release(old);
+        }
+    }
+
+    /// The closed segment holding the least of what it once held, if less than half of it is
+    /// still kept, with where each record still kept in it is.
+    fn sparse_segment(&self) -> Option<(u32, Vec<KeptRecord>)> {
+        let (&seg, _) = self
+            .segments
+            .iter()
+            .filter(|&(&seg, s)| seg != self.active && s.live > 0 && s.live_bytes * 2 < s.bytes)
+            .min_by_key(|(_, s)| s.live_bytes * 1000 / s.bytes.max(1))?;
+        let mut live = Vec::new();
+        for r in self.rooms.values() {
+            let here = |l: &Loc| l.seg == seg;
+            live.extend(
+                (r.msgs.iter().filter(|l| here(l))).map(|&l| (r.name.clone(), PendKind::Said, l)),
+            );
+            if let Some((t, l)) = r.topic.as_ref().filter(|(_, l)| here(l)) {
+                live.push((r.name.clone(), PendKind::Topic(t.clone()), *l));
+            }
+            if let Some((m, l)) = r.modes.filter(|(_, l)| here(l)) {
+                live.push((r.name.clone(), PendKind::Modes(m), l));
+            }
+        }
+        Some((seg, live))
+    }
+
     fn release(&mut self, loc: Loc) {
         if let Some(s) = self.segments.get_mut(&loc.seg) {
             s.live = s.live.saturating_sub(1);
+            s.live_bytes = s.live_bytes.saturating_sub(u64::from(loc.len));
             if s.live == 0 && loc.seg != self.active {
                 self.dead.push(loc.seg);
             }
@@ -824,6 +944,7 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
             seg,
             Segment {
                 live: 0,
+                live_bytes: 0,
                 bytes: bytes.len() as u64,
             },
         );
@@ -883,8 +1004,24 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
     for key in &keys {
         let r = index.rooms.get_mut(key).expect("listed");
         r.msgs.make_contiguous().sort_by_key(|l| l.id);
-        if let Some(first) = r.msgs.front() {
-            index.by_oldest.insert(first.id, key.clone());
+        // A crash between compaction's copy and the old segment's deletion leaves a record
+        // twice: the later copy is kept, so the sparse segment can still go.
+        let mut once: VecDeque<Loc> = VecDeque::with_capacity(r.msgs.len());
+        let mut twice = Vec::new();
+        for loc in r.msgs.drain(..) {
+            match once.back_mut() {
+                Some(last) if last.id == loc.id => twice.push(std::mem::replace(last, loc)),
+                _ => once.push_back(loc),
+            }
+        }
+        r.msgs = once;
+        for loc in twice {
+            index.msg_bytes -= u64::from(loc.len);
+            index.messages -= 1;
+            index.release(loc);
+        }
+        if let Some(first) = index.rooms[key].msgs.front().map(|l| l.id) {
+            index.by_oldest.insert(first, key.clone());
         }
         while index.rooms[key].msgs.len() > options.retain {
             index.drop_oldest_of(key);
@@ -1075,6 +1212,64 @@ mod tests {
         assert_eq!(log.stats().messages, 1);
         assert_eq!(texts(&kept, "a"), ["new"]);
         assert!(texts(&kept, "b").is_empty());
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut s: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[test]
+    fn compaction_frees_a_segment_a_quiet_room_pinned_and_a_copy_is_read_once() {
+        let dir = scratch("compact");
+        let small = Options {
+            retain: 2,
+            segment_bytes: 400,
+            ..options()
+        };
+        let (log, _) = Log::open(&dir, small.clone()).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        log.append(Change::Said(&said(1, "quiet", at, "the only line")));
+        let topic = Topic {
+            text: "kept".into(),
+            by: "alice".into(),
+            at,
+        };
+        log.append(Change::Topic {
+            room: "quiet",
+            id: 2,
+            topic: &topic,
+        });
+        for id in 3..=40 {
+            log.append(Change::Said(&said(
+                id,
+                "busy",
+                at,
+                &format!("line {id:02}"),
+            )));
+            log.barrier();
+        }
+        let first = segments(&dir)[0].clone();
+        let before = fs::read(&first).unwrap();
+        // The first segment holds two kept records and many let go of: it is copied forward.
+        log.inner.compact();
+        assert!(!first.exists(), "the sparse segment is deleted");
+        log.close();
+        // As if the process had died between the copy and the deletion: both copies exist.
+        fs::write(&first, &before).unwrap();
+        let (log, kept) = Log::open(&dir, small).unwrap();
+        assert_eq!(texts(&kept, "quiet"), ["the only line"]);
+        assert_eq!(texts(&kept, "busy"), ["line 39", "line 40"]);
+        let quiet = kept.rooms.iter().find(|r| &*r.name == "quiet").unwrap();
+        assert_eq!(quiet.topic.as_ref().map(|t| &*t.text), Some("kept"));
+        assert_eq!(log.stats().messages, 3);
         log.close();
         let _ = fs::remove_dir_all(&dir);
     }
