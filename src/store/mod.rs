@@ -708,9 +708,15 @@ impl Inner {
     /// index's lock; the copies are written like any record, and the index moves to them
     /// as they are written (a record let go of meanwhile is not brought back).
     fn compact(&self) {
-        let Some((seg, live)) = guard(&self.index).sparse_segment() else {
+        let Some((seg, keys)) = guard(&self.index).sparse_segment() else {
             return;
         };
+        // A few rooms at a time, so a million kept messages never hold the index's lock (and
+        // with it the writers' barrier) for more than a fraction of a millisecond.
+        let live: Vec<KeptRecord> = keys
+            .chunks(64)
+            .flat_map(|chunk| guard(&self.index).kept_in(seg, chunk))
+            .collect();
         let bytes = match fs::read(segment_path(&self.dir, seg)) {
             Ok(b) => b,
             Err(e) => return tracing::warn!(error = %e, seg, "cannot read a segment to compact"),
@@ -845,16 +851,21 @@ impl Index {
     }
 
     /// The closed segment holding the least of what it once held, if less than half of it is
-    /// still kept, with where each record still kept in it is.
-    fn sparse_segment(&self) -> Option<(u32, Vec<KeptRecord>)> {
+    /// still kept, and the rooms to look for its records in.
+    fn sparse_segment(&self) -> Option<(u32, Vec<String>)> {
         let (&seg, _) = self
             .segments
             .iter()
             .filter(|&(&seg, s)| seg != self.active && s.live > 0 && s.live_bytes * 2 < s.bytes)
             .min_by_key(|(_, s)| s.live_bytes * 1000 / s.bytes.max(1))?;
+        Some((seg, self.rooms.keys().cloned().collect()))
+    }
+
+    /// What the rooms `keys` still keep in segment `seg`.
+    fn kept_in(&self, seg: u32, keys: &[String]) -> Vec<KeptRecord> {
+        let here = |l: &Loc| l.seg == seg;
         let mut live = Vec::new();
-        for r in self.rooms.values() {
-            let here = |l: &Loc| l.seg == seg;
+        for r in keys.iter().filter_map(|k| self.rooms.get(k)) {
             live.extend(
                 (r.msgs.iter().filter(|l| here(l))).map(|&l| (r.name.clone(), PendKind::Said, l)),
             );
@@ -865,7 +876,7 @@ impl Index {
                 live.push((r.name.clone(), PendKind::Modes(m), l));
             }
         }
-        Some((seg, live))
+        live
     }
 
     fn release(&mut self, loc: Loc) {
