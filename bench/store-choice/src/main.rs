@@ -17,7 +17,9 @@ fn record(i: u64) -> Vec<u8> {
     r.extend_from_slice(&i.to_le_bytes());
     r.extend_from_slice(&(1_796_000_000_000_000u64 + i).to_le_bytes());
     r.extend_from_slice(b"\x00\x05lobby\x05alice\x05alice\x09127.0.0.1");
-    r.extend_from_slice(format!("message number {i:08} with some words of chat in it, typed").as_bytes());
+    r.extend_from_slice(
+        format!("message number {i:08} with some words of chat in it, typed").as_bytes(),
+    );
     r
 }
 
@@ -26,7 +28,11 @@ fn dir_bytes(p: &Path) -> u64 {
     for e in fs::read_dir(p).unwrap() {
         let e = e.unwrap();
         let m = e.metadata().unwrap();
-        n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
     }
     n
 }
@@ -59,7 +65,10 @@ impl Candidate for Log {
     fn close(self: Box<Self>) {}
     fn read_all(dir: &Path) -> usize {
         let mut buf = Vec::new();
-        File::open(dir.join("log")).unwrap().read_to_end(&mut buf).unwrap();
+        File::open(dir.join("log"))
+            .unwrap()
+            .read_to_end(&mut buf)
+            .unwrap();
         let (mut at, mut n) = (0, 0);
         while at + 8 <= buf.len() {
             let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
@@ -89,7 +98,10 @@ impl Candidate for Fjall {
     fn read_all(dir: &Path) -> usize {
         let ks = fjall::Config::new(dir).open().unwrap();
         let p = ks.open_partition("h", Default::default()).unwrap();
-        p.iter().map(|kv| kv.unwrap().1.len()).filter(|&l| l > 0).count()
+        p.iter()
+            .map(|kv| kv.unwrap().1.len())
+            .filter(|&l| l > 0)
+            .count()
     }
 }
 
@@ -128,9 +140,12 @@ impl Candidate for Sqlite {
     fn append(&mut self, first: u64, records: &[Vec<u8>]) {
         let tx = self.0.transaction().unwrap();
         {
-            let mut st = tx.prepare_cached("INSERT INTO h (id, r) VALUES (?1, ?2)").unwrap();
+            let mut st = tx
+                .prepare_cached("INSERT INTO h (id, r) VALUES (?1, ?2)")
+                .unwrap();
             for (i, r) in records.iter().enumerate() {
-                st.execute(rusqlite::params![(first + i as u64) as i64, r]).unwrap();
+                st.execute(rusqlite::params![(first + i as u64) as i64, r])
+                    .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -147,7 +162,11 @@ impl Candidate for Sqlite {
 fn open(which: usize, dir: &Path) -> Box<dyn Candidate> {
     match which {
         0 => Box::new(Log(
-            OpenOptions::new().create(true).append(true).open(dir.join("log")).unwrap(),
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("log"))
+                .unwrap(),
             Vec::new(),
         )),
         1 => {
@@ -197,7 +216,10 @@ fn main() {
     let base = PathBuf::from(args.get(2).map_or("target/store-choice", String::as_str));
     let records: Vec<Vec<u8>> = (0..n as u64).map(record).collect();
     let raw: usize = records.iter().map(Vec::len).sum();
-    println!("{n} records, {:.0} bytes each on average\n", raw as f64 / n as f64);
+    println!(
+        "{n} records, {:.0} bytes each on average\n",
+        raw as f64 / n as f64
+    );
     println!("| store | µs per record, one commit each | µs per record, groups of {GROUP} | bytes on disk per record | reading all back (s) |");
     println!("|---|---|---|---|---|");
     for which in 0..5 {
