@@ -261,15 +261,7 @@ impl Log {
         let seg = (index.segments.keys().chain(&index.dead).max()).map_or(1, |s| s + 1);
         let file = new_segment(dir, seg).map_err(io_err)?;
         sync_dir(dir).map_err(io_err)?;
-        index.active = seg;
-        index.segments.insert(
-            seg,
-            Segment {
-                live: 0,
-                live_bytes: 0,
-                bytes: HEADER_LEN as u64,
-            },
-        );
+        index.begin(seg);
         let dead = std::mem::take(&mut index.dead);
         for seg in dead {
             let _ = fs::remove_file(segment_path(dir, seg));
@@ -350,49 +342,33 @@ impl Store for Log {
     fn append(&self, change: Change<'_>) {
         let mut p = guard(&self.inner.pending);
         let start = p.buf.len();
-        let pend = match change {
+        let (room, id, at, what) = match change {
             Change::Said(event) => {
                 let Some(room) = event.room() else { return };
                 if !record::encode_said(&mut p.buf, event) {
                     return;
                 }
-                Pend {
-                    room: room.clone(),
-                    id: event.id,
-                    at: micros(event.at),
-                    what: PendKind::Said,
-                    start,
-                    len: 0,
-                    moved_from: None,
-                }
+                (room.clone(), event.id, event.at, PendKind::Said)
             }
             Change::Topic { room, id, topic } => {
                 record::encode_topic(&mut p.buf, room, id, topic);
-                Pend {
-                    room: room.into(),
-                    id,
-                    at: micros(topic.at),
-                    what: PendKind::Topic(topic.clone()),
-                    start,
-                    len: 0,
-                    moved_from: None,
-                }
+                (room.into(), id, topic.at, PendKind::Topic(topic.clone()))
             }
             Change::Modes { room, id, modes } => {
                 record::encode_modes(&mut p.buf, room, id, modes);
-                Pend {
-                    room: room.into(),
-                    id,
-                    at: micros(SystemTime::now()),
-                    what: PendKind::Modes(modes),
-                    start,
-                    len: 0,
-                    moved_from: None,
-                }
+                (room.into(), id, SystemTime::now(), PendKind::Modes(modes))
             }
         };
         let len = p.buf.len() - start;
-        p.records.push(Pend { len, ..pend });
+        p.records.push(Pend {
+            room,
+            id,
+            at: micros(at),
+            what,
+            start,
+            len,
+            moved_from: None,
+        });
         p.count += 1;
         self.inner.appended.store(p.count, Ordering::Release);
     }
@@ -588,15 +564,7 @@ impl Inner {
             guard(&self.closed).push(old);
         }
         let mut index = guard(&self.index);
-        let previous = std::mem::replace(&mut index.active, seg);
-        index.segments.insert(
-            seg,
-            Segment {
-                live: 0,
-                live_bytes: 0,
-                bytes: HEADER_LEN as u64,
-            },
-        );
+        let previous = index.begin(seg);
         if index.segments.get(&previous).is_some_and(|s| s.live == 0) {
             index.dead.push(previous);
         }
@@ -747,6 +715,17 @@ impl Inner {
 }
 
 impl Index {
+    /// `seg` is the segment being written from now on; returns the one that was.
+    fn begin(&mut self, seg: u32) -> u32 {
+        let segment = Segment {
+            live: 0,
+            live_bytes: 0,
+            bytes: HEADER_LEN as u64,
+        };
+        self.segments.insert(seg, segment);
+        std::mem::replace(&mut self.active, seg)
+    }
+
     fn add(&mut self, room: &Arc<str>, what: PendKind, loc: Loc, retain: usize) {
         self.add_keyed(&room_key(room), room, what, loc, retain);
     }
