@@ -4,7 +4,9 @@
 # check metrics` validates the metrics endpoint's output), for the fault suite's
 # network-namespace tests iproute2 (`ip`) and nftables (`nft`), and for the real-IRC-client
 # tests (tests/clients) irssi, tmux (which irssi runs in), weechat-headless and
-# weechat-plugins (WeeChat's FIFO plugin, which the test types through). Safe to run
+# weechat-plugins (WeeChat's FIFO plugin, which the test types through), and systemd
+# (`systemd-analyze verify` checks contrib/linechat.service; it runs offline, without systemd
+# as PID 1, so a container is enough). Safe to run
 # again; does nothing when everything is present. The tests that need them fail rather than
 # skip in CI (CI set) when something is missing; the namespace tests also need root.
 set -euo pipefail
@@ -18,6 +20,7 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v irssi >/dev/null 2>&1 || need+=(irssi)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v weechat-headless >/dev/null 2>&1 || need+=(weechat-headless)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # Debian ships the FIFO plugin in weechat-plugins (irc and logger come with weechat-core).
 compgen -G '/usr/lib/*/weechat/plugins/fifo.so' >/dev/null ||
   compgen -G '/usr/lib/weechat/plugins/fifo.so' >/dev/null || need+=(weechat-plugins)

@@ -1,6 +1,9 @@
-//! Server configuration and its defaults. The binary maps command-line flags onto this; tests
-//! build it directly, so nothing here knows about clap.
+//! Server configuration and its defaults. The binary maps command-line flags (and the config
+//! file) onto this; tests build it directly, so nothing here knows about clap. [`Live`] holds
+//! the part a reload may change while the server runs.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Everything a running server needs to know. `Config::default()` is what `linechat` runs with
@@ -146,13 +149,152 @@ pub enum Fsync {
 }
 
 impl Config {
-    /// When the idle warning is sent: 30 s before the disconnect, or at 90 % of a timeout shorter
-    /// than 300 s, so a short timeout still leaves the warning a useful lead.
+    /// When the idle warning is sent (see `idle_warning`).
     pub fn idle_warning_after(&self) -> Option<Duration> {
-        let timeout = self.idle_timeout?;
-        let lead = Duration::from_secs(30).min(timeout / 10);
-        Some(timeout - lead)
+        self.idle_timeout.map(idle_warning)
     }
+}
+
+/// The settings a reload (SIGHUP, IRC `REHASH`) changes in a running server, by the name of
+/// their flag and config-file key; every other setting needs a restart. Each is read where it
+/// applies, so nobody is disconnected by a reload:
+///
+/// - `max-clients`, `max-prompt`, `max-per-ip`, `connect-rate`, `connect-burst`, `ip-exempt`:
+///   the next connection admitted (open connections over a lowered limit stay);
+/// - `idle-timeout`, `rate-limit`, `rate-burst`: every connection, from its next line or timer;
+/// - `queue-bytes`: connections opened after the reload (an open one keeps the queue it has);
+/// - `server-password`: connections that register (choose a nickname) after the reload;
+/// - `oper`: the next `OPER` (operators already up stay operators).
+pub const RELOADABLE: &[&str] = &[
+    "max-clients",
+    "max-prompt",
+    "max-per-ip",
+    "connect-rate",
+    "connect-burst",
+    "ip-exempt",
+    "idle-timeout",
+    "rate-limit",
+    "rate-burst",
+    "queue-bytes",
+    "server-password",
+    "oper",
+];
+
+impl Config {
+    /// `self` with the [`RELOADABLE`] settings taken from `new`; the rest stays as it is, since
+    /// the server cannot change it while running (listeners, history, the transcript...).
+    pub fn reloaded(&self, new: &Config) -> Config {
+        Config {
+            max_clients: new.max_clients,
+            max_prompt: new.max_prompt,
+            max_per_ip: new.max_per_ip,
+            connect_rate: new.connect_rate,
+            connect_burst: new.connect_burst,
+            ip_exempt: new.ip_exempt.clone(),
+            idle_timeout: new.idle_timeout,
+            rate_limit: new.rate_limit,
+            rate_burst: new.rate_burst,
+            queue_bytes: new.queue_bytes,
+            server_password: new.server_password.clone(),
+            opers: new.opers.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Where a reload gets the new configuration from: the binary's implementation reads the
+/// config file, the environment and the command line again (in their order of precedence).
+pub trait Reloader: Send + Sync + std::fmt::Debug {
+    /// The configuration as it now reads, with a report of what changed for the log; or why
+    /// it cannot be used, in which case the running configuration stays as it is.
+    fn reload(&self) -> Result<Reloaded, String>;
+
+    /// What is read, for the person who asked (IRC `REHASH` replies with it).
+    fn source(&self) -> String;
+
+    /// Called once the reload has been applied and logged: for what the reloader applies
+    /// itself and that would hide that log line (a lower log level).
+    fn after(&self) {}
+}
+
+/// A configuration read by a [`Reloader`].
+#[derive(Debug)]
+pub struct Reloaded {
+    pub config: Config,
+    /// What changed, what of it took effect and what needs a restart, in one line.
+    pub report: String,
+}
+
+/// The configuration as it stands after the last reload. The settings read on every pass of a
+/// connection's loop are atomics, so that pass takes no lock; the rest are read from an
+/// `Arc<Config>` under a lock taken once per connection or per command.
+#[derive(Debug)]
+pub struct Live {
+    /// Bumped by every reload: a connection compares it with the one it last saw to know when
+    /// to pick up a new flood-control rate, without a lock per line.
+    generation: AtomicU64,
+    /// `--idle-timeout` in milliseconds; 0 = never.
+    idle_timeout_ms: AtomicU64,
+    config: RwLock<Arc<Config>>,
+}
+
+impl Live {
+    pub fn new(config: &Config) -> Live {
+        Live {
+            generation: AtomicU64::new(0),
+            idle_timeout_ms: AtomicU64::new(idle_ms(config)),
+            config: RwLock::new(Arc::new(config.clone())),
+        }
+    }
+
+    /// The running configuration: the start-up one with the [`RELOADABLE`] settings of the last
+    /// reload.
+    pub fn get(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes the [`RELOADABLE`] settings of `new`; returns the configuration now running.
+    pub fn set(&self, new: &Config) -> Arc<Config> {
+        let mut config = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        *config = Arc::new(config.reloaded(new));
+        self.idle_timeout_ms.store(idle_ms(&config), Relaxed);
+        self.generation.fetch_add(1, Relaxed);
+        config.clone()
+    }
+
+    /// How many reloads there have been.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// [`Config::idle_timeout`], as it stands.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// [`Config::idle_warning_after`], as it stands.
+    pub fn idle_warning_after(&self) -> Option<Duration> {
+        self.idle_timeout().map(idle_warning)
+    }
+}
+
+fn idle_ms(config: &Config) -> u64 {
+    config.idle_timeout.map_or(0, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// When the idle warning is sent: 30 s before the disconnect, or at 90 % of a timeout shorter
+/// than 300 s, so a short timeout still leaves the warning a useful lead.
+fn idle_warning(timeout: Duration) -> Duration {
+    let lead = Duration::from_secs(30).min(timeout / 10);
+    timeout - lead
 }
 
 /// This machine's host name, for `--server-name`'s default; `linechat.local` if it has none

@@ -1,9 +1,10 @@
 //! What every session shares: the settings, the hub, the server-wide figures, and the
 //! shutdown signal.
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Live, Reloader};
 use crate::core::hub::RoomInfo;
 use crate::core::Hub;
 use crate::net::gate::Gate;
@@ -12,7 +13,16 @@ use crate::ops::snapshot::Snapshot;
 
 #[derive(Debug)]
 pub struct Shared {
+    /// The configuration the server started with. What a reload may change
+    /// ([`crate::config::RELOADABLE`]) is read from [`Shared::live`] instead.
     pub config: Config,
+    pub live: Live,
+    /// Reads the configuration again on SIGHUP or `REHASH`; `None` when nothing can be read
+    /// again (a server started from a `Config` alone, as tests do).
+    pub reloader: Option<Box<dyn Reloader>>,
+    /// Asks for a reload from outside the runtime (the binary's SIGHUP handler); the
+    /// server's reload task waits on it.
+    pub reload_requests: std::sync::Arc<Notify>,
     /// Admission: the connection caps and the per-address limits.
     pub gate: Gate,
     pub hub: Hub,
@@ -20,6 +30,44 @@ pub struct Shared {
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
     pub reports: Reports,
+}
+
+impl Shared {
+    /// Reads the configuration again and applies what can change while the server runs: the
+    /// [`crate::config::RELOADABLE`] settings, for everyone and at once, with nobody
+    /// disconnected. Returns the report that was logged, or why nothing changed.
+    ///
+    /// Reading a config file blocks this thread for as long as that takes; it is one small
+    /// file, read when an operator asks.
+    pub fn reload(&self) -> Result<String, String> {
+        let Some(reloader) = &self.reloader else {
+            tracing::info!("reload asked for: there is no configuration to read again");
+            return Err("this server has no configuration to read again".to_owned());
+        };
+        match reloader.reload() {
+            Ok(new) => {
+                let running = self.live.set(&new.config);
+                self.gate.update(&running);
+                let floor = 2 * self.hub.settings().budget;
+                if running.queue_bytes < floor {
+                    tracing::warn!(
+                        queue_bytes = running.queue_bytes,
+                        floor,
+                        "new connections get queues of {floor} bytes, not less, until a restart: \
+                         the history shown on entering a room is sized from the queue-bytes the \
+                         server started with"
+                    );
+                }
+                tracing::info!(source = %reloader.source(), "configuration reloaded: {}", new.report);
+                reloader.after();
+                Ok(new.report)
+            }
+            Err(e) => {
+                tracing::warn!(source = %reloader.source(), "configuration not reloaded, the running one stays: {e}");
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The reports whose work grows with the server, each rebuilt at most [`Reports::PER_SEC`]

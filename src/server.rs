@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Instrument};
 
-use crate::config::Config;
+use crate::config::{Config, Live, Reloader};
 use crate::context::Shared;
 use crate::core::hub::{Hub, Settings};
 use crate::core::store::Kept;
@@ -77,6 +78,11 @@ pub struct Extras {
     pub transcript: Option<Transcript>,
     /// The opened store (`--data-dir`) and what it kept: from [`crate::store::Log::open`].
     pub store: Option<(Arc<Log>, Kept)>,
+    /// Reads the configuration again when a reload is asked for (see [`Shared::reload`]).
+    pub reloader: Option<Box<dyn Reloader>>,
+    /// Each `notify_one` asks for one reload (the binary does on SIGHUP); one asked for while
+    /// another runs is not lost.
+    pub reload_requests: Arc<Notify>,
 }
 
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
@@ -136,7 +142,10 @@ pub async fn serve(
     };
     let shared = Arc::new(Shared {
         gate: Gate::new(&config),
+        live: Live::new(&config),
         config,
+        reloader: extras.reloader,
+        reload_requests: extras.reload_requests,
         hub,
         metrics,
         shutdown: CancellationToken::new(),
@@ -176,6 +185,7 @@ pub async fn serve(
     }
     accepting.close();
     let ticker = tokio::spawn(presence_ticker(shared.clone()));
+    let reloads = tokio::spawn(reload_on_request(shared.clone()));
 
     shutdown.await;
     stop_accepting.cancel();
@@ -186,6 +196,7 @@ pub async fn serve(
     );
     shared.shutdown.cancel();
     let _ = ticker.await;
+    let _ = reloads.await;
     sessions.close();
     if tokio::time::timeout(grace + CLOSE_ALLOWANCE, sessions.wait())
         .await
@@ -258,6 +269,18 @@ async fn presence_ticker(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = ticks.tick() => shared.hub.summarize_presence(period.as_secs()),
+        }
+    }
+}
+
+/// Reloads the configuration each time one is asked for, until shutdown.
+async fn reload_on_request(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.reload_requests.notified() => {
+                let _ = shared.reload();
+            }
         }
     }
 }

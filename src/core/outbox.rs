@@ -68,6 +68,11 @@ impl Outbox {
         }
     }
 
+    /// The bound on queued bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Queues `msg` unless that would pass the bound. `gauge` mirrors the queued byte count
     /// for the metrics; it is stored, never read-modified-written, so it costs no extra atomic
     /// round trip.

@@ -18,10 +18,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use super::cidr::{default_exempt, parse_exempt, Cidr};
 use crate::config::Config;
@@ -69,17 +68,27 @@ impl Refusal {
     }
 }
 
-/// The limits, as configured.
+/// The per-address limits, as configured (kept with the table they govern, so a reload
+/// changes both under one lock).
 #[derive(Debug, Clone)]
 struct Limits {
-    max_clients: usize,
-    max_prompt: usize,
     /// 0 = no limit.
     max_per_ip: usize,
     /// New connections a second per address; `None` = no limit.
     rate: Option<f64>,
     burst: f64,
     exempt: Vec<Cidr>,
+}
+
+impl Limits {
+    fn new(config: &Config) -> Limits {
+        Limits {
+            max_per_ip: config.max_per_ip,
+            rate: config.connect_rate.filter(|r| *r > 0.0),
+            burst: f64::from(config.connect_burst.max(1)),
+            exempt: config.ip_exempt.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -109,13 +118,15 @@ impl Entry {
 
 #[derive(Debug)]
 struct Table {
+    limits: Limits,
     entries: HashMap<IpAddr, Entry>,
     last_sweep: Instant,
 }
 
 impl Table {
     /// Removes the entries with nothing to remember.
-    fn sweep(&mut self, limits: &Limits, now: Instant) {
+    fn sweep(&mut self, now: Instant) {
+        let limits = &self.limits;
         self.entries.retain(|_, e| {
             e.refill(limits, now);
             !e.idle(limits)
@@ -124,21 +135,49 @@ impl Table {
     }
 }
 
+/// A count of connections under a cap that a reload may move. Counters rather than semaphore
+/// permits, because a lowered cap must not close anyone: the count simply stays above the cap
+/// until enough connections have left, and admits nobody meanwhile.
+#[derive(Debug)]
+struct Capped {
+    cap: AtomicUsize,
+    held: AtomicUsize,
+}
+
+impl Capped {
+    fn new(cap: usize) -> Capped {
+        Capped {
+            cap: AtomicUsize::new(cap),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let cap = self.cap.load(Relaxed);
+        self.held
+            .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.held.fetch_sub(1, Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    limits: Limits,
     table: Mutex<Table>,
-    /// Most entries the table keeps.
-    table_cap: usize,
+    /// `--max-clients`: connections open.
+    slots: Capped,
+    /// `--max-prompt`: connections at the nickname prompt.
+    prompt: Capped,
 }
 
 /// Admission for every chat listener: per-address limits, the connection cap and the prompt
-/// cap. One per server.
+/// cap. One per server; [`Gate::update`] takes new limits while it runs.
 #[derive(Debug)]
 pub struct Gate {
     inner: Arc<Inner>,
-    slots: Arc<Semaphore>,
-    prompt: Arc<Semaphore>,
 }
 
 /// An admitted connection's hold on its slots: its place under `--max-clients`, under
@@ -146,24 +185,29 @@ pub struct Gate {
 /// it gives them all back.
 #[derive(Debug)]
 pub struct Pass {
-    slot: Option<OwnedSemaphorePermit>,
-    prompt: Option<OwnedSemaphorePermit>,
-    address: Option<(Arc<Inner>, IpAddr)>,
+    inner: Arc<Inner>,
+    slot: bool,
+    prompt: bool,
+    address: Option<IpAddr>,
 }
 
 impl Pass {
     /// The connection has chosen a nickname: it no longer counts against `--max-prompt`.
     pub fn registered(&mut self) {
-        self.prompt = None;
+        if std::mem::take(&mut self.prompt) {
+            self.inner.prompt.give_back();
+        }
     }
 
     /// Gives back the slots now, before the connection is dropped (a closing socket that
     /// lingers no longer counts).
     pub fn release(&mut self) {
-        self.prompt = None;
-        self.slot = None;
-        if let Some((inner, key)) = self.address.take() {
-            inner.left(key, Instant::now());
+        self.registered();
+        if std::mem::take(&mut self.slot) {
+            self.inner.slots.give_back();
+        }
+        if let Some(key) = self.address.take() {
+            self.inner.left(key, Instant::now());
         }
     }
 }
@@ -179,32 +223,35 @@ pub fn default_max_prompt(max_clients: usize) -> usize {
     max_clients.div_ceil(2)
 }
 
+fn max_prompt(config: &Config) -> usize {
+    config
+        .max_prompt
+        .unwrap_or_else(|| default_max_prompt(config.max_clients))
+        .clamp(1, config.max_clients.max(1))
+}
+
 impl Gate {
     pub fn new(config: &Config) -> Gate {
-        let max_prompt = config
-            .max_prompt
-            .unwrap_or_else(|| default_max_prompt(config.max_clients))
-            .clamp(1, config.max_clients.max(1));
-        let limits = Limits {
-            max_clients: config.max_clients,
-            max_prompt,
-            max_per_ip: config.max_per_ip,
-            rate: config.connect_rate.filter(|r| *r > 0.0),
-            burst: f64::from(config.connect_burst.max(1)),
-            exempt: config.ip_exempt.clone(),
-        };
         Gate {
-            slots: Arc::new(Semaphore::new(config.max_clients)),
-            prompt: Arc::new(Semaphore::new(max_prompt)),
             inner: Arc::new(Inner {
-                limits,
                 table: Mutex::new(Table {
+                    limits: Limits::new(config),
                     entries: HashMap::new(),
                     last_sweep: Instant::now(),
                 }),
-                table_cap: Gate::table_cap(config.max_clients),
+                slots: Capped::new(config.max_clients),
+                prompt: Capped::new(max_prompt(config)),
             }),
         }
+    }
+
+    /// Takes the limits of `config` (a reload): they apply from the next connection admitted.
+    /// Connections already open stay, even over a lowered limit.
+    pub fn update(&self, config: &Config) {
+        let mut table = lock(&self.inner.table);
+        table.limits = Limits::new(config);
+        self.inner.slots.cap.store(config.max_clients, Relaxed);
+        self.inner.prompt.cap.store(max_prompt(config), Relaxed);
     }
 
     /// Most entries the per-address table keeps: every connection's address, and as many
@@ -220,85 +267,87 @@ impl Gate {
 
     fn admit_at(&self, peer: IpAddr, now: Instant) -> Result<Pass, Refusal> {
         let mut pass = Pass {
-            slot: None,
-            prompt: None,
+            inner: self.inner.clone(),
+            slot: false,
+            prompt: false,
             address: None,
         };
-        let limits = &self.inner.limits;
-        let limited = limits.max_per_ip > 0 || limits.rate.is_some();
-        if limited && !limits.exempt.iter().any(|c| c.contains(peer)) {
-            let key = address_key(peer);
-            self.inner.arrive(key, now)?;
-            pass.address = Some((self.inner.clone(), key));
+        let key = address_key(peer);
+        if self.inner.arrive(peer, key, now)? {
+            pass.address = Some(key);
         }
-        pass.slot = Some(
-            self.slots
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Refusal::Full)?,
-        );
-        pass.prompt = Some(
-            self.prompt
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Refusal::Prompt)?,
-        );
+        if !self.inner.slots.try_take() {
+            return Err(Refusal::Full);
+        }
+        pass.slot = true;
+        if !self.inner.prompt.try_take() {
+            return Err(Refusal::Prompt);
+        }
+        pass.prompt = true;
         Ok(pass)
     }
 
     /// Addresses in the per-address table now (after removing those with nothing to remember).
     pub fn tracked(&self) -> usize {
         let mut table = lock(&self.inner.table);
-        table.sweep(&self.inner.limits, Instant::now());
+        table.sweep(Instant::now());
         table.entries.len()
     }
 
     pub fn max_clients(&self) -> usize {
-        self.inner.limits.max_clients
+        self.inner.slots.cap.load(Relaxed)
     }
 
     pub fn max_prompt(&self) -> usize {
-        self.inner.limits.max_prompt
+        self.inner.prompt.cap.load(Relaxed)
     }
 
     /// Connections admitted and not yet registered (nor closed).
     pub fn at_prompt(&self) -> usize {
-        self.max_prompt()
-            .saturating_sub(self.prompt.available_permits())
+        self.inner.prompt.held.load(Relaxed)
     }
 
     pub fn max_per_ip(&self) -> usize {
-        self.inner.limits.max_per_ip
+        lock(&self.inner.table).limits.max_per_ip
     }
 
     /// `(rate, burst)`, when there is a rate limit.
     pub fn connect_rate(&self) -> Option<(f64, u32)> {
-        let l = &self.inner.limits;
+        let table = lock(&self.inner.table);
+        let l = &table.limits;
         l.rate.map(|r| (r, l.burst as u32))
     }
 
-    pub fn exempt(&self) -> &[Cidr] {
-        &self.inner.limits.exempt
+    pub fn exempt(&self) -> Vec<Cidr> {
+        lock(&self.inner.table).limits.exempt.clone()
     }
 }
 
 impl Inner {
-    /// Counts a new connection from `key`, or refuses it.
-    fn arrive(&self, key: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let limits = &self.limits;
+    /// Counts a new connection from `peer` (under `key`), or refuses it; `false` when the
+    /// per-address limits do not apply to it (none set, or an exempt address).
+    fn arrive(&self, peer: IpAddr, key: IpAddr, now: Instant) -> Result<bool, Refusal> {
         let mut table = lock(&self.table);
-        if now.saturating_duration_since(table.last_sweep) >= Duration::from_secs(1) {
-            table.sweep(limits, now);
+        let limited = table.limits.max_per_ip > 0 || table.limits.rate.is_some();
+        if !limited || table.limits.exempt.iter().any(|c| c.contains(peer)) {
+            return Ok(false);
         }
-        if table.entries.len() >= self.table_cap && !table.entries.contains_key(&key) {
-            table.sweep(limits, now);
-            if table.entries.len() > self.table_cap / 4 * 3 {
+        if now.saturating_duration_since(table.last_sweep) >= Duration::from_secs(1) {
+            table.sweep(now);
+        }
+        let table_cap = Gate::table_cap(self.slots.cap.load(Relaxed));
+        if table.entries.len() >= table_cap && !table.entries.contains_key(&key) {
+            table.sweep(now);
+            if table.entries.len() > table_cap / 4 * 3 {
                 // Still crowded: forget the rate state of addresses without connections, so
                 // each such pass frees at least a quarter of the table.
                 table.entries.retain(|_, e| e.conns > 0);
             }
         }
-        let entry = table.entries.entry(key).or_insert(Entry {
+        let Table {
+            limits, entries, ..
+        } = &mut *table;
+        let entry = entries.entry(key).or_insert(Entry {
             conns: 0,
             tokens: limits.burst,
             stamp: now,
@@ -314,18 +363,20 @@ impl Inner {
             return Err(Refusal::PerAddress);
         }
         entry.conns += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// A connection from `key` has closed.
     fn left(&self, key: IpAddr, now: Instant) {
-        let limits = &self.limits;
         let mut table = lock(&self.table);
-        if let Some(entry) = table.entries.get_mut(&key) {
+        let Table {
+            limits, entries, ..
+        } = &mut *table;
+        if let Some(entry) = entries.get_mut(&key) {
             entry.conns = entry.conns.saturating_sub(1);
             entry.refill(limits, now);
             if entry.idle(limits) {
-                table.entries.remove(&key);
+                entries.remove(&key);
             }
         }
     }
@@ -448,7 +499,7 @@ mod tests {
         assert_eq!(lock(&g.inner.table).entries.len(), 2);
         // .2's bucket is refilling; .1 has a connection open.
         let later = t0 + Duration::from_secs(2);
-        lock(&g.inner.table).sweep(&g.inner.limits, later);
+        lock(&g.inner.table).sweep(later);
         assert_eq!(lock(&g.inner.table).entries.len(), 1);
         drop(a);
         assert_eq!(g.tracked(), 0, "removed as its last connection closed");
@@ -457,7 +508,7 @@ mod tests {
     #[test]
     fn the_table_stays_within_its_cap() {
         let g = gate(4, Some(0.001), 1, "none");
-        let cap = g.inner.table_cap;
+        let cap = Gate::table_cap(g.max_clients());
         let held: Vec<Pass> = (0..10u32)
             .map(|i| {
                 g.admit(IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
@@ -475,5 +526,44 @@ mod tests {
             Refusal::Rate
         );
         drop(held);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_connection_and_close_nobody() {
+        let g = Gate::new(&Config {
+            max_clients: 2,
+            max_prompt: Some(1),
+            max_per_ip: 0,
+            ip_exempt: Vec::new(),
+            ..Config::default()
+        });
+        let mut a = g.admit(ip("192.0.2.1")).unwrap();
+        assert_eq!(g.admit(ip("192.0.2.2")).unwrap_err(), Refusal::Prompt);
+        a.registered();
+        let b = g.admit(ip("192.0.2.2")).unwrap();
+        assert_eq!(g.admit(ip("192.0.2.3")).unwrap_err(), Refusal::Full);
+        g.update(&Config {
+            max_clients: 4,
+            max_prompt: Some(3),
+            max_per_ip: 1,
+            ip_exempt: Vec::new(),
+            ..Config::default()
+        });
+        let _c = g.admit(ip("192.0.2.3")).unwrap();
+        assert_eq!(g.admit(ip("192.0.2.3")).unwrap_err(), Refusal::PerAddress);
+        // Lowered under what is open: all stay, nobody new comes in until enough have left.
+        g.update(&Config {
+            max_clients: 1,
+            max_per_ip: 0,
+            ip_exempt: Vec::new(),
+            ..Config::default()
+        });
+        assert_eq!(g.max_prompt(), 1, "the default follows --max-clients");
+        assert_eq!(g.admit(ip("192.0.2.4")).unwrap_err(), Refusal::Full);
+        drop((a, b));
+        assert_eq!(g.admit(ip("192.0.2.4")).unwrap_err(), Refusal::Full);
+        drop(_c);
+        let _d = g.admit(ip("192.0.2.4")).unwrap();
+        assert_eq!(g.at_prompt(), 1);
     }
 }

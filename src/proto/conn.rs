@@ -87,7 +87,7 @@ impl Conn {
             kind,
             format,
             stats,
-            shared.config.queue_bytes,
+            queue_bytes(&shared),
             Some(probe),
         );
         let drained = Arc::new(Notify::new());
@@ -179,7 +179,7 @@ impl Conn {
         if reason == LeaveReason::SlowConsumer {
             tracing::info!(
                 queued = stats.queued.load(Relaxed),
-                limit = shared.config.queue_bytes,
+                limit = self.member.outbox().limit(),
                 "slow consumer disconnected: outgoing queue full"
             );
         }
@@ -217,6 +217,8 @@ pub struct Reader {
     decoder: LineDecoder,
     eof: bool,
     limiter: Option<TokenBucket>,
+    /// The reload generation `limiter` was set up for (see `Live::generation`).
+    seen: u64,
     last_input: Instant,
     idle_warned: bool,
     /// Whether flood control is holding reading back, so each pause is counted once.
@@ -234,9 +236,10 @@ impl Reader {
         drained: Arc<Notify>,
         max_line: usize,
     ) -> Self {
-        let config = &shared.config;
+        let config = shared.live.get();
         let now = Instant::now();
         Reader {
+            seen: shared.live.generation(),
             shared: shared.clone(),
             client,
             transport,
@@ -267,6 +270,9 @@ impl Reader {
             }
             if let Some(end) = self.wait_for_own_backlog(register_deadline).await {
                 return end;
+            }
+            if self.shared.live.generation() != self.seen {
+                self.reloaded();
             }
             let now = Instant::now();
             let throttled_until = self.limiter.as_mut().and_then(|l| l.blocked_until(now));
@@ -356,7 +362,7 @@ impl Reader {
     /// the bound or by the write timeout, and one still at the prompt by the registration
     /// deadline.)
     async fn wait_for_own_backlog(&self, register_deadline: Option<Instant>) -> Option<Input> {
-        let threshold = own_backlog_threshold(&self.shared.config);
+        let threshold = own_backlog_threshold(&self.client);
         // The common case, checked without registering with the Notify: this runs per line.
         if self.client.stats.queued.load(Relaxed) <= threshold {
             return None;
@@ -382,6 +388,25 @@ impl Reader {
         }
     }
 
+    /// Takes the flood-control settings of a reload. An allowance already used up stays used:
+    /// a client cannot get a fresh burst by waiting for a reload.
+    fn reloaded(&mut self) {
+        self.seen = self.shared.live.generation();
+        let config = self.shared.live.get();
+        let now = Instant::now();
+        self.limiter = match (config.rate_limit, self.limiter.take()) {
+            (None, _) => None,
+            (Some(rate), None) => Some(TokenBucket::new(rate, config.rate_burst, now)),
+            (Some(rate), Some(mut bucket)) => {
+                bucket.blocked_until(now);
+                bucket.rate = rate;
+                bucket.burst = f64::from(config.rate_burst.max(1));
+                bucket.tokens = bucket.tokens.min(bucket.burst);
+                Some(bucket)
+            }
+        };
+    }
+
     /// Charges flood control `lines` more than the one line the command took: for commands
     /// whose reply costs the server work that grows with it. The allowance may go below
     /// zero; reading then pauses until it has refilled.
@@ -402,8 +427,8 @@ impl Reader {
         if let Some(deadline) = register_deadline {
             return (Some(deadline), Input::RegisterTimeout);
         }
-        let config = &self.shared.config;
-        match (config.idle_timeout, config.idle_warning_after()) {
+        let live = &self.shared.live;
+        match (live.idle_timeout(), live.idle_warning_after()) {
             (Some(timeout), Some(warn)) if !self.idle_warned && warn < timeout => {
                 (Some(self.last_input + warn), Input::IdleWarning)
             }
@@ -471,8 +496,19 @@ impl TokenBucket {
 
 /// Past this much queued output a client's own input is no longer read (see
 /// `Reader::wait_for_own_backlog`): half the queue bound.
-fn own_backlog_threshold(config: &crate::config::Config) -> usize {
-    config.queue_bytes / 2
+fn own_backlog_threshold(member: &Member) -> usize {
+    member.outbox().limit() / 2
+}
+
+/// The queue bound of a new connection: `--queue-bytes` as the last reload left it, but never
+/// under twice the history the hub sends at once (half the queue bound the server started
+/// with), so that entering a room can never make anyone a slow consumer.
+pub fn queue_bytes(shared: &Shared) -> usize {
+    shared
+        .live
+        .get()
+        .queue_bytes
+        .max(2 * shared.hub.settings().budget)
 }
 
 /// Drains the client's queue to the socket until the session closes it, a write fails or
@@ -485,7 +521,7 @@ async fn write_loop(
 ) {
     let mut batch = VecDeque::new();
     let outbox = client.outbox();
-    let pause_above = own_backlog_threshold(&shared.config);
+    let pause_above = own_backlog_threshold(&client);
     while poll_fn(|cx| outbox.poll_take(&mut batch, cx)).await {
         // Let the sessions with input already waiting run first: a yielded task resumes only
         // after the runtime has polled its sockets, so lines that arrive meanwhile join this

@@ -18,7 +18,7 @@ async fn start(extra: &[&str], env: &[(&str, &str)]) -> (Child, std::net::Socket
 }
 
 /// [`start`], also handing over every later line of the server's log.
-async fn start_logged(
+pub(crate) async fn start_logged(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
@@ -72,7 +72,7 @@ async fn start_logged(
 }
 
 /// Waits for a log line containing `needle`.
-async fn expect_log(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+pub(crate) async fn expect_log(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
     tokio::time::timeout(WAIT, async {
         while let Some(line) = log.recv().await {
             if line.contains(needle) {
@@ -85,14 +85,14 @@ async fn expect_log(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> 
     .unwrap_or_else(|_| panic!("no {needle:?} in the log in time"))
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
+pub(crate) fn signal(child: &Child, signal: libc::c_int) {
     let pid = child.id().expect("running") as libc::pid_t;
     // SAFETY: signalling the child we started, by its PID.
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 /// SIGTERM, and the server exits 0 in time.
-async fn terminate(child: &mut Child) {
+pub(crate) async fn terminate(child: &mut Child) {
     signal(child, libc::SIGTERM);
     let status = tokio::time::timeout(WAIT, child.wait())
         .await

@@ -323,12 +323,17 @@ impl Client {
 
     /// The prompt has no line ending, so it is read byte-exact.
     pub async fn expect_prompt(&mut self) {
-        let mut buf = vec![0; PROMPT.len()];
+        self.expect_unended(PROMPT).await;
+    }
+
+    /// Text without a line ending (a prompt), read byte-exact.
+    pub async fn expect_unended(&mut self, text: &str) {
+        let mut buf = vec![0; text.len()];
         tokio::time::timeout(self.wait, self.reader.read_exact(&mut buf))
             .await
             .expect("prompt in time")
             .expect("prompt");
-        assert_eq!(String::from_utf8_lossy(&buf), PROMPT);
+        assert_eq!(String::from_utf8_lossy(&buf), text);
     }
 
     /// The server closes the connection (after any lines still queued, which are returned).

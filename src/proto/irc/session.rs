@@ -306,8 +306,8 @@ impl Session {
         }
         if !self.negotiating {
             if let (Some(_), Some(_)) = (&self.wanted, &self.user) {
-                let wanted = self.conn.shared.config.server_password.as_deref();
-                if wanted.is_some() && wanted != self.password.as_deref() {
+                let wanted = self.conn.shared.live.get().server_password.clone();
+                if wanted.is_some() && wanted != self.password {
                     self.reply(464, &["Password incorrect"]);
                     return Some(LeaveReason::Quit);
                 }
@@ -429,6 +429,37 @@ impl Session {
         self.reply(376, &["End of /MOTD command."]);
     }
 
+    /// `REHASH`: a server operator reloads the configuration (what SIGHUP does). 382 names
+    /// what was read; a NOTICE says what changed, or why nothing did.
+    fn rehash(&self) {
+        if !self.conn.member.is_oper() {
+            self.reply(481, &["Permission Denied- You're not an IRC operator"]);
+            return;
+        }
+        let shared = &self.conn.shared;
+        // One IRC parameter: no spaces, no leading ':'.
+        let source = shared
+            .reloader
+            .as_ref()
+            .map(|r| r.source().split_whitespace().collect::<Vec<_>>().join("_"))
+            .map(|s| s.trim_start_matches(':').to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".to_owned());
+        tracing::info!(by = self.me(), "REHASH: reloading the configuration");
+        match shared.reload() {
+            Ok(report) => {
+                self.reply(382, &[&source, "Rehashing"]);
+                self.server_line("NOTICE", &[self.me(), &format!("Reloaded: {report}")]);
+            }
+            Err(e) => {
+                self.server_line(
+                    "NOTICE",
+                    &[self.me(), &format!("REHASH failed, nothing changed: {e}")],
+                );
+            }
+        }
+    }
+
     fn pong(&self, msg: &Message<'_>) {
         match msg.param(0) {
             Some(token) => self.server_line("PONG", &[&self.server.clone(), token]),
@@ -542,8 +573,8 @@ impl Session {
                     self.reply(461, &["OPER", "Not enough parameters"]);
                     return None;
                 };
-                let opers = &self.conn.shared.config.opers;
-                if opers.iter().any(|(n, p)| n == name && p == password) {
+                let config = self.conn.shared.live.get();
+                if config.opers.iter().any(|(n, p)| n == name && p == password) {
                     self.conn.member.set_oper(true);
                     tracing::info!(oper = name, "became a server operator");
                     self.reply(381, &["You are now an IRC operator"]);
@@ -555,6 +586,7 @@ impl Session {
                     self.reply(464, &["Password incorrect"]);
                 }
             }
+            "REHASH" => self.rehash(),
             "AWAY" => self.away(msg),
             "ISON" => {
                 let hub = &self.conn.shared.hub;

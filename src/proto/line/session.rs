@@ -108,7 +108,7 @@ impl Session {
     async fn register(&mut self) -> Result<Arc<str>, LeaveReason> {
         let shared = self.conn.shared.clone();
         let deadline = Instant::now() + shared.config.register_timeout;
-        if let Some(password) = shared.config.server_password.clone() {
+        if let Some(password) = shared.live.get().server_password.clone() {
             self.conn
                 .send(Bytes::from_static(PASSWORD_PROMPT.as_bytes()));
             match self.conn.reader.next(Some(deadline)).await {
@@ -200,8 +200,9 @@ impl Session {
             let (line, taken_at) = match self.conn.reader.next(None).await {
                 Input::End(reason) => return reason,
                 Input::IdleWarning => {
-                    let idle = config.idle_warning_after().unwrap_or_default();
-                    let left = config.idle_timeout.unwrap_or_default().saturating_sub(idle);
+                    let idle = shared.live.idle_warning_after().unwrap_or_default();
+                    let timeout = shared.live.idle_timeout().unwrap_or_default();
+                    let left = timeout.saturating_sub(idle);
                     self.reply(format_args!(
                         "Warning: you have been idle for {}; you will be disconnected in {} \
                          unless you send something.",
@@ -213,7 +214,7 @@ impl Session {
                 Input::IdleTimeout | Input::RegisterTimeout => {
                     self.reply(format_args!(
                         "You have been disconnected after {} without input (idle timeout).",
-                        format_duration(config.idle_timeout.unwrap_or_default())
+                        format_duration(shared.live.idle_timeout().unwrap_or_default())
                     ));
                     return LeaveReason::IdleTimeout;
                 }

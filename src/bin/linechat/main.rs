@@ -1,6 +1,15 @@
-//! `linechat`: the chat server. Maps flags and `LINECHAT_*` variables onto [`Config`], sets up
-//! logging, raises the open-file limit, opens the listeners, the metrics endpoint and the
-//! transcript when asked, and runs until SIGINT or SIGTERM. SIGHUP reopens the transcript.
+//! `linechat`: the chat server. Maps flags, `LINECHAT_*` variables and the config file onto
+//! [`Config`] (`settings`), sets up logging, raises the open-file limit, opens the listeners,
+//! the metrics endpoint and the transcript when asked, tells systemd it is ready, and runs
+//! until SIGINT or SIGTERM. SIGHUP reopens the transcript and reloads the configuration.
+//!
+//! `--generate` prints the man page, shell completions or the example config file, from the
+//! same clap definitions as `--help`: run from the binary (as ripgrep's `--generate` is), they
+//! describe exactly the build that prints them, with no build script that would have to
+//! compile these definitions a second time and no extra crate for an xtask.
+
+mod service;
+mod settings;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -9,19 +18,33 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::RangedU64ValueParser;
-use clap::{Parser, ValueEnum};
+use clap::{FromArgMatches, Parser, ValueEnum};
 use linechat::config::Fsync;
 use linechat::net::listen::{self, ListenUrl, Scheme};
 use linechat::ops::transcript::{self, Transcript};
 use linechat::server::{Extras, Listener};
 use linechat::store::{self, Log};
 use linechat::Config;
-use tracing_subscriber::EnvFilter;
 
 /// One chat hub for netcat and IRC: `nc localhost 4000`, or point an IRC client at port 6667.
 #[derive(Debug, Parser)]
 #[command(version = VERSION, about, long_about = None)]
 struct Args {
+    /// Read settings from this TOML file. Each key is a long flag without its dashes, with the
+    /// same meaning (`max-clients = 500`; a repeatable flag takes a list); flags and LINECHAT_*
+    /// variables override it. linechat.example.toml lists them all.
+    #[arg(long, env = "LINECHAT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Check the configuration (flags, environment and the --config file), print the settings
+    /// in effect with secrets masked, and exit: 0 if it is valid, 1 if not.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Print the man page, a shell's completions or the example config file, and exit.
+    #[arg(long, value_enum, value_name = "WHAT", hide = true)]
+    generate: Option<Generate>,
+
     /// A listener, as URL: `line://HOST:PORT` (or a bare HOST:PORT) for netcat, `irc://HOST:PORT`
     /// for IRC clients. Repeatable. Without any, linechat serves line://[::]:4000 and
     /// irc://[::]:6667 (a busy default port is skipped with a warning). Port 0 picks a free
@@ -215,9 +238,14 @@ struct Args {
           default_value_t = Config::default().write_timeout.map_or(0, |d| d.as_secs()))]
     write_timeout: u64,
 
-    /// Log format (verbosity comes from RUST_LOG, e.g. RUST_LOG=debug; default info).
+    /// Log format: text for people, json for a log pipeline.
     #[arg(long, env = "LINECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Log verbosity: error, warn, info, debug or trace, or a filter such as
+    /// info,linechat=debug. Default: RUST_LOG, else info.
+    #[arg(long, env = "LINECHAT_LOG_LEVEL", value_name = "FILTER", value_parser = service::log_filter)]
+    log_level: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,8 +254,37 @@ enum LogFormat {
     Json,
 }
 
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Generate {
+    /// The man page, linechat.1 (roff).
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+    /// linechat.example.toml.
+    ExampleConfig,
+}
+
 impl Args {
+    /// Everything but the listeners, checked.
     fn config(&self) -> anyhow::Result<Config> {
+        let mut config = self.limits()?;
+        config.server_name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(linechat::config::host_name);
+        config.server_password = self.server_password.clone();
+        for oper in &self.oper {
+            let (name, password) = oper
+                .split_once(':')
+                .with_context(|| format!("--oper {oper}: expected NAME:PASSWORD"))?;
+            config.opers.push((name.to_owned(), password.to_owned()));
+        }
+        Ok(config)
+    }
+
+    fn limits(&self) -> anyhow::Result<Config> {
         anyhow::ensure!(
             self.rate_limit.is_finite() && self.rate_limit >= 0.0,
             "--rate-limit must be a number of lines per second, 0 or more"
@@ -332,9 +389,41 @@ const VERSION: &str = concat!(
 );
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging(args.log_format);
-    match run(args) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = settings::command::<Args>();
+    // --generate needs no configuration: it works even beside a broken config file.
+    if let Ok(first) = cmd.clone().try_get_matches_from(&argv) {
+        if let Some(&what) = first.get_one::<Generate>("generate") {
+            service::generate(what, cmd);
+            return ExitCode::SUCCESS;
+        }
+    }
+    let (loaded, args) = match load(&cmd, &argv) {
+        Ok(loaded) => loaded,
+        Err(settings::Error::Clap(e)) => e.exit(),
+        Err(settings::Error::File(e)) => {
+            eprintln!("linechat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check_config {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(settings::effective(&cmd, &loaded).as_bytes());
+        return match args.config().and_then(|_| args.listeners().map(drop)) {
+            Ok(()) => {
+                let _ = writeln!(out, "# configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("linechat: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let log = service::init_logging(args.log_format, args.log_level.as_deref());
+    let reloader = service::FileReloader::new(cmd, argv, &loaded, log);
+    match run(args, reloader) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("linechat: {e:#}");
@@ -343,19 +432,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = args.config()?;
-    config.server_name = args
-        .server_name
-        .clone()
-        .unwrap_or_else(linechat::config::host_name);
-    config.server_password = args.server_password.clone();
-    for oper in &args.oper {
-        let (name, password) = oper
-            .split_once(':')
-            .with_context(|| format!("--oper {oper}: expected NAME:PASSWORD"))?;
-        config.opers.push((name.to_owned(), password.to_owned()));
-    }
+/// The command line, the environment and the config file, merged and read into [`Args`].
+fn load(
+    cmd: &clap::Command,
+    argv: &[std::ffi::OsString],
+) -> Result<(settings::Loaded, Args), settings::Error> {
+    let loaded = settings::load(cmd, argv)?;
+    let args = Args::from_arg_matches(&loaded.matches).map_err(settings::Error::Clap)?;
+    Ok((loaded, args))
+}
+
+fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
+    let config = args.config()?;
     let (listeners, defaults) = args.listeners()?;
     let metrics_addr = match &args.metrics_addr {
         Some(a) => Some(resolve("--metrics-addr", a)?),
@@ -409,21 +497,34 @@ fn run(args: Args) -> anyhow::Result<()> {
             Some(addr) => Some(linechat::server::bind_metrics(addr).await?),
             None => None,
         };
-        on_sighup(transcript.as_ref().map(Transcript::control));
+        let reload_requests = std::sync::Arc::new(tokio::sync::Notify::new());
+        on_sighup(
+            transcript.as_ref().map(Transcript::control),
+            reload_requests.clone(),
+        );
         let extras = Extras {
             metrics,
             transcript,
             store,
+            reloader: Some(Box::new(reloader)),
+            reload_requests,
         };
-        linechat::server::serve(bound, extras, config, shutdown_signal()).await;
+        // Listening sockets are bound and accept from here on: what Type=notify waits for.
+        service::notify_ready();
+        let shutdown = async {
+            shutdown_signal().await;
+            service::notify_stopping();
+        };
+        linechat::server::serve(bound, extras, config, shutdown).await;
         Ok(())
     })
 }
 
 /// SIGHUP is always handled, so that it never kills the server (its default disposition).
-/// The logrotate convention: after the transcript is moved away, SIGHUP makes the server
+/// It reloads the configuration (see `linechat::config::RELOADABLE`) and, the logrotate
+/// convention, reopens the transcript: after the file is moved away, SIGHUP makes the server
 /// write to a new one under the configured name.
-fn on_sighup(control: Option<transcript::Control>) {
+fn on_sighup(control: Option<transcript::Control>, reload: std::sync::Arc<tokio::sync::Notify>) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
@@ -431,29 +532,20 @@ fn on_sighup(control: Option<transcript::Control>) {
                 while hup.recv().await.is_some() {
                     match &control {
                         Some(control) => {
-                            tracing::info!("SIGHUP received: reopening the transcript");
+                            tracing::info!("SIGHUP received: reopening the transcript, reloading the configuration");
                             control.reopen();
                         }
-                        None => tracing::info!("SIGHUP received: nothing to reopen"),
+                        None => tracing::info!(
+                            "SIGHUP received: nothing to reopen; reloading the configuration"
+                        ),
                     }
+                    reload.notify_one();
                 }
             });
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; the transcript will not be reopened")
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
