@@ -42,15 +42,7 @@ async fn a_client_that_never_reads_is_cut_off_and_nobody_else_loses_a_line() {
         (reader, others)
     });
     // ~5.6 MB: far more than the sleeper's queue and socket buffers hold.
-    let mut batch = String::new();
-    for i in 0..LINES {
-        batch.push_str(&format!("{i} {payload}\n"));
-        if batch.len() > 32 * 1024 {
-            flooder.send_raw(batch.as_bytes()).await;
-            batch.clear();
-        }
-    }
-    flooder.send_raw(batch.as_bytes()).await;
+    flooder.flood(LINES, &payload).await;
 
     let (mut reader, others) = tokio::time::timeout(Duration::from_secs(60), reading)
         .await

@@ -336,16 +336,7 @@ async fn a_bigger_queue_holds_more_for_new_connections_while_old_ones_keep_their
         }
         (watcher, others)
     });
-    let payload = "q".repeat(200);
-    let mut batch = String::new();
-    for i in 0..LINES {
-        batch.push_str(&format!("{i} {payload}\n"));
-        if batch.len() > 32 * 1024 {
-            flooder.send_raw(batch.as_bytes()).await;
-            batch.clear();
-        }
-    }
-    flooder.send_raw(batch.as_bytes()).await;
+    flooder.flood(LINES, &"q".repeat(200)).await;
     let (mut watcher, others) = tokio::time::timeout(Duration::from_secs(60), reading)
         .await
         .expect("the watcher kept up")

@@ -250,6 +250,21 @@ impl Client {
         self.send_raw(format!("{line}\n").as_bytes()).await;
     }
 
+    /// Sends `lines` lines `N payload` (N counting from 0) in writes of about 32 KiB: a flood
+    /// as fast as the socket takes it.
+    #[allow(dead_code)] // the fault suite shares this file and does not use it
+    pub async fn flood(&mut self, lines: usize, payload: &str) {
+        let mut batch = String::new();
+        for i in 0..lines {
+            batch.push_str(&format!("{i} {payload}\n"));
+            if batch.len() > 32 * 1024 {
+                self.send_raw(batch.as_bytes()).await;
+                batch.clear();
+            }
+        }
+        self.send_raw(batch.as_bytes()).await;
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
     }
