@@ -17,12 +17,14 @@
 //!   segment files, behind the hub's [`core::store::Store`] interface.
 //! - [`net`]: listeners (`--listen URL`), the accept loop, socket options.
 //! - [`ops`]: server-wide metrics, the Prometheus endpoint, the transcript.
-//! - [`context`]: what every session shares (settings, hub, metrics, shutdown).
+//! - [`context`]: what every session shares (settings, hub, metrics, shutdown), and
+//!   [`context::Shared::reload`].
 //! - [`proto`]: the protocols. [`proto::conn`] is the connection machinery they share
 //!   (reading, framing, flood control, timers, the writer); [`proto::line`] is netcat's,
 //!   [`proto::irc`] IRC's; each renders events and words errors its own way.
 //! - [`server`]: wires it together: one accept loop per listener, shutdown.
-//! - [`config`]: the settings and their defaults.
+//! - [`config`]: the settings and their defaults, and [`config::Live`]: those a reload
+//!   (SIGHUP, IRC `REHASH`) changes while the server runs.
 
 pub mod config;
 pub mod context;
