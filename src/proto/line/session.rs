@@ -108,7 +108,10 @@ impl Session {
     async fn register(&mut self) -> Result<Arc<str>, LeaveReason> {
         let shared = self.conn.shared.clone();
         let deadline = Instant::now() + shared.config.register_timeout;
-        if let Some(password) = shared.live.get().server_password.clone() {
+        // Bound first: a temporary in the `if let` would live, and take room in this future,
+        // across every await of the password prompt.
+        let password = shared.live.get().server_password.clone();
+        if let Some(password) = password {
             self.conn
                 .send(Bytes::from_static(PASSWORD_PROMPT.as_bytes()));
             match self.conn.reader.next(Some(deadline)).await {
