@@ -41,7 +41,7 @@ fn room(n: usize, format: impl Fn(usize) -> usize) -> Room {
     let addr = "127.0.0.1:1".parse().unwrap();
     let kind = MemberKind {
         protocol: "bench",
-        tls: false,
+        tls: None,
     };
     let mut members = Vec::new();
     for i in 0..n {

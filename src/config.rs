@@ -84,6 +84,9 @@ pub struct Config {
     pub server_password: Option<String>,
     /// Server operators' `OPER` credentials, `(name, password)`.
     pub opers: Vec<(String, String)>,
+    /// A connection to a TLS listener that has not completed its handshake in this time is
+    /// closed (it holds a prompt slot meanwhile, as a silent prompt does).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -133,6 +136,9 @@ impl Default for Config {
             server_name: "linechat.local".to_owned(),
             server_password: None,
             opers: Vec::new(),
+            // A handshake is two round trips; ten seconds covers a satellite link and a slow
+            // client machine, and bounds what a client that opens and says nothing holds.
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What every session shares: the settings, the hub, the server-wide figures, and the
 //! shutdown signal.
 
+use std::sync::Arc;
+
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -8,6 +10,7 @@ use crate::config::{Config, Live, Reloader};
 use crate::core::hub::RoomInfo;
 use crate::core::Hub;
 use crate::net::gate::Gate;
+use crate::net::tls::Certs;
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::snapshot::Snapshot;
 
@@ -30,6 +33,8 @@ pub struct Shared {
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
     pub reports: Reports,
+    /// The certificate TLS listeners serve; `None` without `--tls-cert`.
+    pub tls: Option<Arc<Certs>>,
 }
 
 impl Shared {
@@ -118,5 +123,9 @@ impl crate::ops::prom::Source for Shared {
 
     fn store(&self) -> Option<crate::core::store::StoreStats> {
         self.hub.store().map(|s| s.stats())
+    }
+
+    fn tls(&self) -> Option<&Certs> {
+        self.tls.as_deref()
     }
 }

@@ -21,9 +21,10 @@ use crate::config::{Config, Live, Reloader};
 use crate::context::Shared;
 use crate::core::hub::{Hub, Settings};
 use crate::core::store::Kept;
-use crate::net::gate::{Gate, Refusal};
+use crate::net::gate::{Gate, Pass, Refusal};
 use crate::net::listen::{self, accept_loop, Scheme};
 use crate::net::stream::Stream;
+use crate::net::tls::Certs;
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::transcript::Transcript;
 use crate::proto;
@@ -65,6 +66,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 #[derive(Debug)]
 pub struct Listener {
     pub scheme: Scheme,
+    /// Whether connections shake hands with [`Extras::tls`]'s certificate first.
+    pub tls: bool,
     pub socket: TcpListener,
 }
 
@@ -83,6 +86,8 @@ pub struct Extras {
     /// Each `notify_one` asks for one reload (the binary does on SIGHUP); one asked for while
     /// another runs is not lost.
     pub reload_requests: Arc<Notify>,
+    /// The certificate TLS listeners serve, kept by the caller too so it can reload it.
+    pub tls: Option<Arc<Certs>>,
 }
 
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
@@ -104,6 +109,7 @@ pub async fn run_with(
 ) {
     let listeners = vec![Listener {
         scheme: Scheme::Line,
+        tls: false,
         socket: listener,
     }];
     serve(listeners, extras, config, shutdown).await
@@ -150,6 +156,7 @@ pub async fn serve(
         metrics,
         shutdown: CancellationToken::new(),
         reports: Default::default(),
+        tls: extras.tls,
     });
     // The endpoint outlives the chat listeners, so /healthz can say 503 while clients flush.
     let stop_metrics = CancellationToken::new();
@@ -164,12 +171,31 @@ pub async fn serve(
     let next_id = Arc::new(AtomicU64::new(1));
     let stop_accepting = CancellationToken::new();
     let accepting = TaskTracker::new();
-    for Listener { scheme, socket } in listeners {
+    for Listener {
+        scheme,
+        tls,
+        socket,
+    } in listeners
+    {
+        let url = scheme.url_scheme(tls);
+        let certs = match (tls, &shared.tls) {
+            (false, _) => None,
+            (true, Some(certs)) => Some(certs.clone()),
+            (true, None) => {
+                // The binary refuses this at start; a caller of the library that forgets the
+                // certificate gets no listener rather than one that cannot shake hands.
+                tracing::error!(
+                    listener = url,
+                    "a TLS listener without a certificate; not opened"
+                );
+                continue;
+            }
+        };
         match socket.local_addr() {
             Ok(addr) => tracing::info!(
                 %addr,
-                protocol = scheme.name(),
-                connect = %scheme.how_to_connect(addr),
+                protocol = url,
+                connect = %scheme.how_to_connect(addr, tls),
                 "listening"
             ),
             Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
@@ -177,8 +203,16 @@ pub async fn serve(
         let (shared, sessions, next_id) = (shared.clone(), sessions.clone(), next_id.clone());
         let stop = stop_accepting.clone().cancelled_owned();
         accepting.spawn(async move {
-            accept_loop(&socket, scheme.name(), stop, |stream, peer| {
-                admit(&shared, &sessions, &next_id, scheme, stream, peer)
+            accept_loop(&socket, url, stop, |stream, peer| {
+                admit(
+                    &shared,
+                    &sessions,
+                    &next_id,
+                    scheme,
+                    certs.as_ref(),
+                    stream,
+                    peer,
+                )
             })
             .await;
         });
@@ -222,12 +256,14 @@ pub async fn serve(
 }
 
 /// Starts a session for an accepted connection, or refuses it (see [`Gate`]): before anything
-/// of it reaches a protocol or the hub.
+/// of it reaches a protocol or the hub. On a TLS listener the session's task shakes hands
+/// first (holding the connection's slots, so the limits bound handshakes in progress too).
 fn admit(
     shared: &Arc<Shared>,
     sessions: &TaskTracker,
     next_id: &AtomicU64,
     scheme: Scheme,
+    tls: Option<&Arc<Certs>>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
@@ -241,9 +277,57 @@ fn admit(
         }
     };
     let id = next_id.fetch_add(1, Relaxed);
-    let span = info_span!("conn", %peer, id, proto = scheme.name());
+    let span = info_span!("conn", %peer, id, proto = scheme.url_scheme(tls.is_some()));
     let shared = shared.clone();
-    let stream = Stream::Tcp(stream);
+    let Some(certs) = tls else {
+        spawn_session(
+            sessions,
+            span,
+            shared,
+            scheme,
+            Stream::Tcp(stream),
+            peer,
+            id,
+            pass,
+        );
+        return;
+    };
+    let (certs, tracker) = (certs.clone(), sessions.clone());
+    sessions.spawn(
+        async move {
+            // Boxed, and a task of its own: once the handshake is done its state is freed and
+            // the session starts in a task as small as a plaintext one's.
+            let handshake = Box::pin(certs.handshake(
+                stream,
+                shared.config.tls_handshake_timeout,
+                |addr| plaintext_on_tls(scheme, addr),
+            ));
+            let stream = tokio::select! {
+                // Shutdown does not wait for handshakes: nobody has joined yet.
+                _ = shared.shutdown.cancelled() => return,
+                stream = handshake => stream,
+            };
+            if let Some(stream) = stream {
+                let span = tracing::Span::current();
+                spawn_session(&tracker, span, shared, scheme, stream, peer, id, pass);
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Spawns the protocol's session for an admitted connection.
+#[allow(clippy::too_many_arguments)]
+fn spawn_session(
+    sessions: &TaskTracker,
+    span: tracing::Span,
+    shared: Arc<Shared>,
+    scheme: Scheme,
+    stream: Stream,
+    peer: SocketAddr,
+    id: u64,
+    pass: Pass,
+) {
     // Entered while the session is made, too: making it starts the connection, which logs.
     let entered = span.enter();
     match scheme {
@@ -258,6 +342,23 @@ fn admit(
             sessions.spawn(session.instrument(span))
         }
     };
+}
+
+/// What a plaintext client on a TLS port is told, in its protocol's framing, before the
+/// connection is closed. `addr` is the address it connected to.
+pub fn plaintext_on_tls(scheme: Scheme, addr: SocketAddr) -> String {
+    let host_port = crate::net::tls::host_port(addr);
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .expect("host_port always has a port");
+    let text = format!(
+        "this port speaks TLS; connect with TLS, e.g. openssl s_client -connect {host_port} \
+         or ncat --ssl {host} {port}"
+    );
+    match scheme {
+        Scheme::Line => format!("Error: {text}.\n"),
+        Scheme::Irc => format!("ERROR :Closing link: {text}\r\n"),
+    }
 }
 
 /// Sends big rooms their arrivals-and-departures summary every `presence_interval`.

@@ -1372,7 +1372,7 @@ mod tests {
     fn member(hub: &Hub, id: MemberId, format: usize) -> Arc<Member> {
         let kind = MemberKind {
             protocol: "test",
-            tls: false,
+            tls: None,
         };
         let stats = ClientStats::new(tokio::time::Instant::now());
         let addr = "127.0.0.1:1".parse().unwrap();

@@ -28,7 +28,16 @@ pub trait Probe: Send + Sync + fmt::Debug {
 pub struct Kind {
     /// `line`, `irc`, `web`.
     pub protocol: &'static str,
-    pub tls: bool,
+    /// `None` for plaintext.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What a TLS connection negotiated, as rustls names it (`TLSv1.3`,
+/// `TLS13_AES_256_GCM_SHA384`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: &'static str,
+    pub suite: &'static str,
 }
 
 #[derive(Debug)]

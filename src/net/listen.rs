@@ -28,30 +28,53 @@ impl Scheme {
         }
     }
 
+    /// The URL scheme, with TLS or without.
+    pub fn url_scheme(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (Scheme::Line, false) => "line",
+            (Scheme::Line, true) => "line+tls",
+            (Scheme::Irc, false) => "irc",
+            (Scheme::Irc, true) => "ircs",
+        }
+    }
+
     /// How a person connects to `addr` with the usual client, for the start-up log.
-    pub fn how_to_connect(self, addr: SocketAddr) -> String {
+    pub fn how_to_connect(self, addr: SocketAddr, tls: bool) -> String {
         let host = match addr.ip() {
             ip if ip.is_unspecified() => "localhost".to_owned(),
             ip => ip.to_string(),
         };
-        match self {
-            Scheme::Line => format!("nc {host} {}", addr.port()),
-            Scheme::Irc => format!("an IRC client, server {host} port {}", addr.port()),
+        let port = addr.port();
+        match (self, tls) {
+            (Scheme::Line, false) => format!("nc {host} {port}"),
+            (Scheme::Line, true) => format!("ncat --ssl {host} {port}"),
+            (Scheme::Irc, false) => format!("an IRC client, server {host} port {port}"),
+            (Scheme::Irc, true) => format!("an IRC client with TLS, server {host} port {port}"),
         }
     }
 }
+
+/// The schemes `--listen` takes, for the messages that list them.
+const SCHEMES: &str = "line:// (or a bare HOST:PORT), line+tls://, irc:// and ircs://";
 
 /// A parsed `--listen` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenUrl {
     pub scheme: Scheme,
+    /// `line+tls://`, `ircs://`: the protocol over TLS (`crate::net::tls`).
+    pub tls: bool,
     /// `HOST:PORT` as written (the host may be a name to resolve).
     pub authority: String,
 }
 
 impl fmt::Display for ListenUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme.name(), self.authority)
+        write!(
+            f,
+            "{}://{}",
+            self.scheme.url_scheme(self.tls),
+            self.authority
+        )
     }
 }
 
@@ -60,12 +83,14 @@ impl fmt::Display for ListenUrl {
 #[derive(Debug, Error)]
 pub enum Error {
     #[error(
-        "--listen {0}: {1}:// listeners are not available in this version; the schemes are \
-         line:// (or a bare HOST:PORT) and irc://"
+        "--listen {0}: {1}:// listeners are not available in this version (they come with the \
+         web listener); the schemes are {SCHEMES}"
     )]
     NotYet(String, String),
-    #[error("--listen {0}: unknown scheme {1}://; the schemes are line:// and irc://")]
+    #[error("--listen {0}: unknown scheme {1}://; the schemes are {SCHEMES}")]
     UnknownScheme(String, String),
+    #[error("--listen {0}: a TLS listener needs --tls-cert PEM and --tls-key PEM")]
+    NoCertificate(String),
     #[error("--listen {0}: expected HOST:PORT (e.g. 127.0.0.1:4000, [::]:6667)")]
     Malformed(String),
     #[error(
@@ -84,11 +109,13 @@ pub enum Error {
 
 impl ListenUrl {
     pub fn parse(text: &str) -> Result<ListenUrl, Error> {
-        let (scheme, authority) = match text.split_once("://") {
-            None => (Scheme::Line, text),
-            Some(("line", rest)) => (Scheme::Line, rest),
-            Some(("irc", rest)) => (Scheme::Irc, rest),
-            Some((s @ ("line+tls" | "ircs" | "http" | "https"), _)) => {
+        let (scheme, tls, authority) = match text.split_once("://") {
+            None => (Scheme::Line, false, text),
+            Some(("line", rest)) => (Scheme::Line, false, rest),
+            Some(("line+tls", rest)) => (Scheme::Line, true, rest),
+            Some(("irc", rest)) => (Scheme::Irc, false, rest),
+            Some(("ircs", rest)) => (Scheme::Irc, true, rest),
+            Some((s @ ("http" | "https"), _)) => {
                 return Err(Error::NotYet(text.to_owned(), s.to_owned()))
             }
             Some((other, _)) => {
@@ -104,6 +131,7 @@ impl ListenUrl {
         }
         Ok(ListenUrl {
             scheme,
+            tls,
             authority: authority.to_owned(),
         })
     }
@@ -123,10 +151,12 @@ pub fn defaults() -> Vec<ListenUrl> {
     vec![
         ListenUrl {
             scheme: Scheme::Line,
+            tls: false,
             authority: "[::]:4000".to_owned(),
         },
         ListenUrl {
             scheme: Scheme::Irc,
+            tls: false,
             authority: "[::]:6667".to_owned(),
         },
     ]
@@ -270,8 +300,14 @@ mod tests {
             ListenUrl::parse("irc://localhost:6667/").unwrap().scheme,
             Scheme::Irc
         );
+        let ircs = ListenUrl::parse("ircs://x:6697").unwrap();
+        assert_eq!((ircs.scheme, ircs.tls), (Scheme::Irc, true));
+        assert_eq!(ircs.to_string(), "ircs://x:6697");
+        let line_tls = ListenUrl::parse("line+tls://[::1]:4443").unwrap();
+        assert_eq!((line_tls.scheme, line_tls.tls), (Scheme::Line, true));
+        assert!(!ListenUrl::parse("irc://x:1").unwrap().tls);
         assert!(matches!(
-            ListenUrl::parse("ircs://x:1"),
+            ListenUrl::parse("https://x:1"),
             Err(Error::NotYet(..))
         ));
         assert!(matches!(

@@ -11,3 +11,4 @@ pub mod gate;
 pub mod listen;
 pub mod sockopt;
 pub mod stream;
+pub mod tls;

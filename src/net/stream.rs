@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::core::member::Probe;
+use crate::core::member::{Probe, TlsInfo};
 use crate::core::stats::TcpInfo;
 
 /// Bytes requested per read. Large enough that a fast sender's many lines arrive in few reads;
@@ -56,9 +56,9 @@ pub trait Layered: AsyncRead + AsyncWrite + Send + Unpin + fmt::Debug + 'static 
     /// The TCP connection underneath: for socket options and `TCP_INFO`.
     fn tcp(&self) -> &TcpStream;
 
-    /// Whether the layer encrypts (for `/metrics` and `/who`).
-    fn tls(&self) -> bool {
-        false
+    /// The TLS version and cipher suite when the layer is TLS (for `/metrics`).
+    fn tls(&self) -> Option<TlsInfo> {
+        None
     }
 }
 
@@ -77,9 +77,9 @@ impl Stream {
         }
     }
 
-    pub fn tls(&self) -> bool {
+    pub fn tls(&self) -> Option<TlsInfo> {
         match self {
-            Stream::Tcp(_) => false,
+            Stream::Tcp(_) => None,
             Stream::Layered(layered) => layered.tls(),
         }
     }

@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use crate::core::LeaveReason;
 use crate::net::gate::Refusal;
 use crate::net::listen::accept_loop;
+use crate::net::tls::{Certs, Failure};
 use crate::ops::metrics::{Buckets, ServerMetrics};
 
 /// What the endpoint reads: the server-wide figures, the queues, and whether the server is
@@ -51,6 +52,11 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     fn shutting_down(&self) -> bool;
     /// The store's figures, with `--data-dir`.
     fn store(&self) -> Option<crate::core::store::StoreStats> {
+        None
+    }
+
+    /// The TLS certificate and handshake counters, when TLS is configured.
+    fn tls(&self) -> Option<&Certs> {
         None
     }
 }
@@ -509,8 +515,54 @@ impl Collector for ServerCollector {
             "transcript_write_error_lines",
             "Chat events lost to transcript write errors (a full disk, say).",
             t.write_errors.load(Relaxed),
-        )
+        )?;
+        match shared.tls() {
+            Some(certs) => tls(&mut enc, certs),
+            None => Ok(()),
+        }
     }
+}
+
+/// The TLS families, present only when a certificate is configured.
+fn tls(enc: &mut DescriptorEncoder, certs: &Certs) -> fmt::Result {
+    let c = &certs.counters;
+    gauge(
+        enc,
+        "tls_certificate_expiry_timestamp_seconds",
+        "When the TLS certificate served now expires (its notAfter), in seconds since the Unix \
+         epoch.",
+        certs.current().not_after,
+    )?;
+    counter(
+        enc,
+        "tls_handshakes",
+        "TLS handshakes completed.",
+        c.handshakes.load(Relaxed),
+    )?;
+    let failures: Vec<_> = Failure::ALL
+        .iter()
+        .map(|&f| (f.label(), c.failed(f)))
+        .collect();
+    labeled_counter(
+        enc,
+        "tls_handshake_failures",
+        "Connections to a TLS listener that did not complete a handshake, by reason: plaintext \
+         (a plaintext client, answered in plain and closed), timeout, closed (by the client), \
+         incompatible (no common version or cipher suite), alert (the client refused our \
+         certificate), invalid (malformed handshake).",
+        "reason",
+        &failures,
+    )?;
+    labeled_counter(
+        enc,
+        "tls_certificate_reloads",
+        "Certificate reloads (SIGHUP), by result; a failed one keeps the previous certificate.",
+        "result",
+        &[
+            ("ok", c.reloads.load(Relaxed)),
+            ("error", c.reload_failures.load(Relaxed)),
+        ],
+    )
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {

@@ -85,10 +85,12 @@ impl TestServer {
         let listeners = vec![
             Listener {
                 scheme: Scheme::Line,
+                tls: false,
                 socket: line,
             },
             Listener {
                 scheme: Scheme::Irc,
+                tls: false,
                 socket: irc,
             },
         ];

@@ -1,7 +1,8 @@
 //! `linechat`: the chat server. Maps flags, `LINECHAT_*` variables and the config file onto
 //! [`Config`] (`settings`), sets up logging, raises the open-file limit, opens the listeners,
 //! the metrics endpoint and the transcript when asked, tells systemd it is ready, and runs
-//! until SIGINT or SIGTERM. SIGHUP reopens the transcript and reloads the configuration.
+//! until SIGINT or SIGTERM. SIGHUP reopens the transcript and reloads the configuration and the TLS
+//! certificate.
 //!
 //! `--generate` prints the man page, shell completions or the example config file, from the
 //! same clap definitions as `--help`: run from the binary (as ripgrep's `--generate` is), they
@@ -14,6 +15,7 @@ mod settings;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,6 +23,7 @@ use clap::builder::RangedU64ValueParser;
 use clap::{FromArgMatches, Parser, ValueEnum};
 use linechat::config::Fsync;
 use linechat::net::listen::{self, ListenUrl, Scheme};
+use linechat::net::tls::Certs;
 use linechat::ops::transcript::{self, Transcript};
 use linechat::server::{Extras, Listener};
 use linechat::store::{self, Log};
@@ -46,11 +49,31 @@ struct Args {
     generate: Option<Generate>,
 
     /// A listener, as URL: `line://HOST:PORT` (or a bare HOST:PORT) for netcat, `irc://HOST:PORT`
-    /// for IRC clients. Repeatable. Without any, linechat serves line://[::]:4000 and
+    /// for IRC clients; `line+tls://` and `ircs://` the same over TLS (with --tls-cert and
+    /// --tls-key). Repeatable. Without any, linechat serves line://[::]:4000 and
     /// irc://[::]:6667 (a busy default port is skipped with a warning). Port 0 picks a free
     /// port (the log says which).
     #[arg(long, env = "LINECHAT_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
+
+    /// The TLS certificate chain (PEM, the server's certificate first) for line+tls:// and
+    /// ircs:// listeners. SIGHUP reloads it and --tls-key.
+    #[arg(
+        long,
+        env = "LINECHAT_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, or RSA or EC keys).
+    #[arg(
+        long,
+        env = "LINECHAT_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 
     /// The netcat port (the original server's flag): replaces the port of the first line://
     /// listener, or of the default one.
@@ -346,8 +369,11 @@ impl Args {
         let mut port = self.port;
         let mut out = Vec::new();
         for url in urls {
+            if url.tls && self.tls_cert.is_none() {
+                return Err(listen::Error::NoCertificate(url.to_string()).into());
+            }
             let mut addr = url.resolve()?;
-            if url.scheme == Scheme::Line {
+            if url.scheme == Scheme::Line && !url.tls {
                 if let Some(port) = port.take() {
                     addr.set_port(port);
                 }
@@ -462,6 +488,20 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
         Some(dir) => Some(Log::open(dir, store::Options::from_config(&config))?),
         None => None,
     };
+    // rustls is built with ring alone; installing it as the process default is what makes
+    // that explicit for anything that asks for the default (linechat's own configs name it).
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            if !listeners.iter().any(|(url, _)| url.tls) {
+                tracing::warn!(
+                    "--tls-cert is given but no --listen line+tls:// or ircs://; it is unused"
+                );
+            }
+            Some(Arc::new(Certs::load(cert, key)?))
+        }
+        _ => None,
+    };
     raise_open_file_limit();
     // One thread means tokio's current-thread scheduler: no work-stealing machinery, and tasks
     // woken by a fan-out run in order after the sessions already ready, which lets more lines
@@ -486,6 +526,7 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
             match listen::bind(addr) {
                 Ok(socket) => bound.push(Listener {
                     scheme: url.scheme,
+                    tls: url.tls,
                     socket,
                 }),
                 Err(e) if defaults => tracing::warn!("{e}; skipping the default listener {url}"),
@@ -502,12 +543,16 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
             transcript.as_ref().map(Transcript::control),
             reload_requests.clone(),
         );
+        if let Some(certs) = &tls {
+            reload_on_sighup(certs.clone());
+        }
         let extras = Extras {
             metrics,
             transcript,
             store,
             reloader: Some(Box::new(reloader)),
             reload_requests,
+            tls,
         };
         // Listening sockets are bound and accept from here on: what Type=notify waits for.
         service::notify_ready();
@@ -545,6 +590,26 @@ fn on_sighup(control: Option<transcript::Control>, reload: std::sync::Arc<tokio:
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; the transcript will not be reopened")
+        }
+    }
+}
+
+/// SIGHUP also reloads the TLS certificate and key. A file that cannot be used is logged and
+/// the certificate in use stays (`Certs::reload`); it never stops the server.
+fn reload_on_sighup(certs: Arc<Certs>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the TLS certificate");
+                    // Reading two small files: brief enough for the runtime's thread.
+                    let _ = certs.reload();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate will not be reloaded")
         }
     }
 }

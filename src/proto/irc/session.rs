@@ -26,7 +26,7 @@ use crate::core::room::Mode;
 use crate::core::LeaveReason;
 use crate::net::gate::Pass;
 use crate::net::stream::Stream;
-use crate::proto::codec::{disguise, strip_disguise, Frame};
+use crate::proto::codec::{disguise, foreign_protocol, strip_disguise, ForeignProtocol, Frame};
 use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::{cmd, words};
 
@@ -114,6 +114,11 @@ pub fn run(
             (LeaveReason::Quit, None) => "Quit".to_owned(),
             (LeaveReason::SlowConsumer, _) => "SendQ exceeded".to_owned(),
             (LeaveReason::IdleTimeout, _) => "Ping timeout".to_owned(),
+            // Only a TLS ClientHello on this plaintext port ends a session as not chat.
+            (LeaveReason::NotChat, _) => {
+                "this port speaks plain IRC, not TLS; connect without TLS, or to the ircs:// port"
+                    .to_owned()
+            }
             (reason, _) => reason.explanation().unwrap_or("Quit").to_owned(),
         };
         let host = peer.ip().to_canonical().to_string();
@@ -214,6 +219,10 @@ impl Session {
                 Input::Line(Frame::Line(line), taken_at) => (line, taken_at),
             };
             let (bytes, taken_at) = line;
+            if !registered && foreign_protocol(&bytes) == Some(ForeignProtocol::Tls) {
+                tracing::info!("TLS client on a plaintext IRC port; closing");
+                return LeaveReason::NotChat;
+            }
             let Ok(text) = std::str::from_utf8(&bytes) else {
                 self.fail_utf8(&bytes);
                 continue;

@@ -18,6 +18,7 @@ use crate::core::names::validate_nick;
 use crate::core::stats::{Counter, WINDOW_SECS};
 use crate::core::LeaveReason;
 use crate::net::gate::{Gate, Refusal};
+use crate::net::tls::{Certs, Failure};
 use crate::ops::metrics::ServerMetrics;
 use crate::proto::line::words;
 
@@ -78,7 +79,32 @@ fn build_report(shared: &Shared) -> String {
         bytes(shared.config.history_bytes as u64),
         plural(evicted, "message", "messages")
     );
+    tls_line(&mut report, shared.tls.as_deref());
     report
+}
+
+/// `TLS: off`, or the certificate served and what the handshakes came to.
+fn tls_line(out: &mut String, certs: Option<&Certs>) {
+    let Some(certs) = certs else {
+        out.push_str("TLS: off\n");
+        return;
+    };
+    let current = certs.current();
+    let c = &certs.counters;
+    let failures: Vec<String> = Failure::ALL
+        .iter()
+        .map(|&f| format!("{} {}", c.failed(f), f.label()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "TLS: certificate {} (expires {}); {} completed; failed: {}; reloads: {} ({} failed)",
+        current.subject,
+        current.expires(),
+        plural(c.handshakes.load(Relaxed), "handshake", "handshakes"),
+        failures.join(", "),
+        c.reloads.load(Relaxed),
+        c.reload_failures.load(Relaxed),
+    );
 }
 
 fn server_report(members: &[MemberInfo], m: &ServerMetrics, gate: &Gate) -> String {
@@ -279,14 +305,24 @@ fn client_block(member: &MemberInfo, m: &ServerMetrics) -> String {
     let info = m.sample_tcp(client);
     let log = lock(&stats.rtt).clone();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        " - {} ({}, {}{}):",
-        member.nick(),
-        client.addr,
-        client.kind.protocol,
-        if client.kind.tls { "+tls" } else { "" }
-    );
+    let _ = match client.kind.tls {
+        None => writeln!(
+            out,
+            " - {} ({}, {}):",
+            member.nick(),
+            client.addr,
+            client.kind.protocol
+        ),
+        Some(tls) => writeln!(
+            out,
+            " - {} ({}, {}+tls, {} {}):",
+            member.nick(),
+            client.addr,
+            client.kind.protocol,
+            tls.version,
+            tls.suite
+        ),
+    };
     let _ = writeln!(out, "    Messages: {}", stats.messages.load(Relaxed));
     let connected = m.clock.now().saturating_duration_since(stats.connected_at);
     let _ = writeln!(out, "    Connected: {}", format_duration(connected));
