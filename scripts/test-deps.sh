@@ -4,9 +4,10 @@
 # check metrics` validates the metrics endpoint's output), for the fault suite's
 # network-namespace tests iproute2 (`ip`) and nftables (`nft`), and for the real-IRC-client
 # tests (tests/clients) irssi, tmux (which irssi runs in), weechat-headless and
-# weechat-plugins (WeeChat's FIFO plugin, which the test types through), and systemd
+# weechat-plugins (WeeChat's FIFO plugin, which the test types through), systemd
 # (`systemd-analyze verify` checks contrib/linechat.service; it runs offline, without systemd
-# as PID 1, so a container is enough). Safe to run
+# as PID 1, so a container is enough), and for the TLS tests openssl (which also makes their
+# certificates), ncat and python3 (its ssl module). Safe to run
 # again; does nothing when everything is present. The tests that need them fail rather than
 # skip in CI (CI set) when something is missing; the namespace tests also need root.
 set -euo pipefail
@@ -14,6 +15,9 @@ set -euo pipefail
 need=()
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v ncat >/dev/null 2>&1 || need+=(ncat)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)

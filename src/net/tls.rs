@@ -24,8 +24,9 @@ use tokio_rustls::{rustls, TlsAcceptor};
 use super::stream::{Layered, Stream, Transport};
 use crate::core::member::TlsInfo;
 
-/// The first byte of every TLS record that opens a connection: content type 22, handshake.
-const HANDSHAKE_RECORD: u8 = 0x16;
+/// How every TLS connection opens: a record of content type 22 (handshake), protocol major
+/// version 3.
+pub const CLIENT_HELLO_START: [u8; 2] = [0x16, 0x03];
 
 /// How long a plaintext client answered on a TLS port is given to read the answer before the
 /// connection is closed (as for any connection's last line: `proto::conn`).
@@ -360,8 +361,9 @@ impl Certs {
                 .map(|n| (n > 0).then_some(byte[0]))
         })
         .await;
-        let failure = match first {
-            Ok(Ok(Some(HANDSHAKE_RECORD))) => {
+        // Counted before any answer is sent: whoever reads the answer may read the metrics next.
+        let (failure, answer) = match first {
+            Ok(Ok(Some(byte))) if byte == CLIENT_HELLO_START[0] => {
                 match tokio::time::timeout_at(until, TlsAcceptor::from(config).accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         self.counters.handshakes.fetch_add(1, Relaxed);
@@ -374,36 +376,39 @@ impl Certs {
                     Ok(Err(e)) => {
                         let failure = Failure::of(&e);
                         tracing::info!(error = %e, reason = failure.label(), "TLS handshake failed");
-                        failure
+                        (failure, None)
                     }
                     Err(_) => {
                         tracing::info!("TLS handshake not completed in time; closing");
-                        Failure::Timeout
+                        (Failure::Timeout, None)
                     }
                 }
             }
             Ok(Ok(Some(_))) => {
-                self.answer_plain(tcp, plaintext_answer).await;
-                Failure::Plaintext
+                tracing::info!("plaintext client on a TLS port; told so and closing");
+                (Failure::Plaintext, Some(tcp))
             }
-            Ok(Ok(None) | Err(_)) => Failure::Closed,
+            Ok(Ok(None) | Err(_)) => (Failure::Closed, None),
             Err(_) => {
-                tracing::info!("nothing received in time for a TLS handshake; closing");
-                self.answer_plain(tcp, plaintext_answer).await;
-                Failure::Timeout
+                tracing::info!("nothing received in time for a TLS handshake; told so and closing");
+                (Failure::Timeout, Some(tcp))
             }
         };
         self.counters.fail(failure);
+        if let Some(tcp) = answer {
+            answer_plain(tcp, plaintext_answer).await;
+        }
         None
     }
+}
 
-    async fn answer_plain(&self, tcp: TcpStream, answer: impl FnOnce(SocketAddr) -> String) {
-        tracing::info!("plaintext client on a TLS port; told so and closing");
-        let Ok(local) = tcp.local_addr() else { return };
-        let transport = Transport::from(Stream::Tcp(tcp));
-        transport.try_send(answer(local).as_bytes());
-        transport.close(LINGER).await;
-    }
+/// Tells a client in plain text what the port speaks, then closes without losing the line to
+/// a reset.
+async fn answer_plain(tcp: TcpStream, answer: impl FnOnce(SocketAddr) -> String) {
+    let Ok(local) = tcp.local_addr() else { return };
+    let transport = Transport::from(Stream::Tcp(tcp));
+    transport.try_send(answer(local).as_bytes());
+    transport.close(LINGER).await;
 }
 
 /// `HOST:PORT` a client connects to for `addr` (the address it reached), for the answers that

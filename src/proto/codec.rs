@@ -287,8 +287,7 @@ pub enum ForeignProtocol {
 
 /// Recognises the first line another protocol's client sends.
 pub fn foreign_protocol(line: &[u8]) -> Option<ForeignProtocol> {
-    // A TLS record carrying a handshake: content type 22, protocol major version 3.
-    if line.starts_with(&[0x16, 0x03]) {
+    if line.starts_with(&crate::net::tls::CLIENT_HELLO_START) {
         return Some(ForeignProtocol::Tls);
     }
     if line.starts_with(b"SSH-2.0-") || line.starts_with(b"SSH-1.") {

@@ -25,6 +25,7 @@ use crate::core::stats::ClientStats;
 use crate::core::LeaveReason;
 use crate::net::gate::Pass;
 use crate::net::stream::{Stream, Transport};
+use crate::net::tls::CLIENT_HELLO_START;
 use crate::proto::codec::{Frame, LineDecoder};
 
 /// Queue slots a writer keeps between batches (32 bytes each). Swapped back and forth with the
@@ -226,6 +227,8 @@ pub struct Reader {
     next_rtt_sample: Instant,
     /// Signalled by the writer after each write, for a reader waiting on its own backlog.
     drained: Arc<Notify>,
+    /// Whether anything has been read yet: a TLS ClientHello is recognised in the first read.
+    spoke: bool,
 }
 
 impl Reader {
@@ -254,6 +257,7 @@ impl Reader {
             throttled: false,
             next_rtt_sample: now,
             drained,
+            spoke: false,
         }
     }
 
@@ -341,6 +345,16 @@ impl Reader {
                         self.client.stats.bytes_in.add_at(second, n as u64);
                         self.shared.metrics.bytes_in.add_at(second, n as u64);
                         self.mark_input(Instant::now());
+                        // A TLS client's ClientHello on a plaintext port has no line ending
+                        // more often than not (it is mostly random bytes), so waiting for one
+                        // would leave the client hanging until the registration deadline. Its
+                        // first read is handed over whole, for the session to answer.
+                        if !std::mem::replace(&mut self.spoke, true)
+                            && self.buf.starts_with(&CLIENT_HELLO_START)
+                        {
+                            let hello = self.buf.split().freeze();
+                            return Input::Line(Frame::Line(hello), std::time::Instant::now());
+                        }
                         // A socket with data ready never makes `readable()` wait, so without
                         // this a fast sender could fan out read after read while the writers
                         // of its recipients never run, and their queues would overflow though
@@ -444,6 +458,9 @@ fn leave_reason_for(e: &io::Error) -> LeaveReason {
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => LeaveReason::Reset,
         io::ErrorKind::TimedOut => LeaveReason::TimedOut,
+        // A TLS peer that closed its TCP connection without a close_notify first. Most
+        // command-line clients do, and for chat nothing is lost that a FIN would not lose.
+        io::ErrorKind::UnexpectedEof => LeaveReason::Closed,
         _ => LeaveReason::Error,
     }
 }

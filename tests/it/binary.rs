@@ -7,7 +7,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::support::{proc_status_kib, Client, TempPath, WAIT};
+use crate::support::{proc_status_kib, Client, KeyKind, TempPath, TestCert, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_linechat");
 
@@ -379,4 +379,122 @@ async fn idle_connections_are_cheap() {
     let per_client = (proc_status_kib(pid, "VmRSS") - before) * 1024 / CLIENTS as u64;
     eprintln!("server RSS per idle joined client: {per_client} B");
     assert!(per_client < 8 * 1024, "{per_client} B per idle client");
+}
+
+/// A certificate or key that cannot be used stops the start with one line naming the file and
+/// why, and exit code 1; so does a TLS listener without a certificate.
+#[tokio::test]
+async fn a_bad_certificate_at_start_is_one_line_naming_the_file() {
+    let cert = TestCert::new("localhost", 30, KeyKind::EcPkcs8);
+    let (chain, key) = (cert.chain.to_str().unwrap(), cert.key.to_str().unwrap());
+    let missing = cert.dir.0.join("nope.pem");
+    let missing = missing.to_str().unwrap();
+    let tls = ["--listen", "line+tls://127.0.0.1:0"];
+    let (last, stderr) =
+        refused_start(&[&tls[..], &["--tls-cert", missing, "--tls-key", key]].concat()).await;
+    assert_eq!(
+        last,
+        format!("linechat: --tls-cert {missing}: no such file"),
+        "{stderr}"
+    );
+    let (last, stderr) =
+        refused_start(&[&tls[..], &["--tls-cert", key, "--tls-key", key]].concat()).await;
+    assert!(
+        last.starts_with(&format!("linechat: --tls-cert {key}: no certificate in it")),
+        "{stderr}"
+    );
+    let (last, stderr) =
+        refused_start(&[&tls[..], &["--tls-cert", chain, "--tls-key", chain]].concat()).await;
+    assert!(
+        last.starts_with(&format!(
+            "linechat: --tls-key {chain}: no private key in it"
+        )),
+        "{stderr}"
+    );
+    let (last, stderr) = refused_start(&["--listen", "ircs://127.0.0.1:0"]).await;
+    assert_eq!(
+        last,
+        "linechat: --listen ircs://127.0.0.1:0: a TLS listener needs --tls-cert PEM and \
+         --tls-key PEM",
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// SIGHUP reloads the certificate: connections made after it are shown the new one, the one
+/// open across it keeps chatting; a bad file at the next SIGHUP is logged and the certificate
+/// in use stays.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_file_is_bad() {
+    let cert = TestCert::new("localhost", 30, KeyKind::EcPkcs8);
+    let (chain, key) = (cert.chain.to_str().unwrap(), cert.key.to_str().unwrap());
+    let (mut child, addr, mut log) = start_logged(
+        &[
+            "--listen",
+            "line+tls://127.0.0.1:0",
+            "--tls-cert",
+            chain,
+            "--tls-key",
+            key,
+        ],
+        &[],
+    )
+    .await;
+    let loaded = expect_log(&mut log, "loaded: TLS certificate").await;
+    assert!(
+        loaded.contains("subject=CN=localhost") && loaded.contains("days_left=29"),
+        "{loaded}"
+    );
+    let line = expect_log(&mut log, "protocol=\"line+tls\"").await;
+    let tls_addr = crate::support::listening_addr(&line).unwrap();
+    let mut alice = Client::join(addr, "alice").await;
+    assert!(served(tls_addr).await.contains("subject=CN = localhost"));
+
+    // Renewed, expiring soon: the warning is logged.
+    let renewed = TestCert::new("renewed.localhost", 7, KeyKind::RsaPkcs8);
+    std::fs::copy(&renewed.chain, &cert.chain).unwrap();
+    std::fs::copy(&renewed.key, &cert.key).unwrap();
+    signal(&child, libc::SIGHUP);
+    let warned = expect_log(
+        &mut log,
+        "reloaded: the TLS certificate expires within 14 days",
+    )
+    .await;
+    assert!(warned.contains("subject=CN=renewed.localhost"), "{warned}");
+    assert!(served(tls_addr)
+        .await
+        .contains("subject=CN = renewed.localhost"));
+
+    std::fs::write(&cert.key, "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    let kept = expect_log(&mut log, "cannot reload the TLS certificate").await;
+    assert!(
+        kept.contains(&format!("--tls-key {key}")) && kept.contains("subject=CN=renewed.localhost"),
+        "{kept}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a bad reload ended the server"
+    );
+    assert!(served(tls_addr)
+        .await
+        .contains("subject=CN = renewed.localhost"));
+    alice.send("/ping").await;
+    assert!(alice.line().await.starts_with("pong"));
+    terminate(&mut child).await;
+}
+
+/// What `openssl s_client` is shown by `addr`: its output, with the certificate's subject.
+async fn served(addr: std::net::SocketAddr) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("s_client in time")
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

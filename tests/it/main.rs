@@ -19,4 +19,5 @@ mod service;
 mod shutdown;
 mod store;
 mod timers;
+mod tls;
 mod transcript;

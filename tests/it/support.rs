@@ -666,3 +666,131 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     let at = line.find("listening addr=")? + "listening addr=".len();
     line[at..].split_whitespace().next()?.parse().ok()
 }
+
+/// A test certificate authority and a server certificate it signed, made with `openssl` at
+/// test time (no private key is committed): `chain` holds the server's certificate then the
+/// CA's, as `--tls-cert` wants it; clients trust `ca`.
+#[allow(dead_code)] // used by the TLS and client tests, not by every includer
+pub struct TestCert {
+    pub dir: TempPath,
+    pub ca: std::path::PathBuf,
+    pub chain: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// The server certificate's DER, to compare with what a client was shown.
+    pub der: Vec<u8>,
+}
+
+/// The server key's type and how its PEM is written.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// ECDSA P-256, PKCS#8 (`BEGIN PRIVATE KEY`).
+    EcPkcs8,
+    /// ECDSA P-256, SEC1 (`BEGIN EC PRIVATE KEY`).
+    EcSec1,
+    /// RSA 2048, PKCS#8.
+    RsaPkcs8,
+    /// RSA 2048, PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    RsaPkcs1,
+}
+
+#[allow(dead_code)]
+impl TestCert {
+    /// A certificate for `localhost` and 127.0.0.1 with subject `CN=<cn>`, valid for `days`.
+    pub fn new(cn: &str, days: u32, key: KeyKind) -> TestCert {
+        let dir = TempPath::new("tls");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let at = |name: &str| dir.0.join(name);
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (scripts/test-deps.sh installs it): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let days = days.to_string();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=linechat test CA",
+        ]);
+        let newkey: &[&str] = match key {
+            KeyKind::EcPkcs8 | KeyKind::EcSec1 => {
+                &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+            }
+            KeyKind::RsaPkcs8 | KeyKind::RsaPkcs1 => &["-newkey", "rsa:2048"],
+        };
+        let subj = format!("/CN={cn}");
+        openssl(
+            &[
+                &[
+                    "req", "-nodes", "-keyout", "key.pem", "-out", "leaf.csr", "-subj", &subj,
+                ],
+                newkey,
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            at("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            &days,
+            "-extfile",
+            "ext.cnf",
+        ]);
+        match key {
+            KeyKind::EcSec1 => openssl(&["ec", "-in", "key.pem", "-out", "key.pem"]),
+            KeyKind::RsaPkcs1 => {
+                openssl(&["rsa", "-traditional", "-in", "key.pem", "-out", "key.pem"])
+            }
+            _ => {}
+        }
+        openssl(&[
+            "x509", "-in", "leaf.pem", "-outform", "DER", "-out", "leaf.der",
+        ]);
+        let chain = [
+            std::fs::read(at("leaf.pem")).unwrap(),
+            std::fs::read(at("ca.pem")).unwrap(),
+        ]
+        .concat();
+        std::fs::write(at("chain.pem"), chain).unwrap();
+        TestCert {
+            ca: at("ca.pem"),
+            chain: at("chain.pem"),
+            key: at("key.pem"),
+            der: std::fs::read(at("leaf.der")).unwrap(),
+            dir,
+        }
+    }
+}
