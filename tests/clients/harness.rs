@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{listening_addr, skip_outside_ci, TempPath, PROMPT};
+use crate::support::{listening_addr, skip_outside_ci, KeyKind, TempPath, TestCert, PROMPT};
 
 /// The longest a single wait may take before the test fails and says what it saw. Generous:
 /// a real client starting on a loaded 2-core machine; a passing step takes well under a second.
@@ -190,16 +190,37 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// The linechat binary serving IRC and the line protocol on 127.0.0.1, each on a port the
 /// kernel picked (`:0`), as its log announces them.
-#[derive(Debug)]
 pub struct Server {
     pub irc: SocketAddr,
     pub line: SocketAddr,
+    /// The `ircs://` listener and its certificate, when started with [`Server::start_tls`].
+    pub ircs: Option<(SocketAddr, TestCert)>,
     log: Arc<Mutex<Vec<String>>>,
     _proc: Proc,
 }
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// Also an `ircs://` listener, with a certificate for 127.0.0.1 and localhost.
+    pub fn start_tls() -> Server {
+        Server::start_with(Some(TestCert::new("localhost", 30, KeyKind::EcPkcs8)))
+    }
+
+    fn start_with(cert: Option<TestCert>) -> Server {
+        let tls: Vec<&std::ffi::OsStr> = match &cert {
+            Some(cert) => vec![
+                "--listen".as_ref(),
+                "ircs://127.0.0.1:0".as_ref(),
+                "--tls-cert".as_ref(),
+                cert.chain.as_os_str(),
+                "--tls-key".as_ref(),
+                cert.key.as_os_str(),
+            ],
+            None => Vec::new(),
+        };
         let mut proc = Proc::spawn(
             "linechat",
             Command::new(LINECHAT_BIN)
@@ -209,6 +230,7 @@ impl Server {
                     "--listen",
                     "line://127.0.0.1:0",
                 ])
+                .args(tls)
                 // The clients have flood queues of their own; the server's is not under test.
                 .args(["--server-name", "irc.test", "--rate-limit", "0"])
                 .env("RUST_LOG", "info")
@@ -237,17 +259,22 @@ impl Server {
                 .find(|l| l.contains(&tag))
                 .and_then(|l| listening_addr(l))
         };
-        let (irc, line) = wait_for(
-            "linechat's log to announce its irc:// and line:// listeners",
+        let (irc, line, ircs) = wait_for(
+            "linechat's log to announce its irc:// and line:// (and ircs://) listeners",
             || {
                 proc.assert_running(|| shown(&log));
-                Some((listener("irc")?, listener("line")?))
+                let ircs = match cert {
+                    Some(_) => Some(listener("ircs")?),
+                    None => None,
+                };
+                Some((listener("irc")?, listener("line")?, ircs))
             },
             || shown(&log),
         );
         Server {
             irc,
             line,
+            ircs: ircs.zip(cert),
             log,
             _proc: proc,
         }

@@ -218,11 +218,28 @@ fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
 /// irssi's configuration as a user would write it: one server, and who we are. Its flood
 /// queue is off (by default it holds lines past the first 5 for 2.2 s each), as the server's
 /// is: the test is about what arrives, not how fast a client may send.
-fn irssi_config(server: &Server, nick: &str) -> String {
-    let (host, port) = (server.irc.ip(), server.irc.port());
+/// Over TLS (`ircs://`), irssi verifies the server's certificate against the test CA.
+fn irssi_config(server: &Server, nick: &str, tls: bool) -> String {
+    let (host, port, tls) = match (&server.ircs, tls) {
+        // irssi matches only DNS names against the certificate, and prefers IPv4 for them
+        // (`resolve_prefer_ipv6` is off), so `localhost` reaches the 127.0.0.1 listener.
+        (Some((ircs, cert)), true) => (
+            "localhost".to_owned(),
+            ircs.port(),
+            format!(
+                r#"use_tls = "yes"; tls_verify = "yes"; tls_cafile = "{}";"#,
+                cert.ca.display()
+            ),
+        ),
+        _ => (
+            server.irc.ip().to_string(),
+            server.irc.port(),
+            r#"use_tls = "no";"#.to_owned(),
+        ),
+    };
     format!(
         r#"servers = (
-  {{ address = "{host}"; chatnet = "test"; port = "{port}"; use_tls = "no"; autoconnect = "yes"; }}
+  {{ address = "{host}"; chatnet = "test"; port = "{port}"; {tls} autoconnect = "yes"; }}
 );
 chatnets = {{ test = {{ type = "IRC"; }}; }};
 settings = {{
@@ -240,13 +257,26 @@ fn irssi_and_a_netcat_user_chat_in_the_lobby() {
     if !available(test, &[("irssi", "--version"), ("tmux", "-V")], None) {
         return;
     }
-    let server = Server::start();
-    let mut carol = Netcat::join(&server, "carol");
+    chat(&Server::start(), false);
+}
+
+/// The same over `ircs://`, irssi checking the certificate chain.
+#[test]
+fn irssi_over_tls_and_a_netcat_user_chat_in_the_lobby() {
+    let test = "irssi_over_tls_and_a_netcat_user_chat_in_the_lobby";
+    if !available(test, &[("irssi", "--version"), ("tmux", "-V")], None) {
+        return;
+    }
+    chat(&Server::start_tls(), true);
+}
+
+fn chat(server: &Server, tls: bool) {
+    let mut carol = Netcat::join(server, "carol");
 
     let home = Home::new("irssi");
     let irssi_home = home.join("irssi");
     fs::create_dir(&irssi_home).unwrap();
-    fs::write(irssi_home.join("config"), irssi_config(&server, "bob")).unwrap();
+    fs::write(irssi_home.join("config"), irssi_config(server, "bob", tls)).unwrap();
     let tmux = Tmux::start(
         &home,
         &format!("exec irssi --home={}", irssi_home.display()),
