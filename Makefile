@@ -1,6 +1,6 @@
 # For people used to the original server's `make run`. Cargo does the work.
 
-.PHONY: run test release bench bench-record bench-irc check faults fuzz soak irctest
+.PHONY: run test release bench bench-record bench-irc bench-tls check faults fuzz soak irctest
 
 run:
 	cargo run --release
@@ -30,6 +30,12 @@ bench-record: release
 bench-irc: release
 	SERVERS="$${SERVERS:-linechat-irc ngircd inspircd linechat-mixed}" \
 	SCENARIOS="$${SCENARIOS:-S1 S2 S3}" SKIP_BUILD=1 bench/compare.sh
+
+# TLS against plaintext, interleaved in one run: S1 and S3 deliveries per server CPU-second,
+# and S5, new connections per second and per server CPU-second (with TLS: full handshakes).
+bench-tls: release
+	SERVERS="$${SERVERS:-linechat-tls linechat}" SCENARIOS="$${SCENARIOS:-S1 S3 S5}" \
+	SKIP_BUILD=1 bench/compare.sh
 
 # What CI runs.
 check:

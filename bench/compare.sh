@@ -9,8 +9,11 @@
 # Usage: bench/compare.sh            (all scenarios, 3 repetitions, 10 s each; prints the report)
 #        RECORD=1 bench/compare.sh   (the same, and writes <repo>/BENCHMARKS.md)
 #        SERVERS="linechat-irc ngircd inspircd linechat-mixed" SCENARIOS="S1 S2 S3" bench/compare.sh
+#        SERVERS="linechat-tls linechat" SCENARIOS="S1 S3 S5" bench/compare.sh   (TLS vs plaintext;
+#                                                         make bench-tls)
 # Environment overrides:
-#   SCENARIOS="S1 S2"   which scenarios (S1 room, S2 saturate, S3 crowd, S4 idle)
+#   SCENARIOS="S1 S2"   which scenarios (S1 room, S2 saturate, S3 crowd, S4 idle, S5 churn:
+#                       connections opened, shown the prompt and closed, 32 at once)
 #   REPS=1              repetitions per scenario and server
 #   DURATION=3          measured seconds per run
 #   SERVERS="linechat redis nats"   which servers; the first is the one the ratios are about.
@@ -22,6 +25,9 @@
 #                       --fsync-interval always.
 #                       linechat-before: the line protocol on BEFORE_BIN, an earlier build,
 #                       for a redesign's before-and-after in one session.
+#                       linechat-tls, linechat-ircs: the line protocol over line+tls://, IRC
+#                       over ircs://, with a certificate made for the run (TLS_KEY).
+#   TLS_KEY=ec          the TLS servers' key: ec (ECDSA P-256, the default) or rsa (RSA 2048)
 #   RECORD=1            write the report to <repo>/BENCHMARKS.md (otherwise it is only printed
 #                       and kept in the results directory)
 #   OUT=path            write the report here instead (default <results>/report.md, or
@@ -64,9 +70,9 @@ log() { echo "[compare $(date -u +%H:%M:%S)] $*" >&2; }
 [[ $DURATION =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
 awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must be in (0, 600]"
 for s in $SCENARIOS; do
-    case $s in S1 | S2 | S3 | S4) ;; *) die "unknown scenario $s (use S1 S2 S3 S4)" ;; esac
+    case $s in S1 | S2 | S3 | S4 | S5) ;; *) die "unknown scenario $s (use S1 S2 S3 S4 S5)" ;; esac
 done
-ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync"
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs"
 for s in $SERVERS; do
     [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
@@ -118,7 +124,8 @@ if [[ $SKIP_BUILD != 1 ]]; then
 fi
 [[ -x $BENCH_BIN ]] || die "no bench binary at $BENCH_BIN"
 if has_server linechat || has_server linechat-irc || has_server linechat-mixed ||
-    has_server linechat-store || has_server linechat-fsync; then
+    has_server linechat-store || has_server linechat-fsync || has_server linechat-tls ||
+    has_server linechat-ircs; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
 fi
 if has_server linechat-before; then
@@ -134,6 +141,22 @@ fi
 mkdir -p "$RESULTS"
 : >"$RESULTS/commands.txt"
 
+# The TLS servers' certificate, made for this run (no key is kept in the repository).
+TLS_KEY=${TLS_KEY:-ec}
+TLS_CERT=$CONF_DIR/tls-cert.pem
+TLS_KEY_FILE=$CONF_DIR/tls-key.pem
+if has_server linechat-tls || has_server linechat-ircs; then
+    command -v openssl >/dev/null || die "openssl is needed to make the TLS servers' certificate"
+    case $TLS_KEY in
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+    *) die "TLS_KEY must be ec or rsa" ;;
+    esac
+    openssl req -x509 "${newkey[@]}" -nodes -keyout "$TLS_KEY_FILE" -out "$TLS_CERT" -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null ||
+        die "openssl could not make a certificate"
+fi
+
 # --- scenarios ------------------------------------------------------------------------------
 scenario_title() {
     case $1 in
@@ -141,6 +164,7 @@ scenario_title() {
     S2) echo "S2 saturate: 100 clients, 10 senders, as fast as the window allows" ;;
     S3) echo "S3 crowd: 2000 clients, 20 senders, 200 msgs/s total" ;;
     S4) echo "S4 idle: 10000 connected idle clients" ;;
+    S5) echo "S5 churn: new connections, 32 at once, each shown the prompt and closed" ;;
     esac
 }
 scenario_args() {
@@ -149,6 +173,7 @@ scenario_args() {
     S2) echo "--clients 100 --senders 10 --rate 0" ;;
     S3) echo "--clients 2000 --senders 20 --rate 200 --connect-timeout 30 --settle-max 30" ;;
     S4) echo "--clients 10000 --senders 0 --connect-timeout 60 --settle-max 60" ;;
+    S5) echo "--churn --connect-concurrency 32" ;;
     esac
 }
 
@@ -228,6 +253,8 @@ server_cmd() {
     nats) echo "nats-server -a 127.0.0.1 -p $2" ;;
     linechat-irc) echo "$LINECHAT_BIN --rate-limit 0 --listen irc://127.0.0.1:$2 --max-clients 20000" ;;
     linechat-mixed) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --listen irc://127.0.0.1:$3 --max-clients 20000" ;;
+    linechat-tls) echo "$LINECHAT_BIN --rate-limit 0 --listen line+tls://127.0.0.1:$2 --max-clients 20000 --tls-cert $TLS_CERT --tls-key $TLS_KEY_FILE" ;;
+    linechat-ircs) echo "$LINECHAT_BIN --rate-limit 0 --listen ircs://127.0.0.1:$2 --max-clients 20000 --tls-cert $TLS_CERT --tls-key $TLS_KEY_FILE" ;;
     ngircd) echo "ngircd --nodaemon --config $conf/ngircd.conf" ;;
     inspircd) echo "inspircd --nofork --runasroot --config $conf/inspircd.conf" ;;
     esac
@@ -240,6 +267,8 @@ bench_proto_args() {
     linechat-before | linechat-store | linechat-fsync) echo "--proto linechat" ;;
     linechat-irc) echo "--proto irc" ;;
     linechat-mixed) echo "--proto mixed --irc-addr 127.0.0.1:$3" ;;
+    linechat-tls) echo "--proto linechat --tls" ;;
+    linechat-ircs) echo "--proto irc --tls" ;;
     # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
     # backlog of 10 and accepts one connection per loop pass: more connects at once overflow
     # the backlog, and the dropped SYNs cost seconds of retries (setup only, not measured).
@@ -251,8 +280,9 @@ bench_proto_args() {
 
 server_version() {
     case $1 in
-    linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync)
-        "$LINECHAT_BIN" --version 2>/dev/null | head -n1 ;;
+    linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync | linechat-tls | linechat-ircs)
+        "$LINECHAT_BIN" --version 2>/dev/null | head -n1
+        ;;
     linechat-before) "$BEFORE_BIN" --version 2>/dev/null | head -n1 ;;
     redis) redis-server --version 2>/dev/null | head -n1 ;;
     nats) nats-server --version 2>/dev/null | head -n1 ;;
@@ -358,7 +388,7 @@ for f in "$CONF_DIR"/*/*.conf; do
 done
 
 export R_SCENARIOS="$SCENARIOS" R_SERVERS="$SERVERS" R_REPS="$REPS" R_DURATION="$DURATION"
-export R_VERSIONS="$versions" R_COMMIT="$commit" R_CPU="$cpu_model" R_ROOT="$ROOT" R_CONF_DIR="$CONF_DIR"
+export R_TLS_KEY="$TLS_KEY" R_VERSIONS="$versions" R_COMMIT="$commit" R_CPU="$cpu_model" R_ROOT="$ROOT" R_CONF_DIR="$CONF_DIR"
 R_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 R_NPROC=$(nproc)
 R_MEM=$(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)
@@ -389,7 +419,8 @@ LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
          "linechat-mixed": "linechat with half its clients on IRC",
          "linechat-before": "linechat before the change (BEFORE_BIN)",
          "linechat-store": "linechat with --data-dir",
-         "linechat-fsync": "linechat with --data-dir --fsync-interval always"}
+         "linechat-fsync": "linechat with --data-dir --fsync-interval always",
+         "linechat-tls": "linechat's line protocol over TLS", "linechat-ircs": "linechat's IRC over TLS"}
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):
@@ -483,6 +514,14 @@ if irc_servers:
     w("  not echo a PRIVMSG to its sender, so N-1 deliveries per message. Senders are operators on ngIRCd (user")
     w("  mode +F: no command throttling) and InspIRCd (an oper class with no-throttle, no-fakelag and")
     w("  increased-buffers); what the peers cannot turn off is listed under \"IRC peers\" below.")
+if any(s in servers for s in ("linechat-tls", "linechat-ircs")):
+    w(f"- **linechat-tls**, **linechat-ircs**: the same server on `line+tls://` or `ircs://` with a certificate")
+    w(f"  made for the run ({E.get('R_TLS_KEY', 'ec')}); the bench does not verify it and never resumes a")
+    w("  session, so every connection is a full handshake.")
+if "S5" in scenarios:
+    w("- **S5 churn**: 32 connections at a time, each opened (with TLS: a full handshake), shown the nickname")
+    w("  prompt and closed, for the measured seconds. **conn/CPU-s** is connections per second of server CPU")
+    w("  time: with TLS, full handshakes per core (the server runs on one thread).")
 if "linechat-mixed" in servers:
     w("- **linechat-mixed**: one linechat server, one room; even clients use the line protocol (as netcat does),")
     w("  odd ones IRC, so half the senders and half the receivers are on each side.")
@@ -514,7 +553,17 @@ for sc in scenarios:
     w("")
     data = {srv: load(sc, srv) for srv in servers}
     ok = {srv: sum(1 for r in data[srv] if "failed" not in r) for srv in servers}
-    if sc == "S4":
+    if sc == "S5":
+        w("| server | runs ok | connections/s | conn/CPU-s | server CPU | setup p50 | setup p99 | failed |")
+        w("|---|---|---|---|---|---|---|---|")
+        for srv in servers:
+            r = data[srv]
+            w(f"| {srv} | {ok[srv]}/{reps} | {num(med(r, 'connections_per_sec'))} | "
+              f"{num(med(r, 'connections_per_server_cpu_s'))} | {num(med(r, 'server_cpu_s'), ' s', 2)} | "
+              f"{us(med(r, 'setup_us_p50'))} | {us(med(r, 'setup_us_p99'))} | {num(tot(r, 'connections_failed'))} |")
+        metrics = [("connections/s", "connections_per_sec", True),
+                   ("connections per CPU-s", "connections_per_server_cpu_s", True)]
+    elif sc == "S4":
         w("| server | runs ok | server RSS / connection | RSS before → after join | peak RSS (VmHWM) | setup (connect+join) |")
         w("|---|---|---|---|---|---|")
         for srv in servers:

@@ -281,31 +281,31 @@ fn chat(server: &Server, tls: bool) {
         &home,
         &format!("exec irssi --home={}", irssi_home.display()),
     );
-    let irssi = || tmux.context(&server);
+    let irssi = || tmux.context(server);
 
     // irssi connects on its own (autoconnect); then the person types /join.
     tmux.expect(
-        &server,
+        server,
         "the welcome (001)",
         "Welcome to the linechat IRC network, bob!",
     );
-    tmux.type_line(&server, &format!("/join {CHANNEL}"));
-    carol.expect_seeing(&server, "bob has joined the room.", irssi);
+    tmux.type_line(server, &format!("/join {CHANNEL}"));
+    carol.expect_seeing(server, "bob has joined the room.", irssi);
     // The channel's window comes to the front: its prompt reads [#lobby].
-    tmux.expect(&server, "its #lobby window", &format!("[{CHANNEL}]"));
+    tmux.expect(server, "its #lobby window", &format!("[{CHANNEL}]"));
 
-    tmux.type_line(&server, "hello from irssi");
-    carol.expect_seeing(&server, "bob: hello from irssi", irssi);
-    tmux.type_line(&server, "/me waves from irssi");
-    carol.expect_seeing(&server, "* bob waves from irssi", irssi);
+    tmux.type_line(server, "hello from irssi");
+    carol.expect_seeing(server, "bob: hello from irssi", irssi);
+    tmux.type_line(server, "/me waves from irssi");
+    carol.expect_seeing(server, "* bob waves from irssi", irssi);
 
     carol.send("hi bob, carol here");
-    tmux.expect(&server, "carol's line", "carol> hi bob, carol here");
+    tmux.expect(server, "carol's line", "carol> hi bob, carol here");
     carol.send("/me waves back at bob");
-    tmux.expect(&server, "carol's action", " * carol waves back at bob");
+    tmux.expect(server, "carol's action", " * carol waves back at bob");
 
-    tmux.type_line(&server, "/quit bye for now");
-    carol.expect_seeing(&server, "bob has left the chat (bye for now).", irssi);
+    tmux.type_line(server, "/quit bye for now");
+    carol.expect_seeing(server, "bob has left the chat (bye for now).", irssi);
     let status = wait_for(
         "irssi to exit after /quit (tmux to know its exit status)",
         || tmux.exit_status(),

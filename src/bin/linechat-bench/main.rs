@@ -32,6 +32,7 @@
 //! Only loopback addresses are accepted, client count and duration are capped, and every run
 //! stops by itself.
 
+mod churn;
 mod irc;
 mod line;
 mod nats;
@@ -40,6 +41,7 @@ mod proto;
 mod redis;
 mod scenario;
 mod stats;
+mod tls;
 mod track;
 mod wire;
 
@@ -146,6 +148,16 @@ pub struct Args {
     /// Tokio worker threads (default: number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Connect over TLS (linechat's line+tls:// or ircs:// listeners). The server's
+    /// certificate is not verified (loopback only); every connection is a full handshake.
+    #[arg(long)]
+    pub tls: bool,
+    /// Instead of the chat workload: open connections as fast as --connect-concurrency allows
+    /// for --duration seconds, each connecting (with --tls, shaking hands), reading the
+    /// nickname prompt and closing; report connections per second and per server CPU-second.
+    /// linechat's line protocol only.
+    #[arg(long)]
+    pub churn: bool,
 }
 
 fn main() {
@@ -175,7 +187,11 @@ fn real_main() -> Result<()> {
         rt.worker_threads(t.max(1));
     }
     let rt = rt.build().context("building the tokio runtime")?;
-    let report = rt.block_on(scenario::run(args, plan))?;
+    let report = if args.churn {
+        rt.block_on(churn::run(args, plan))?
+    } else {
+        rt.block_on(scenario::run(args, plan))?
+    };
     let json_out = report.json;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report.value)?);
@@ -247,7 +263,11 @@ fn validate(a: &Args) -> Result<Plan> {
         irc_oper,
         irc_sender_modes: a.irc_sender_modes.clone(),
     };
-    let plan = Plan::new(a.proto, addr, irc_addr, &setup)?;
+    if a.churn && a.proto != ProtoArg::Linechat {
+        bail!("--churn drives linechat's line protocol only (it waits for the nickname prompt)");
+    }
+    let tls = a.tls.then(tls::client_config);
+    let plan = Plan::new(a.proto, addr, irc_addr, tls, &setup)?;
     plan.check(a.clients)?;
     if let Some(pid) = a.server_pid {
         procfs::cpu_seconds(Some(pid))

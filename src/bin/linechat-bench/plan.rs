@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use clap::ValueEnum;
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::proto::{Protocol, Setup};
 use crate::{irc, line, nats, redis};
@@ -38,6 +39,8 @@ impl ProtoArg {
 pub struct Endpoint {
     pub proto: Arc<dyn Protocol>,
     pub addr: SocketAddr,
+    /// `--tls`: connect over TLS with this configuration.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// The protocols of a run: client i uses `endpoints[i % endpoints.len()]`, so in a mixed run
@@ -55,9 +58,16 @@ impl Plan {
         arg: ProtoArg,
         addr: SocketAddr,
         irc_addr: Option<SocketAddr>,
+        tls: Option<Arc<ClientConfig>>,
         s: &Setup,
     ) -> Result<Plan> {
-        let one = |proto: Arc<dyn Protocol>| vec![Endpoint { proto, addr }];
+        let one = |proto: Arc<dyn Protocol>| {
+            vec![Endpoint {
+                proto,
+                addr,
+                tls: tls.clone(),
+            }]
+        };
         let (endpoints, expected_definition) = match arg {
             ProtoArg::Linechat => (
                 one(Arc::new(line::Line::new(s))),
@@ -83,10 +93,12 @@ impl Plan {
                         Endpoint {
                             proto: Arc::new(line::Line::new(s)),
                             addr,
+                            tls: tls.clone(),
                         },
                         Endpoint {
                             proto: Arc::new(irc::Irc::new(s)),
                             addr: irc_addr,
+                            tls: tls.clone(),
                         },
                     ],
                     "each message to every other client (N-1): even clients speak the line protocol at --addr, odd ones IRC at --irc-addr, all in one room; neither side echoes to the sender",

@@ -9,13 +9,16 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::tls::{Rd, Wr};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -100,13 +103,14 @@ pub trait Protocol: Send + Sync + Debug {
 /// A connection being set up: its halves and what arrived but was not consumed yet.
 #[derive(Debug)]
 pub struct Handshake {
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: Rd,
+    pub wr: Wr,
     pub buf: Vec<u8>,
 }
 
 impl Handshake {
-    pub async fn connect(addr: SocketAddr) -> Result<Handshake> {
+    /// Connects to `addr`, over TLS with `tls`.
+    pub async fn connect(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Result<Handshake> {
         let stream = TcpStream::connect(addr).await.map_err(|e| {
             anyhow!(
                 "connecting to {addr}: {e}{}",
@@ -118,7 +122,12 @@ impl Handshake {
             )
         })?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = match tls {
+            None => crate::tls::plain(stream),
+            Some(config) => crate::tls::connect(config, stream)
+                .await
+                .map_err(|e| anyhow!("TLS handshake with {addr}: {e}"))?,
+        };
         Ok(Handshake {
             rd,
             wr,
@@ -128,6 +137,8 @@ impl Handshake {
 
     pub async fn send(&mut self, b: &[u8]) -> Result<()> {
         self.wr.write_all(b).await?;
+        // TLS may hold the record back until flushed; for TCP this does nothing.
+        self.wr.flush().await?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! warmup and the measured interval, drain, and count what every receiver got.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,16 +14,16 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 
-use crate::plan::Plan;
+use crate::plan::{Endpoint, Plan};
 use crate::proto::{show, Events, Handshake, Protocol, Who};
 use crate::stats::{
     fmt_us, human, kib, new_histogram, procfs, progress_bar, round2, round3, sample, Sample,
 };
+use crate::tls::{Rd, Wr};
 use crate::track::{Obs, SeqTrack};
 use crate::{wire, Args};
 
@@ -308,7 +308,7 @@ impl Receiver {
 
     fn poll_read_process(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut Rd,
         cx: &mut std::task::Context<'_>,
         sh: &Shared,
     ) -> Poll<std::io::Result<bool>> {
@@ -377,7 +377,7 @@ impl Receiver {
     }
 }
 
-type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+type Writer = Arc<tokio::sync::Mutex<Wr>>;
 /// A set-up connection: (index, writer, its receive task).
 type Conn = (usize, Writer, JoinHandle<Receiver>);
 
@@ -387,7 +387,11 @@ async fn send_replies(r: &mut Receiver, w: &Writer) -> bool {
         return true;
     }
     let mut w = w.lock().await;
-    let res = w.write_all(&r.core.replies).await;
+    let res = async {
+        w.write_all(&r.core.replies).await?;
+        w.flush().await
+    }
+    .await;
     r.core.replies.clear();
     if let Err(e) = res {
         r.core.st.io_error = Some(e.to_string());
@@ -398,7 +402,7 @@ async fn send_replies(r: &mut Receiver, w: &Writer) -> bool {
 
 /// Reads and parses until stopped or the connection closes; returns the receiver's state.
 async fn recv_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: Rd,
     wr: Writer,
     mut r: Receiver,
     sh: Arc<Shared>,
@@ -494,7 +498,12 @@ impl SenderCtx {
             self.proto.put_message(&mut self.out, &self.tmp);
         }
         let mut w = self.w.lock().await;
-        match timeout_at(self.tl.hard_end.into(), w.write_all(&self.out)).await {
+        let write = async {
+            w.write_all(&self.out).await?;
+            // TLS may hold the last record back until flushed; for TCP this does nothing.
+            w.flush().await
+        };
+        match timeout_at(self.tl.hard_end.into(), write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 self.st.write_error = Some(e.to_string());
@@ -605,8 +614,9 @@ pub struct Report {
 }
 
 /// Connect + register + join, within `--connect-timeout`.
-async fn set_up(proto: &dyn Protocol, addr: SocketAddr, who: Who) -> Result<Handshake> {
-    let mut c = Handshake::connect(addr).await?;
+async fn set_up(ep: &Endpoint, who: Who) -> Result<Handshake> {
+    let proto = &*ep.proto;
+    let mut c = Handshake::connect(ep.addr, ep.tls.clone()).await?;
     proto.register(&mut c, who).await?;
     proto.join(&mut c, who).await?;
     Ok(c)
@@ -660,7 +670,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
             let _permit = permit;
             let what = if publisher { "publisher " } else { "client " };
             let ep = plan.endpoint(client).clone();
-            let res = timeout(connect_timeout, set_up(&*ep.proto, ep.addr, who)).await;
+            let res = timeout(connect_timeout, set_up(&ep, who)).await;
             if !matches!(res, Ok(Ok(_))) {
                 setup_failed.store(true, Ordering::Relaxed);
             }
