@@ -541,11 +541,9 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
         let reload_requests = std::sync::Arc::new(tokio::sync::Notify::new());
         on_sighup(
             transcript.as_ref().map(Transcript::control),
+            tls.clone(),
             reload_requests.clone(),
         );
-        if let Some(certs) = &tls {
-            reload_on_sighup(certs.clone());
-        }
         let extras = Extras {
             metrics,
             transcript,
@@ -566,10 +564,15 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
 }
 
 /// SIGHUP is always handled, so that it never kills the server (its default disposition).
-/// It reloads the configuration (see `linechat::config::RELOADABLE`) and, the logrotate
-/// convention, reopens the transcript: after the file is moved away, SIGHUP makes the server
-/// write to a new one under the configured name.
-fn on_sighup(control: Option<transcript::Control>, reload: std::sync::Arc<tokio::sync::Notify>) {
+/// It reloads the configuration (see `linechat::config::RELOADABLE`) and the TLS certificate
+/// and key (after a renewal; a file that cannot be used is logged and the certificate in use
+/// stays, `Certs::reload`), and, the logrotate convention, reopens the transcript: after the
+/// file is moved away, SIGHUP makes the server write to a new one under the configured name.
+fn on_sighup(
+    control: Option<transcript::Control>,
+    certs: Option<Arc<Certs>>,
+    reload: std::sync::Arc<tokio::sync::Notify>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
@@ -584,33 +587,20 @@ fn on_sighup(control: Option<transcript::Control>, reload: std::sync::Arc<tokio:
                             "SIGHUP received: nothing to reopen; reloading the configuration"
                         ),
                     }
+                    if let Some(certs) = &certs {
+                        tracing::info!("SIGHUP received: reloading the TLS certificate");
+                        // Reading two small files: brief enough for the runtime's thread.
+                        let _ = certs.reload();
+                    }
                     reload.notify_one();
                 }
             });
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; the transcript will not be reopened")
-        }
-    }
-}
-
-/// SIGHUP also reloads the TLS certificate and key. A file that cannot be used is logged and
-/// the certificate in use stays (`Certs::reload`); it never stops the server.
-fn reload_on_sighup(certs: Arc<Certs>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP received: reloading the TLS certificate");
-                    // Reading two small files: brief enough for the runtime's thread.
-                    let _ = certs.reload();
-                }
-            });
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate will not be reloaded")
-        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot listen for SIGHUP; the transcript will not be reopened nor the TLS \
+             certificate reloaded"
+        ),
     }
 }
 
