@@ -44,6 +44,7 @@ pub const SERVER_WORDS: &[&str] = &[
     "rooms",
     "round-trip",
     "tcp",
+    "tls",
     "this",
     "to",
     "too",

@@ -614,7 +614,8 @@ async fn metrics_show_rooms_within_their_display_limit() {
     assert_eq!(lines[at + 10], " - room08: 1 member, 0 messages");
     assert_eq!(lines[at + 11], " ... and 3 more rooms (/rooms lists more)");
     assert!(lines[at + 12].starts_with("History: "), "{lines:#?}");
-    assert_eq!(lines.len(), at + 13, "{lines:#?}");
+    assert_eq!(lines[at + 13], "TLS: off", "{lines:#?}");
+    assert_eq!(lines.len(), at + 14, "{lines:#?}");
     server.stop().await;
 }
 

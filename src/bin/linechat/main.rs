@@ -49,15 +49,15 @@ struct Args {
     generate: Option<Generate>,
 
     /// A listener, as URL: `line://HOST:PORT` (or a bare HOST:PORT) for netcat, `irc://HOST:PORT`
-    /// for IRC clients; `line+tls://` and `ircs://` the same over TLS (with --tls-cert and
-    /// --tls-key). Repeatable. Without any, linechat serves line://[::]:4000 and
+    /// for IRC clients; `line+tls://` and `ircs://` the same over TLS (these need --tls-cert
+    /// and --tls-key as well). Repeatable. Without any, linechat serves line://[::]:4000 and
     /// irc://[::]:6667 (a busy default port is skipped with a warning). Port 0 picks a free
     /// port (the log says which).
     #[arg(long, env = "LINECHAT_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
 
     /// The TLS certificate chain (PEM, the server's certificate first) for line+tls:// and
-    /// ircs:// listeners. SIGHUP reloads it and --tls-key.
+    /// ircs:// listeners. SIGHUP reloads it and the --tls-key file.
     #[arg(
         long,
         env = "LINECHAT_TLS_CERT",
