@@ -99,6 +99,14 @@ impl TlsServer {
     }
 }
 
+/// Fails unless the Prometheus text `prom` has `line` as a whole line.
+fn expect_metric(prom: &str, line: &str) {
+    assert!(
+        prom.lines().any(|l| l == line),
+        "no line {line:?} in the metrics:\n{prom}"
+    );
+}
+
 fn unthrottled() -> Config {
     Config {
         rate_limit: None,
@@ -230,11 +238,9 @@ async fn a_tls_client_chats_with_a_plaintext_one_and_metrics_say_how() {
 
     let prom = server.prometheus().await;
     let expiry = server.certs.current().not_after;
-    assert!(
-        prom.contains(&format!(
-            "\nlinechat_tls_certificate_expiry_timestamp_seconds {expiry}\n"
-        )),
-        "{prom}"
+    expect_metric(
+        &prom,
+        &format!("linechat_tls_certificate_expiry_timestamp_seconds {expiry}"),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -244,13 +250,10 @@ async fn a_tls_client_chats_with_a_plaintext_one_and_metrics_say_how() {
         (expiry - now - 30 * 86_400).abs() < 3_600,
         "30 days: {expiry} vs {now}"
     );
-    assert!(
-        prom.contains("\nlinechat_tls_handshakes_total 1\n"),
-        "{prom}"
-    );
-    assert!(
-        prom.contains("\nlinechat_tls_handshake_failures_total{reason=\"plaintext\"} 0\n"),
-        "{prom}"
+    expect_metric(&prom, "linechat_tls_handshakes_total 1");
+    expect_metric(
+        &prom,
+        "linechat_tls_handshake_failures_total{reason=\"plaintext\"} 0",
     );
     server.stop().await;
 }
@@ -432,9 +435,9 @@ async fn a_plaintext_client_on_a_tls_port_is_told_how_to_connect() {
         )]
     );
     let prom = server.prometheus().await;
-    assert!(
-        prom.contains("\nlinechat_tls_handshake_failures_total{reason=\"plaintext\"} 2\n"),
-        "{prom}"
+    expect_metric(
+        &prom,
+        "linechat_tls_handshake_failures_total{reason=\"plaintext\"} 2",
     );
     server.stop().await;
 }
@@ -539,9 +542,9 @@ async fn the_handshake_deadline_closes_silent_and_stalled_connections() {
         "closed after {waited:?}"
     );
     let prom = server.prometheus().await;
-    assert!(
-        prom.contains("\nlinechat_tls_handshake_failures_total{reason=\"timeout\"} 2\n"),
-        "{prom}"
+    expect_metric(
+        &prom,
+        "linechat_tls_handshake_failures_total{reason=\"timeout\"} 2",
     );
     server.stop().await;
 }
@@ -618,14 +621,11 @@ async fn a_reload_under_load_drops_nobody_and_new_connections_get_the_new_certif
         assert!(reply.starts_with("pong"), "{reply:?}");
     }
     let prom = server.prometheus().await;
-    assert!(
-        prom.contains("\nlinechat_tls_certificate_reloads_total{result=\"ok\"} 1\n"),
-        "{prom}"
+    expect_metric(
+        &prom,
+        "linechat_tls_certificate_reloads_total{result=\"ok\"} 1",
     );
-    assert!(
-        prom.contains("\nlinechat_disconnects_total{reason=\"error\"} 0\n"),
-        "{prom}"
-    );
+    expect_metric(&prom, "linechat_disconnects_total{reason=\"error\"} 0");
     server.stop().await;
 }
 
@@ -651,9 +651,9 @@ async fn a_bad_file_at_reload_keeps_the_old_certificate() {
         Err(LoadError::Mismatch { .. })
     ));
     let prom = server.prometheus().await;
-    assert!(
-        prom.contains("\nlinechat_tls_certificate_reloads_total{result=\"error\"} 2\n"),
-        "{prom}"
+    expect_metric(
+        &prom,
+        "linechat_tls_certificate_reloads_total{result=\"error\"} 2",
     );
     server.stop().await;
 }
