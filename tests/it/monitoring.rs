@@ -3,13 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 
 use linechat::server::Extras;
 use linechat::Config;
-use tokio::io::AsyncWriteExt;
 
-use crate::support::{http_get, http_request, required_tool, Client, TestServer, WAIT};
+use crate::support::{http_get, http_request, Client, TestServer};
 
 /// One scrape: every sample by its series (`name{labels}`), and the raw text.
 struct Scrape {
@@ -162,30 +160,7 @@ async fn a_scrape_counts_what_the_chat_did() {
         assert!(!series.contains("alice") && !series.contains("127.0.0.1"));
     }
 
-    if let Some(promtool) = required_tool("promtool", "--version", "prometheus") {
-        let mut check = tokio::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start promtool");
-        let mut stdin = check.stdin.take().unwrap();
-        stdin.write_all(scrape.text.as_bytes()).await.unwrap();
-        drop(stdin);
-        let out = tokio::time::timeout(WAIT, check.wait_with_output())
-            .await
-            .expect("promtool finished in time")
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed:\n{}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            scrape.text
-        );
-    }
+    crate::support::promtool_check(&scrape.text).await;
     server.stop().await;
 }
 

@@ -794,3 +794,34 @@ impl TestCert {
         }
     }
 }
+
+/// `promtool check metrics` on a scrape: the exposition is what Prometheus accepts (skipped
+/// outside CI without promtool, as [`required_tool`] says).
+#[allow(dead_code)] // used by the monitoring and TLS tests
+pub async fn promtool_check(text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let Some(promtool) = required_tool("promtool", "--version", "prometheus") else {
+        return;
+    };
+    let mut check = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start promtool");
+    let mut stdin = check.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, check.wait_with_output())
+        .await
+        .expect("promtool finished in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}

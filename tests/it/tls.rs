@@ -251,6 +251,7 @@ async fn a_tls_client_chats_with_a_plaintext_one_and_metrics_say_how() {
         "30 days: {expiry} vs {now}"
     );
     expect_metric(&prom, "linechat_tls_handshakes_total 1");
+    crate::support::promtool_check(&prom).await;
     expect_metric(
         &prom,
         "linechat_tls_handshake_failures_total{reason=\"plaintext\"} 0",
