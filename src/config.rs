@@ -87,6 +87,9 @@ pub struct Config {
     /// A connection to a TLS listener that has not completed its handshake in this time is
     /// closed (it holds a prompt slot meanwhile, as a silent prompt does).
     pub tls_handshake_timeout: Duration,
+    /// The `Origin`s a browser may open a WebSocket from (`https://chat.example.org`);
+    /// empty = any. A client that sends no `Origin` (not a browser) is not restricted.
+    pub web_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -139,6 +142,7 @@ impl Default for Config {
             // A handshake is two round trips; ten seconds covers a satellite link and a slow
             // client machine, and bounds what a client that opens and says nothing holds.
             tls_handshake_timeout: Duration::from_secs(10),
+            web_origins: Vec::new(),
         }
     }
 }

@@ -341,6 +341,11 @@ fn spawn_session(
             drop(entered);
             sessions.spawn(session.instrument(span))
         }
+        Scheme::Http => {
+            let session = proto::web::run(shared, stream, peer, id, pass);
+            drop(entered);
+            sessions.spawn(session.instrument(span))
+        }
     };
 }
 
@@ -358,6 +363,14 @@ pub fn plaintext_on_tls(scheme: Scheme, addr: SocketAddr) -> String {
     match scheme {
         Scheme::Line => format!("Error: {text}.\n"),
         Scheme::Irc => format!("ERROR :Closing link: {text}\r\n"),
+        Scheme::Http => {
+            let body = format!("this port speaks TLS: open https://{host_port}/\n");
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
     }
 }
 
@@ -422,6 +435,7 @@ fn refuse(shared: &Shared, stream: TcpStream, peer: SocketAddr, scheme: Scheme, 
     let msg = match scheme {
         Scheme::Line => format!("Error: {text}.\n"),
         Scheme::Irc => format!("ERROR :Closing link: {text}\r\n"),
+        Scheme::Http => proto::web::http::plain(503, "Service Unavailable", &format!("{text}.\n")),
     };
     let _ = stream.try_write(msg.as_bytes());
     let reason = refusal.label();

@@ -18,6 +18,8 @@ pub enum Scheme {
     /// The netcat line protocol.
     Line,
     Irc,
+    /// The web client and WebSocket (line protocol or IRC).
+    Http,
 }
 
 impl Scheme {
@@ -25,6 +27,7 @@ impl Scheme {
         match self {
             Scheme::Line => "line",
             Scheme::Irc => "irc",
+            Scheme::Http => "http",
         }
     }
 
@@ -35,6 +38,8 @@ impl Scheme {
             (Scheme::Line, true) => "line+tls",
             (Scheme::Irc, false) => "irc",
             (Scheme::Irc, true) => "ircs",
+            (Scheme::Http, false) => "http",
+            (Scheme::Http, true) => "https",
         }
     }
 
@@ -50,12 +55,22 @@ impl Scheme {
             (Scheme::Line, true) => format!("ncat --ssl {host} {port}"),
             (Scheme::Irc, false) => format!("an IRC client, server {host} port {port}"),
             (Scheme::Irc, true) => format!("an IRC client with TLS, server {host} port {port}"),
+            (Scheme::Http, tls) => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                let scheme = if tls { "https" } else { "http" };
+                format!("a browser, {scheme}://{host}:{port}/")
+            }
         }
     }
 }
 
 /// The schemes `--listen` takes, for the messages that list them.
-const SCHEMES: &str = "line:// (or a bare HOST:PORT), line+tls://, irc:// and ircs://";
+const SCHEMES: &str =
+    "line:// (or a bare HOST:PORT), line+tls://, irc://, ircs://, http:// and https://";
 
 /// A parsed `--listen` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +97,6 @@ impl fmt::Display for ListenUrl {
 /// server.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error(
-        "--listen {0}: {1}:// listeners are not available in this version (they come with the \
-         web listener); the schemes are {SCHEMES}"
-    )]
-    NotYet(String, String),
     #[error("--listen {0}: unknown scheme {1}://; the schemes are {SCHEMES}")]
     UnknownScheme(String, String),
     #[error("--listen {0}: a TLS listener needs --tls-cert PEM and --tls-key PEM")]
@@ -115,9 +125,8 @@ impl ListenUrl {
             Some(("line+tls", rest)) => (Scheme::Line, true, rest),
             Some(("irc", rest)) => (Scheme::Irc, false, rest),
             Some(("ircs", rest)) => (Scheme::Irc, true, rest),
-            Some((s @ ("http" | "https"), _)) => {
-                return Err(Error::NotYet(text.to_owned(), s.to_owned()))
-            }
+            Some(("http", rest)) => (Scheme::Http, false, rest),
+            Some(("https", rest)) => (Scheme::Http, true, rest),
             Some((other, _)) => {
                 return Err(Error::UnknownScheme(text.to_owned(), other.to_owned()))
             }
@@ -158,6 +167,11 @@ pub fn defaults() -> Vec<ListenUrl> {
             scheme: Scheme::Irc,
             tls: false,
             authority: "[::]:6667".to_owned(),
+        },
+        ListenUrl {
+            scheme: Scheme::Http,
+            tls: false,
+            authority: "[::]:8080".to_owned(),
         },
     ]
 }
@@ -306,10 +320,11 @@ mod tests {
         let line_tls = ListenUrl::parse("line+tls://[::1]:4443").unwrap();
         assert_eq!((line_tls.scheme, line_tls.tls), (Scheme::Line, true));
         assert!(!ListenUrl::parse("irc://x:1").unwrap().tls);
-        assert!(matches!(
-            ListenUrl::parse("https://x:1"),
-            Err(Error::NotYet(..))
-        ));
+        let http = ListenUrl::parse("http://[::]:8080").unwrap();
+        assert_eq!((http.scheme, http.tls), (Scheme::Http, false));
+        let https = ListenUrl::parse("https://x:8443").unwrap();
+        assert_eq!((https.scheme, https.tls), (Scheme::Http, true));
+        assert_eq!(https.to_string(), "https://x:8443");
         assert!(matches!(
             ListenUrl::parse("gopher://x:1"),
             Err(Error::UnknownScheme(..))

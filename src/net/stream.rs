@@ -60,6 +60,17 @@ pub trait Layered: AsyncRead + AsyncWrite + Send + Unpin + fmt::Debug + 'static 
     fn tls(&self) -> Option<TlsInfo> {
         None
     }
+
+    /// Whether the connection came in over WebSocket (protocol `web` in `/metrics` and `/who`).
+    fn web(&self) -> bool {
+        false
+    }
+
+    /// Asks the peer for a sign of life without waiting (a WebSocket ping), which arrives as an
+    /// empty line. `false` when the layer has no such thing and the session must use words.
+    fn ping(&mut self) -> bool {
+        false
+    }
 }
 
 /// An accepted connection as a listener hands it to a protocol.
@@ -81,6 +92,55 @@ impl Stream {
         match self {
             Stream::Tcp(_) => None,
             Stream::Layered(layered) => layered.tls(),
+        }
+    }
+
+    pub fn web(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => false,
+            Stream::Layered(layered) => layered.web(),
+        }
+    }
+}
+
+/// A stream is itself a byte stream, so a layer (WebSocket on TLS on TCP) can be put on
+/// whatever a listener produced.
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Layered(layered) => Pin::new(&mut **layered).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Layered(layered) => Pin::new(&mut **layered).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Layered(layered) => Pin::new(&mut **layered).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Layered(layered) => Pin::new(&mut **layered).poll_shutdown(cx),
         }
     }
 }
@@ -187,6 +247,14 @@ impl Transport {
             progress.advance(batch, written);
         }
         Ok(())
+    }
+
+    /// Asks the peer for a sign of life, when the transport can (see [`Layered::ping`]).
+    pub fn ping(&self) -> bool {
+        match &*self.0 {
+            Io::Tcp(_) => false,
+            Io::Layered(layered) => locked(layered).ping(),
+        }
     }
 
     /// One write of `bytes` that never waits: for the farewell to a connection whose queue was

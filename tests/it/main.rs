@@ -21,3 +21,4 @@ mod store;
 mod timers;
 mod tls;
 mod transcript;
+mod web;

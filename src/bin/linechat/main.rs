@@ -49,9 +49,11 @@ struct Args {
     generate: Option<Generate>,
 
     /// A listener, as URL: `line://HOST:PORT` (or a bare HOST:PORT) for netcat, `irc://HOST:PORT`
-    /// for IRC clients; `line+tls://` and `ircs://` the same over TLS (these need --tls-cert
-    /// and --tls-key as well). Repeatable. Without any, linechat serves line://[::]:4000 and
-    /// irc://[::]:6667 (a busy default port is skipped with a warning). Port 0 picks a free
+    /// for IRC clients, `http://HOST:PORT` for browsers (the web client at `/`, WebSocket at
+    /// `/ws`); `line+tls://`, `ircs://` and `https://` the same over TLS (these need
+    /// --tls-cert and --tls-key as well). Repeatable. Without any, linechat serves
+    /// line://[::]:4000, irc://[::]:6667 and http://[::]:8080 (a busy default port is skipped
+    /// with a warning). Port 0 picks a free
     /// port (the log says which).
     #[arg(long, env = "LINECHAT_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
@@ -74,6 +76,16 @@ struct Args {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+
+    /// The origins a browser may open the web client's WebSocket from, separated by commas
+    /// (e.g. `https://chat.example.org,http://localhost:8080`); default: any.
+    #[arg(
+        long,
+        env = "LINECHAT_WEB_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    web_origins: Vec<String>,
 
     /// The netcat port (the original server's flag): replaces the port of the first line://
     /// listener, or of the default one.
@@ -350,6 +362,11 @@ impl Args {
             keepalive: (self.keepalive > 0).then(|| Duration::from_secs(self.keepalive)),
             write_timeout: (self.write_timeout > 0)
                 .then(|| Duration::from_secs(self.write_timeout)),
+            web_origins: self
+                .web_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
             ..Config::default()
         })
     }

@@ -74,7 +74,7 @@ pub fn run(
     pass: Pass,
 ) -> impl Future<Output = ()> {
     let kind = member::Kind {
-        protocol: "irc",
+        protocol: if stream.web() { "web" } else { "irc" },
         tls: stream.tls(),
     };
     let conn = Conn::start(

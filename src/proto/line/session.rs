@@ -38,7 +38,7 @@ pub fn run(
     pass: Pass,
 ) -> impl Future<Output = ()> {
     let kind = member::Kind {
-        protocol: "line",
+        protocol: if stream.web() { "web" } else { "line" },
         tls: stream.tls(),
     };
     let conn = Conn::start(
@@ -202,6 +202,9 @@ impl Session {
         loop {
             let (line, taken_at) = match self.conn.reader.next(None).await {
                 Input::End(reason) => return reason,
+                // Over WebSocket the browser answers a ping by itself, and its pong restarts
+                // the idle timer: an open page is not idle, a vanished one is dropped.
+                Input::IdleWarning if self.conn.transport.ping() => continue,
                 Input::IdleWarning => {
                     let idle = shared.live.idle_warning_after().unwrap_or_default();
                     let timeout = shared.live.idle_timeout().unwrap_or_default();
