@@ -6,10 +6,13 @@
 # tests (tests/clients) irssi, tmux (which irssi runs in), weechat-headless and
 # weechat-plugins (WeeChat's FIFO plugin, which the test types through), systemd
 # (`systemd-analyze verify` checks contrib/linechat.service; it runs offline, without systemd
-# as PID 1, so a container is enough), and for the TLS tests openssl (which also makes their
-# certificates), ncat and python3 (its ssl module). Safe to run
-# again; does nothing when everything is present. The tests that need them fail rather than
-# skip in CI (CI set) when something is missing; the namespace tests also need root.
+# as PID 1, so a container is enough), for the TLS tests openssl (which also makes their
+# certificates), ncat and python3 (its ssl module), and for the web client's browser tests
+# (tests/browser) chromium, a font to render with, node and npm, then npm's playwright-core
+# (the version in tests/browser/package-lock.json; it drives Debian's chromium and downloads
+# no browser of its own). Safe to run again; does nothing when everything is present. The
+# tests that need them fail rather than skip in CI (CI set) when something is missing; the
+# namespace tests also need root.
 set -euo pipefail
 
 need=()
@@ -29,16 +32,26 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 compgen -G '/usr/lib/*/weechat/plugins/fifo.so' >/dev/null ||
   compgen -G '/usr/lib/weechat/plugins/fifo.so' >/dev/null || need+=(weechat-plugins)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+[ -x /usr/bin/chromium ] || need+=(chromium)
+compgen -G '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf' >/dev/null || need+=(fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "test-deps: please install ${need[*]} (the tests that need them will be skipped)" >&2
+  else
+    echo "test-deps: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # --no-install-recommends: promtool is all the tests use, not the server's web assets;
+    # the IRC clients need no scripting plugins.
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
 fi
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "test-deps: please install ${need[*]} (the tests that need them will be skipped)" >&2
-  exit 0
+
+browser="$(dirname "$0")/../tests/browser"
+if [ ! -d "$browser/node_modules/playwright-core" ] && command -v npm >/dev/null 2>&1; then
+  echo "test-deps: installing playwright-core for the browser tests" >&2
+  npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error >/dev/null
 fi
-echo "test-deps: installing ${need[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# --no-install-recommends: promtool is all the tests use, not the server's web assets; the
-# IRC clients need no scripting plugins.
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

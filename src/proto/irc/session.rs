@@ -65,6 +65,12 @@ const CAPS: &[&str] = &[
     "server-time",
 ];
 
+/// 432's text: why, in the words netcat users get (the web client shows it as it is).
+fn erroneous(e: &NickError) -> String {
+    let why = words::nick_error(e);
+    format!("Erroneous nickname: {}", why.trim_start_matches("Error: "))
+}
+
 /// Serves one accepted IRC connection until it ends.
 pub fn run(
     shared: Arc<Shared>,
@@ -281,7 +287,7 @@ impl Session {
             "NICK" => match msg.param(0).filter(|n| !n.is_empty()) {
                 None => self.reply(431, &["No nickname given"]),
                 Some(nick) => match validate_nick(nick) {
-                    Err(_) => self.reply(432, &[nick, "Erroneous nickname"]),
+                    Err(e) => self.reply(432, &[nick, &erroneous(&e)]),
                     Ok(()) if self.conn.shared.hub.find(nick).is_some() => {
                         self.reply(433, &[nick, "Nickname is already in use"])
                     }
@@ -346,9 +352,9 @@ impl Session {
                 self.wanted = None;
                 self.reply(433, &[&wanted, "Nickname is already in use"]);
             }
-            Err(_) => {
+            Err(e) => {
                 self.wanted = None;
-                self.reply(432, &[&wanted, "Erroneous nickname"]);
+                self.reply(432, &[&wanted, &erroneous(&e)]);
             }
         }
     }
@@ -665,7 +671,7 @@ impl Session {
                 self.nick = Some(renamed.new.nick.clone());
             }
             Err(NickError::Taken(_)) => self.reply(433, &[new, "Nickname is already in use"]),
-            Err(_) => self.reply(432, &[new, "Erroneous nickname"]),
+            Err(e) => self.reply(432, &[new, &erroneous(&e)]),
         }
     }
 
