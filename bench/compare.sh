@@ -23,6 +23,9 @@
 #                       linechat-store: the line protocol with --data-dir (a fresh directory per
 #                       run, default --fsync-interval 1s); linechat-fsync: the same with
 #                       --fsync-interval always.
+#                       linechat-ws-line, linechat-ws-irc: the line protocol or IRC over
+#                       WebSocket (the http:// listener), e.g.
+#                       SERVERS="linechat linechat-ws-line linechat-ws-irc" SCENARIOS="S1 S3 S4"
 #                       linechat-before: the line protocol on BEFORE_BIN, an earlier build,
 #                       for a redesign's before-and-after in one session.
 #                       linechat-tls, linechat-ircs: the line protocol over line+tls://, IRC
@@ -72,7 +75,7 @@ awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must
 for s in $SCENARIOS; do
     case $s in S1 | S2 | S3 | S4 | S5) ;; *) die "unknown scenario $s (use S1 S2 S3 S4 S5)" ;; esac
 done
-ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs"
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs linechat-ws-line linechat-ws-irc"
 for s in $SERVERS; do
     [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
@@ -125,7 +128,7 @@ fi
 [[ -x $BENCH_BIN ]] || die "no bench binary at $BENCH_BIN"
 if has_server linechat || has_server linechat-irc || has_server linechat-mixed ||
     has_server linechat-store || has_server linechat-fsync || has_server linechat-tls ||
-    has_server linechat-ircs; then
+    has_server linechat-ircs || has_server linechat-ws-line || has_server linechat-ws-irc; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
 fi
 if has_server linechat-before; then
@@ -255,6 +258,7 @@ server_cmd() {
     linechat-mixed) echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$2 --listen irc://127.0.0.1:$3 --max-clients 20000" ;;
     linechat-tls) echo "$LINECHAT_BIN --rate-limit 0 --listen line+tls://127.0.0.1:$2 --max-clients 20000 --tls-cert $TLS_CERT --tls-key $TLS_KEY_FILE" ;;
     linechat-ircs) echo "$LINECHAT_BIN --rate-limit 0 --listen ircs://127.0.0.1:$2 --max-clients 20000 --tls-cert $TLS_CERT --tls-key $TLS_KEY_FILE" ;;
+    linechat-ws-line | linechat-ws-irc) echo "$LINECHAT_BIN --rate-limit 0 --listen http://127.0.0.1:$2 --max-clients 20000" ;;
     ngircd) echo "ngircd --nodaemon --config $conf/ngircd.conf" ;;
     inspircd) echo "inspircd --nofork --runasroot --config $conf/inspircd.conf" ;;
     esac
@@ -269,6 +273,8 @@ bench_proto_args() {
     linechat-mixed) echo "--proto mixed --irc-addr 127.0.0.1:$3" ;;
     linechat-tls) echo "--proto linechat --tls" ;;
     linechat-ircs) echo "--proto irc --tls" ;;
+    linechat-ws-line) echo "--proto ws-line" ;;
+    linechat-ws-irc) echo "--proto ws-irc" ;;
     # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
     # backlog of 10 and accepts one connection per loop pass: more connects at once overflow
     # the backlog, and the dropped SYNs cost seconds of retries (setup only, not measured).
@@ -280,7 +286,7 @@ bench_proto_args() {
 
 server_version() {
     case $1 in
-    linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync | linechat-tls | linechat-ircs)
+    linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync | linechat-tls | linechat-ircs | linechat-ws-*)
         "$LINECHAT_BIN" --version 2>/dev/null | head -n1
         ;;
     linechat-before) "$BEFORE_BIN" --version 2>/dev/null | head -n1 ;;
@@ -420,7 +426,9 @@ LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
          "linechat-before": "linechat before the change (BEFORE_BIN)",
          "linechat-store": "linechat with --data-dir",
          "linechat-fsync": "linechat with --data-dir --fsync-interval always",
-         "linechat-tls": "linechat's line protocol over TLS", "linechat-ircs": "linechat's IRC over TLS"}
+         "linechat-tls": "linechat's line protocol over TLS", "linechat-ircs": "linechat's IRC over TLS",
+         "linechat-ws-line": "linechat, line protocol over WebSocket",
+         "linechat-ws-irc": "linechat, IRC over WebSocket"}
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):
@@ -522,6 +530,10 @@ if "S5" in scenarios:
     w("- **S5 churn**: 32 connections at a time, each opened (with TLS: a full handshake), shown the nickname")
     w("  prompt and closed, for the measured seconds. **conn/CPU-s** is connections per second of server CPU")
     w("  time: with TLS, full handshakes per core (the server runs on one thread).")
+if any(s.startswith("linechat-ws-") for s in servers):
+    w("- **linechat-ws-line / linechat-ws-irc**: the same chat over WebSocket to linechat's http:// listener: the")
+    w("  line protocol (no subprotocol) or IRC (`text.ircv3.net`), one masked text message per line, as a browser")
+    w("  sends them; N-1 deliveries per message.")
 if "linechat-mixed" in servers:
     w("- **linechat-mixed**: one linechat server, one room; even clients use the line protocol (as netcat does),")
     w("  odd ones IRC, so half the senders and half the receivers are on each side.")

@@ -39,7 +39,11 @@ impl Protocol for Line {
         Box::pin(async move {
             let prompt = b"nickname: ";
             c.read_until("nickname prompt", |b| {
-                Ok(memchr::memmem::find(b, prompt).map(|i| i + prompt.len()))
+                // Over WebSocket the prompt is a message of its own, so a line end follows.
+                Ok(memchr::memmem::find(b, prompt).map(|i| {
+                    let end = i + prompt.len();
+                    end + usize::from(b.get(end) == Some(&b'\n'))
+                }))
             })
             .await?;
             let nick = format!("{}{}", self.nick_prefix, who.idx);

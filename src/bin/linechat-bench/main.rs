@@ -24,7 +24,9 @@
 //! - IRC: every client JOINs one channel and sends PRIVMSG to it; IRC servers do not echo a
 //!   PRIVMSG to its sender;
 //! - mixed: even clients speak the line protocol at `--addr`, odd ones IRC at `--irc-addr`, in
-//!   one linechat room (`lobby` is IRC's `#lobby`).
+//!   one linechat room (`lobby` is IRC's `#lobby`);
+//! - ws-line, ws-irc: the line protocol or IRC (`text.ircv3.net`) over WebSocket to the web
+//!   listener at `--addr`, one message per line, masked as browsers send them.
 //!
 //! `--senders 0` is the idle mode: N clients join and stay idle for `--duration`; with
 //! `--server-pid` the report gives the server's RSS growth per connection.
@@ -44,6 +46,7 @@ mod stats;
 mod tls;
 mod track;
 mod wire;
+mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

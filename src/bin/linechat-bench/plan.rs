@@ -10,6 +10,7 @@ use clap::ValueEnum;
 use tokio_rustls::rustls::ClientConfig;
 
 use crate::proto::{Protocol, Setup};
+use crate::ws::Ws;
 use crate::{irc, line, nats, redis};
 
 /// What `--proto` selects.
@@ -24,6 +25,10 @@ pub enum ProtoArg {
     Irc,
     /// Half the clients on the line protocol at --addr, half IRC at --irc-addr, one room.
     Mixed,
+    /// The line protocol over WebSocket to linechat's http:// listener at --addr.
+    WsLine,
+    /// IRC over WebSocket (text.ircv3.net) to linechat's http:// listener at --addr.
+    WsIrc,
 }
 
 impl ProtoArg {
@@ -84,6 +89,18 @@ impl Plan {
             ProtoArg::Irc => (
                 one(Arc::new(irc::Irc::new(s))),
                 "each message to every other client (N-1): every client joins one channel, and IRC does not echo a PRIVMSG to its sender",
+            ),
+            ProtoArg::WsLine => (
+                one(Arc::new(Ws::new("ws-line", Arc::new(line::Line::new(s)), None))),
+                "each message to every other client (N-1): the line protocol over WebSocket, one message per line; linechat does not echo to the sender",
+            ),
+            ProtoArg::WsIrc => (
+                one(Arc::new(Ws::new(
+                    "ws-irc",
+                    Arc::new(irc::Irc::new(s)),
+                    Some("text.ircv3.net"),
+                ))),
+                "each message to every other client (N-1): IRC over WebSocket (text.ircv3.net), one message per line; no echo to the sender",
             ),
             ProtoArg::Mixed => {
                 let irc_addr = irc_addr

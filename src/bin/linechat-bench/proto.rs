@@ -106,6 +106,9 @@ pub struct Handshake {
     pub rd: Rd,
     pub wr: Wr,
     pub buf: Vec<u8>,
+    /// Set while a WebSocket connection is set up: `buf` then holds the messages' payloads
+    /// as lines, and what is sent is framed (see `crate::ws`).
+    pub ws: Option<crate::ws::Framing>,
 }
 
 impl Handshake {
@@ -132,11 +135,18 @@ impl Handshake {
             rd,
             wr,
             buf: Vec::new(),
+            ws: None,
         })
     }
 
     pub async fn send(&mut self, b: &[u8]) -> Result<()> {
-        self.wr.write_all(b).await?;
+        match &self.ws {
+            Some(framing) => {
+                let framed = framing.frame_lines(b);
+                self.wr.write_all(&framed).await?
+            }
+            None => self.wr.write_all(b).await?,
+        }
         // TLS may hold the record back until flushed; for TCP this does nothing.
         self.wr.flush().await?;
         Ok(())
@@ -154,7 +164,15 @@ impl Handshake {
                 show(&self.buf)
             );
         }
-        self.buf.extend_from_slice(&chunk[..n]);
+        match &mut self.ws {
+            Some(framing) => {
+                let pongs = framing.unframe(&chunk[..n], &mut self.buf)?;
+                if !pongs.is_empty() {
+                    self.wr.write_all(&pongs).await?;
+                }
+            }
+            None => self.buf.extend_from_slice(&chunk[..n]),
+        }
         Ok(())
     }
 

@@ -685,7 +685,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
                     )
                 })?
                 .with_context(|| format!("{what}{idx}"))?;
-            let Handshake { rd, wr, buf } = c;
+            let Handshake { rd, wr, buf, .. } = c;
             let wr: Writer = Arc::new(tokio::sync::Mutex::new(wr));
             let own = (!publisher && who.sender).then_some(client);
             if !publisher {
