@@ -108,6 +108,14 @@ impl crate::ops::prom::Source for Shared {
         self.hub.queue_totals()
     }
 
+    fn by_protocol(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.hub.by_protocol();
+        crate::core::member::PROTOCOLS
+            .into_iter()
+            .zip(counts.map(|n| n as u64))
+            .collect()
+    }
+
     fn history(&self) -> (usize, usize, u64) {
         let (kept, evicted) = self.hub.history_usage();
         (kept, self.config.history_bytes, evicted)

@@ -16,7 +16,7 @@ use thiserror::Error;
 use super::event::{Event, Identity, Kind, MemberId, Render, Target};
 use super::leave::LeaveReason;
 use super::lock;
-use super::member::{queue_totals, Member};
+use super::member::{queue_totals, Member, PROTOCOLS};
 pub use super::modes::Standing;
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
 use super::partners::Recall;
@@ -1300,6 +1300,19 @@ impl Hub {
         let state = lock(&self.state);
         let (sum, max) = queue_totals(state.members.values().map(|e| &*e.member));
         (state.members.len(), sum, max)
+    }
+
+    /// How many members came over each of [`PROTOCOLS`], in that order.
+    pub fn by_protocol(&self) -> [usize; 3] {
+        let state = lock(&self.state);
+        let mut counts = [0; 3];
+        for entry in state.members.values() {
+            let kind = entry.member.kind.protocol;
+            if let Some(i) = PROTOCOLS.iter().position(|&p| p == kind) {
+                counts[i] += 1;
+            }
+        }
+        counts
     }
 
     /// Every member, sorted by nickname (case-insensitively) for stable listings.

@@ -26,7 +26,7 @@ pub trait Probe: Send + Sync + fmt::Debug {
 /// encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
-    /// `line`, `irc`, `web`.
+    /// One of [`PROTOCOLS`].
     pub protocol: &'static str,
     /// `None` for plaintext.
     pub tls: Option<TlsInfo>,
@@ -202,6 +202,10 @@ impl Member {
 }
 
 /// Bytes queued over `members`, and the most for any one: the `Queued output` figures.
+/// What [`Kind::protocol`] may be: the netcat line protocol, IRC, and WebSocket (whichever of
+/// the two it carries).
+pub const PROTOCOLS: [&str; 3] = ["line", "irc", "web"];
+
 pub fn queue_totals<'a>(members: impl Iterator<Item = &'a Member>) -> (usize, usize) {
     members.fold((0, 0), |(sum, max), member| {
         let q = member.stats.queued.load(Relaxed);

@@ -45,6 +45,8 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     fn metrics(&self) -> &ServerMetrics;
     /// `(members, bytes queued for them, the most for one)`.
     fn queue_totals(&self) -> (usize, usize, usize);
+    /// Members per protocol (`line`, `irc`, `web`).
+    fn by_protocol(&self) -> Vec<(&'static str, u64)>;
     /// `(bytes of history kept, the limit, events evicted to stay within it)`.
     fn history(&self) -> (usize, usize, u64);
     /// Source addresses the per-address limits are keeping an entry for now.
@@ -322,6 +324,14 @@ impl Collector for ServerCollector {
             "Clients that have chosen a nickname and are in the chat now.",
             clients as u64,
         )?;
+        labeled_gauge(
+            &mut enc,
+            "clients_by_protocol",
+            "Clients in the chat now by how they came: line (netcat), irc, web (WebSocket, \
+             whichever protocol it carries).",
+            "protocol",
+            &shared.by_protocol(),
+        )?;
         counter(
             &mut enc,
             "connections_accepted",
@@ -591,6 +601,20 @@ fn labeled_counter(
     for &(value, count) in values {
         let labels = [(label, value)];
         ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn labeled_gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[(&'static str, u64)],
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for &(value, count) in values {
+        ConstGauge::new(count).encode(family.encode_family(&[(label, value)])?)?;
     }
     Ok(())
 }

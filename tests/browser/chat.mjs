@@ -111,6 +111,9 @@ try {
   await nora.expect('Please enter your nickname');
   nora.send('nora');
   await nora.expect('Welcome to the chat, nora!');
+  nora.send('/topic where everyone starts');
+  await nora.expect('set the topic');
+  nora.send('said before anyone came');
   const ivan = await ircUser('ivan');
   ivan.send('JOIN #lobby');
   await ivan.expect(' 366 ivan #lobby ');
@@ -131,6 +134,9 @@ try {
   await alice.locator('#login-error', { hasText: 'bad!nick: Erroneous nickname: a nickname is 1-' }).waitFor({ timeout: WAIT });
   await login(alice, 'alice');
   await title(alice, 'lobby');
+  step('the lobby opens with its scrollback and topic');
+  await alice.locator('#log li.history', { hasText: 'said before anyone came' }).waitFor({ timeout: WAIT });
+  await alice.locator('#topic', { hasText: 'where everyone starts' }).waitFor({ timeout: WAIT });
   await nora.expect('alice has joined');
   await ivan.expect(':alice!');
 

@@ -162,7 +162,10 @@ async fn an_irc_user_is_in_no_room_until_it_joins() {
     bob.expect(":irc.test 366 bob #lobby :End of /NAMES list")
         .await;
     alice.expect("bob has joined the room.").await;
-    assert_eq!(alice.command("/who").await, ["In lobby (2): alice, bob"]);
+    assert_eq!(
+        alice.command("/who").await,
+        ["In lobby (2): alice, bob (irc)"]
+    );
     server.stop().await;
 }
 
@@ -409,8 +412,11 @@ async fn who_rooms_and_metrics_on_netcat_cover_irc_users() {
     bob.expect_command("366").await;
     alice.expect("bob has joined the room.").await;
 
-    assert_eq!(alice.command("/who").await, ["In lobby (2): alice, bob"]);
-    assert_eq!(alice.command("/who dev").await, ["In dev (1): bob"]);
+    assert_eq!(
+        alice.command("/who").await,
+        ["In lobby (2): alice, bob (irc)"]
+    );
+    assert_eq!(alice.command("/who dev").await, ["In dev (1): bob (irc)"]);
     let rooms = alice.command("/rooms").await;
     assert!(
         rooms.contains(&"* lobby: 2 people, 0 messages (you are here)".to_owned()),

@@ -19,11 +19,16 @@ use crate::support::{Client, WAIT};
 pub struct WebServer {
     pub line: SocketAddr,
     pub web: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl WebServer {
     pub async fn start(config: Config) -> WebServer {
+        Self::start_with(config, Extras::default()).await
+    }
+
+    pub async fn start_with(config: Config, extras: Extras) -> WebServer {
         let bind = || linechat::server::bind("127.0.0.1:0".parse().unwrap());
         let (line, web) = (bind().await.unwrap(), bind().await.unwrap());
         let addrs = [&line, &web].map(|l| l.local_addr().unwrap());
@@ -38,9 +43,9 @@ impl WebServer {
             },
         ];
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(linechat::server::serve(
+        let task = tokio::spawn(linechat::server::serve(
             listeners,
-            Extras::default(),
+            extras,
             config,
             async move {
                 let _ = rx.await;
@@ -49,7 +54,8 @@ impl WebServer {
         WebServer {
             line: addrs[0],
             web: addrs[1],
-            _stop: tx,
+            stop: Some(tx),
+            task,
         }
     }
 
@@ -223,6 +229,15 @@ async fn web_line(server: &WebServer, nick: &str) -> WsClient {
     ws
 }
 
+/// A web user on IRC (`text.ircv3.net`), registered.
+async fn web_irc(server: &WebServer, nick: &str) -> WsClient {
+    let mut ws = WsClient::open(server.web, "Sec-WebSocket-Protocol: text.ircv3.net\r\n").await;
+    ws.send(&format!("NICK {nick}")).await;
+    ws.send(&format!("USER {nick} 0 * :{nick}")).await;
+    ws.until(&format!(" 001 {nick} ")).await;
+    ws
+}
+
 #[tokio::test]
 async fn the_page_and_its_files_are_served_on_one_connection() {
     let server = WebServer::start(Config::default()).await;
@@ -344,7 +359,7 @@ async fn irc_over_websocket_one_line_per_message() {
     let mut bob = server.netcat("bob").await;
     let mut ws = WsClient::open(
         server.web,
-        "Sec-WebSocket-Protocol: binary.ircv3.net, text.ircv3.net\r\n",
+        "Sec-WebSocket-Protocol: x.example, text.ircv3.net, binary.ircv3.net\r\n",
     )
     .await;
     assert!(
@@ -376,7 +391,12 @@ async fn irc_over_websocket_one_line_per_message() {
 #[tokio::test]
 async fn binary_ircv3_travels_in_binary_messages() {
     let server = WebServer::start(Config::default()).await;
-    let mut ws = WsClient::open(server.web, "Sec-WebSocket-Protocol: binary.ircv3.net\r\n").await;
+    // The client's order decides.
+    let mut ws = WsClient::open(
+        server.web,
+        "Sec-WebSocket-Protocol: binary.ircv3.net, text.ircv3.net\r\n",
+    )
+    .await;
     assert!(ws.head.contains("Sec-WebSocket-Protocol: binary.ircv3.net"));
     ws.send_frame(true, frame::BINARY, b"NICK dave").await;
     ws.send_frame(true, frame::BINARY, b"USER dave 0 * :Dave")
@@ -406,10 +426,7 @@ async fn a_message_over_the_line_limit_is_refused_and_the_connection_goes_on() {
     bob.expect("alice: short one").await;
 
     // IRC over WebSocket: 417, as on the IRC port.
-    let mut ws = WsClient::open(server.web, "Sec-WebSocket-Protocol: text.ircv3.net\r\n").await;
-    ws.send("NICK erin").await;
-    ws.send("USER erin 0 * :Erin").await;
-    ws.until(" 001 erin ").await;
+    let mut ws = web_irc(&server, "erin").await;
     ws.send(&format!("PRIVMSG #lobby :{}", "y".repeat(9000)))
         .await;
     ws.until(" 417 erin ").await;
@@ -494,7 +511,7 @@ async fn an_open_page_answers_pings_and_stays_a_vanished_one_is_dropped() {
     );
     let mut carol = server.netcat("carol").await;
     carol.send("/who").await;
-    carol.expect("In lobby (2): carol, open").await;
+    carol.expect("In lobby (2): carol, open (web)").await;
 }
 
 /// A connection that never sends a request head is closed after HEAD_TIMEOUT.
@@ -507,4 +524,69 @@ async fn a_silent_http_connection_is_closed() {
     stream.read_to_end(&mut rest).await.unwrap();
     assert_eq!(start.elapsed(), linechat::proto::web::HEAD_TIMEOUT);
     assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn prometheus_counts_clients_by_protocol() {
+    let metrics = linechat::server::bind_metrics("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let extras = Extras {
+        metrics: Some(metrics),
+        ..Extras::default()
+    };
+    let server = WebServer::start_with(Config::default(), extras).await;
+    let mut bob = server.netcat("bob").await;
+    let _alice = web_line(&server, "alice").await;
+    let _carol = web_irc(&server, "carol").await;
+    bob.send("/who").await;
+    bob.skip_until("In lobby (2): alice (web), bob").await;
+    let (mut stream, head, mut body) = request(
+        metrics_addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = String::from_utf8(body).unwrap();
+    for line in [
+        "linechat_clients_by_protocol{protocol=\"line\"} 1",
+        "linechat_clients_by_protocol{protocol=\"irc\"} 0",
+        "linechat_clients_by_protocol{protocol=\"web\"} 2",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} not in {body}");
+    }
+}
+
+/// A browser's kept-alive connection between requests does not hold shutdown up.
+#[tokio::test]
+async fn shutdown_closes_idle_http_connections_at_once() {
+    let mut server = WebServer::start(Config::default()).await;
+    let (mut stream, head, body) =
+        request(server.web, "GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut rest = vec![0; length - body.len()];
+    stream.read_exact(&mut rest).await.unwrap();
+    let started = std::time::Instant::now();
+    let _ = server.stop.take().unwrap().send(());
+    tokio::time::timeout(WAIT, &mut server.task)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+    assert!(
+        started.elapsed() < linechat::proto::web::HEAD_TIMEOUT / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stream.read(&mut [0; 16]).await.unwrap(), 0, "closed");
 }

@@ -73,12 +73,14 @@ enum Speaks {
 pub async fn run(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr, id: u64, pass: Pass) {
     let mut buf = BytesMut::new();
     for _ in 0..MAX_REQUESTS {
-        let request = match tokio::time::timeout(
-            HEAD_TIMEOUT,
-            http::read_head(&mut stream, &mut buf),
-        )
-        .await
-        {
+        let head = tokio::time::timeout(HEAD_TIMEOUT, http::read_head(&mut stream, &mut buf));
+        // A connection between requests is nobody's chat: shutdown closes it at once rather
+        // than waiting out the head deadline.
+        let read = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            read = head => read,
+        };
+        let request = match read {
             // Idle, slow or gone: nobody is waiting for an answer.
             Err(_) | Ok(Err(HeadError::Closed | HeadError::Io(_))) => return,
             Ok(Err(e @ HeadError::TooLarge)) => {
@@ -143,7 +145,6 @@ pub async fn run(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr, id: 
             return;
         }
     }
-    drop(pass);
 }
 
 async fn refuse(stream: &mut Stream, status: u16, reason: &str, text: &str) {
@@ -209,17 +210,17 @@ fn handshake(
         }
     }
     let offered = request.header("Sec-WebSocket-Protocol").unwrap_or_default();
-    let offered: Vec<&str> = offered.split(',').map(str::trim).collect();
-    // IRC first: a client that offers it wants it; text before binary, as web IRC clients
-    // that offer both expect text.
-    let (speaks, protocol) = if offered.contains(&"text.ircv3.net") {
-        (Speaks::Irc(Carry::Text), Some("text.ircv3.net"))
-    } else if offered.contains(&"binary.ircv3.net") {
-        (Speaks::Irc(Carry::Binary), Some("binary.ircv3.net"))
-    } else if offered.contains(&"linechat") {
-        (Speaks::Line, Some("linechat"))
-    } else {
-        (Speaks::Line, None)
+    // The first the client offers that we speak, as the IRCv3 WebSocket specification asks
+    // (a client offering binary first gets binary); none of ours is the line protocol.
+    let chosen = offered.split(',').map(str::trim).find_map(|p| match p {
+        "text.ircv3.net" => Some((Speaks::Irc(Carry::Text), "text.ircv3.net")),
+        "binary.ircv3.net" => Some((Speaks::Irc(Carry::Binary), "binary.ircv3.net")),
+        "linechat" => Some((Speaks::Line, "linechat")),
+        _ => None,
+    });
+    let (speaks, protocol) = match chosen {
+        Some((speaks, protocol)) => (speaks, Some(protocol)),
+        None => (Speaks::Line, None),
     };
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

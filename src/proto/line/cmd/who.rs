@@ -1,5 +1,5 @@
-//! `/who [room]` — the nicknames of everyone in the caller's room, or in the named room:
-//! `In lobby (2): alice, bob`.
+//! `/who [room]` — the nicknames of everyone in the caller's room, or in the named room, with
+//! how each came when it is not netcat: `In lobby (3): alice, bob (irc), carol (web)`.
 
 use std::sync::Arc;
 
@@ -36,8 +36,15 @@ impl Who {
             .hub
             .room_members(ctx.member.id, whither)
             .map(|(room, members)| {
-                let mut nicks: Vec<Arc<str>> = members.iter().map(|m| m.nick().clone()).collect();
-                nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
+                let mut members: Vec<_> = members.iter().collect();
+                members.sort_by_cached_key(|m| m.nick().to_ascii_lowercase());
+                let nicks: Vec<Arc<str>> = members
+                    .iter()
+                    .map(|m| match m.member.kind.protocol {
+                        "line" => m.nick().clone(),
+                        other => format!("{} ({other})", m.nick()).into(),
+                    })
+                    .collect();
                 (room.name, nicks)
             });
         match listing {
