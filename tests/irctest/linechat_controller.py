@@ -114,7 +114,7 @@ EXTBAN_MUTE_CHAR: Optional[str] = None
 
 # Transports irctest may ask for. Flip to True when the listener exists; run() then opens it.
 TLS_LISTENER = False  # irctest `ssl = True` tests: --listen ircs://... --tls-cert --tls-key
-WEBSOCKET_LISTENER = False  # irctest websocket tests: --listen http://... (ws:// at /)
+WEBSOCKET_LISTENER = True  # irctest websocket tests: --listen http://... (ws:// at /)
 
 # ======================================================================================
 # HOW LINECHAT IS STARTED
