@@ -324,13 +324,14 @@ impl Collector for ServerCollector {
             "Clients that have chosen a nickname and are in the chat now.",
             clients as u64,
         )?;
-        labeled_gauge(
+        labeled(
             &mut enc,
             "clients_by_protocol",
             "Clients in the chat now by how they came: line (netcat), irc, web (WebSocket, \
              whichever protocol it carries).",
             "protocol",
             &shared.by_protocol(),
+            ConstGauge::new,
         )?;
         counter(
             &mut enc,
@@ -597,24 +598,21 @@ fn labeled_counter(
     label: &'static str,
     values: &[(&'static str, u64)],
 ) -> fmt::Result {
-    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for &(value, count) in values {
-        let labels = [(label, value)];
-        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    labeled(enc, name, help, label, values, ConstCounter::new)
 }
 
-fn labeled_gauge(
+/// One family with a value per label value, each made by `make`.
+fn labeled<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     label: &'static str,
     values: &[(&'static str, u64)],
+    make: fn(u64) -> M,
 ) -> fmt::Result {
-    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let mut family = enc.encode_descriptor(name, help, None, make(0).metric_type())?;
     for &(value, count) in values {
-        ConstGauge::new(count).encode(family.encode_family(&[(label, value)])?)?;
+        make(count).encode(family.encode_family(&[(label, value)])?)?;
     }
     Ok(())
 }

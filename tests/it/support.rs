@@ -17,6 +17,41 @@ pub const PROMPT: &str = "Please enter your nickname: ";
 /// paused time this is virtual, so timer tests are unaffected.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Serves one 127.0.0.1:0 listener per scheme until the sender is used or dropped; their
+/// addresses in the same order.
+#[allow(dead_code)] // the fault suite shares this file and does not use it
+pub async fn serve_schemes(
+    schemes: &[linechat::net::listen::Scheme],
+    extras: Extras,
+    config: Config,
+) -> (Vec<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>) {
+    let mut listeners = Vec::new();
+    for &scheme in schemes {
+        let socket = linechat::server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind 127.0.0.1:0");
+        listeners.push(linechat::server::Listener {
+            scheme,
+            tls: false,
+            socket,
+        });
+    }
+    let addrs = listeners
+        .iter()
+        .map(|l| l.socket.local_addr().unwrap())
+        .collect();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(linechat::server::serve(
+        listeners,
+        extras,
+        config,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (addrs, tx, task)
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The HTTP endpoint, when started with [`TestServer::with_metrics`].
@@ -76,38 +111,13 @@ impl TestServer {
     #[allow(dead_code)] // the fault suite shares this file and does not use it
     pub async fn with_irc_extras(config: Config, extras: Extras) -> Self {
         use linechat::net::listen::Scheme;
-        use linechat::server::Listener;
-        let bind = || linechat::server::bind("127.0.0.1:0".parse().unwrap());
-        let line = bind().await.expect("bind 127.0.0.1:0");
-        let irc = bind().await.expect("bind 127.0.0.1:0");
-        let addr = line.local_addr().unwrap();
-        let irc_addr = irc.local_addr().unwrap();
-        let listeners = vec![
-            Listener {
-                scheme: Scheme::Line,
-                tls: false,
-                socket: line,
-            },
-            Listener {
-                scheme: Scheme::Irc,
-                tls: false,
-                socket: irc,
-            },
-        ];
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(linechat::server::serve(
-            listeners,
-            extras,
-            config,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let (addrs, shutdown, task) =
+            serve_schemes(&[Scheme::Line, Scheme::Irc], extras, config).await;
         TestServer {
-            addr,
+            addr: addrs[0],
             metrics_addr: None,
-            irc_addr: Some(irc_addr),
-            shutdown: Some(tx),
+            irc_addr: Some(addrs[1]),
+            shutdown: Some(shutdown),
             task,
         }
     }

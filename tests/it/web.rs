@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use linechat::net::listen::Scheme;
 use linechat::proto::web::frame;
-use linechat::server::{Extras, Listener};
+use linechat::server::Extras;
 use linechat::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::support::{Client, WAIT};
+use crate::support::{serve_schemes, Client, WAIT};
 
 /// A server with a netcat and a web listener.
 pub struct WebServer {
@@ -29,32 +29,12 @@ impl WebServer {
     }
 
     pub async fn start_with(config: Config, extras: Extras) -> WebServer {
-        let bind = || linechat::server::bind("127.0.0.1:0".parse().unwrap());
-        let (line, web) = (bind().await.unwrap(), bind().await.unwrap());
-        let addrs = [&line, &web].map(|l| l.local_addr().unwrap());
-        let listeners = vec![
-            Listener {
-                scheme: Scheme::Line,
-                socket: line,
-            },
-            Listener {
-                scheme: Scheme::Http,
-                socket: web,
-            },
-        ];
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(linechat::server::serve(
-            listeners,
-            extras,
-            config,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let (addrs, stop, task) =
+            serve_schemes(&[Scheme::Line, Scheme::Http], extras, config).await;
         WebServer {
             line: addrs[0],
             web: addrs[1],
-            stop: Some(tx),
+            stop: Some(stop),
             task,
         }
     }
