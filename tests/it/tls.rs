@@ -1,4 +1,4 @@
-//! TLS listeners (`line+tls://`, `ircs://`): real TLS clients (rustls, `openssl s_client`,
+//! TLS listeners (`line+tls://`, `ircs://`, `https://`): real TLS clients (rustls, `openssl s_client`,
 //! `ncat --ssl`, Python's `ssl`) chat with plaintext users; the wrong kind of client on either
 //! kind of port gets one clear answer; certificates reload under load without dropping anyone;
 //! bad files are refused with the file named; the handshake deadline holds (paused time).
@@ -30,6 +30,7 @@ struct TlsServer {
     ircs: SocketAddr,
     line: SocketAddr,
     irc: SocketAddr,
+    https: SocketAddr,
     metrics: SocketAddr,
     certs: Arc<Certs>,
     cert: TestCert,
@@ -49,6 +50,7 @@ impl TlsServer {
             (Scheme::Irc, true),
             (Scheme::Line, false),
             (Scheme::Irc, false),
+            (Scheme::Http, true),
         ] {
             let socket = bind().await.unwrap();
             addrs.push(socket.local_addr().unwrap());
@@ -76,6 +78,7 @@ impl TlsServer {
             ircs: addrs[1],
             line: addrs[2],
             irc: addrs[3],
+            https: addrs[4],
             metrics: metrics_addr,
             certs,
             cert,
@@ -714,4 +717,90 @@ fn certificates_and_keys_load_or_say_what_is_wrong() {
         "{}",
         err(&cert.chain, &other.key)
     );
+}
+
+/// Reads from `tls` until `want` has arrived (or the connection ends), returning all of it.
+async fn read_until(tls: &mut TlsStream<TcpStream>, want: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(want.len()).any(|w| w == want) {
+        let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+            .await
+            .expect("data in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {:?} in {:?}",
+            String::from_utf8_lossy(want),
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// `https://` is the web listener behind the same TLS step: the page over TLS, and a `wss://`
+/// WebSocket that speaks the line protocol; a plaintext browser on it gets a 400 saying so.
+#[tokio::test]
+async fn https_serves_the_page_and_a_websocket_over_tls() {
+    let server = TlsServer::start(unthrottled()).await;
+    let connect = || async {
+        let tcp = TcpStream::connect(server.https).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        TlsConnector::from(client_config(&server.cert.ca))
+            .connect(name, tcp)
+            .await
+            .expect("handshake")
+    };
+    let mut page = connect().await;
+    page.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_until(&mut page, b"</html>").await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+
+    let mut ws = connect().await;
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let upgraded = read_until(&mut ws, b"\r\n\r\n").await;
+    assert!(
+        upgraded.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&upgraded)
+    );
+    // A masked text frame (the mask all zeros leaves the payload as it is).
+    let mut frame = vec![0x81, 0x80 | 5, 0, 0, 0, 0];
+    frame.extend_from_slice(b"alice");
+    ws.write_all(&frame).await.unwrap();
+    read_until(&mut ws, b"Welcome to the chat, alice!").await;
+    let _bob = Client::join(server.line, "bob").await;
+    read_until(&mut ws, b"bob has joined").await;
+
+    let mut plain = TcpStream::connect(server.https).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, plain.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("this port speaks TLS: open https://"),
+        "{answer}"
+    );
+    server.stop().await;
 }

@@ -58,8 +58,8 @@ struct Args {
     #[arg(long, env = "LINECHAT_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
 
-    /// The TLS certificate chain (PEM, the server's certificate first) for line+tls:// and
-    /// ircs:// listeners. SIGHUP reloads it and the --tls-key file.
+    /// The TLS certificate chain (PEM, the server's certificate first) for line+tls://, ircs://
+    /// and https:// listeners. SIGHUP reloads it and the --tls-key file.
     #[arg(
         long,
         env = "LINECHAT_TLS_CERT",
@@ -512,7 +512,7 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => {
             if !listeners.iter().any(|(url, _)| url.tls) {
                 tracing::warn!(
-                    "--tls-cert is given but no --listen line+tls:// or ircs://; it is unused"
+                    "--tls-cert is given but no --listen line+tls://, ircs:// or https://; it is unused"
                 );
             }
             Some(Arc::new(Certs::load(cert, key)?))
