@@ -363,14 +363,11 @@ pub fn plaintext_on_tls(scheme: Scheme, addr: SocketAddr) -> String {
     match scheme {
         Scheme::Line => format!("Error: {text}.\n"),
         Scheme::Irc => format!("ERROR :Closing link: {text}\r\n"),
-        Scheme::Http => {
-            let body = format!("this port speaks TLS: open https://{host_port}/\n");
-            format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-        }
+        Scheme::Http => proto::web::http::plain(
+            400,
+            "Bad Request",
+            &format!("this port speaks TLS: open https://{host_port}/\n"),
+        ),
     }
 }
 
