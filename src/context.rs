@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::Accounts;
 use crate::config::{Config, Live, Reloader};
 use crate::core::hub::RoomInfo;
 use crate::core::Hub;
@@ -29,6 +30,8 @@ pub struct Shared {
     /// Admission: the connection caps and the per-address limits.
     pub gate: Gate,
     pub hub: Hub,
+    /// Registered nicknames (`--data-dir`); both protocols prove them here.
+    pub accounts: Accounts,
     pub metrics: ServerMetrics,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,

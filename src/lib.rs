@@ -15,6 +15,8 @@
 //!   and their per-format rendering cache, nickname and room rules, typed errors. No I/O.
 //! - [`store`]: the embedded store (`--data-dir`): rooms, topics and history in a log of
 //!   segment files, behind the hub's [`core::store::Store`] interface.
+//! - [`accounts`]: registered nicknames and their argon2id hashes (`accounts.json` in the
+//!   data directory), hashed on blocking threads, failed attempts throttled.
 //! - [`net`]: listeners (`--listen URL`), the accept loop, socket options.
 //! - [`ops`]: server-wide metrics, the Prometheus endpoint, the transcript.
 //! - [`context`]: what every session shares (settings, hub, metrics, shutdown), and
@@ -26,6 +28,7 @@
 //! - [`config`]: the settings and their defaults, and [`config::Live`]: those a reload
 //!   (SIGHUP, IRC `REHASH`) changes while the server runs.
 
+pub mod accounts;
 pub mod config;
 pub mod context;
 pub mod core;

@@ -146,7 +146,9 @@ pub async fn serve(
             None
         }
     };
+    let accounts = crate::accounts::Accounts::open(config.data_dir.as_deref());
     let shared = Arc::new(Shared {
+        accounts,
         gate: Gate::new(&config),
         live: Live::new(&config),
         config,

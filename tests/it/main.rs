@@ -3,6 +3,7 @@
 mod support;
 
 mod abuse;
+mod accounts;
 mod binary;
 mod chat;
 mod commands;

@@ -30,6 +30,9 @@ use crate::proto::codec::{disguise, foreign_protocol, strip_disguise, ForeignPro
 use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::{cmd, words};
 
+/// Accounts over IRC: SASL PLAIN, `PASS`, and registered nicknames.
+mod account;
+
 /// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
 /// may send. Longer lines are answered with 417 without being buffered.
 const MAX_IRC_LINE: usize = MAX_BODY_LEN + 2 + message::MAX_CLIENT_TAG_DATA_LEN + 2;
@@ -62,6 +65,7 @@ const CAPS: &[&str] = &[
     "echo-message",
     "message-tags",
     "multi-prefix",
+    "sasl",
     "server-time",
 ];
 
@@ -104,6 +108,9 @@ pub fn run(
         quit_message: None,
         next_batch: 0,
         password: None,
+        account: None,
+        sasl: None,
+        pending: None,
     };
     // The stream went into the connection before the future was made, so the session's
     // state (kept while the connection lives) never holds it.
@@ -151,6 +158,12 @@ struct Session {
     next_batch: u64,
     /// What `PASS` gave, checked against `--server-password` when registration completes.
     password: Option<String>,
+    /// The account this connection proved (SASL PLAIN, or `PASS` for a registered nickname).
+    account: Option<String>,
+    /// Base64 gathered between `AUTHENTICATE PLAIN` and its last chunk.
+    sasl: Option<String>,
+    /// Work that waits for a hash, done by [`Session::serve`] after the line that asked.
+    pending: Option<account::Pending>,
 }
 
 impl Session {
@@ -256,6 +269,9 @@ impl Session {
             if let Some(reason) = done {
                 return reason;
             }
+            if let Some(pending) = self.pending.take() {
+                self.finish(pending).await;
+            }
         }
     }
 
@@ -280,6 +296,7 @@ impl Session {
         let command = msg.command_upper();
         match &*command {
             "CAP" => self.cap(msg),
+            "AUTHENTICATE" => self.authenticate(msg),
             "PASS" => match msg.param(0) {
                 Some(pass) => self.password = Some(pass.to_owned()),
                 None => self.reply(461, &["PASS", "Not enough parameters"]),
@@ -326,7 +343,8 @@ impl Session {
                     self.reply(464, &["Password incorrect"]);
                     return Some(LeaveReason::Quit);
                 }
-                self.complete_registration();
+                // After a registered nickname is proved: see `account::Session::finish`.
+                self.pending = Some(account::Pending::Complete);
             }
         }
         None
@@ -560,6 +578,7 @@ impl Session {
             "PING" => self.pong(msg),
             "PONG" => {}
             "CAP" => self.cap(msg),
+            "AUTHENTICATE" => self.authenticate(msg),
             "PASS" | "USER" => self.reply(462, &["You may not reregister"]),
             "NICK" => self.nick(msg),
             "JOIN" => self.join(msg),
@@ -664,6 +683,10 @@ impl Session {
             return;
         }
         let shared = self.conn.shared.clone();
+        if shared.accounts.is_registered(new) && !self.proved(new) {
+            self.reply(433, &[new, account::REGISTERED]);
+            return;
+        }
         match shared.hub.rename(self.conn.member.id, new) {
             Ok(renamed) => {
                 tracing::info!(old = %renamed.old.nick, new = %renamed.new.nick, "nick change");

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::cmd::account::Request;
 use super::cmd::{self, format_duration, Command, Ctx, Flow};
 use super::render::arrival_text;
 use super::visits::Visits;
 use super::words;
+use crate::accounts::AccountError;
 use crate::context::Shared;
 use crate::core::hub::{Arrival, Whither};
 use crate::core::member;
@@ -55,6 +57,8 @@ pub fn run(
         conn,
         nick: None,
         visits: Visits::default(),
+        account: None,
+        claim: None,
     };
     // The stream went into the connection before the future was made, so the session's
     // state (kept while the connection lives) never holds it.
@@ -77,6 +81,10 @@ struct Session {
     /// Set once the client has joined.
     nick: Option<Arc<str>>,
     visits: Visits,
+    /// The registered name this connection proved, by password.
+    account: Option<String>,
+    /// A registered name `/nick` asked for, which `/identify` completes.
+    claim: Option<String>,
 }
 
 impl Session {
@@ -168,7 +176,28 @@ impl Session {
                 self.prompt();
                 continue;
             }
-            let wanted = (!text.is_empty()).then_some(text.as_str());
+            // `nick password` proves a registered nickname in one line.
+            let mut words = text.split_whitespace();
+            let (name, given) = (words.next(), words.next().map(str::to_owned));
+            if words.next().is_some() {
+                self.reply("Error: a nickname is one word (or a nickname and its password).");
+                self.prompt();
+                continue;
+            }
+            if let Some(name) = name.filter(|n| shared.accounts.is_registered(n)) {
+                if !self.prove_at_prompt(name, given, deadline).await? {
+                    self.prompt();
+                    continue;
+                }
+            } else if given.is_some() {
+                self.reply(format_args!(
+                    "Error: {} is not registered; give just a nickname (then /register <password>).",
+                    name.unwrap_or_default()
+                ));
+                self.prompt();
+                continue;
+            }
+            let wanted = name;
             let identity = match shared
                 .hub
                 .register(&self.conn.member, wanted, None, "netcat user")
@@ -257,12 +286,163 @@ impl Session {
                         Flow::Continue
                     }
                 };
-                if flow == Flow::Quit {
-                    return LeaveReason::Quit;
+                match flow {
+                    Flow::Quit => return LeaveReason::Quit,
+                    Flow::Continue => {}
+                    Flow::Account(request) => self.account(request, nick).await,
+                    Flow::Claim { name, password } => self.claim(name, password, nick).await,
                 }
                 continue;
             }
             self.relay(text, taken_at);
+        }
+    }
+
+    /// A registered `name` chosen at the prompt: proved by `given`, or by a password asked for
+    /// until it is right. False: back to the nickname prompt (an empty line, or throttled).
+    async fn prove_at_prompt(
+        &mut self,
+        name: &str,
+        mut given: Option<String>,
+        deadline: Instant,
+    ) -> Result<bool, LeaveReason> {
+        let shared = self.conn.shared.clone();
+        loop {
+            let password = match given.take() {
+                Some(p) => p,
+                None => {
+                    self.conn.send(format!(
+                        "{name} is registered. Password (an empty line to choose another nickname): "
+                    ));
+                    match self.conn.reader.next(Some(deadline)).await {
+                        Input::End(reason) => return Err(reason),
+                        Input::Line(Frame::Line(line), _) => {
+                            String::from_utf8_lossy(&line).trim().to_owned()
+                        }
+                        Input::Line(Frame::TooLong, _) => String::new(),
+                        _ => return Err(LeaveReason::RegisterTimeout),
+                    }
+                }
+            };
+            if password.is_empty() {
+                return Ok(false);
+            }
+            match shared
+                .accounts
+                .verify(name, &password, self.conn.member.addr.ip())
+                .await
+            {
+                Ok(account) => {
+                    tracing::info!(%account, "identified");
+                    self.account = Some(account);
+                    return Ok(true);
+                }
+                Err(e @ AccountError::Wrong(_)) => self.reply(e),
+                Err(e) => {
+                    self.reply(e);
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    fn ctx<'a>(
+        &'a mut self,
+        shared: &'a crate::context::Shared,
+        nick: &'a mut Arc<str>,
+    ) -> Ctx<'a> {
+        Ctx {
+            shared,
+            member: &self.conn.member,
+            nick,
+            visits: &mut self.visits,
+        }
+    }
+
+    fn proved(&self, name: &str) -> bool {
+        self.account
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    /// `/nick` to a registered name: done if proved already or now, else kept for `/identify`.
+    async fn claim(&mut self, name: String, password: Option<String>, nick: &mut Arc<str>) {
+        let shared = self.conn.shared.clone();
+        if !self.proved(&name) {
+            let Some(password) = password else {
+                self.reply(format_args!(
+                    "{name} is registered; you are still {nick}. /identify <password> completes the change."
+                ));
+                self.claim = Some(name);
+                return;
+            };
+            match shared
+                .accounts
+                .verify(&name, &password, self.conn.member.addr.ip())
+                .await
+            {
+                Ok(account) => self.account = Some(account),
+                Err(e) => return self.reply(e),
+            }
+        }
+        cmd::nick::rename(&mut self.ctx(&shared, nick), &name);
+    }
+
+    async fn account(&mut self, request: Request, nick: &mut Arc<str>) {
+        let shared = self.conn.shared.clone();
+        let accounts = &shared.accounts;
+        let addr = self.conn.member.addr.ip();
+        match request {
+            Request::Register(password) => match accounts.register(nick, &password).await {
+                Ok(()) => {
+                    tracing::info!(account = %nick, "registered");
+                    self.account = Some(nick.to_string());
+                    self.reply(format_args!(
+                        "Registered {nick}. Next time, answer the prompt with '{nick} <password>' or /identify <password>."
+                    ));
+                }
+                Err(e) => self.reply(e),
+            },
+            Request::Identify(password) => {
+                let name = self.claim.take().unwrap_or_else(|| nick.to_string());
+                match accounts.verify(&name, &password, addr).await {
+                    Ok(account) => {
+                        tracing::info!(%account, "identified");
+                        self.reply(format_args!("You are identified as {account}."));
+                        self.account = Some(account);
+                        if !name.eq_ignore_ascii_case(nick) {
+                            cmd::nick::rename(&mut self.ctx(&shared, nick), &name);
+                        }
+                    }
+                    Err(e) => self.reply(e),
+                }
+            }
+            Request::Password(password) if self.proved(nick) => {
+                match accounts.set_password(nick, &password).await {
+                    Ok(()) => {
+                        tracing::info!(account = %nick, "password changed");
+                        self.reply(format_args!("The password of {nick} is changed."));
+                    }
+                    Err(e) => self.reply(e),
+                }
+            }
+            Request::Unregister if self.proved(nick) => match accounts.unregister(nick).await {
+                Ok(()) => {
+                    tracing::info!(account = %nick, "unregistered");
+                    self.account = None;
+                    self.reply(format_args!("{nick} is no longer registered."));
+                }
+                Err(e) => self.reply(e),
+            },
+            Request::Password(_) | Request::Unregister => {
+                if accounts.is_registered(nick) {
+                    self.reply(format_args!(
+                        "Error: identify as {nick} first: /identify <password>."
+                    ));
+                } else {
+                    self.reply(AccountError::NotRegistered(nick.to_string()));
+                }
+            }
         }
     }
 

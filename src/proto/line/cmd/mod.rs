@@ -9,6 +9,7 @@ use crate::context::Shared;
 use crate::core::Member;
 use crate::proto::line::visits::Visits;
 
+pub mod account;
 mod echo;
 mod help;
 mod history;
@@ -17,7 +18,7 @@ mod leave;
 mod me;
 mod metrics;
 mod msg;
-mod nick;
+pub mod nick;
 mod ping;
 mod quit;
 mod rooms;
@@ -83,6 +84,10 @@ pub const COMMANDS: &[Spec] = &[
     time::SPEC,
     ping::SPEC,
     nick::SPEC,
+    account::REGISTER,
+    account::IDENTIFY,
+    account::PASSWORD,
+    account::UNREGISTER,
     echo::SPEC,
     who::SPEC,
     join::SPEC,
@@ -103,6 +108,7 @@ pub enum Command {
     Time,
     Ping(ping::Ping),
     Nick(nick::Nick),
+    Account(account::Request),
     Echo(echo::Echo),
     Who(who::Who),
     Join(join::Join),
@@ -139,10 +145,17 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
 }
 
 /// What the session does after a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     Continue,
     Quit,
+    /// An account request, which the session awaits (hashing runs off the runtime thread).
+    Account(account::Request),
+    /// `/nick` to a registered name: the session asks for (or checks) its password.
+    Claim {
+        name: String,
+        password: Option<String>,
+    },
 }
 
 /// What a command may touch: the server, and the client that typed it.
@@ -191,6 +204,7 @@ impl Command {
             Command::Time => time::run(ctx),
             Command::Ping(cmd) => cmd.run(ctx),
             Command::Nick(cmd) => cmd.run(ctx),
+            Command::Account(request) => Flow::Account(request),
             Command::Echo(cmd) => cmd.run(ctx),
             Command::Who(cmd) => cmd.run(ctx),
             Command::Join(cmd) => cmd.run(ctx),
@@ -221,7 +235,10 @@ mod tests {
         assert_eq!(parse("/TIME"), Ok(Command::Time));
         assert_eq!(
             parse("/nick  Bob "),
-            Ok(Command::Nick(nick::Nick { name: "Bob".into() }))
+            Ok(Command::Nick(nick::Nick {
+                name: "Bob".into(),
+                password: None
+            }))
         );
         assert_eq!(
             parse("/echo  two  spaces"),
@@ -243,13 +260,13 @@ mod tests {
         );
         assert_eq!(
             parse("/nick").unwrap_err().to_string(),
-            "Usage: /nick <name> - change your nickname"
+            "Usage: /nick <name> [password] - change your nickname (a registered one needs its password)"
         );
         assert_eq!(
             parse("/time now").unwrap_err().to_string(),
             "Usage: /time - show the server's time (UTC); it takes no arguments"
         );
-        assert!(parse("/nick a b").is_err());
+        assert!(parse("/nick a b c").is_err());
         assert!(parse("/time now").is_err());
         assert!(parse("/echo").is_err());
     }

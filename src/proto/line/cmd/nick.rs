@@ -1,5 +1,6 @@
-//! `/nick <name>` — changes the caller's nickname. Replies with an error if the name is taken or
-//! invalid; everyone else is told `<old> changed nickname to <new>`.
+//! `/nick <name> [password]` — changes the caller's nickname. Replies with an error if the name
+//! is taken or invalid; everyone else is told `<old> changed nickname to <new>`. A registered
+//! name needs its password (here, or `/identify` next): the session checks it.
 
 use std::sync::Arc;
 
@@ -9,16 +10,20 @@ use crate::proto::line::words;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nick {
     pub name: String,
+    pub password: Option<String>,
 }
 
 pub const SPEC: Spec = Spec {
     name: "nick",
-    args: "<name>",
-    help: "change your nickname",
+    args: "<name> [password]",
+    help: "change your nickname (a registered one needs its password)",
     parse: |args| {
-        (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| {
+        let mut words = args.split_whitespace();
+        let (name, password) = (words.next()?, words.next());
+        words.next().is_none().then(|| {
             Command::Nick(Nick {
-                name: args.to_owned(),
+                name: name.to_owned(),
+                password: password.map(str::to_owned),
             })
         })
     },
@@ -30,17 +35,28 @@ impl Nick {
             ctx.reply("You already have that nickname.");
             return Flow::Continue;
         }
-        match ctx.shared.hub.rename(ctx.member.id, &self.name) {
-            Ok(renamed) => {
-                tracing::info!(old = %ctx.nick, new = %renamed.new.nick, "nick change");
-                ctx.reply(format_args!(
-                    "Your nickname has been changed to {}",
-                    renamed.new.nick
-                ));
-                *ctx.nick = Arc::clone(&renamed.new.nick);
-            }
-            Err(e) => ctx.reply(words::nick_error(&e)),
+        if ctx.shared.accounts.is_registered(&self.name) {
+            return Flow::Claim {
+                name: self.name,
+                password: self.password,
+            };
         }
+        rename(ctx, &self.name);
         Flow::Continue
+    }
+}
+
+/// Renames the caller to `name`, which may be registered (the caller has proved it is theirs).
+pub fn rename(ctx: &mut Ctx<'_>, name: &str) {
+    match ctx.shared.hub.rename(ctx.member.id, name) {
+        Ok(renamed) => {
+            tracing::info!(old = %ctx.nick, new = %renamed.new.nick, "nick change");
+            ctx.reply(format_args!(
+                "Your nickname has been changed to {}",
+                renamed.new.nick
+            ));
+            *ctx.nick = Arc::clone(&renamed.new.nick);
+        }
+        Err(e) => ctx.reply(words::nick_error(&e)),
     }
 }

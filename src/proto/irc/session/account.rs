@@ -1,0 +1,161 @@
+//! Accounts over IRC. SASL PLAIN (IRCv3 `sasl` 3.1: `AUTHENTICATE PLAIN`, base64 in chunks of
+//! 400, 900/903/904/906/907/908), or `PASS` when the server has no `--server-password` (with
+//! one, `PASS` is the server's and SASL proves the account). A registered nickname without
+//! proof is refused with 433, so a client picks another nickname, as for one in use.
+
+use base64::Engine;
+
+use super::Session;
+use crate::accounts::AccountError;
+
+/// The 433 text for a registered nickname nobody proved.
+pub const REGISTERED: &str =
+    "Nickname is registered to an account; log in with SASL PLAIN (or PASS) to use it";
+
+/// The longest SASL reply gathered, in base64: a PLAIN reply holds two names and a password.
+const MAX_SASL: usize = 1200;
+
+/// What waits for a hash.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// NICK and USER are in (and CAP END): prove a registered nickname, then welcome.
+    Complete,
+    /// A SASL PLAIN reply: the account and its password.
+    Sasl { account: String, password: String },
+}
+
+impl Session {
+    pub(super) fn proved(&self, name: &str) -> bool {
+        self.account
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    /// `AUTHENTICATE`: starts PLAIN, gathers its reply, or aborts.
+    pub(super) fn authenticate(&mut self, msg: &super::Message<'_>) {
+        let Some(arg) = msg.param(0) else {
+            return self.reply(461, &["AUTHENTICATE", "Not enough parameters"]);
+        };
+        if self.account.is_some() {
+            return self.reply(907, &["You have already authenticated using SASL"]);
+        }
+        let Some(mut gathered) = self.sasl.take() else {
+            if arg.eq_ignore_ascii_case("PLAIN") {
+                self.sasl = Some(String::new());
+                // Bare, as servers send it: clients wait for exactly this line.
+                self.conn
+                    .send(bytes::Bytes::from_static(b"AUTHENTICATE +\r\n"));
+            } else {
+                self.reply(908, &["PLAIN", "are available SASL mechanisms"]);
+                self.reply(904, &["SASL authentication failed"]);
+            }
+            return;
+        };
+        if arg == "*" {
+            return self.reply(906, &["SASL authentication aborted"]);
+        }
+        if arg != "+" {
+            gathered.push_str(arg);
+        }
+        if gathered.len() > MAX_SASL {
+            return self.reply(905, &["SASL message too long"]);
+        }
+        if arg.len() == 400 {
+            // A chunk of exactly 400 means more follows (or `+` to end).
+            self.sasl = Some(gathered);
+            return;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(gathered.as_bytes())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        let parts: Option<Vec<String>> =
+            decoded.map(|d| d.split('\0').map(str::to_owned).collect());
+        match parts.as_deref() {
+            Some([authz, authc, password])
+                if !authc.is_empty() && (authz.is_empty() || authz == authc) =>
+            {
+                self.pending = Some(Pending::Sasl {
+                    account: authc.clone(),
+                    password: password.clone(),
+                });
+            }
+            _ => self.reply(904, &["SASL authentication failed"]),
+        }
+    }
+
+    /// Does what waited for a hash.
+    pub(super) async fn finish(&mut self, pending: Pending) {
+        match pending {
+            Pending::Sasl { account, password } => {
+                let shared = self.conn.shared.clone();
+                let addr = self.conn.member.addr.ip();
+                match shared.accounts.verify(&account, &password, addr).await {
+                    Ok(name) => {
+                        tracing::info!(account = %name, "identified (SASL)");
+                        let me = self.me().to_owned();
+                        let user = self.user.as_ref().map_or("*", |(u, _)| u.as_str());
+                        let mask = format!("{me}!{user}@{}", addr.to_canonical());
+                        let logged_in = format!("You are now logged in as {name}");
+                        self.reply(900, &[&mask, &name, &logged_in]);
+                        self.reply(903, &["SASL authentication successful"]);
+                        self.account = Some(name);
+                    }
+                    Err(e) => {
+                        self.server_line("NOTICE", &[self.me(), plain(&e)]);
+                        self.reply(904, &["SASL authentication failed"]);
+                    }
+                }
+            }
+            Pending::Complete => {
+                if self.prove_wanted().await {
+                    self.complete_registration();
+                }
+            }
+        }
+    }
+
+    /// True when the nickname asked for is free to take: unregistered, or proved by SASL or
+    /// by `PASS`. Otherwise it is refused with 433 and forgotten.
+    async fn prove_wanted(&mut self) -> bool {
+        let Some(wanted) = self.wanted.clone() else {
+            return false;
+        };
+        let shared = self.conn.shared.clone();
+        if !shared.accounts.is_registered(&wanted) || self.proved(&wanted) {
+            return true;
+        }
+        let server_password = shared.live.get().server_password.is_some();
+        let refusal = match self.password.clone().filter(|_| !server_password) {
+            None => REGISTERED.to_owned(),
+            Some(password) => {
+                let addr = self.conn.member.addr.ip();
+                match shared.accounts.verify(&wanted, &password, addr).await {
+                    Ok(name) => {
+                        tracing::info!(account = %name, "identified (PASS)");
+                        self.account = Some(name);
+                        return true;
+                    }
+                    Err(e) => plain(&e).to_owned(),
+                }
+            }
+        };
+        self.wanted = None;
+        self.reply(433, &[&wanted, &refusal]);
+        false
+    }
+}
+
+/// An account error's line without the netcat `Error: ` prefix.
+fn plain(e: &AccountError) -> &'static str {
+    match e {
+        AccountError::NoDataDir => "Accounts need a data directory; this server has none",
+        AccountError::Unavailable(_) => "Accounts are unavailable on this server",
+        AccountError::Registered(_) => "Nickname is already registered",
+        AccountError::NotRegistered(_) => "Account is not registered",
+        AccountError::Wrong(_) => "Password incorrect for the registered nickname",
+        AccountError::Throttled(..) => "Too many failed attempts; try again in a minute",
+        AccountError::BadPassword => "Password has the wrong length",
+        AccountError::Io(_) => "The account could not be read",
+    }
+}

@@ -1,0 +1,60 @@
+//! `/register <password>`, `/identify <password>`, `/password <new password>`, `/unregister`:
+//! accounts for nicknames. Hashing takes tens of milliseconds on a blocking thread, so these
+//! hand a [`Request`] back to the session, which awaits it; the table here is only grammar.
+
+use super::{Command, Spec};
+
+/// What the session is asked to do with the accounts. The password never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Request {
+    Register(String),
+    /// Proves the name the caller asked for last (`/nick` to a registered name), or their own.
+    Identify(String),
+    Password(String),
+    Unregister,
+}
+
+/// Without the password, so a `{:?}` anywhere cannot leak it.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Register(_) => "Register(..)",
+            Request::Identify(_) => "Identify(..)",
+            Request::Password(_) => "Password(..)",
+            Request::Unregister => "Unregister",
+        })
+    }
+}
+
+/// One word: `nick password` at the prompt and `/nick name password` split on spaces.
+fn word(args: &str) -> Option<String> {
+    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| args.to_owned())
+}
+
+pub const REGISTER: Spec = Spec {
+    name: "register",
+    args: "<password>",
+    help: "register your nickname, so only you can use it",
+    parse: |args| word(args).map(|p| Command::Account(Request::Register(p))),
+};
+
+pub const IDENTIFY: Spec = Spec {
+    name: "identify",
+    args: "<password>",
+    help: "prove a registered nickname is yours (after /nick to it, or at the prompt)",
+    parse: |args| word(args).map(|p| Command::Account(Request::Identify(p))),
+};
+
+pub const PASSWORD: Spec = Spec {
+    name: "password",
+    args: "<new password>",
+    help: "change your registered nickname's password",
+    parse: |args| word(args).map(|p| Command::Account(Request::Password(p))),
+};
+
+pub const UNREGISTER: Spec = Spec {
+    name: "unregister",
+    args: "",
+    help: "drop your nickname's registration",
+    parse: |args| super::no_args(args, Command::Account(Request::Unregister)),
+};
