@@ -139,4 +139,13 @@ impl crate::ops::prom::Source for Shared {
     fn tls(&self) -> Option<&Certs> {
         self.tls.as_deref()
     }
+
+    fn logins(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let a = &self.accounts;
+        self.config
+            .data_dir
+            .is_some()
+            .then(|| (a.failed.load(Relaxed), a.throttled.load(Relaxed)))
+    }
 }

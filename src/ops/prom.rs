@@ -61,6 +61,11 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     fn tls(&self) -> Option<&Certs> {
         None
     }
+
+    /// `(wrong passwords, attempts refused by throttling)` since start, with accounts.
+    fn logins(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 type Shared = dyn Source;
@@ -479,6 +484,20 @@ impl Collector for ServerCollector {
                 "store_degraded",
                 "1 while the store's last write failed (health check: degraded), else 0.",
                 u64::from(st.degraded),
+            )?;
+        }
+        if let Some((failed, throttled)) = shared.logins() {
+            counter(
+                &mut enc,
+                "login_failures",
+                "Wrong passwords for registered nicknames (prompt, /identify, /nick, PASS, SASL).",
+                failed,
+            )?;
+            counter(
+                &mut enc,
+                "login_throttled",
+                "Login attempts refused unheard: too many failures for the account or address.",
+                throttled,
             )?;
         }
         histogram(

@@ -11,7 +11,7 @@ use linechat::server::Extras;
 use linechat::store::{self, Log};
 use linechat::Config;
 
-use crate::support::{irc_command, Client, TempPath, TestServer, PROMPT};
+use crate::support::{http_get, irc_command, Client, TempPath, TestServer, PROMPT};
 
 const PW: &str = "correct-horse";
 
@@ -193,10 +193,21 @@ async fn nick_to_a_registered_name_waits_for_identify_then_password_and_unregist
 }
 
 #[tokio::test]
-async fn failed_attempts_are_throttled_per_account() {
+async fn failed_attempts_are_throttled_per_account_and_counted() {
     let tmp = TempPath::new("accounts-throttle");
     let dir = tmp.with_name("data");
-    let server = start(&dir).await;
+    let metrics = linechat::server::bind_metrics("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bind metrics");
+    let metrics_addr = metrics.local_addr().unwrap();
+    let config = config(&dir);
+    let (log, kept) = Log::open(&dir, store::Options::from_config(&config)).expect("open");
+    let extras = Extras {
+        store: Some((log, kept)),
+        metrics: Some(metrics),
+        ..Extras::default()
+    };
+    let server = TestServer::with_irc_extras(config, extras).await;
     let mut alice = server.join("alice").await;
     alice.command(&format!("/register {PW}")).await;
     alice.command("/nick al").await;
@@ -213,6 +224,14 @@ async fn failed_attempts_are_throttled_per_account() {
         refused[0].starts_with("Error: too many failed attempts for alice; try again in "),
         "even the right password waits: {refused:?}"
     );
+    let (_, text) = http_get(metrics_addr, "/metrics").await;
+    for counted in [
+        "linechat_login_failures_total 5",
+        "linechat_login_throttled_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == counted), "{counted}: {text}");
+    }
+    assert!(!text.contains(PW) && !text.contains("guess-guess"));
     drop((alice, bob));
     server.stop().await;
 }
