@@ -60,6 +60,17 @@ pub enum AccountError {
     Io(String),
 }
 
+/// A password on its way to be hashed or checked: `{:?}` shows nothing of it, so no log line
+/// or panic message can hold one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Account {
     name: String,

@@ -67,7 +67,7 @@ async fn a_registered_nick_needs_its_password_at_the_prompt_even_after_a_restart
     );
     assert_eq!(
         alice.command(&format!("/register {PW}")).await,
-        ["Registered alice. Next time, answer the prompt with 'alice <password>' or /identify <password>."]
+        ["Your nickname alice is registered. Next time, answer the prompt with 'alice <password>' or /identify <password>."]
     );
     assert_eq!(
         alice.command(&format!("/register {PW}")).await,
@@ -161,7 +161,7 @@ async fn nick_to_a_registered_name_waits_for_identify_then_password_and_unregist
     );
     assert_eq!(
         bob.command("/password second-password").await,
-        ["The password of alice is changed."]
+        ["Your password for alice is changed."]
     );
     drop(bob);
     let mut c = Client::connect(server.addr).await;
@@ -334,7 +334,7 @@ async fn a_burst_of_logins_does_not_stall_anyone_else() {
         users.push(u);
     }
     for u in &mut users {
-        u.skip_until(&format!("Registered {}. Next time, answer the prompt with '{} <password>' or /identify <password>.", u.nick, u.nick)).await;
+        u.skip_until(&format!("Your nickname {} is registered. Next time, answer the prompt with '{} <password>' or /identify <password>.", u.nick, u.nick)).await;
     }
     let mut bystander = server.join("bystander").await;
     let mut friend = server.join("friend").await;

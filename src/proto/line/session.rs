@@ -14,7 +14,7 @@ use super::cmd::{self, format_duration, Command, Ctx, Flow};
 use super::render::arrival_text;
 use super::visits::Visits;
 use super::words;
-use crate::accounts::AccountError;
+use crate::accounts::{AccountError, Secret};
 use crate::context::Shared;
 use crate::core::hub::{Arrival, Whither};
 use crate::core::member;
@@ -366,10 +366,10 @@ impl Session {
     }
 
     /// `/nick` to a registered name: done if proved already or now, else kept for `/identify`.
-    async fn claim(&mut self, name: String, password: Option<String>, nick: &mut Arc<str>) {
+    async fn claim(&mut self, name: String, password: Option<Secret>, nick: &mut Arc<str>) {
         let shared = self.conn.shared.clone();
         if !self.proved(&name) {
-            let Some(password) = password else {
+            let Some(Secret(password)) = password else {
                 self.reply(format_args!(
                     "{name} is registered; you are still {nick}. /identify <password> completes the change."
                 ));
@@ -393,17 +393,17 @@ impl Session {
         let accounts = &shared.accounts;
         let addr = self.conn.member.addr.ip();
         match request {
-            Request::Register(password) => match accounts.register(nick, &password).await {
+            Request::Register(Secret(password)) => match accounts.register(nick, &password).await {
                 Ok(()) => {
                     tracing::info!(account = %nick, "registered");
                     self.account = Some(nick.to_string());
                     self.reply(format_args!(
-                        "Registered {nick}. Next time, answer the prompt with '{nick} <password>' or /identify <password>."
+                        "Your nickname {nick} is registered. Next time, answer the prompt with '{nick} <password>' or /identify <password>."
                     ));
                 }
                 Err(e) => self.reply(e),
             },
-            Request::Identify(password) => {
+            Request::Identify(Secret(password)) => {
                 let name = self.claim.take().unwrap_or_else(|| nick.to_string());
                 match accounts.verify(&name, &password, addr).await {
                     Ok(account) => {
@@ -417,11 +417,11 @@ impl Session {
                     Err(e) => self.reply(e),
                 }
             }
-            Request::Password(password) if self.proved(nick) => {
+            Request::Password(Secret(password)) if self.proved(nick) => {
                 match accounts.set_password(nick, &password).await {
                     Ok(()) => {
                         tracing::info!(account = %nick, "password changed");
-                        self.reply(format_args!("The password of {nick} is changed."));
+                        self.reply(format_args!("Your password for {nick} is changed."));
                     }
                     Err(e) => self.reply(e),
                 }

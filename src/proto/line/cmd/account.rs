@@ -3,32 +3,21 @@
 //! hand a [`Request`] back to the session, which awaits it; the table here is only grammar.
 
 use super::{Command, Spec};
+use crate::accounts::Secret;
 
-/// What the session is asked to do with the accounts. The password never reaches a log.
-#[derive(Clone, PartialEq, Eq)]
+/// What the session is asked to do with the accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Register(String),
+    Register(Secret),
     /// Proves the name the caller asked for last (`/nick` to a registered name), or their own.
-    Identify(String),
-    Password(String),
+    Identify(Secret),
+    Password(Secret),
     Unregister,
 }
 
-/// Without the password, so a `{:?}` anywhere cannot leak it.
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Request::Register(_) => "Register(..)",
-            Request::Identify(_) => "Identify(..)",
-            Request::Password(_) => "Password(..)",
-            Request::Unregister => "Unregister",
-        })
-    }
-}
-
 /// One word: `nick password` at the prompt and `/nick name password` split on spaces.
-fn word(args: &str) -> Option<String> {
-    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| args.to_owned())
+fn word(args: &str) -> Option<Secret> {
+    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| Secret(args.to_owned()))
 }
 
 pub const REGISTER: Spec = Spec {

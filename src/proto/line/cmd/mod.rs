@@ -154,7 +154,7 @@ pub enum Flow {
     /// `/nick` to a registered name: the session asks for (or checks) its password.
     Claim {
         name: String,
-        password: Option<String>,
+        password: Option<crate::accounts::Secret>,
     },
 }
 

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use super::{Command, Ctx, Flow, Spec};
+use crate::accounts::Secret;
 use crate::proto::line::words;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nick {
     pub name: String,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 pub const SPEC: Spec = Spec {
@@ -23,7 +24,7 @@ pub const SPEC: Spec = Spec {
         words.next().is_none().then(|| {
             Command::Nick(Nick {
                 name: name.to_owned(),
-                password: password.map(str::to_owned),
+                password: password.map(|p| Secret(p.to_owned())),
             })
         })
     },
