@@ -11,6 +11,7 @@ mod docs;
 mod framing;
 mod irc;
 mod limits;
+mod moderation;
 mod monitoring;
 mod netcat;
 mod props;

@@ -19,6 +19,7 @@ mod me;
 mod metrics;
 mod msg;
 pub mod nick;
+mod op;
 mod ping;
 mod quit;
 mod rooms;
@@ -97,6 +98,8 @@ pub const COMMANDS: &[Spec] = &[
     me::SPEC,
     history::SPEC,
     topic::SPEC,
+    op::OP,
+    op::DEOP,
     metrics::SPEC,
     throughput::SPEC,
     quit::SPEC,
@@ -118,6 +121,7 @@ pub enum Command {
     Me(me::Me),
     History(history::History),
     Topic(topic::Topic),
+    Op(op::Op),
     Metrics(metrics::Metrics),
     Throughput,
     Quit,
@@ -214,6 +218,7 @@ impl Command {
             Command::Me(cmd) => cmd.run(ctx),
             Command::History(cmd) => cmd.run(ctx),
             Command::Topic(cmd) => cmd.run(ctx),
+            Command::Op(cmd) => cmd.run(ctx),
             Command::Metrics(cmd) => cmd.run(ctx),
             Command::Throughput => throughput::run(ctx),
             Command::Quit => quit::run(ctx),
