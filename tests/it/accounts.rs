@@ -23,15 +23,36 @@ fn config(dir: &Path) -> Config {
     }
 }
 
-/// Netcat and IRC on the store in `dir`, opened as the binary opens it.
-async fn start(dir: &Path) -> TestServer {
+/// Netcat and IRC on the store in `dir`, opened as the binary opens it, with `extras`.
+async fn start_with(dir: &Path, extras: Extras) -> TestServer {
     let config = config(dir);
     let (log, kept) = Log::open(dir, store::Options::from_config(&config)).expect("open");
     let extras = Extras {
         store: Some((log, kept)),
-        ..Extras::default()
+        ..extras
     };
     TestServer::with_irc_extras(config, extras).await
+}
+
+async fn start(dir: &Path) -> TestServer {
+    start_with(dir, Extras::default()).await
+}
+
+/// A server on a fresh data directory where alice registered [`PW`] and is still connected.
+async fn alice_registered(tag: &str, extras: Extras) -> (TempPath, TestServer, Client) {
+    let tmp = TempPath::new(tag);
+    let server = start_with(&tmp.with_name("data"), extras).await;
+    let mut alice = server.join("alice").await;
+    alice.command(&format!("/register {PW}")).await;
+    (tmp, server, alice)
+}
+
+/// Reads the welcome after the right password was given at the prompt.
+async fn welcomed(c: &mut Client, nick: &str) {
+    c.expect(&format!("Welcome to the chat, {nick}!")).await;
+    c.nick = nick.into();
+    c.skip_until("Type /help for the list of commands.").await;
+    c.line().await;
 }
 
 fn asked(name: &str) -> String {
@@ -94,10 +115,7 @@ async fn a_registered_nick_needs_its_password_at_the_prompt_even_after_a_restart
     c.expect("Error: wrong password for alice.").await;
     c.expect_unended(&asked("alice")).await;
     c.send(PW).await;
-    c.expect("Welcome to the chat, alice!").await;
-    c.nick = "alice".into();
-    c.skip_until("Type /help for the list of commands.").await;
-    c.line().await;
+    welcomed(&mut c, "alice").await;
     drop(c);
 
     // In one line, and a password for a name nobody registered is refused, not ignored.
@@ -120,11 +138,7 @@ async fn a_registered_nick_needs_its_password_at_the_prompt_even_after_a_restart
 
 #[tokio::test]
 async fn nick_to_a_registered_name_waits_for_identify_then_password_and_unregister() {
-    let tmp = TempPath::new("accounts-nick");
-    let dir = tmp.with_name("data");
-    let server = start(&dir).await;
-    let mut alice = server.join("alice").await;
-    alice.command(&format!("/register {PW}")).await;
+    let (_tmp, server, mut alice) = alice_registered("accounts-nick", Extras::default()).await;
     alice.command("/nick al").await;
     let mut bob = server.join("bob").await;
     assert_eq!(
@@ -170,10 +184,7 @@ async fn nick_to_a_registered_name_waits_for_identify_then_password_and_unregist
     c.expect("Error: wrong password for alice.").await;
     c.expect_unended(&asked("alice")).await;
     c.send("second-password").await;
-    c.expect("Welcome to the chat, alice!").await;
-    c.nick = "alice".into();
-    c.skip_until("Type /help for the list of commands.").await;
-    c.line().await;
+    welcomed(&mut c, "alice").await;
     assert_eq!(
         c.command("/unregister").await,
         ["alice is no longer registered."]
@@ -194,22 +205,15 @@ async fn nick_to_a_registered_name_waits_for_identify_then_password_and_unregist
 
 #[tokio::test]
 async fn failed_attempts_are_throttled_per_account_and_counted() {
-    let tmp = TempPath::new("accounts-throttle");
-    let dir = tmp.with_name("data");
     let metrics = linechat::server::bind_metrics("127.0.0.1:0".parse().unwrap())
         .await
         .expect("bind metrics");
     let metrics_addr = metrics.local_addr().unwrap();
-    let config = config(&dir);
-    let (log, kept) = Log::open(&dir, store::Options::from_config(&config)).expect("open");
     let extras = Extras {
-        store: Some((log, kept)),
         metrics: Some(metrics),
         ..Extras::default()
     };
-    let server = TestServer::with_irc_extras(config, extras).await;
-    let mut alice = server.join("alice").await;
-    alice.command(&format!("/register {PW}")).await;
+    let (_tmp, server, mut alice) = alice_registered("accounts-throttle", extras).await;
     alice.command("/nick al").await;
     let mut bob = server.join("bob").await;
     for _ in 0..5 {
@@ -238,11 +242,7 @@ async fn failed_attempts_are_throttled_per_account_and_counted() {
 
 #[tokio::test]
 async fn irc_proves_accounts_with_sasl_plain_or_pass_and_refuses_a_registered_nick_with_433() {
-    let tmp = TempPath::new("accounts-irc");
-    let dir = tmp.with_name("data");
-    let server = start(&dir).await;
-    let mut owner = server.join("alice").await;
-    owner.command(&format!("/register {PW}")).await;
+    let (_tmp, server, mut owner) = alice_registered("accounts-irc", Extras::default()).await;
     owner.send("/quit").await;
     owner.expect_closed().await;
 
