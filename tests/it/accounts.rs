@@ -259,6 +259,18 @@ async fn irc_proves_accounts_with_sasl_plain_or_pass_and_refuses_a_registered_ni
     c.expect_command("001").await;
     c.send("NICK ALICE").await;
     assert!(c.expect_command("433").await.contains("registered"));
+    // Logging in after registration (SASL 3.2) lets the nickname change go through.
+    c.send("CAP REQ :sasl").await;
+    c.expect_command("CAP").await;
+    c.send("AUTHENTICATE PLAIN").await;
+    c.expect("AUTHENTICATE +").await;
+    c.send(&format!("AUTHENTICATE {}", plain("alice", PW)))
+        .await;
+    assert!(c.expect_command("900").await.contains(" alice2 alice2!"));
+    c.expect_command("903").await;
+    c.send("NICK ALICE").await;
+    let renamed = c.expect_command("NICK").await;
+    assert!(renamed.ends_with(" NICK ALICE"), "{renamed}");
     drop(c);
 
     // SASL PLAIN, as a client does it.
