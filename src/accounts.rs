@@ -157,23 +157,35 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 impl Accounts {
     /// Reads the accounts kept in `dir`; `None`: a server without accounts. A file that
     /// cannot be read is not overwritten: accounts stay unavailable (and say why) until it is
-    /// fixed, rather than letting anyone take a registered name.
+    /// fixed. The binary refuses to start instead ([`Accounts::load`]), so that nobody can take
+    /// a registered name meanwhile.
     pub fn open(dir: Option<&Path>) -> Accounts {
+        Self::load(dir).unwrap_or_else(|why| {
+            tracing::error!("{why}; nobody can register or identify until it is fixed");
+            let mut accounts = Self::with(dir, HashMap::new());
+            accounts.broken = Some("its accounts file cannot be read; the log says why".into());
+            accounts
+        })
+    }
+
+    /// [`Accounts::open`] for a caller that would rather not start (the binary): why the
+    /// accounts file cannot be read, naming it.
+    pub fn load(dir: Option<&Path>) -> Result<Accounts, String> {
         let mut map = HashMap::new();
-        let mut broken = None;
         if let Some(dir) = dir {
-            match Self::read(&dir.join(FILE)) {
-                Ok(accounts) => {
-                    for a in accounts {
-                        map.insert(key(&a.name), a);
-                    }
-                }
-                Err(why) => {
-                    tracing::error!(file = %dir.join(FILE).display(), "cannot read the accounts: {why}; nobody can register or identify until it is fixed");
-                    broken = Some(format!("its accounts file cannot be read ({why})"));
-                }
+            let path = dir.join(FILE);
+            let kept = Self::read(&path).map_err(|why| {
+                format!("cannot read the accounts file {}: {why}", path.display())
+            })?;
+            for a in kept {
+                map.insert(key(&a.name), a);
             }
         }
+        Ok(Self::with(dir, map))
+    }
+
+    fn with(dir: Option<&Path>, map: HashMap<String, Account>) -> Accounts {
+        let broken = None;
         let hashers = std::thread::available_parallelism()
             .map_or(1, |n| n.get().saturating_sub(1))
             .max(1);

@@ -88,6 +88,9 @@ pub struct Extras {
     pub reload_requests: Arc<Notify>,
     /// The certificate TLS listeners serve, kept by the caller too so it can reload it.
     pub tls: Option<Arc<Certs>>,
+    /// The accounts, read already (the binary does, to refuse to start on a damaged file);
+    /// without, [`serve`] reads them from `config.data_dir`.
+    pub accounts: Option<crate::accounts::Accounts>,
 }
 
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
@@ -146,7 +149,9 @@ pub async fn serve(
             None
         }
     };
-    let accounts = crate::accounts::Accounts::open(config.data_dir.as_deref());
+    let accounts = extras
+        .accounts
+        .unwrap_or_else(|| crate::accounts::Accounts::open(config.data_dir.as_deref()));
     let shared = Arc::new(Shared {
         accounts,
         gate: Gate::new(&config),

@@ -384,3 +384,32 @@ async fn a_burst_of_logins_does_not_stall_anyone_else() {
     drop((bystander, friend));
     server.stop().await;
 }
+
+/// A damaged accounts file would leave every registered nickname to whoever asks first: the
+/// binary refuses to start, in one line naming the file, and leaves the file as it was.
+#[tokio::test]
+async fn the_binary_refuses_to_start_on_an_accounts_file_it_cannot_read() {
+    let tmp = TempPath::new("accounts-damaged");
+    let dir = tmp.with_name("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("accounts.json");
+    std::fs::write(&file, "{\"version\": 1, \"accounts\": [").unwrap();
+    let (last, _) = crate::binary::refused_start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        last.starts_with(&format!(
+            "linechat: cannot read the accounts file {}: ",
+            file.display()
+        )),
+        "{last}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"version\": 1, \"accounts\": ["
+    );
+}

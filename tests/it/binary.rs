@@ -180,7 +180,7 @@ async fn the_metrics_endpoint_serves_from_the_binary() {
 
 /// Runs the binary expecting it to refuse to start with exit code 1; returns the last line of
 /// its stderr (what the person sees) and the whole of it.
-async fn refused_start(args: &[&str]) -> (String, String) {
+pub async fn refused_start(args: &[&str]) -> (String, String) {
     let out = tokio::time::timeout(WAIT, Command::new(BIN).args(args).output())
         .await
         .expect("exited in time")

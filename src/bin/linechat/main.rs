@@ -505,6 +505,9 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
         Some(dir) => Some(Log::open(dir, store::Options::from_config(&config))?),
         None => None,
     };
+    // A damaged accounts file would leave registered nicknames to whoever asks first.
+    let accounts = linechat::accounts::Accounts::load(config.data_dir.as_deref())
+        .map_err(anyhow::Error::msg)?;
     // rustls is built with ring alone; installing it as the process default is what makes
     // that explicit for anything that asks for the default (linechat's own configs name it).
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -568,6 +571,7 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
             reloader: Some(Box::new(reloader)),
             reload_requests,
             tls,
+            accounts: Some(accounts),
         };
         // Listening sockets are bound and accept from here on: what Type=notify waits for.
         service::notify_ready();
