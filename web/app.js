@@ -17,7 +17,7 @@
   const key = (s) => s.toLowerCase();
 
   const state = {
-    wanted: '', nick: '', ws: null, registered: false, everRegistered: false,
+    wanted: '', nick: '', prefix: '', ws: null, registered: false, everRegistered: false,
     quitting: false, retry: 0, timer: null, listTimer: null,
     views: new Map(), // key -> view; rooms keyed "#name", private conversations by nick
     current: null, // key of the view shown
@@ -219,7 +219,7 @@
     },
     '432': (m) => nickRefused(m, `${m.params[1]}: ${m.params[2] || 'not a valid nickname'}`),
     '433': (m) => nickRefused(m, `The nickname ${m.params[1]} is already taken; choose another.`),
-    '417': () => error('The server refused a line as too long; it was not sent.'),
+    '417': (m) => error(`Not sent: ${m.params[m.params.length - 1] || 'the server refused a line as too long'}`),
     '332': (m) => { view(m.params[1]).topic = m.params[2] || ''; render(); },
     '331': (m) => { view(m.params[1]).topic = ''; render(); },
     '353': (m) => {
@@ -256,6 +256,7 @@
     JOIN: (m) => {
       const v = view(m.params[0]);
       if (key(m.nick) === key(state.nick)) {
+        state.prefix = m.prefix;
         v.joined = true;
         v.members.clear();
         send(`CHATHISTORY LATEST ${v.name} * 50`);
@@ -302,7 +303,12 @@
     },
     NICK: (m) => {
       const to = m.params[0];
-      if (key(m.nick) === key(state.nick)) { state.nick = to; state.wanted = to; }
+      if (key(m.nick) === key(state.nick)) {
+        state.nick = to;
+        state.wanted = to;
+        const bang = state.prefix.indexOf('!');
+        if (bang >= 0) state.prefix = to + state.prefix.slice(bang);
+      }
       for (const v of state.views.values()) {
         if (v.members.delete(key(m.nick))) {
           v.members.set(key(to), to);
@@ -373,8 +379,11 @@
 
   // ---- what the person types ----
 
+  // Others get the line with `:nick!user@host ` in front, and that too must fit IRC's 512
+  // bytes (the server refuses it with 417 otherwise); the prefix is known from our own JOIN.
   function fits(line, shown) {
-    const over = bytes(line) - MAX_LINE;
+    const prefix = state.prefix ? bytes(state.prefix) + 2 : 0;
+    const over = prefix + bytes(line) - MAX_LINE;
     if (over > 0) {
       const len = bytes(shown);
       error(`Not sent: that is ${len} bytes, ${over} over the limit of ${len - over}. Shorten it and send again.`);

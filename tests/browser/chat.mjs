@@ -206,6 +206,11 @@ try {
   await say(alice, long);
   await inLog(alice, 'Not sent: that is 600 bytes');
   if ((await alice.inputValue('#input')) !== long) throw new Error('the refused line was not kept');
+  // Short enough as typed, too long once others get it behind alice's nick!user@host.
+  const near = 'y'.repeat(490);
+  await say(alice, near);
+  await inLog(alice, 'Not sent: that is 490 bytes');
+  if ((await alice.inputValue('#input')) !== near) throw new Error('the refused line was not kept');
   await alice.fill('#input', '');
 
   await alice.click('.sidebar button[data-view="#lobby"]');

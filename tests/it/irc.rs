@@ -474,6 +474,65 @@ async fn an_overlong_irc_line_gets_417_is_not_relayed_and_the_connection_lives()
     server.stop().await;
 }
 
+/// irctest's websocket truncation tests: a 510-byte line that IRC readers would get longer
+/// than 512 with the sender's prefix is refused with 417, saying how much fits, rather than
+/// cut; one that fits to the byte is relayed whole.
+#[tokio::test]
+async fn a_message_too_long_once_prefixed_gets_417_and_one_that_fits_is_relayed_whole() {
+    let server = server().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.irc_join("bob", &[]).await;
+    let mut carol = server.irc_join("carol", &[]).await;
+    for c in [&mut bob, &mut carol] {
+        c.send("JOIN #lobby").await;
+        c.expect_command("366").await;
+    }
+    alice.skip_until("carol has joined the room.").await;
+    bob.until(|l| l.contains("carol!~carol@127.0.0.1 JOIN"))
+        .await;
+
+    // `:bob!~bob@127.0.0.1 PRIVMSG #lobby :` is 36 bytes: 474 of text fill the 510.
+    let fits = "f".repeat(474);
+    bob.send(&format!("PRIVMSG #lobby :{fits}")).await;
+    let relayed = format!(":bob!~bob@127.0.0.1 PRIVMSG #lobby :{fits}");
+    assert_eq!(relayed.len(), 510);
+    carol.expect(&relayed).await;
+    alice.expect(&format!("bob: {fits}")).await;
+
+    let over = "o".repeat(475);
+    bob.send(&format!("PRIVMSG #lobby :{over}")).await;
+    bob.expect(
+        ":irc.test 417 bob :Message too long: relayed as :bob!~bob@127.0.0.1 PRIVMSG #lobby :... \
+         it would be 511 bytes, over IRC's 510 (512 with CRLF); at most 474 bytes of text fit",
+    )
+    .await;
+    // To a nick the target is shorter, so the same 475 bytes fit (`:bob!~bob@127.0.0.1
+    // PRIVMSG carol :` is 35).
+    bob.send(&format!("PRIVMSG carol :{over}")).await;
+    carol
+        .expect(&format!(":bob!~bob@127.0.0.1 PRIVMSG carol :{over}"))
+        .await;
+    // `NOTICE carol` is one byte shorter again: 476 fit, 477 do not, and nothing refused is
+    // relayed (carol's next line is the one after).
+    bob.send(&format!("NOTICE carol :{}", "o".repeat(477)))
+        .await;
+    bob.expect_command("417").await;
+    bob.send("PRIVMSG #lobby :after").await;
+    carol
+        .expect(":bob!~bob@127.0.0.1 PRIVMSG #lobby :after")
+        .await;
+    assert_eq!(alice.skip_until("bob: after").await, Vec::<String>::new());
+
+    // A netcat user's line may be as long as --max-line: IRC readers get all of it, as
+    // before (cutting it would lose its end for every reader; see docs/PROTOCOL.md).
+    let long = "n".repeat(900);
+    alice.send(&long).await;
+    carol
+        .expect(&format!(":alice!alice@127.0.0.1 PRIVMSG #lobby :{long}"))
+        .await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn echo_message_echoes_and_server_time_tags() {
     let server = server().await;

@@ -37,6 +37,10 @@ mod account;
 /// may send. Longer lines are answered with 417 without being buffered.
 const MAX_IRC_LINE: usize = MAX_BODY_LEN + 2 + message::MAX_CLIENT_TAG_DATA_LEN + 2;
 
+/// The longest `user@host` an IRC member can have, less the `@`: `~` and 10 characters of
+/// `USER`, and an IPv6 address in full (39) with the `0` put before one starting with `:`.
+const MAX_USER_HOST: usize = 11 + 40;
+
 /// Longest topic accepted (ISUPPORT `TOPICLEN`).
 const TOPICLEN: usize = 390;
 
@@ -800,6 +804,12 @@ impl Session {
         }
         let shared = self.conn.shared.clone();
         for target in targets.split(',').take(4) {
+            if !target.eq_ignore_ascii_case(SERVICE) {
+                if let Some(over) = self.relayed_too_long(command, target, text) {
+                    self.reply(417, &[&over]);
+                    continue;
+                }
+            }
             let kind = || {
                 if notice {
                     Kind::Notice(text.into())
@@ -869,6 +879,33 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Why `text` to `target` cannot be relayed, if it cannot: with the sender's
+    /// `:nick!user@host` in front, the line IRC readers would get must fit IRC's 512 bytes
+    /// (510 without the CRLF; tags have their own budget). Cutting it would lose the end
+    /// for every reader without the sender knowing, so the sender is told instead, with
+    /// how much text fits. Lines that fit whatever the user and host are never look the
+    /// sender up.
+    fn relayed_too_long(&self, command: &str, target: &str, text: &str) -> Option<String> {
+        // `:` `!` `@` and the three separators (` `, ` `, ` :`): 7 bytes.
+        let fixed = 7 + self.me().len() + command.len() + target.len();
+        if fixed + text.len() <= MAX_BODY_LEN - MAX_USER_HOST {
+            return None;
+        }
+        let me = self.conn.shared.hub.find(self.me())?.identity;
+        let overhead = fixed + me.user.len() + me.host.len();
+        let len = overhead + text.len();
+        (len > MAX_BODY_LEN).then(|| {
+            format!(
+                "Message too long: relayed as :{}!{}@{} {command} {target} :... it would be \
+                 {len} bytes, over IRC's 510 (512 with CRLF); at most {} bytes of text fit",
+                me.nick,
+                me.user,
+                me.host,
+                MAX_BODY_LEN.saturating_sub(overhead)
+            )
+        })
     }
 
     /// Text with a character that could disguise it (a right-to-left override, a line
