@@ -47,6 +47,7 @@ mod tls;
 mod track;
 mod wire;
 mod ws;
+mod wsframe;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

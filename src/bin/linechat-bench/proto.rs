@@ -107,8 +107,8 @@ pub struct Handshake {
     pub wr: Wr,
     pub buf: Vec<u8>,
     /// Set while a WebSocket connection is set up: `buf` then holds the messages' payloads
-    /// as lines, and what is sent is framed (see `crate::ws`).
-    pub ws: Option<crate::ws::Framing>,
+    /// as lines, and what is sent is framed (see `crate::wsframe`).
+    pub ws: Option<crate::wsframe::Framing>,
 }
 
 impl Handshake {

@@ -12,73 +12,7 @@ use linechat::proto::web::frame;
 use tokio::io::AsyncWriteExt;
 
 use crate::proto::{show, BoxFut, Events, Handshake, Protocol, Who};
-
-/// Not secret: the server must unmask whatever key a client picks, and a fixed one keeps runs
-/// comparable.
-const MASK: [u8; 4] = [0x5a, 0x3c, 0x96, 0x0f];
-
-/// The framing state of a connection being set up.
-#[derive(Debug, Default)]
-pub struct Framing {
-    /// Bytes of a frame not complete yet.
-    raw: Vec<u8>,
-}
-
-impl Framing {
-    /// One masked text message per line of `bytes` (line ending dropped).
-    pub fn frame_lines(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(bytes.len() + 16);
-        put_lines(&mut out, bytes);
-        out
-    }
-
-    /// Appends each complete message's payload and a `\n` to `lines`; returns the pongs owed.
-    pub fn unframe(&mut self, input: &[u8], lines: &mut Vec<u8>) -> Result<Vec<u8>> {
-        self.raw.extend_from_slice(input);
-        let mut pongs = Vec::new();
-        let used = each_frame(&self.raw, |opcode, payload| match opcode {
-            frame::TEXT | frame::BINARY => {
-                lines.extend_from_slice(payload);
-                lines.push(b'\n');
-            }
-            frame::PING => frame::put_frame(&mut pongs, frame::PONG, Some(MASK), payload),
-            frame::CLOSE => {}
-            _ => {}
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.raw.drain(..used);
-        Ok(pongs)
-    }
-}
-
-fn put_lines(out: &mut Vec<u8>, bytes: &[u8]) {
-    for line in bytes.split_inclusive(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        frame::put_frame(out, frame::TEXT, Some(MASK), line);
-    }
-}
-
-/// Calls `each` for every complete server frame at the start of `buf`; the bytes consumed.
-fn each_frame(buf: &[u8], mut each: impl FnMut(u8, &[u8])) -> Result<usize, String> {
-    let mut pos = 0;
-    loop {
-        let Some((header, at)) = frame::parse_header(&buf[pos..])
-            .map_err(|e| format!("bad frame from the server: {e}"))?
-        else {
-            return Ok(pos);
-        };
-        if header.mask.is_some() || !header.fin {
-            return Err("the server sent a masked or fragmented frame".into());
-        }
-        let end = pos + at + header.len as usize;
-        if buf.len() < end {
-            return Ok(pos);
-        }
-        each(header.opcode, &buf[pos + at..end]);
-        pos = end;
-    }
-}
+use crate::wsframe::{each_frame, put_lines, Framing, MASK};
 
 /// A protocol carried over WebSocket.
 #[derive(Debug)]
@@ -181,7 +115,7 @@ impl Protocol for Ws {
                 let line = line.strip_suffix(b"\n").unwrap_or(line);
                 frame::put_frame(&mut back, frame::TEXT, None, line);
             }
-            back.extend_from_slice(&framing.raw);
+            back.extend_from_slice(framing.pending());
             c.buf = back;
             Ok(())
         })
