@@ -107,6 +107,11 @@ impl Member {
     /// a closing connection takes nothing more (and that is not counted as a delivery).
     #[inline]
     pub fn push(&self, msg: Bytes) -> Result<(), Rejected> {
+        // Some replies are empty (IRC's CHATHISTORY of an empty room, to a client without
+        // `batch`); queued, a batch of only those would be a write of 0 bytes.
+        if msg.is_empty() {
+            return Ok(());
+        }
         let result = self.outbox.push(msg, &self.stats.queued);
         if result == Err(Rejected::Full) {
             self.stats.dropped.fetch_add(1, Relaxed);

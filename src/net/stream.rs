@@ -226,7 +226,7 @@ impl Transport {
             Io::Tcp(socket) => socket,
             Io::Layered(layered) => return Box::pin(write_layered(layered, batch, deadline)).await,
         };
-        let mut progress = Progress::default();
+        let mut progress = Progress::new(batch);
         while !progress.done(batch) {
             let written = match write_some(&mut Try(socket), batch, &progress) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -323,7 +323,7 @@ async fn write_layered(
     batch: &[Bytes],
     deadline: Option<Duration>,
 ) -> io::Result<()> {
-    let mut progress = Progress::default();
+    let mut progress = Progress::new(batch);
     let write = poll_fn(|cx| {
         let mut stream = locked(layered);
         while !progress.done(batch) {
@@ -345,13 +345,25 @@ async fn write_layered(
 }
 
 /// How much of a batch has been written: whole entries, then bytes of the next one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
     first: usize,
     offset: usize,
 }
 
 impl Progress {
+    /// At the start of `batch`, past any empty entries: a batch of nothing but empty ones
+    /// is done before it starts, where writing it would write 0 bytes and read as a
+    /// connection that cannot take any (`WriteZero`).
+    fn new(batch: &[Bytes]) -> Progress {
+        let mut progress = Progress {
+            first: 0,
+            offset: 0,
+        };
+        progress.advance(batch, 0);
+        progress
+    }
+
     fn done(&self, batch: &[Bytes]) -> bool {
         self.first >= batch.len()
     }
@@ -539,6 +551,28 @@ mod tests {
             server.write_batch(&batch, None).await.unwrap();
             server.close(Duration::from_secs(1)).await;
             assert!(reading.await.unwrap() == expected, "layered: {layered}");
+        }
+    }
+
+    /// A batch of nothing but empty entries is written as nothing, on both paths: once it was
+    /// written as 0 bytes, which reads as a peer that takes none (`WriteZero`), and an IRC
+    /// client flood-paused between CHATHISTORY replies was cut off with `connection error`.
+    #[tokio::test]
+    async fn a_batch_of_empty_entries_is_nothing_to_write() {
+        for layered in [false, true] {
+            let (server, mut client) = pair(layered).await;
+            let empty = vec![Bytes::new(); 16];
+            server.write_batch(&empty, None).await.unwrap();
+            server
+                .write_batch(&[Bytes::from_static(b"after\n")], None)
+                .await
+                .unwrap();
+            server.close(Duration::from_secs(1)).await;
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, b"after\n", "layered: {layered}");
         }
     }
 

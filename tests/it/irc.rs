@@ -741,6 +741,42 @@ async fn an_irc_client_that_answers_ping_stays_connected() {
     server.stop().await;
 }
 
+/// CHATHISTORY and NAMES cost flood control as /history and /who do on netcat (2 lines more
+/// than the one they take), so a client cannot make the server read history or list a big
+/// room as fast as it can type. At 20 lines a second with a burst of 50: registration and
+/// the JOIN take 3, then 20 CHATHISTORY and 10 NAMES are 90 lines' worth and the PING one
+/// more, 44 past the 47 left: 2.2 s. Uncharged, all 31 went through at once. (Written, it
+/// found a bug: CHATHISTORY of an empty room to a client without `batch` is an empty reply,
+/// and bob, paused with only such replies queued, was cut off with `connection error`: the
+/// writer wrote 0 bytes and took it for a dead peer. See `net::stream`'s tests.)
+#[tokio::test(start_paused = true)]
+async fn chathistory_and_names_cost_flood_control_like_history_and_who() {
+    let server = TestServer::with_irc(Config {
+        rate_limit: Some(20.0),
+        rate_burst: 50,
+        idle_timeout: None,
+        ..config()
+    })
+    .await;
+    let mut bob = server.irc().await;
+    bob.wait = PATIENT;
+    bob.register("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    let start = Instant::now();
+    let mut burst = "CHATHISTORY LATEST #lobby * 10\r\n".repeat(20);
+    burst.push_str(&"NAMES #lobby\r\n".repeat(10));
+    burst.push_str("PING :done\r\n");
+    bob.send_raw(burst.as_bytes()).await;
+    bob.until(|l| l == ":irc.test PONG irc.test done").await;
+    let took = Instant::now() - start;
+    assert!(
+        took >= Duration::from_millis(2_100) && took <= Duration::from_millis(2_300),
+        "{took:?}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_service_nick_answers_with_notices() {
     let server = server().await;

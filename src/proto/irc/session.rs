@@ -589,7 +589,10 @@ impl Session {
             "PART" => self.part(msg),
             "PRIVMSG" | "NOTICE" => self.say(msg, command == "NOTICE", taken_at),
             "TOPIC" => self.topic(msg),
-            "NAMES" => self.names(msg),
+            "NAMES" => {
+                self.conn.reader.charge(cost::WHO);
+                self.names(msg)
+            }
             "LIST" => {
                 self.conn.reader.charge(cost::ROOMS);
                 self.list()
@@ -668,7 +671,12 @@ impl Session {
             }
             "MOTD" => self.motd(),
             "LUSERS" => self.lusers(),
-            "CHATHISTORY" => self.chathistory(msg),
+            // Each reads up to --history-retain events, from the store when memory let
+            // them go: charged like netcat's /history.
+            "CHATHISTORY" => {
+                self.conn.reader.charge(cost::HISTORY);
+                self.chathistory(msg)
+            }
             "QUIT" => {
                 self.quit_message = msg.param(0).map(|m| strip_disguise(m).into_owned());
                 return Some(LeaveReason::Quit);
