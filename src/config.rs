@@ -84,6 +84,10 @@ pub struct Config {
     pub server_password: Option<String>,
     /// Server operators' `OPER` credentials, `(name, password)`.
     pub opers: Vec<(String, String)>,
+    /// The message of the day (`--motd`), one entry a line, checked by [`parse_motd`]: shown
+    /// to IRC clients at registration and on `MOTD`, and to netcat users after the welcome.
+    /// `None`: IRC clients get a built-in one, netcat users none.
+    pub motd: Option<Arc<[String]>>,
     /// A connection to a TLS listener that has not completed its handshake in this time is
     /// closed (it holds a prompt slot meanwhile, as a silent prompt does).
     pub tls_handshake_timeout: Duration,
@@ -139,12 +143,55 @@ impl Default for Config {
             server_name: "linechat.local".to_owned(),
             server_password: None,
             opers: Vec::new(),
+            motd: None,
             // A handshake is two round trips; ten seconds covers a satellite link and a slow
             // client machine, and bounds what a client that opens and says nothing holds.
             tls_handshake_timeout: Duration::from_secs(10),
             web_origins: Vec::new(),
         }
     }
+}
+
+/// The most lines a message of the day may have: it is sent to everyone who connects.
+pub const MOTD_MAX_LINES: usize = 100;
+
+/// The longest line of a message of the day, in bytes: an IRC `372` carries it after the
+/// server's name, the nickname and `:- `, and the whole must fit IRC's 512 bytes.
+pub const MOTD_MAX_LINE: usize = 400;
+
+/// A message of the day from the text of its file: one entry a line, trailing blank lines
+/// dropped, tabs as spaces. Refused, with the line number and why: more than
+/// [`MOTD_MAX_LINES`] lines, a line over [`MOTD_MAX_LINE`] bytes, or a control character
+/// (what would let the file repaint a netcat user's terminal or end an IRC line early).
+pub fn parse_motd(text: &str) -> Result<Vec<String>, String> {
+    let mut lines: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+            return Err(format!(
+                "line {n}: control character U+{:04X}; a message of the day is plain text",
+                c as u32
+            ));
+        }
+        let line = line.replace('\t', "    ");
+        if line.len() > MOTD_MAX_LINE {
+            return Err(format!(
+                "line {n}: {} bytes, over the {MOTD_MAX_LINE} an IRC line leaves for it",
+                line.len()
+            ));
+        }
+        lines.push(line);
+    }
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    if lines.len() > MOTD_MAX_LINES {
+        return Err(format!(
+            "{} lines, over the {MOTD_MAX_LINES} sent to everyone who connects",
+            lines.len()
+        ));
+    }
+    Ok(lines)
 }
 
 /// When the store's writes are forced to the disk. Either way a message is in the operating
@@ -174,7 +221,8 @@ impl Config {
 /// - `idle-timeout`, `rate-limit`, `rate-burst`: every connection, from its next line or timer;
 /// - `queue-bytes`: connections opened after the reload (an open one keeps the queue it has);
 /// - `server-password`: connections that register (choose a nickname) after the reload;
-/// - `oper`: the next `OPER` (operators already up stay operators).
+/// - `oper`: the next `OPER` (operators already up stay operators);
+/// - `motd`: read again, shown to whoever registers (or asks with IRC `MOTD`) after the reload.
 pub const RELOADABLE: &[&str] = &[
     "max-clients",
     "max-prompt",
@@ -188,6 +236,7 @@ pub const RELOADABLE: &[&str] = &[
     "queue-bytes",
     "server-password",
     "oper",
+    "motd",
 ];
 
 impl Config {
@@ -207,6 +256,7 @@ impl Config {
             queue_bytes: new.queue_bytes,
             server_password: new.server_password.clone(),
             opers: new.opers.clone(),
+            motd: new.motd.clone(),
             ..self.clone()
         }
     }
@@ -322,5 +372,33 @@ pub fn host_name() -> String {
         Some(n) if n.contains('.') => n,
         Some(n) => format!("{n}.local"),
         None => "linechat.local".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_motd_file_is_lines_of_plain_text_within_bounds() {
+        assert_eq!(
+            parse_motd("Welcome.\r\n\tRules: be kind.\n\n\n").unwrap(),
+            ["Welcome.", "    Rules: be kind."]
+        );
+        assert_eq!(parse_motd("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_motd("ok\nbad \u{1b}[2J\n").unwrap_err(),
+            "line 2: control character U+001B; a message of the day is plain text"
+        );
+        let long = format!("ok\n{}\n", "x".repeat(MOTD_MAX_LINE + 1));
+        assert_eq!(
+            parse_motd(&long).unwrap_err(),
+            "line 2: 401 bytes, over the 400 an IRC line leaves for it"
+        );
+        assert!(parse_motd(&"x\n".repeat(MOTD_MAX_LINES)).is_ok());
+        assert_eq!(
+            parse_motd(&"x\n".repeat(MOTD_MAX_LINES + 1)).unwrap_err(),
+            "101 lines, over the 100 sent to everyone who connects"
+        );
     }
 }

@@ -53,8 +53,21 @@ impl Shared {
             return Err("this server has no configuration to read again".to_owned());
         };
         match reloader.reload() {
-            Ok(new) => {
+            Ok(mut new) => {
+                let before = self.live.get();
                 let running = self.live.set(&new.config);
+                // The flag names a file; a new text in the same file is a change the
+                // comparison of settings cannot see.
+                if before.motd != running.motd && !new.report.contains("motd ") {
+                    const NEW_TEXT: &str = "motd (a new text in the file)";
+                    new.report = match new.report.strip_prefix("applied ") {
+                        Some(rest) => format!("applied {NEW_TEXT}, {rest}"),
+                        None => match new.report.split_once(';') {
+                            Some((_, rest)) => format!("applied {NEW_TEXT};{rest}"),
+                            None => format!("applied {NEW_TEXT}"),
+                        },
+                    };
+                }
                 self.gate.update(&running);
                 let floor = 2 * self.hub.settings().budget;
                 if running.queue_bytes < floor {

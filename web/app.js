@@ -17,7 +17,7 @@
   const key = (s) => s.toLowerCase();
 
   const state = {
-    wanted: '', nick: '', prefix: '', ws: null, registered: false, everRegistered: false,
+    wanted: '', nick: '', prefix: '', motdShown: false, ws: null, registered: false, everRegistered: false,
     quitting: false, retry: 0, timer: null, listTimer: null,
     views: new Map(), // key -> view; rooms keyed "#name", private conversations by nick
     current: null, // key of the view shown
@@ -217,6 +217,11 @@
       render();
       $('input').focus();
     },
+    // The message of the day, once: in the lobby, as the server's notices (not again after
+    // a reconnect, nor when asked again).
+    '372': (m) => { if (!state.motdShown) notice('#lobby', (m.params[1] || '').replace(/^- /, '')); },
+    '376': () => { state.motdShown = true; },
+    '422': () => { state.motdShown = true; },
     '432': (m) => nickRefused(m, `${m.params[1]}: ${m.params[2] || 'not a valid nickname'}`),
     '433': (m) => nickRefused(m, `The nickname ${m.params[1]} is already taken; choose another.`),
     '417': (m) => error(`Not sent: ${m.params[m.params.length - 1] || 'the server refused a line as too long'}`),

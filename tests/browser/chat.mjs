@@ -4,13 +4,15 @@
 // saying what went wrong, on the first failed step.
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.LINECHAT_BIN;
 const SHOTS = process.env.SHOTS || 'target/browser';
 const WAIT = 15000;
 mkdirSync(SHOTS, { recursive: true });
+const MOTD = `${SHOTS}/motd.txt`;
+writeFileSync(MOTD, 'Be kind: this is a test server.\n');
 
 const freePort = () => new Promise((resolve) => {
   const s = createServer();
@@ -22,7 +24,8 @@ const BASE = `http://127.0.0.1:${WEB}`;
 let server;
 function startServer() {
   server = spawn(BIN, ['--listen', `line://127.0.0.1:${LINE}`, '--listen', `irc://127.0.0.1:${IRC}`,
-    '--listen', `http://127.0.0.1:${WEB}`, '--server-name', 'test.local', '--shutdown-grace', '1'],
+    '--listen', `http://127.0.0.1:${WEB}`, '--server-name', 'test.local', '--shutdown-grace', '1',
+    '--motd', MOTD],
   { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   server.stderr.on('data', (d) => { log += d; });
@@ -134,8 +137,9 @@ try {
   await alice.locator('#login-error', { hasText: 'bad!nick: Erroneous nickname: a nickname is 1-' }).waitFor({ timeout: WAIT });
   await login(alice, 'alice');
   await title(alice, 'lobby');
-  step('the lobby opens with its scrollback and topic');
+  step('the lobby opens with its scrollback and topic, and the message of the day');
   await alice.locator('#log li.history', { hasText: 'said before anyone came' }).waitFor({ timeout: WAIT });
+  await alice.locator('#log li', { hasText: 'Be kind: this is a test server.' }).waitFor({ timeout: WAIT });
   await alice.locator('#topic', { hasText: 'where everyone starts' }).waitFor({ timeout: WAIT });
   await nora.expect('alice has joined');
   await ivan.expect(':alice!');

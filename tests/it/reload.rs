@@ -275,6 +275,73 @@ async fn flood_control_changes_for_connected_clients_and_nothing_is_dropped() {
     server.stop().await;
 }
 
+/// The message of the day as a reload leaves it: IRC clients registering afterwards, and
+/// those asking with `MOTD`, get the new one; an empty one is no MOTD (422); without one
+/// IRC gets the built-in text and netcat users nothing more than the welcome.
+#[tokio::test]
+async fn the_motd_changes_for_whoever_registers_or_asks_after_a_reload() {
+    let (reload, extras) = Reload::extras();
+    let config = Config {
+        server_name: "irc.test".to_owned(),
+        ..Config::default()
+    };
+    let server = TestServer::with_irc_extras(config.clone(), extras).await;
+    let mut bob = server.irc().await;
+    let welcome = bob.register("bob", &[]).await;
+    let motd: Vec<&String> = welcome.iter().filter(|l| irc_command(l) == "372").collect();
+    assert_eq!(
+        motd,
+        [
+            ":irc.test 372 bob :- One hub for every client: the people here may be on netcat, IRC or the web.",
+            ":irc.test 372 bob :- /msg linechat help lists the server's own commands.",
+        ]
+    );
+
+    reload
+        .to(Config {
+            motd: Some(vec!["Be kind.".to_owned(), String::new()].into()),
+            ..config.clone()
+        })
+        .await;
+    bob.send("MOTD").await;
+    bob.expect(":irc.test 375 bob :- irc.test Message of the day - ")
+        .await;
+    bob.expect(":irc.test 372 bob :- Be kind.").await;
+    bob.expect(":irc.test 372 bob :- ").await;
+    bob.expect(":irc.test 376 bob :End of /MOTD command.").await;
+    let mut alice = Client::connect(server.addr).await;
+    alice.expect_prompt().await;
+    alice.send("alice").await;
+    alice.expect("Welcome to the chat, alice!").await;
+    alice.expect("Type /help for the list of commands.").await;
+    alice.expect("- Be kind.").await;
+    alice.expect("-").await;
+    // bob, on IRC, is in no room until he joins one.
+    alice.expect("You are in lobby (just you so far).").await;
+
+    reload
+        .to(Config {
+            motd: Some(Vec::new().into()),
+            ..config
+        })
+        .await;
+    let mut carol = server.irc().await;
+    let welcome = carol.register("carol", &[]).await;
+    assert!(
+        welcome
+            .iter()
+            .any(|l| l == ":irc.test 422 carol :MOTD File is missing"),
+        "{welcome:?}"
+    );
+    assert!(
+        !welcome.iter().any(|l| irc_command(l) == "372"),
+        "{welcome:?}"
+    );
+    bob.send("PING :still").await;
+    bob.expect(":irc.test PONG irc.test still").await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_new_password_is_asked_of_newcomers_only() {
     let config = Config::default();

@@ -340,6 +340,60 @@ async fn sighup_reloads_the_file_for_connected_clients_and_says_what_needs_a_res
     terminate(&mut child).await;
 }
 
+/// `--motd FILE`: netcat users see it after the welcome; editing the file and sending SIGHUP
+/// shows newcomers the new text and the log says so; a file that is no longer plain text is
+/// refused at reload (the old text stays) and at start (one line, exit 1).
+#[tokio::test]
+async fn the_motd_file_is_shown_and_read_again_on_sighup() {
+    let motd = file("motd.txt", "Be kind.\nRooms: /rooms\n");
+    let (mut child, addr, mut log) = start_logged(&["--motd", path(&motd)], &[]).await;
+    let mut alice = Client::connect(addr).await;
+    alice.expect_prompt().await;
+    alice.send("alice").await;
+    alice.expect("Welcome to the chat, alice!").await;
+    alice.expect("Type /help for the list of commands.").await;
+    alice.expect("- Be kind.").await;
+    alice.expect("- Rooms: /rooms").await;
+    alice.expect("You are in lobby (just you so far).").await;
+
+    std::fs::write(&motd.0, "New rules.\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    let line = expect_log(&mut log, "configuration reloaded").await;
+    assert!(
+        line.contains("applied motd (a new text in the file)"),
+        "{line}"
+    );
+    let mut bob = Client::connect(addr).await;
+    bob.expect_prompt().await;
+    bob.send("bob").await;
+    bob.expect("Welcome to the chat, bob!").await;
+    bob.expect("Type /help for the list of commands.").await;
+    bob.expect("- New rules.").await;
+
+    std::fs::write(&motd.0, "bad \u{1b}[2J\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    let line = expect_log(&mut log, "configuration not reloaded").await;
+    assert!(
+        line.contains("line 1: control character U+001B; a message of the day is plain text"),
+        "{line}"
+    );
+    let mut carol = Client::connect(addr).await;
+    carol.expect_prompt().await;
+    carol.send("carol").await;
+    carol.expect("Welcome to the chat, carol!").await;
+    carol.expect("Type /help for the list of commands.").await;
+    carol.expect("- New rules.").await;
+    alice.skip_until("carol has joined the chat.").await;
+    terminate(&mut child).await;
+
+    let (code, _, err) = run(&["--motd", "/nonexistent/motd.txt"], &[]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "linechat: --motd /nonexistent/motd.txt: cannot read it: No such file or directory (os error 2)\n"
+    );
+}
+
 /// The unit in contrib/ passes `systemd-analyze verify`: its ExecStart is pointed at the
 /// binary under test, as verify checks that the program exists, and no man page lookup is
 /// made (`--man=no`: the page is installed only with the package).

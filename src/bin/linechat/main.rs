@@ -106,6 +106,12 @@ struct Args {
     #[arg(long, env = "LINECHAT_OPER", value_name = "NAME:PASSWORD")]
     oper: Vec<String>,
 
+    /// A message of the day: a text file shown to IRC clients at registration (and on MOTD)
+    /// and to netcat users after the welcome, at most 100 lines of 400 bytes. SIGHUP reads it
+    /// again. Default: a short built-in one for IRC clients.
+    #[arg(long, env = "LINECHAT_MOTD", value_name = "PATH")]
+    motd: Option<PathBuf>,
+
     /// Longest line accepted, in bytes, not counting the line ending.
     #[arg(long, env = "LINECHAT_MAX_LINE", default_value_t = Config::default().max_line,
           value_parser = RangedU64ValueParser::<usize>::new().range(16..=1 << 20))]
@@ -315,6 +321,13 @@ impl Args {
                 .split_once(':')
                 .with_context(|| format!("--oper {oper}: expected NAME:PASSWORD"))?;
             config.opers.push((name.to_owned(), password.to_owned()));
+        }
+        if let Some(path) = &self.motd {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--motd {}: cannot read it", path.display()))?;
+            let lines = linechat::config::parse_motd(&text)
+                .map_err(|e| anyhow::anyhow!("--motd {}: {e}", path.display()))?;
+            config.motd = Some(lines.into());
         }
         Ok(config)
     }

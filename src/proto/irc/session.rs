@@ -455,13 +455,25 @@ impl Session {
         self.reply(266, &[&format!("Current global users: {users}")]);
     }
 
+    /// `--motd`'s text as it reads now (a reload may have changed it), else a built-in one;
+    /// an empty file is no MOTD (422).
     fn motd(&self) {
+        const BUILT_IN: &[&str] = &[
+            "One hub for every client: the people here may be on netcat, IRC or the web.",
+            "/msg linechat help lists the server's own commands.",
+        ];
+        let config = self.conn.shared.live.get();
+        let lines: Vec<&str> = match &config.motd {
+            Some(lines) => lines.iter().map(String::as_str).collect(),
+            None => BUILT_IN.to_vec(),
+        };
+        if lines.is_empty() {
+            self.reply(422, &["MOTD File is missing"]);
+            return;
+        }
         self.reply(375, &[&format!("- {} Message of the day - ", self.server)]);
-        for line in [
-            "- One hub for every client: the people here may be on netcat, IRC or the web.",
-            "- /msg linechat help lists the server's own commands.",
-        ] {
-            self.reply(372, &[line]);
+        for line in lines {
+            self.reply(372, &[&format!("- {line}")]);
         }
         self.reply(376, &["End of /MOTD command."]);
     }

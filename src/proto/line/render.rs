@@ -256,21 +256,38 @@ pub fn render_history<'a>(
     Bytes::from(out)
 }
 
+/// What a user who has just chosen a nickname is greeted with.
+#[derive(Debug, Clone, Copy)]
+pub struct Welcome<'a> {
+    pub nick: &'a str,
+    /// The message of the day (`--motd`), shown after the welcome, each line after `- `
+    /// (as IRC shows it; an empty one as `-`), which no chat line starts with.
+    pub motd: &'a [String],
+}
+
 /// The welcome, the room's topic, who is here and the scrollback, as the newcomer sees them.
 /// `last_here` is the id of the event that took the user out of this room the last time, if it
 /// has been here before: then only what was said since is shown again.
 pub fn arrival_text(
     view: &RoomView<'_>,
-    first: Option<&str>,
+    first: Option<Welcome<'_>>,
     last_here: Option<u64>,
 ) -> Vec<Bytes> {
     let mut intro = String::new();
     let others = view.len().saturating_sub(1);
     match first {
-        Some(nick) => {
+        Some(Welcome { nick, motd }) => {
             intro.push_str(&format!(
                 "Welcome to the chat, {nick}!\nType /help for the list of commands.\n"
             ));
+            for line in motd {
+                intro.push('-');
+                if !line.is_empty() {
+                    intro.push(' ');
+                    intro.push_str(line);
+                }
+                intro.push('\n');
+            }
             match others {
                 0 => intro.push_str(&format!("You are in {} (just you so far).\n", view.name())),
                 n => intro.push_str(&format!(

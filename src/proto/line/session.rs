@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::cmd::account::Request;
 use super::cmd::{self, format_duration, Command, Ctx, Flow};
-use super::render::arrival_text;
+use super::render::{arrival_text, Welcome};
 use super::visits::Visits;
 use super::words;
 use crate::accounts::{AccountError, Secret};
@@ -211,10 +211,15 @@ impl Session {
             };
             let member = self.conn.member.clone();
             let nick = identity.nick.clone();
+            let live = shared.live.get();
+            let welcome = Welcome {
+                nick: &nick,
+                motd: live.motd.as_deref().unwrap_or_default(),
+            };
             let entered = shared
                 .hub
                 .enter(member.id, LOBBY, Arrival::Connected, |view| {
-                    for part in arrival_text(&view, Some(&nick), None) {
+                    for part in arrival_text(&view, Some(welcome), None) {
                         let _ = member.push(part);
                     }
                 });
