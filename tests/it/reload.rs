@@ -309,11 +309,7 @@ async fn the_motd_changes_for_whoever_registers_or_asks_after_a_reload() {
     bob.expect(":irc.test 372 bob :- Be kind.").await;
     bob.expect(":irc.test 372 bob :- ").await;
     bob.expect(":irc.test 376 bob :End of /MOTD command.").await;
-    let mut alice = Client::connect(server.addr).await;
-    alice.expect_prompt().await;
-    alice.send("alice").await;
-    alice.expect("Welcome to the chat, alice!").await;
-    alice.expect("Type /help for the list of commands.").await;
+    let mut alice = Client::greeted(server.addr, "alice").await;
     alice.expect("- Be kind.").await;
     alice.expect("-").await;
     // bob, on IRC, is in no room until he joins one.

@@ -347,11 +347,7 @@ async fn sighup_reloads_the_file_for_connected_clients_and_says_what_needs_a_res
 async fn the_motd_file_is_shown_and_read_again_on_sighup() {
     let motd = file("motd.txt", "Be kind.\nRooms: /rooms\n");
     let (mut child, addr, mut log) = start_logged(&["--motd", path(&motd)], &[]).await;
-    let mut alice = Client::connect(addr).await;
-    alice.expect_prompt().await;
-    alice.send("alice").await;
-    alice.expect("Welcome to the chat, alice!").await;
-    alice.expect("Type /help for the list of commands.").await;
+    let mut alice = Client::greeted(addr, "alice").await;
     alice.expect("- Be kind.").await;
     alice.expect("- Rooms: /rooms").await;
     alice.expect("You are in lobby (just you so far).").await;
@@ -363,11 +359,7 @@ async fn the_motd_file_is_shown_and_read_again_on_sighup() {
         line.contains("applied motd (a new text in the file)"),
         "{line}"
     );
-    let mut bob = Client::connect(addr).await;
-    bob.expect_prompt().await;
-    bob.send("bob").await;
-    bob.expect("Welcome to the chat, bob!").await;
-    bob.expect("Type /help for the list of commands.").await;
+    let mut bob = Client::greeted(addr, "bob").await;
     bob.expect("- New rules.").await;
 
     std::fs::write(&motd.0, "bad \u{1b}[2J\n").unwrap();
@@ -377,11 +369,7 @@ async fn the_motd_file_is_shown_and_read_again_on_sighup() {
         line.contains("line 1: control character U+001B; a message of the day is plain text"),
         "{line}"
     );
-    let mut carol = Client::connect(addr).await;
-    carol.expect_prompt().await;
-    carol.send("carol").await;
-    carol.expect("Welcome to the chat, carol!").await;
-    carol.expect("Type /help for the list of commands.").await;
+    let mut carol = Client::greeted(addr, "carol").await;
     carol.expect("- New rules.").await;
     alice.skip_until("carol has joined the chat.").await;
     terminate(&mut child).await;
