@@ -282,6 +282,21 @@ async fn wrong_requests_are_told_why() {
             "431",
             "request head over 8192 bytes",
         ),
+        // A body would be read as the next request: behind a proxy that reuses connections,
+        // a request smuggled in it would be answered to someone else.
+        (
+            format!(
+                "GET / HTTP/1.1\r\nContent-Length: 60\r\n\r\n{}",
+                upgrade("/ws", "")
+            ),
+            "400",
+            "a GET takes no request body",
+        ),
+        (
+            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_owned(),
+            "400",
+            "a GET takes no request body",
+        ),
     ];
     for (req, status, text) in cases {
         let (mut stream, head, mut body) = request(server.web, &req).await;
@@ -289,6 +304,12 @@ async fn wrong_requests_are_told_why() {
             head.starts_with(&format!("HTTP/1.1 {status} ")),
             "{req:?}: {head}"
         );
+        // RFC 6455 4.4 and RFC 7231 6.5.15: a 426 says what to upgrade to.
+        if req.contains("Version: 8") {
+            assert!(head.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{head}");
+        } else if status == "426" {
+            assert!(head.contains("\r\nUpgrade: websocket\r\n"), "{head}");
+        }
         let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut body))
             .await
             .unwrap();
@@ -432,6 +453,131 @@ async fn fragments_and_control_frames_between_them() {
     alice.send("").await;
     alice.send("after").await;
     bob.expect("alice: after").await;
+}
+
+/// A message cut short, by the end of the connection or by a close frame, is not said: what
+/// had arrived of it is dropped with it, and the user leaves as having closed.
+#[tokio::test]
+async fn a_message_cut_short_is_not_said() {
+    let server = WebServer::start(Config::default()).await;
+    let mut bob = server.netcat("bob").await;
+
+    // A frame that announces 100 bytes; 10 come, then the connection's end.
+    let mut alice = web_line(&server, "alice").await;
+    bob.expect("alice has joined the chat.").await;
+    let mask = [1, 2, 3, 4];
+    let mut raw = Vec::new();
+    frame::put_header(&mut raw, frame::TEXT, Some(mask), 100);
+    let start = raw.len();
+    raw.extend_from_slice(b"cut short ");
+    frame::apply_mask(mask, 0, &mut raw[start..]);
+    alice.stream.write_all(&raw).await.unwrap();
+    alice.stream.shutdown().await.unwrap();
+    assert_eq!(
+        bob.skip_until("alice has left the chat (connection closed).")
+            .await,
+        Vec::<String>::new()
+    );
+
+    // The first fragment of a message, then a close frame.
+    let mut carol = web_line(&server, "carol").await;
+    bob.expect("carol has joined the chat.").await;
+    carol
+        .send_frame(false, frame::TEXT, b"I think we should fi")
+        .await;
+    carol
+        .send_frame(true, frame::CLOSE, &frame::CLOSE_NORMAL.to_be_bytes())
+        .await;
+    assert_eq!(
+        bob.skip_until("carol has left the chat (connection closed).")
+            .await,
+        Vec::<String>::new()
+    );
+}
+
+/// A close frame is echoed only when it is one a peer may send (RFC 6455 5.5.1, 7.4): a
+/// one-byte payload, a reserved code or a reason that is not UTF-8 is a protocol error.
+#[tokio::test]
+async fn a_bad_close_frame_is_a_protocol_error_and_a_good_one_is_echoed() {
+    let server = WebServer::start(Config::default()).await;
+    let reserved = 1005u16.to_be_bytes();
+    let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+    bad_reason.extend_from_slice(b"\xff\xfe");
+    let cases: [(&[u8], u16); 5] = [
+        (&[0x03], frame::CLOSE_PROTOCOL),
+        (&reserved, frame::CLOSE_PROTOCOL),
+        (&bad_reason, frame::CLOSE_PROTOCOL),
+        (&1000u16.to_be_bytes(), 1000),
+        (&4000u16.to_be_bytes(), 4000),
+    ];
+    for (i, (payload, answer)) in cases.into_iter().enumerate() {
+        let mut ws = web_line(&server, &format!("closer{i}")).await;
+        ws.send_frame(true, frame::CLOSE, payload).await;
+        let mut closed_with = None;
+        while let Some(msg) = ws.next().await {
+            if let Msg::Close(code) = msg {
+                closed_with = code;
+            }
+        }
+        assert_eq!(closed_with, Some(answer), "{payload:?}");
+    }
+}
+
+/// A client that pings and never reads gets one pong owed, not one queued per ping: 200 000
+/// pings (26 MB) into a 4 KiB receive buffer left the server holding some 20 MB of pongs
+/// for it before. What it reads afterwards is what the socket buffers held, then the
+/// answer to the latest ping.
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_owes_one_pong() {
+    let server = WebServer::start(Config::default()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.web).await.unwrap();
+    stream
+        .write_all(upgrade("/ws", "").as_bytes())
+        .await
+        .unwrap();
+    const PINGS: usize = 200_000;
+    let mut pings = Vec::new();
+    for i in 0..PINGS {
+        frame::put_frame(
+            &mut pings,
+            frame::PING,
+            Some([9, 8, 7, 6]),
+            format!("{i:0>125}").as_bytes(),
+        );
+    }
+    tokio::time::timeout(WAIT, stream.write_all(&pings))
+        .await
+        .expect("the server reads pings while we do not read")
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let mut chunk = [0u8; 65536];
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let (mut pos, mut pongs, mut last) = (head_end, 0, Vec::new());
+    // Skip the prompt; count the pongs.
+    while let Some((header, at)) = frame::parse_header(&got[pos..]).unwrap() {
+        let end = pos + at + header.len as usize;
+        if end > got.len() {
+            break;
+        }
+        if header.opcode == frame::PONG {
+            pongs += 1;
+            last = got[pos + at..end].to_vec();
+        }
+        pos = end;
+    }
+    assert!(
+        pongs > 0 && pongs < PINGS / 4,
+        "{pongs} pongs for {PINGS} pings"
+    );
+    assert_eq!(last, format!("{:0>125}", PINGS - 1).into_bytes());
 }
 
 #[tokio::test]

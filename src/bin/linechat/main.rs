@@ -378,7 +378,7 @@ impl Args {
             web_origins: self
                 .web_origins
                 .iter()
-                .map(|o| o.trim_end_matches('/').to_owned())
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
                 .collect(),
             ..Config::default()
         })

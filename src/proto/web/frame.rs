@@ -51,6 +51,10 @@ pub enum FrameError {
     Continuation,
     #[error("new message before the last one ended")]
     Interleaved,
+    #[error("close frame with a status code a peer may not send, or a reason that is not UTF-8")]
+    Close,
+    #[error("64-bit payload length with its most significant bit set")]
+    Length,
 }
 
 /// Parses the header at the start of `buf`: `Ok(None)` until all of it has arrived, else the
@@ -74,6 +78,8 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, FrameError> {
             None => return Ok(None),
         },
         127 => match buf.get(2..10) {
+            // Section 5.2: the most significant bit must be 0.
+            Some(b) if b[0] & 0x80 != 0 => return Err(FrameError::Length),
             Some(b) => (u64::from_be_bytes(b.try_into().expect("8 bytes")), 10),
             None => return Ok(None),
         },

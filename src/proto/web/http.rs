@@ -124,9 +124,14 @@ fn parse(buf: &mut BytesMut) -> Result<Option<Request>, HeadError> {
 
 /// A whole response with a plain-text body, closing the connection.
 pub fn plain(status: u16, reason: &str, body: &str) -> String {
+    plain_with(status, reason, "", body)
+}
+
+/// [`plain`], with `headers` (each line ending in `\r\n`) among its header lines.
+pub fn plain_with(status: u16, reason: &str, headers: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Content-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     )
 }

@@ -84,33 +84,42 @@ pub async fn run(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr, id: 
             // Idle, slow or gone: nobody is waiting for an answer.
             Err(_) | Ok(Err(HeadError::Closed | HeadError::Io(_))) => return,
             Ok(Err(e @ HeadError::TooLarge)) => {
-                return refuse(
-                    &mut stream,
-                    431,
-                    "Request Header Fields Too Large",
-                    &e.to_string(),
-                )
-                .await
+                let refusal = (431, "Request Header Fields Too Large", "", e.to_string());
+                return refuse(&shared, &mut stream, refusal).await;
             }
             Ok(Err(HeadError::Tls)) => {
                 let text =
                     "This port speaks plain HTTP, not TLS: open it with http://, not https://.";
-                return refuse(&mut stream, 400, "Bad Request", text).await;
+                return refuse(&shared, &mut stream, (400, "Bad Request", "", text.into())).await;
             }
             Ok(Err(e @ HeadError::Malformed(_))) => {
-                return refuse(&mut stream, 400, "Bad Request", &e.to_string()).await
+                return refuse(
+                    &shared,
+                    &mut stream,
+                    (400, "Bad Request", "", e.to_string()),
+                )
+                .await
             }
             Ok(Ok(request)) => request,
         };
-        let websocket = request.has_token("Upgrade", "websocket");
         if request.method != "GET" && request.method != "HEAD" {
             let text = format!("{} is not served here; use GET.", request.method);
-            return refuse(&mut stream, 405, "Method Not Allowed", &text).await;
+            return refuse(&shared, &mut stream, (405, "Method Not Allowed", "", text)).await;
         }
+        // Nothing here takes a body. One left unread would be taken for the next request on
+        // this connection, and behind a proxy that reuses connections, answers would go to
+        // the wrong people; so a request with one is refused and the connection closed.
+        let chunked = request.header("Transfer-Encoding").is_some();
+        let length = request.header("Content-Length");
+        if chunked || length.as_deref().is_some_and(|l| l.trim() != "0") {
+            let text = "a GET takes no request body (Content-Length or Transfer-Encoding)";
+            return refuse(&shared, &mut stream, (400, "Bad Request", "", text.into())).await;
+        }
+        let websocket = request.has_token("Upgrade", "websocket");
         if websocket && matches!(request.path.as_str(), "/" | "/ws") {
             match handshake(&request, &shared.config.web_origins) {
                 Ok((response, speaks)) => {
-                    if stream.write_all(response.as_bytes()).await.is_err() {
+                    if !send(&shared, &mut stream, response.as_bytes()).await {
                         return;
                     }
                     tracing::debug!(?speaks, "websocket open");
@@ -124,9 +133,9 @@ pub async fn run(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr, id: 
                         Speaks::Irc(_) => crate::proto::irc::run(shared, ws, peer, id, pass).await,
                     };
                 }
-                Err((status, reason, text)) => {
-                    tracing::info!(status, %text, "websocket handshake refused");
-                    return refuse(&mut stream, status, reason, &text).await;
+                Err(refusal) => {
+                    tracing::info!(status = refusal.0, text = %refusal.3, "websocket handshake refused");
+                    return refuse(&shared, &mut stream, refusal).await;
                 }
             }
         }
@@ -134,24 +143,46 @@ pub async fn run(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr, id: 
             Some((_, content_type, body)) => page(content_type, body, request.method == "HEAD"),
             None if request.path == "/ws" => {
                 let text = "/ws takes WebSocket connections; the web client is at /.";
-                return refuse(&mut stream, 426, "Upgrade Required", text).await;
+                let refusal = (
+                    426,
+                    "Upgrade Required",
+                    "Upgrade: websocket\r\n",
+                    text.into(),
+                );
+                return refuse(&shared, &mut stream, refusal).await;
             }
             None => {
                 let text = format!("{} not found; the web client is at /.", request.path);
-                return refuse(&mut stream, 404, "Not Found", &text).await;
+                return refuse(&shared, &mut stream, (404, "Not Found", "", text)).await;
             }
         };
-        if stream.write_all(&response).await.is_err() || !request.keep_alive() {
+        if !send(&shared, &mut stream, &response).await || !request.keep_alive() {
             return;
         }
     }
 }
 
-async fn refuse(stream: &mut Stream, status: u16, reason: &str, text: &str) {
-    let response = http::plain(status, reason, &format!("{text}\n"));
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+/// Writes `bytes` within the head deadline, or gives up when shutdown begins: a client that
+/// asks and never reads the answer must not hold its connection slots. (Keepalive and the
+/// user timeout are set only once the connection becomes a chat session.)
+async fn send(shared: &Shared, stream: &mut Stream, bytes: &[u8]) -> bool {
+    let write = tokio::time::timeout(HEAD_TIMEOUT, stream.write_all(bytes));
+    tokio::select! {
+        _ = shared.shutdown.cancelled() => false,
+        written = write => matches!(written, Ok(Ok(()))),
+    }
 }
+
+async fn refuse(shared: &Shared, stream: &mut Stream, refusal: Refusal) {
+    let (status, reason, headers, text) = refusal;
+    let response = http::plain_with(status, reason, headers, &format!("{text}\n"));
+    if send(shared, stream, response.as_bytes()).await {
+        let _ = tokio::time::timeout(HEAD_TIMEOUT, stream.shutdown()).await;
+    }
+}
+
+/// A refusal: status, reason phrase, extra header lines, and the text saying why.
+type Refusal = (u16, &'static str, &'static str, String);
 
 fn page(content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let mut response = format!(
@@ -169,21 +200,29 @@ fn page(content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
 
 /// Checks a WebSocket handshake (RFC 6455 section 4.2) and `--web-origins`; the `101`
 /// response and what the connection will speak, or the refusal.
-fn handshake(
-    request: &Request,
-    origins: &[String],
-) -> Result<(String, Speaks), (u16, &'static str, String)> {
+fn handshake(request: &Request, origins: &[String]) -> Result<(String, Speaks), Refusal> {
+    if request.method != "GET" {
+        return Err((
+            405,
+            "Method Not Allowed",
+            "",
+            "a WebSocket handshake is a GET".into(),
+        ));
+    }
     if !request.has_token("Connection", "upgrade") {
         return Err((
             400,
             "Bad Request",
+            "",
             "a WebSocket handshake needs Connection: Upgrade".into(),
         ));
     }
     if request.header("Sec-WebSocket-Version").as_deref() != Some("13") {
+        // Section 4.4: the versions spoken, in a header.
         return Err((
             426,
             "Upgrade Required",
+            "Sec-WebSocket-Version: 13\r\n",
             "only WebSocket version 13 is spoken here".into(),
         ));
     }
@@ -193,6 +232,7 @@ fn handshake(
         return Err((
             400,
             "Bad Request",
+            "",
             "Sec-WebSocket-Key must be 16 bytes in base64".into(),
         ));
     }
@@ -205,6 +245,7 @@ fn handshake(
             return Err((
                 403,
                 "Forbidden",
+                "",
                 format!("pages from {origin} may not connect here (--web-origins)"),
             ));
         }

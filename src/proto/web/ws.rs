@@ -110,6 +110,10 @@ pub struct WsStream {
     /// so control frames never land inside a data frame.
     out: Vec<u8>,
     written: usize,
+    /// The payload of the latest ping, while earlier output is still unwritten: one pong is
+    /// owed however many pings came meanwhile (RFC 6455 5.5.3 lets a pong answer only the
+    /// most recent), so a client that pings and never reads cannot grow `out`.
+    pong_owed: Option<Vec<u8>>,
     close_sent: bool,
 }
 
@@ -129,6 +133,7 @@ impl WsStream {
             ended: false,
             out: Vec::new(),
             written: 0,
+            pong_owed: None,
             close_sent: false,
         }
     }
@@ -136,16 +141,27 @@ impl WsStream {
     /// Writes queued frames until none are left or the socket is full.
     fn flush_out(&mut self) -> Poll<io::Result<()>> {
         let mut cx = Context::from_waker(&self.proxy);
-        while self.written < self.out.len() {
-            let n =
-                ready!(Pin::new(&mut self.inner).poll_write(&mut cx, &self.out[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        loop {
+            while self.written < self.out.len() {
+                let n = ready!(
+                    Pin::new(&mut self.inner).poll_write(&mut cx, &self.out[self.written..])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.written += n;
             }
-            self.written += n;
+            self.out.clear();
+            self.written = 0;
+            match self.pong_owed.take() {
+                // Nothing may follow our close frame, which may have been among what was
+                // just written.
+                Some(payload) if !self.close_sent => {
+                    frame::put_frame(&mut self.out, frame::PONG, None, &payload)
+                }
+                _ => break,
+            }
         }
-        self.out.clear();
-        self.written = 0;
         if self.out.capacity() > KEEP_OUT {
             self.out = Vec::new();
         }
@@ -230,7 +246,7 @@ impl WsStream {
                             return Err(self.fail(FrameError::Unmasked));
                         };
                         frame::apply_mask(mask, 0, &mut payload);
-                        self.on_control(header, &payload);
+                        self.on_control(header, &payload)?;
                     } else {
                         self.start_data(header)?;
                         self.rbuf.advance(at);
@@ -260,12 +276,19 @@ impl WsStream {
         Ok(())
     }
 
-    fn on_control(&mut self, header: Header, payload: &[u8]) {
+    fn on_control(&mut self, header: Header, payload: &[u8]) -> io::Result<()> {
         match header.opcode {
-            frame::PING if !self.close_sent => self.control(frame::PONG, payload),
+            frame::PING if !self.close_sent => {
+                if self.written < self.out.len() {
+                    self.pong_owed = Some(payload.to_vec());
+                } else {
+                    self.control(frame::PONG, payload);
+                }
+            }
             // A sign of life; inside a message the message itself is one.
             frame::PONG if !self.in_message => self.newline_due = true,
             frame::CLOSE => {
+                check_close(payload).map_err(|e| self.fail(e))?;
                 if !self.close_sent {
                     self.close_sent = true;
                     // Echo the status code, as section 5.5.1 suggests.
@@ -276,6 +299,7 @@ impl WsStream {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Encodes `buf` as one message per line.
@@ -298,6 +322,24 @@ impl WsStream {
     }
 }
 
+/// A close frame's payload (RFC 6455 5.5.1, 7.4): empty, or a status code a peer may send
+/// followed by a UTF-8 reason.
+fn check_close(payload: &[u8]) -> Result<(), FrameError> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return if payload.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Close)
+        };
+    };
+    let code = u16::from_be_bytes(*code);
+    let sendable = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+    if !sendable || std::str::from_utf8(reason).is_err() {
+        return Err(FrameError::Close);
+    }
+    Ok(())
+}
+
 impl AsyncRead for WsStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -313,7 +355,19 @@ impl AsyncRead for WsStream {
             }
         }
         loop {
-            if this.decode(buf)? || this.ended {
+            if this.decode(buf)? {
+                return Poll::Ready(Ok(()));
+            }
+            if this.ended {
+                // A message cut short by a close frame or the socket's end is not passed on
+                // as if whole: what arrived of it went to the session as it came, and an end
+                // of stream now would have it taken as a last line without its end.
+                if this.in_message {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection ended inside a message",
+                    )));
+                }
                 return Poll::Ready(Ok(()));
             }
             this.rbuf.reserve(READ_CHUNK);
@@ -330,9 +384,9 @@ impl AsyncRead for WsStream {
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => {
-                    // The socket ended without a close frame: a truncated frame is dropped.
+                    // The socket ended without a close frame; a header cut short carried
+                    // nothing yet, and a message cut short is refused above.
                     this.ended = true;
-                    return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
