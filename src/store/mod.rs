@@ -131,6 +131,10 @@ struct Segment {
     live: u64,
     live_bytes: u64,
     bytes: u64,
+    /// A record in the middle of this file is damaged, so what follows it could not be
+    /// read: the file is never deleted or compacted away, so those bytes stay for whoever
+    /// can repair them.
+    damaged: bool,
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +210,13 @@ struct Inner {
     /// Segments closed since the last fsync, to be fsynced by the background thread.
     closed: Mutex<Vec<Arc<File>>>,
     dirty: AtomicBool,
+    /// Segments out of the index whose files wait to be deleted until an fsync has made
+    /// what replaced them (compaction's copies, a newer topic) durable: deleted at once, a
+    /// power loss could take both the old record and its copy still in the page cache.
+    doomed: Mutex<Vec<u32>>,
+    /// The last fsync failed and none has succeeded since: writes into the page cache may
+    /// still succeed, so this is kept apart from `degraded`, which a write clears.
+    sync_failed: AtomicBool,
     stop: AtomicBool,
     /// Set by [`Log::close`] under its own lock, which [`Inner::flush`] also takes: a late
     /// append after close is never written into a directory another server may own by then.
@@ -262,6 +273,13 @@ impl Log {
         let file = new_segment(dir, seg).map_err(io_err)?;
         sync_dir(dir).map_err(io_err)?;
         index.begin(seg);
+        // After a crash of the process (not of the machine) what it wrote may still be only in
+        // the page cache, copies of the records in the segments about to go among it.
+        for &kept_seg in index.segments.keys() {
+            if let Ok(f) = File::open(segment_path(dir, kept_seg)) {
+                f.sync_data().map_err(io_err)?;
+            }
+        }
         let dead = std::mem::take(&mut index.dead);
         for seg in dead {
             let _ = fs::remove_file(segment_path(dir, seg));
@@ -289,6 +307,8 @@ impl Log {
             index: Mutex::new(index),
             closed: Mutex::default(),
             dirty: AtomicBool::new(false),
+            doomed: Mutex::default(),
+            sync_failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             closed_for_good: Mutex::new(false),
             written_total: AtomicU64::new(0),
@@ -423,7 +443,8 @@ impl Store for Log {
             expired: index.expired,
             messages: index.messages,
             disk_bytes: index.segments.values().map(|s| s.bytes).sum(),
-            degraded: self.inner.degraded.load(Ordering::Relaxed),
+            degraded: self.inner.degraded.load(Ordering::Relaxed)
+                || self.inner.sync_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -443,6 +464,8 @@ fn new_segment(dir: &Path, seg: u32) -> io::Result<File> {
         .append(true)
         .open(segment_path(dir, seg))?;
     file.write_all(&record::header())?;
+    // A file whose size reached the disk but not its header would stop the next start.
+    file.sync_data()?;
     Ok(file)
 }
 
@@ -494,13 +517,12 @@ impl Inner {
                 self.log_error(e, n);
             }
         }
-        self.written.store(upto, Ordering::Release);
+        // With `always`, other writers' barriers must not find these written before they
+        // are on the disk: `written` moves only after the fsync.
         if self.options.fsync == Fsync::Always && result.is_ok() {
-            if let Err(e) = active.file.sync_data() {
-                self.degraded.store(true, Ordering::Relaxed);
-                self.log_error(&e, 0);
-            }
+            self.synced(active.file.sync_data());
         }
+        self.written.store(upto, Ordering::Release);
         if active.len >= self.options.segment_bytes {
             self.rotate(&mut active);
         }
@@ -606,8 +628,20 @@ impl Inner {
             index.readers.remove(seg);
         }
         drop(index);
-        for seg in dead {
-            let _ = fs::remove_file(segment_path(&self.dir, seg));
+        guard(&self.doomed).extend(dead);
+    }
+
+    fn synced(&self, result: io::Result<()>) -> bool {
+        match result {
+            Ok(()) => {
+                self.sync_failed.store(false, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.sync_failed.store(true, Ordering::Relaxed);
+                self.log_error(&e, 0);
+                false
+            }
         }
     }
 
@@ -631,20 +665,42 @@ impl Inner {
         log.unlogged = 0;
     }
 
+    /// Fsyncs what was written since the last time, then deletes the segments doomed before
+    /// it began (what replaced their records is among what it made durable).
     fn sync(&self) {
-        let file = guard(&self.active).file.clone();
+        let doomed = std::mem::take(&mut *guard(&self.doomed));
+        // The file and the flag together, under the lock a rotation takes: a rotation in
+        // between would leave the new file's records unsynced until the next write.
+        let (file, dirty) = {
+            let active = guard(&self.active);
+            (
+                active.file.clone(),
+                self.dirty.swap(false, Ordering::Relaxed),
+            )
+        };
         let closed = std::mem::take(&mut *guard(&self.closed));
+        let mut ok = true;
         for f in &closed {
-            let _ = f.sync_data();
+            ok &= self.synced(f.sync_data());
+        }
+        if dirty {
+            ok &= self.synced(file.sync_data());
         }
         if !closed.is_empty() {
-            let _ = sync_dir(&self.dir);
+            ok &= self.synced(sync_dir(&self.dir));
         }
-        if self.dirty.swap(false, Ordering::Relaxed) {
-            if let Err(e) = file.sync_data() {
-                self.degraded.store(true, Ordering::Relaxed);
-                self.log_error(&e, 0);
+        if !ok {
+            // Tried again at the next tick.
+            self.dirty.store(true, Ordering::Relaxed);
+            guard(&self.closed).extend(closed);
+            guard(&self.doomed).extend(doomed);
+            return;
+        }
+        if !doomed.is_empty() {
+            for seg in doomed {
+                let _ = fs::remove_file(segment_path(&self.dir, seg));
             }
+            let _ = sync_dir(&self.dir);
         }
     }
 
@@ -657,11 +713,15 @@ impl Inner {
         while !self.stop.load(Ordering::Relaxed) {
             std::thread::park_timeout(tick);
             self.barrier();
-            if let Fsync::Every(_) = self.options.fsync {
-                self.sync();
-            }
+            // With `always` the writers fsync their own groups; this is then for the
+            // closed segments and the doomed ones.
+            self.sync();
             if let Some(age) = self.options.max_age {
-                let oldest = micros(SystemTime::now() - age);
+                let oldest = micros(
+                    SystemTime::now()
+                        .checked_sub(age)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                );
                 let mut index = guard(&self.index);
                 index.expire_before(oldest);
                 self.delete_dead(index);
@@ -721,6 +781,7 @@ impl Index {
             live: 0,
             live_bytes: 0,
             bytes: HEADER_LEN as u64,
+            damaged: false,
         };
         self.segments.insert(seg, segment);
         std::mem::replace(&mut self.active, seg)
@@ -835,7 +896,9 @@ impl Index {
         let (&seg, _) = self
             .segments
             .iter()
-            .filter(|&(&seg, s)| seg != self.active && s.live > 0 && s.live_bytes * 2 < s.bytes)
+            .filter(|&(&seg, s)| {
+                seg != self.active && !s.damaged && s.live > 0 && s.live_bytes * 2 < s.bytes
+            })
             .min_by_key(|(_, s)| s.live_bytes * 1000 / s.bytes.max(1))?;
         Some((seg, self.rooms.keys().cloned().collect()))
     }
@@ -862,7 +925,7 @@ impl Index {
         if let Some(s) = self.segments.get_mut(&loc.seg) {
             s.live = s.live.saturating_sub(1);
             s.live_bytes = s.live_bytes.saturating_sub(u64::from(loc.len));
-            if s.live == 0 && loc.seg != self.active {
+            if s.live == 0 && loc.seg != self.active && !s.damaged {
                 self.dead.push(loc.seg);
             }
         }
@@ -936,6 +999,7 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
                 live: 0,
                 live_bytes: 0,
                 bytes: bytes.len() as u64,
+                damaged: false,
             },
         );
         let mut at = HEADER_LEN;
@@ -945,14 +1009,32 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
             let peeked = record::payload(&bytes[at..])
                 .and_then(|(payload, len)| Some((record::peek(payload)?, payload, len)));
             let Some(((kind, id, micros, room), payload, len)) = peeked else {
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = at,
-                    bytes = bytes.len() - at,
-                    "the store file ends in a record cut short or damaged (a crash or power \
-                     loss while writing); reading this file stops there and its bytes are \
-                     left as they are"
-                );
+                // A record cut short at the end is what a crash while writing leaves; one
+                // with bytes after it is damage, and what follows may be good records.
+                let declared = (bytes.get(at..at + 4))
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+                let torn = declared.is_none_or(|len| at + record::FRAME_LEN + len >= bytes.len());
+                if torn {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = at,
+                        bytes = bytes.len() - at,
+                        "the store file ends in a record cut short (a crash or power loss \
+                         while writing); reading this file stops there"
+                    );
+                } else {
+                    tracing::error!(
+                        file = %path.display(),
+                        offset = at,
+                        bytes = bytes.len() - at,
+                        "a record in the store file is damaged; the records after it in this \
+                         file cannot be read, and the file is kept as it is (never deleted or \
+                         compacted) for repair"
+                    );
+                    if let Some(s) = index.segments.get_mut(&seg) {
+                        s.damaged = true;
+                    }
+                }
                 break;
             };
             let slot = match names.get(room) {
@@ -1018,17 +1100,29 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
         }
     }
     if let Some(age) = options.max_age {
-        index.expire_before(micros(SystemTime::now() - age));
+        index.expire_before(micros(
+            SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        ));
     }
     index.within_budget(options.max_bytes);
     // A segment none of whose records is kept goes now (never the newest, so a store whose
     // every record was let go still shows how far its ids reached).
     let newest = segs.last().copied();
     index.dead = (index.segments.iter())
-        .filter(|&(&seg, s)| s.live == 0 && Some(seg) != newest)
+        .filter(|&(&seg, s)| s.live == 0 && !s.damaged && Some(seg) != newest)
         .map(|(&seg, _)| seg)
         .collect();
     index.dead.extend(empty);
+    // Ids must not repeat across restarts (IRC clients drop a message whose msgid they have
+    // seen, and CHATHISTORY selects by it), yet the highest stored id is not the highest
+    // given out: private messages are not stored, a torn tail or a full disk loses some, and
+    // retention may let every record go. The clock in microseconds is past every id given
+    // before, unless the last run gave out more than a million a second, or the clock went
+    // back; the highest stored id covers what it can of those.
+    let clock = u64::try_from(micros(SystemTime::now())).unwrap_or(0);
+    let next_event = next_event.max(clock);
     let kept = read_back(dir, &mut index, options.memory_bytes, next_event)?;
     Ok((index, kept))
 }
@@ -1171,6 +1265,7 @@ mod tests {
         log.append(Change::Said(&said(2, "b", now - day / 2, "half a day old")));
         log.append(Change::Said(&said(3, "a", now, "new")));
         log.close();
+        let clock = micros(SystemTime::now()) as u64;
         let (log, kept) = Log::open(
             &dir,
             Options {
@@ -1182,9 +1277,10 @@ mod tests {
         assert_eq!(texts(&kept, "a"), ["new"]);
         assert_eq!(texts(&kept, "b"), ["half a day old"]);
         assert_eq!((log.stats().messages, log.stats().expired), (2, 1));
-        assert_eq!(
-            kept.next_event, 4,
-            "ids continue past every record ever kept"
+        assert!(
+            kept.next_event >= clock.max(4),
+            "ids continue past every record ever kept, and past the clock: {}",
+            kept.next_event
         );
         log.close();
         // A budget of one record's bytes keeps the newest message of all rooms: "new" in "a"
@@ -1250,6 +1346,9 @@ mod tests {
         let before = fs::read(&first).unwrap();
         // The first segment holds two kept records and many let go of: it is copied forward.
         log.inner.compact();
+        // Deleted only once an fsync has made the copies durable.
+        assert!(first.exists(), "deleted before its copies were synced");
+        log.inner.sync();
         assert!(!first.exists(), "the sparse segment is deleted");
         log.close();
         // As if the process had died between the copy and the deletion: both copies exist.
@@ -1261,6 +1360,40 @@ mod tests {
         assert_eq!(quiet.topic.as_ref().map(|t| &*t.text), Some("kept"));
         assert_eq!(log.stats().messages, 3);
         log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// One damaged record in the middle of a segment: the records before it are read, the
+    /// file is kept (before, it was deleted at the second start, with the good records after
+    /// the damage), and ids go on past the clock.
+    #[test]
+    fn a_damaged_record_keeps_its_segment_for_repair() {
+        let dir = scratch("damaged");
+        let (log, _) = Log::open(&dir, options()).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        for id in 1..=5 {
+            log.append(Change::Said(&said(id, "r", at, &format!("line {id}"))));
+            log.barrier();
+        }
+        log.close();
+        let first = segment_path(&dir, 1);
+        let mut bytes = fs::read(&first).unwrap();
+        // A byte of the first record's payload.
+        bytes[HEADER_LEN + record::FRAME_LEN + 2] ^= 0xFF;
+        fs::write(&first, &bytes).unwrap();
+        for _ in 0..2 {
+            let clock = micros(SystemTime::now()) as u64;
+            let (log, kept) = Log::open(&dir, options()).unwrap();
+            // The first record was damaged; the four after it cannot be read.
+            assert!(kept.rooms.iter().all(|r| &*r.name != "r"));
+            assert!(kept.next_event >= clock);
+            log.close();
+            assert_eq!(
+                fs::read(&first).unwrap(),
+                bytes,
+                "the damaged file is kept as it is"
+            );
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -1308,7 +1441,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(texts(&kept, "r"), ["line 19", "line 20"]);
-        assert_eq!(kept.next_event, 21);
+        assert!(kept.next_event > 20);
         log.close();
         let _ = fs::remove_dir_all(&dir);
     }
