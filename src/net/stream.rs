@@ -324,23 +324,40 @@ async fn write_layered(
     deadline: Option<Duration>,
 ) -> io::Result<()> {
     let mut progress = Progress::new(batch);
-    let write = poll_fn(|cx| {
-        let mut stream = locked(layered);
-        while !progress.done(batch) {
-            let written =
-                std::task::ready!(write_some(&mut Polled(cx, &mut **stream), batch, &progress))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+    loop {
+        // One step: what the stream takes now, or a wait until it takes something. The
+        // deadline is for a stall, as on the TCP path, not for the whole batch: a client on a
+        // slow link that keeps reading must not be cut off because the batch is large.
+        let step = poll_fn(|cx| {
+            let mut stream = locked(layered);
+            let mut moved = false;
+            while !progress.done(batch) {
+                match write_some(&mut Polled(cx, &mut **stream), batch, &progress) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(written)) => {
+                        progress.advance(batch, written);
+                        moved = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending if moved => return Poll::Ready(Ok(false)),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-            progress.advance(batch, written);
+            match Pin::new(&mut **stream).poll_flush(cx) {
+                Poll::Ready(done) => Poll::Ready(done.map(|()| true)),
+                Poll::Pending if moved => Poll::Ready(Ok(false)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let finished = match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, step)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+            None => step.await?,
+        };
+        if finished {
+            return Ok(());
         }
-        Pin::new(&mut **stream).poll_flush(cx)
-    });
-    match deadline {
-        Some(deadline) => tokio::time::timeout(deadline, write)
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
-        None => write.await,
     }
 }
 
@@ -551,6 +568,41 @@ mod tests {
             server.write_batch(&batch, None).await.unwrap();
             server.close(Duration::from_secs(1)).await;
             assert!(reading.await.unwrap() == expected, "layered: {layered}");
+        }
+    }
+
+    /// A peer that reads slowly but steadily keeps its connection, on both paths: the deadline
+    /// is for a stall, not for the whole batch. On the layered path it was the whole batch,
+    /// so a TLS or WebSocket client on a slow link was cut off in a busy room while reading.
+    /// 32 MiB read 64 KiB every 10 ms take 5 s (of paused time) against a 1 s deadline (the
+    /// kernel wakes a writer once about half its send buffer is free, so the reader must
+    /// drain a few MiB within the deadline for TCP to make progress at all).
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_reader_is_not_timed_out() {
+        const TOTAL: usize = 32 << 20;
+        for layered in [false, true] {
+            let (server, mut client) = pair(layered).await;
+            let batch: Vec<Bytes> = (0..TOTAL / (64 << 10))
+                .map(|_| Bytes::from(vec![b'x'; 64 << 10]))
+                .collect();
+            let reading = tokio::spawn(async move {
+                let mut buf = vec![0; 64 << 10];
+                let mut got = 0;
+                while got < TOTAL {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let n = tokio::io::AsyncReadExt::read(&mut client, &mut buf)
+                        .await
+                        .unwrap();
+                    assert!(n > 0, "closed after {got} bytes");
+                    got += n;
+                }
+                got
+            });
+            let written = server
+                .write_batch(&batch, Some(Duration::from_secs(1)))
+                .await;
+            assert!(written.is_ok(), "layered: {layered}: {written:?}");
+            assert_eq!(reading.await.unwrap(), TOTAL);
         }
     }
 

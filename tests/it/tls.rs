@@ -633,6 +633,29 @@ async fn a_reload_under_load_drops_nobody_and_new_connections_get_the_new_certif
     server.stop().await;
 }
 
+/// IRC `REHASH` from a server operator reloads the certificate, as SIGHUP does (it reloaded
+/// only the configuration, so a renewed certificate waited for a signal).
+#[tokio::test]
+async fn rehash_reloads_the_certificate_too() {
+    let server = TlsServer::start(Config {
+        opers: vec![("op".to_owned(), "secret".to_owned())],
+        ..unthrottled()
+    })
+    .await;
+    let mut op = IrcClient::connect(server.irc).await;
+    op.register("op", &[]).await;
+    op.send("OPER op secret").await;
+    op.expect_command("381").await;
+    let renewed = TestCert::new("localhost", 60, KeyKind::EcPkcs8);
+    replace_files(&server.cert, &renewed);
+    op.send("REHASH").await;
+    // No configuration file in this test: the NOTICE says so; the certificate reloads anyway.
+    op.expect_command("NOTICE").await;
+    let fresh = TlsClient::connect(server.line_tls, &renewed.ca).await;
+    assert_eq!(fresh.seen, renewed.der, "REHASH reloaded the certificate");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_bad_file_at_reload_keeps_the_old_certificate() {
     let server = TlsServer::start(unthrottled()).await;

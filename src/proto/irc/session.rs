@@ -495,6 +495,11 @@ impl Session {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "-".to_owned());
         tracing::info!(by = self.me(), "REHASH: reloading the configuration");
+        // As SIGHUP does: a certificate that cannot be used is logged and the one in use
+        // stays (`Certs::reload`).
+        if let Some(certs) = &shared.tls {
+            let _ = certs.reload();
+        }
         match shared.reload() {
             Ok(report) => {
                 self.reply(382, &[&source, "Rehashing"]);
