@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
+use crate::cluster::Cluster;
 use crate::config::{Config, Live, Reloader};
 use crate::core::hub::RoomInfo;
 use crate::core::Hub;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub hub: Hub,
     /// Registered nicknames (`--data-dir`); both protocols prove them here.
     pub accounts: Accounts,
+    /// The other servers of the chat (`--cluster`); `None` for a server on its own.
+    pub cluster: Option<Arc<Cluster>>,
     pub metrics: ServerMetrics,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,

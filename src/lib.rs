@@ -17,6 +17,8 @@
 //!   segment files, behind the hub's [`core::store::Store`] interface.
 //! - [`accounts`]: registered nicknames and their argon2id hashes (`accounts.json` in the
 //!   data directory), hashed on blocking threads, failed attempts throttled.
+//! - [`cluster`]: the link to the other servers of a cluster over NATS (`--cluster`): the
+//!   hub's relay out, remote messages in, nickname claims. See docs/CLUSTER.md.
 //! - [`net`]: listeners (`--listen URL`), the accept loop, socket options.
 //! - [`ops`]: server-wide metrics, the Prometheus endpoint, the transcript.
 //! - [`context`]: what every session shares (settings, hub, metrics, shutdown), and
@@ -29,6 +31,7 @@
 //!   (SIGHUP, IRC `REHASH`) changes while the server runs.
 
 pub mod accounts;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod core;

@@ -91,6 +91,8 @@ pub struct Extras {
     /// The accounts, read already (the binary does, to refuse to start on a damaged file);
     /// without, [`serve`] reads them from `config.data_dir`.
     pub accounts: Option<crate::accounts::Accounts>,
+    /// The connected cluster link (`--cluster`): from [`crate::cluster::connect`].
+    pub cluster: Option<(Arc<crate::cluster::Cluster>, crate::cluster::Link)>,
 }
 
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
@@ -152,6 +154,13 @@ pub async fn serve(
     let accounts = extras
         .accounts
         .unwrap_or_else(|| crate::accounts::Accounts::open(config.data_dir.as_deref()));
+    let (cluster, link) = match extras.cluster {
+        Some((cluster, link)) => {
+            hub = hub.with_relay(cluster.relay());
+            (Some(cluster), Some(link))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         accounts,
         gate: Gate::new(&config),
@@ -160,6 +169,7 @@ pub async fn serve(
         reloader: extras.reloader,
         reload_requests: extras.reload_requests,
         hub,
+        cluster,
         metrics,
         shutdown: CancellationToken::new(),
         reports: Default::default(),
@@ -172,6 +182,18 @@ pub async fn serve(
             listener,
             shared.clone(),
             stop_metrics.clone(),
+        ))
+    });
+    let stop_link = CancellationToken::new();
+    let link_task = link.map(|link| {
+        let shared = shared.clone();
+        tokio::spawn(link.run(
+            move |remote| {
+                shared
+                    .hub
+                    .relayed(&remote.room, remote.from, remote.at, remote.kind);
+            },
+            stop_link.clone(),
         ))
     });
     let sessions = TaskTracker::new();
@@ -247,6 +269,11 @@ pub async fn serve(
             remaining = sessions.len(),
             "shutdown deadline passed with connections still flushing; closing them"
         );
+    }
+    // After the sessions: their departures (the names they free) are in the link's queue.
+    stop_link.cancel();
+    if let Some(task) = link_task {
+        let _ = task.await;
     }
     if let Some(writer) = transcript {
         writer.close(grace).await;

@@ -29,6 +29,19 @@ pub trait Journal: Send + Sync + fmt::Debug {
     fn record(&self, room: &Arc<str>, event: &Arc<Event>);
 }
 
+/// Where what local people do goes to reach other servers (the cluster link). Called under
+/// the hub's lock, so that it sees each room's events in the room's order; it must never wait.
+pub trait Relay: Send + Sync + fmt::Debug {
+    /// A local member said something in `room`.
+    fn said(&self, room: &Arc<str>, event: &Arc<Event>);
+    /// A local member left the server: its nickname is free again.
+    fn left(&self, identity: &Arc<Identity>);
+}
+
+/// The member id of every person on another server: no local connection has it (ids start at
+/// 1 and count up), so no local member is ever mistaken for, or excluded as, a remote sender.
+pub const REMOTE: MemberId = MemberId::MAX;
+
 /// The hub's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -565,6 +578,8 @@ pub struct Hub {
     /// Where rooms, topics and history outlive the process (`--data-dir`); appended to under
     /// the state lock, before anyone is handed the event (see [`Store`]).
     store: Option<Arc<dyn Store>>,
+    /// The cluster link (`--cluster`).
+    relay: Option<Box<dyn Relay>>,
 }
 
 impl Hub {
@@ -578,6 +593,7 @@ impl Hub {
             settings,
             journal: None,
             store: None,
+            relay: None,
         }
     }
 
@@ -604,6 +620,12 @@ impl Hub {
     /// Records every room event in `journal` from now on.
     pub fn with_journal(mut self, journal: Box<dyn Journal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Hands what local people say and their departures to `relay` from now on.
+    pub fn with_relay(mut self, relay: Box<dyn Relay>) -> Self {
+        self.relay = Some(relay);
         self
     }
 
@@ -829,6 +851,9 @@ impl Hub {
         }
         state.members.remove(&id);
         state.by_nick.remove(&nick_key(&identity.nick));
+        if let Some(relay) = &self.relay {
+            relay.left(&identity);
+        }
         let event = self.event(
             Target::Peers,
             Some(identity),
@@ -903,6 +928,9 @@ impl Hub {
         }
         let delivered = r.fan_out(&event, self.formats, Some(id));
         let name = r.name.clone();
+        if let Some(relay) = &self.relay {
+            relay.said(&name, &event);
+        }
         state.record(
             room,
             &event,
@@ -911,6 +939,32 @@ impl Hub {
         );
         self.journal(&name, &event);
         Ok((event, delivered))
+    }
+
+    /// Delivers `kind`, said in the room called `room` by `from` on another server, to this
+    /// server's members of that room, and keeps it in the room's history. A room nobody here
+    /// is in is not created for it. Returns how many it was queued for.
+    pub fn relayed(&self, room: &str, from: Arc<Identity>, at: SystemTime, kind: Kind) -> usize {
+        let Ok((_, key)) = room_name(room) else {
+            return 0;
+        };
+        let mut state = lock(&self.state);
+        let Some(&room) = state.room_ids.get(&key) else {
+            return 0;
+        };
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        let id = self.next_event.fetch_add(1, Relaxed);
+        let event = Event::at(id, at, Target::Room(r.name.clone()), Some(from), kind);
+        let delivered = r.fan_out(&event, self.formats, None);
+        let name = r.name.clone();
+        state.record(
+            room,
+            &event,
+            self.settings.retain,
+            self.settings.history_bytes,
+        );
+        self.journal(&name, &event);
+        delivered
     }
 
     /// Sends `kind` from `id` to the member called `to`, wherever it is (itself included:

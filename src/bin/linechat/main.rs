@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::builder::RangedU64ValueParser;
 use clap::{FromArgMatches, Parser, ValueEnum};
+use linechat::cluster;
 use linechat::config::Fsync;
 use linechat::net::listen::{self, ListenUrl, Scheme};
 use linechat::net::tls::Certs;
@@ -265,6 +266,26 @@ struct Args {
     /// lines. SIGHUP reopens it, for log rotation. Off unless given.
     #[arg(long, env = "LINECHAT_TRANSCRIPT", value_name = "PATH")]
     transcript: Option<PathBuf>,
+
+    /// Share one chat with the other linechat servers that use this NATS broker (nats-server
+    /// with JetStream, -js), e.g. nats://127.0.0.1:4222; give it once per server of a NATS
+    /// cluster. Serves line:// listeners only so far (docs/CLUSTER.md). Off unless given.
+    #[arg(
+        long,
+        env = "LINECHAT_CLUSTER",
+        value_name = "nats://HOST:PORT",
+        value_delimiter = ','
+    )]
+    cluster: Vec<String>,
+
+    /// This server's name in the cluster, shown as the host of its people; letters, digits,
+    /// `.`, `_` and `-`. Default: the host name and the first listener's port.
+    #[arg(long, env = "LINECHAT_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+
+    /// The NATS credentials file (.creds) for --cluster; the secret is never a flag's value.
+    #[arg(long, env = "LINECHAT_CLUSTER_CREDS", value_name = "PATH")]
+    cluster_creds: Option<PathBuf>,
     /// Probe a connection silent for this many seconds with TCP keepalive, so a peer that
     /// vanished without closing is dropped: within this plus 4 probe intervals of SECS/9
     /// (at least 1 s), 42 s by default; a peer may miss three probes in a row and stay; 0 = off.
@@ -386,6 +407,60 @@ impl Args {
 
     /// The listeners to open, and whether they are the defaults (a busy default port is
     /// skipped; a port asked for is an error).
+    /// `--cluster`'s settings, checked: `None` without it.
+    fn cluster(
+        &self,
+        listeners: &[(ListenUrl, SocketAddr)],
+    ) -> anyhow::Result<Option<cluster::Settings>> {
+        if self.cluster.is_empty() {
+            anyhow::ensure!(
+                self.node_name.is_none() && self.cluster_creds.is_none(),
+                "--node-name and --cluster-creds need --cluster"
+            );
+            return Ok(None);
+        }
+        for url in &self.cluster {
+            anyhow::ensure!(
+                url.starts_with("nats://") && url.len() > "nats://".len(),
+                "--cluster {url}: expected nats://HOST:PORT"
+            );
+        }
+        if let Some((url, _)) = listeners.iter().find(|(u, _)| u.scheme != Scheme::Line) {
+            anyhow::bail!(
+                "--cluster serves line:// listeners only so far, not {url} (docs/CLUSTER.md); \
+                 give --listen line://HOST:PORT"
+            );
+        }
+        let node = match &self.node_name {
+            Some(name) => name.clone(),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_default();
+                let host = if host.is_empty() {
+                    "linechat".to_owned()
+                } else {
+                    host
+                };
+                let port = listeners.first().map_or(0, |(_, a)| a.port());
+                format!("{host}-{port}")
+            }
+        };
+        anyhow::ensure!(
+            !node.is_empty()
+                && node.len() <= 64
+                && node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            "--node-name {node}: 1-64 letters, digits, '.', '_' or '-'"
+        );
+        Ok(Some(cluster::Settings {
+            urls: self.cluster.clone(),
+            node,
+            creds: self.cluster_creds.clone(),
+        }))
+    }
+
     fn listeners(&self) -> anyhow::Result<(Vec<(ListenUrl, SocketAddr)>, bool)> {
         let defaults = self.listen.is_empty();
         let urls = if defaults {
@@ -501,6 +576,7 @@ fn load(
 fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
     let config = args.config()?;
     let (listeners, defaults) = args.listeners()?;
+    let cluster_settings = args.cluster(&listeners)?;
     let metrics_addr = match &args.metrics_addr {
         Some(a) => Some(resolve("--metrics-addr", a)?),
         None => None,
@@ -571,6 +647,15 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
             Some(addr) => Some(linechat::server::bind_metrics(addr).await?),
             None => None,
         };
+        // Before anyone is let in: a name taken here must already be the cluster's.
+        let cluster = match &cluster_settings {
+            Some(settings) => {
+                let link = cluster::connect(settings).await?;
+                tracing::info!(node = %settings.node, broker = %settings.urls.join(","), "joined the cluster");
+                Some(link)
+            }
+            None => None,
+        };
         let reload_requests = std::sync::Arc::new(tokio::sync::Notify::new());
         on_sighup(
             transcript.as_ref().map(Transcript::control),
@@ -585,6 +670,7 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
             reload_requests,
             tls,
             accounts: Some(accounts),
+            cluster,
         };
         // Listening sockets are bound and accept from here on: what Type=notify waits for.
         service::notify_ready();

@@ -18,8 +18,9 @@ use crate::accounts::{AccountError, Secret};
 use crate::context::Shared;
 use crate::core::hub::{Arrival, Whither};
 use crate::core::member;
+use crate::core::names::{validate_nick, NickError};
 use crate::core::room::LOBBY;
-use crate::core::{Kind, LeaveReason};
+use crate::core::{Identity, Kind, LeaveReason};
 use crate::net::gate::Pass;
 use crate::net::stream::Stream;
 use crate::proto::codec::{check_text, foreign_protocol, Frame, LineError};
@@ -197,14 +198,10 @@ impl Session {
                 self.prompt();
                 continue;
             }
-            let wanted = name;
-            let identity = match shared
-                .hub
-                .register(&self.conn.member, wanted, None, "netcat user")
-            {
+            let identity = match self.take_name(name).await {
                 Ok(identity) => identity,
-                Err(e) => {
-                    self.reply(words::nick_error(&e));
+                Err(why) => {
+                    self.reply(why);
                     self.prompt();
                     continue;
                 }
@@ -228,6 +225,48 @@ impl Session {
             }
             return Ok(nick);
         }
+    }
+
+    /// Registers `wanted`, or a guest name when `None`; on a cluster, only a name the broker
+    /// has given to this node (docs/CLUSTER.md, "Nicknames"). The error is the reply.
+    async fn take_name(&self, wanted: Option<&str>) -> Result<Arc<Identity>, String> {
+        /// Guest names tried before asking for a nickname instead: each taken one means
+        /// another node drew the same number.
+        const GUEST_TRIES: usize = 8;
+        let shared = &self.conn.shared;
+        let member = &self.conn.member;
+        let register = |name| {
+            shared
+                .hub
+                .register(member, name, None, "netcat user")
+                .map_err(|e| words::nick_error(&e))
+        };
+        let Some(cluster) = &shared.cluster else {
+            return register(wanted);
+        };
+        let unsure =
+            |e| format!("Error: the cluster cannot confirm that name now ({e}); try again.");
+        if let Some(name) = wanted {
+            validate_nick(name).map_err(|e| words::nick_error(&e))?;
+            if !cluster.claim(name).await.map_err(unsure)? {
+                return Err(words::nick_error(&NickError::Taken(name.to_owned())));
+            }
+            return register(wanted).inspect_err(|_| cluster.release(name));
+        }
+        for _ in 0..GUEST_TRIES {
+            let identity = register(None)?;
+            match cluster.claim(&identity.nick).await {
+                Ok(true) => return Ok(identity),
+                // In no room yet: leaving tells nobody, and the release it asks for finds the
+                // name someone else's and leaves it.
+                Ok(false) => shared.hub.leave(member.id, LeaveReason::Quit, None),
+                Err(e) => {
+                    shared.hub.leave(member.id, LeaveReason::Quit, None);
+                    return Err(unsure(e));
+                }
+            }
+        }
+        Err("Error: no guest name is free just now; choose a nickname.".to_owned())
     }
 
     async fn chat(&mut self, nick: &mut Arc<str>) -> LeaveReason {

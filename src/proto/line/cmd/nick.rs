@@ -36,6 +36,12 @@ impl Nick {
             ctx.reply("You already have that nickname.");
             return Flow::Continue;
         }
+        if ctx.shared.cluster.is_some() {
+            // A rename must claim the new name across the cluster first (docs/CLUSTER.md,
+            // "Renames"); until that is built, a cluster keeps the name chosen at the prompt.
+            ctx.reply("Error: on this cluster a nickname is kept for the whole visit; reconnect to choose another.");
+            return Flow::Continue;
+        }
         if ctx.shared.accounts.is_registered(&self.name) {
             return Flow::Claim {
                 name: self.name,

@@ -1,0 +1,411 @@
+//! The cluster link (`--cluster nats://HOST:PORT`): several servers sharing one chat over a
+//! NATS broker with JetStream. docs/CLUSTER.md has the design and which parts are built.
+//!
+//! Room messages leave through the hub's [`Relay`] (called under the hub lock, so in room
+//! order) into one bounded queue that one task publishes from, which keeps each sender's order
+//! on the wire. What other nodes publish comes back as [`Remote`] messages, which the server
+//! hands to [`crate::core::Hub::relayed`]. Nicknames are claimed in the `lc_nicks` KV bucket
+//! with `create`, which the broker applies atomically: of two nodes claiming one name at once,
+//! exactly one succeeds.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::event::{Event, Identity, Kind};
+use crate::core::hub::{Relay, REMOTE};
+use crate::core::names::nick_key;
+
+/// The bucket that holds every claimed nickname.
+const NICKS: &str = "lc_nicks";
+/// Room events are published under this prefix, one subject per room.
+const ROOMS: &str = "lc.room";
+/// Events waiting for the link task at most; past this the cluster copy is dropped (and
+/// counted): the local room has had it already. docs/CLUSTER.md, "Broker outage".
+const QUEUE: usize = 64 * 1024;
+/// How long a claim or release may wait for the broker before the person is told no.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach the broker, from `--cluster`, `--node-name` and `--cluster-creds`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `nats://HOST:PORT`, one or more (a NATS cluster's seed servers).
+    pub urls: Vec<String>,
+    pub node: String,
+    /// A NATS credentials file (`.creds`); never the secret itself on the command line.
+    pub creds: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the cluster credentials {}: {error}", path.display())]
+    Creds {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot reach the cluster broker at {0}: {1}")]
+    Connect(String, async_nats::ConnectError),
+    #[error("the cluster broker at {0} has no JetStream (start nats-server with -js): {1}")]
+    JetStream(String, String),
+    #[error("the cluster broker did not answer in time")]
+    Timeout,
+    #[error("the cluster broker: {0}")]
+    Broker(String),
+}
+
+/// A message said on another node, for the local hub.
+#[derive(Debug)]
+pub struct Remote {
+    pub room: String,
+    pub from: Arc<Identity>,
+    pub at: SystemTime,
+    pub kind: Kind,
+}
+
+/// What crosses the broker for one room event.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    node: String,
+    boot: u64,
+    /// Gapless per origin and boot: what a receiver will use to notice a gap.
+    seq: u64,
+    room: String,
+    nick: String,
+    /// `msg`, `act` or `note`.
+    kind: String,
+    text: String,
+    at_ms: u64,
+}
+
+#[derive(Debug)]
+enum Out {
+    Publish(String, Bytes),
+    Release(String),
+}
+
+/// This node's end of the cluster: what sessions ask of it (claims) and the relay the hub
+/// writes to.
+#[derive(Debug)]
+pub struct Cluster {
+    node: Arc<str>,
+    boot: u64,
+    nicks: kv::Store,
+    out: mpsc::Sender<Out>,
+    seq: Arc<AtomicU64>,
+    /// Cluster copies dropped because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// The task half: publishes the queue and receives the other nodes' messages.
+#[derive(Debug)]
+pub struct Link {
+    client: async_nats::Client,
+    nicks: kv::Store,
+    node: Arc<str>,
+    boot: u64,
+    out: mpsc::Receiver<Out>,
+}
+
+/// Connects to the broker and opens (or creates) the nickname bucket.
+pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("linechat {}", settings.node))
+        .no_echo();
+    if let Some(path) = &settings.creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|error| Error::Creds {
+                path: path.clone(),
+                error,
+            })?;
+    }
+    let urls = settings.urls.join(",");
+    let addrs: Vec<async_nats::ServerAddr> = settings
+        .urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e: std::io::Error| Error::Broker(format!("{urls}: {e}")))?;
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|e| Error::Connect(urls.clone(), e))?;
+    let js = jetstream::new(client.clone());
+    // The bucket's stream is made by hand, as the KV client would make it: the client's
+    // `create_key_value` reads the account's figures first, whose reply from nats-server 2.9
+    // lacks fields the client requires.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{NICKS}"),
+        subjects: vec![format!("$KV.{NICKS}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::JetStream(urls.clone(), e.to_string()))?;
+    let nicks = js
+        .get_key_value(NICKS)
+        .await
+        .map_err(|e| Error::JetStream(urls.clone(), e.to_string()))?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let node: Arc<str> = settings.node.as_str().into();
+    let boot = boot_id();
+    let cluster = Arc::new(Cluster {
+        node: node.clone(),
+        boot,
+        nicks: nicks.clone(),
+        out: tx,
+        seq: Arc::default(),
+        dropped: Arc::default(),
+    });
+    let link = Link {
+        client,
+        nicks,
+        node,
+        boot,
+        out: rx,
+    };
+    Ok((cluster, link))
+}
+
+/// A number that differs between two starts of the same node, so nothing from a previous life
+/// is taken for this one's.
+fn boot_id() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A KV key for a nickname: its lower-case key in hex, since KV keys cannot hold IRC's
+/// `[]\^{}|` and backquote.
+fn nick_subject_key(nick: &str) -> String {
+    nick_key(nick).bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A room's subject: the room key is letters, digits, `_`, `-` and `.`; a `.` would split the
+/// subject into tokens, so it is written `_2e` (and `_` as `__`, so no two rooms meet).
+fn room_subject(room: &str) -> String {
+    let key = room.to_ascii_lowercase();
+    let mut s = String::with_capacity(ROOMS.len() + 1 + key.len());
+    s.push_str(ROOMS);
+    s.push('.');
+    for c in key.chars() {
+        match c {
+            '.' => s.push_str("_2e"),
+            '_' => s.push_str("__"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+impl Cluster {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// What this node writes as a claim's value: whose it is, for a release to check.
+    fn owner(&self) -> Bytes {
+        Bytes::from(format!("{}:{}", self.node, self.boot))
+    }
+
+    /// Claims `nick` across the cluster. `Ok(false)`: someone on some node has it.
+    pub async fn claim(&self, nick: &str) -> Result<bool, Error> {
+        let key = nick_subject_key(nick);
+        match tokio::time::timeout(CLAIM_TIMEOUT, self.nicks.create(&key, self.owner())).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Ok(Err(e)) => Err(Error::Broker(e.to_string())),
+        }
+    }
+
+    /// Gives back a name claimed and then not used (the local hub refused it).
+    pub fn release(&self, nick: &str) {
+        if self
+            .out
+            .try_send(Out::Release(nick_subject_key(nick)))
+            .is_err()
+        {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The relay the hub hands local room events and departures to.
+    pub fn relay(self: &Arc<Self>) -> Box<dyn Relay> {
+        Box::new(Outbound(self.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct Outbound(Arc<Cluster>);
+
+impl Relay for Outbound {
+    fn said(&self, room: &Arc<str>, event: &Arc<Event>) {
+        let c = &self.0;
+        let (kind, text) = match &event.kind {
+            Kind::Message(t) => ("msg", t),
+            Kind::Action(t) => ("act", t),
+            Kind::Notice(t) => ("note", t),
+            _ => return,
+        };
+        let wire = Wire {
+            node: c.node.to_string(),
+            boot: c.boot,
+            seq: c.seq.fetch_add(1, Relaxed) + 1,
+            room: room.to_string(),
+            nick: event.nick().to_owned(),
+            kind: kind.to_owned(),
+            text: text.to_string(),
+            at_ms: event
+                .at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        };
+        let Ok(body) = serde_json::to_vec(&wire) else {
+            return;
+        };
+        if c.out
+            .try_send(Out::Publish(room_subject(room), body.into()))
+            .is_err()
+        {
+            c.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn left(&self, identity: &Arc<Identity>) {
+        self.0.release(&identity.nick);
+    }
+}
+
+impl Link {
+    /// Publishes what this node's people do and hands what the others' do to `deliver`,
+    /// until `stop`.
+    pub async fn run(mut self, deliver: impl Fn(Remote) + Send, stop: CancellationToken) {
+        let mut incoming = match self.client.subscribe(format!("{ROOMS}.>")).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: cannot subscribe to the rooms");
+                return;
+            }
+        };
+        let owner = format!("{}:{}", self.node, self.boot);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                out = self.out.recv() => match out {
+                    None => break,
+                    Some(out) => self.send(out, &owner).await,
+                },
+                msg = incoming.next() => match msg {
+                    None => break,
+                    Some(msg) => match serde_json::from_slice::<Wire>(&msg.payload) {
+                        Ok(w) if w.node == *self.node && w.boot == self.boot => {}
+                        Ok(w) => {
+                            if let Some(remote) = w.into_remote() {
+                                deliver(remote);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, subject = %msg.subject, "cluster: an unreadable message, ignored"),
+                    },
+                },
+            }
+        }
+        // What was said last, and the names of those who left, still go out before the
+        // server stops: the sessions have ended by now, so the queue no longer grows.
+        while let Ok(out) = self.out.try_recv() {
+            self.send(out, &owner).await;
+        }
+        let _ = self.client.flush().await;
+    }
+
+    async fn send(&self, out: Out, owner: &str) {
+        match out {
+            Out::Publish(subject, body) => {
+                if let Err(e) = self.client.publish(subject, body).await {
+                    tracing::warn!(error = %e, "cluster: a message did not reach the broker");
+                }
+            }
+            Out::Release(key) => self.release(&key, owner).await,
+        }
+    }
+
+    /// Deletes a nickname's claim if it is still this node's, by revision, so a release that
+    /// arrives late cannot free a name someone else has taken since.
+    async fn release(&self, key: &str, owner: &str) {
+        match self.nicks.entry(key).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put && e.value == owner.as_bytes() => {
+                if let Err(err) = self
+                    .nicks
+                    .delete_expect_revision(key, Some(e.revision))
+                    .await
+                {
+                    tracing::warn!(error = %err, "cluster: a nickname was not released");
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "cluster: a nickname was not released"),
+        }
+    }
+}
+
+impl Wire {
+    fn into_remote(self) -> Option<Remote> {
+        let kind = match self.kind.as_str() {
+            "msg" => Kind::Message(self.text.into()),
+            "act" => Kind::Action(self.text.into()),
+            "note" => Kind::Notice(self.text.into()),
+            _ => return None,
+        };
+        let nick: Arc<str> = self.nick.into();
+        let from = Arc::new(Identity {
+            id: REMOTE,
+            user: nick.clone(),
+            nick,
+            host: self.node.into(),
+            realname: "".into(),
+        });
+        Some(Remote {
+            room: self.room,
+            from,
+            at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_subjects_are_one_token_and_distinct() {
+        assert_eq!(room_subject("Dev"), "lc.room.dev");
+        assert_eq!(room_subject("a.b"), "lc.room.a_2eb");
+        assert_ne!(room_subject("a_2eb"), room_subject("a.b"));
+    }
+
+    #[test]
+    fn nick_keys_are_case_blind_and_kv_safe() {
+        assert_eq!(nick_subject_key("Bob"), nick_subject_key("bOB"));
+        assert!(nick_subject_key("a[]\\^{}|`")
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit()));
+    }
+}
