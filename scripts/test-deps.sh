@@ -7,12 +7,13 @@
 # weechat-plugins (WeeChat's FIFO plugin, which the test types through), systemd
 # (`systemd-analyze verify` checks contrib/linechat.service; it runs offline, without systemd
 # as PID 1, so a container is enough), for the TLS tests openssl (which also makes their
-# certificates), ncat and python3 (its ssl module), and for the web client's browser tests
+# certificates), ncat and python3 (its ssl module), for the web client's browser tests
 # (tests/browser) chromium, a font to render with, node and npm, then npm's playwright-core
 # (the version in tests/browser/package-lock.json; it drives Debian's chromium and downloads
-# no browser of its own). Safe to run again; does nothing when everything is present. The
-# tests that need them fail rather than skip in CI (CI set) when something is missing; the
-# namespace tests also need root.
+# no browser of its own), and nats-server (the broker the cluster tests in tests/cluster start
+# with JetStream; Debian's is 2.9). Safe to run again; does nothing when everything is
+# present. The tests that need them fail rather than skip in CI (CI set) when something is
+# missing; the namespace tests also need root.
 set -euo pipefail
 
 need=()
@@ -28,6 +29,7 @@ command -v irssi >/dev/null 2>&1 || need+=(irssi)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v weechat-headless >/dev/null 2>&1 || need+=(weechat-headless)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 # Debian ships the FIFO plugin in weechat-plugins (irc and logger come with weechat-core).
 compgen -G '/usr/lib/*/weechat/plugins/fifo.so' >/dev/null ||
   compgen -G '/usr/lib/weechat/plugins/fifo.so' >/dev/null || need+=(weechat-plugins)

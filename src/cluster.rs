@@ -108,6 +108,7 @@ pub struct Cluster {
 #[derive(Debug)]
 pub struct Link {
     client: async_nats::Client,
+    incoming: async_nats::Subscriber,
     nicks: kv::Store,
     node: Arc<str>,
     boot: u64,
@@ -161,6 +162,16 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         .get_key_value(NICKS)
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e.to_string()))?;
+    // Subscribed before anyone is let in, and confirmed by the flush's round trip, so what
+    // other nodes say from the moment this one serves reaches it.
+    let incoming = client
+        .subscribe(format!("{ROOMS}.>"))
+        .await
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| Error::Broker(e.to_string()))?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let node: Arc<str> = settings.node.as_str().into();
     let boot = boot_id();
@@ -174,6 +185,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     });
     let link = Link {
         client,
+        incoming,
         nicks,
         node,
         boot,
@@ -298,13 +310,6 @@ impl Link {
     /// Publishes what this node's people do and hands what the others' do to `deliver`,
     /// until `stop`.
     pub async fn run(mut self, deliver: impl Fn(Remote) + Send, stop: CancellationToken) {
-        let mut incoming = match self.client.subscribe(format!("{ROOMS}.>")).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cluster: cannot subscribe to the rooms");
-                return;
-            }
-        };
         let owner = format!("{}:{}", self.node, self.boot);
         loop {
             tokio::select! {
@@ -313,7 +318,7 @@ impl Link {
                     None => break,
                     Some(out) => self.send(out, &owner).await,
                 },
-                msg = incoming.next() => match msg {
+                msg = self.incoming.next() => match msg {
                     None => break,
                     Some(msg) => match serde_json::from_slice::<Wire>(&msg.payload) {
                         Ok(w) if w.node == *self.node && w.boot == self.boot => {}

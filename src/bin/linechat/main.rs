@@ -283,7 +283,8 @@ struct Args {
     #[arg(long, env = "LINECHAT_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
 
-    /// The NATS credentials file (.creds) for --cluster; the secret is never a flag's value.
+    /// The NATS credentials file (.creds) that --cluster connects with (a secret is never a
+    /// flag's value).
     #[arg(long, env = "LINECHAT_CLUSTER_CREDS", value_name = "PATH")]
     cluster_creds: Option<PathBuf>,
     /// Probe a connection silent for this many seconds with TCP keepalive, so a peer that

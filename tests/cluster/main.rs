@@ -1,0 +1,239 @@
+//! Several linechat processes sharing one chat through a real `nats-server` with JetStream,
+//! all on loopback (docs/CLUSTER.md). Run alone with `cargo test --test cluster`; TESTING.md
+//! says what each test proves and what it needs.
+
+#[allow(dead_code)]
+#[path = "../it/support.rs"]
+mod support;
+
+#[allow(dead_code)]
+#[path = "../faults/proc.rs"]
+mod proc;
+
+mod broker;
+
+use std::collections::HashMap;
+
+use broker::Broker;
+use proc::{Options, Server};
+use support::{Client, WAIT};
+
+/// A node of the cluster on `broker`, named `name`, without flood control (the tests send
+/// as fast as they can and count every line).
+async fn node(broker: &Broker, name: &str) -> Server {
+    Server::start(Options {
+        args: &[
+            "--cluster",
+            &broker.url,
+            "--node-name",
+            name,
+            "--rate-limit",
+            "0",
+        ],
+        ..Default::default()
+    })
+    .await
+}
+
+/// Three senders, one on each of three nodes, each saying `LINES` numbered lines in the lobby;
+/// two listeners on every node. Every listener gets every other sender's lines exactly once
+/// and in the order they were sent, whichever node it is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_every_node_once_in_order() {
+    if !broker::available() {
+        return;
+    }
+    const LINES: usize = 300;
+    let broker = Broker::start().await;
+    let nodes = [
+        node(&broker, "n1").await,
+        node(&broker, "n2").await,
+        node(&broker, "n3").await,
+    ];
+    let mut listeners = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            listeners.push(Client::join(n.addr, &format!("l{i}x{j}")).await);
+        }
+    }
+    let mut senders = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        senders.push(Client::join(n.addr, &format!("s{i}")).await);
+    }
+    // Each listener reads past the arrivals on its own node up to the first line it gets
+    // from a sender, so arrivals announced late do not count as chat.
+    let sending = senders.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            for k in 0..LINES {
+                s.send(&format!("{} {k}", s.nick)).await;
+            }
+            s.send("done").await;
+            s
+        })
+    });
+    let senders: Vec<_> = futures_join(sending).await;
+    let reading = listeners.into_iter().map(|mut l| {
+        tokio::spawn(async move {
+            let mut got: HashMap<String, Vec<usize>> = HashMap::new();
+            let mut done = 0;
+            while done < 3 {
+                let line = l.line().await;
+                let Some((from, text)) = line.split_once(": ") else {
+                    continue; // arrivals on this node
+                };
+                if text == "done" {
+                    done += 1;
+                    continue;
+                }
+                let (nick, k) = text.split_once(' ').expect("numbered line");
+                assert_eq!(
+                    from, nick,
+                    "{}: a line under the wrong name: {line}",
+                    l.nick
+                );
+                got.entry(from.to_owned())
+                    .or_default()
+                    .push(k.parse().unwrap());
+            }
+            (l.nick.clone(), got)
+        })
+    });
+    let expected: Vec<usize> = (0..LINES).collect();
+    for (nick, got) in futures_join(reading).await {
+        for s in 0..3 {
+            let from = format!("s{s}");
+            assert_eq!(
+                got.get(&from).map(Vec::as_slice),
+                Some(expected.as_slice()),
+                "{nick} should have every line of {from} once, in order"
+            );
+        }
+    }
+    drop(senders);
+}
+
+/// Two people take the same name on two nodes at the same instant, twenty times over: each
+/// time exactly one of them gets it and the other is told it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_nick_on_two_nodes_at_once_one_wins() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, b) = (node(&broker, "a").await, node(&broker, "b").await);
+    let mut keep = Vec::new();
+    for round in 0..20 {
+        let name = format!("Racer{round}");
+        let mut x = Client::connect(a.addr).await;
+        let mut y = Client::connect(b.addr).await;
+        x.expect_prompt().await;
+        y.expect_prompt().await;
+        // Case differs on the second node: names are compared case-blind across the cluster.
+        let lower = name.to_ascii_lowercase();
+        tokio::join!(x.send(&name), y.send(&lower));
+        let (rx, ry) = tokio::join!(x.line(), y.line());
+        let won = [&rx, &ry]
+            .iter()
+            .filter(|l| l.starts_with("Welcome to the chat, "))
+            .count();
+        let lost = [&rx, &ry]
+            .iter()
+            .filter(|l| l.ends_with("is already taken; choose another."))
+            .count();
+        assert_eq!((won, lost), (1, 1), "round {round}: {rx:?} / {ry:?}");
+        keep.push((x, y));
+    }
+}
+
+/// A name is free on every node once its holder has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_left_is_free_on_another_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, b) = (node(&broker, "a").await, node(&broker, "b").await);
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut other = Client::connect(b.addr).await;
+    other.expect_prompt().await;
+    other.send("alice").await;
+    other
+        .expect("Error: the nickname alice is already taken; choose another.")
+        .await;
+    other.expect_prompt().await;
+    alice.send("/quit").await;
+    alice.expect_closed().await;
+    // The release crosses the broker after the leave: asked again until it has, within WAIT.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        other.send("alice").await;
+        let line = other.line().await;
+        if line == "Welcome to the chat, alice!" {
+            break;
+        }
+        assert_eq!(
+            line, "Error: the nickname alice is already taken; choose another.",
+            "the second node's answer"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice was not freed"
+        );
+        other.expect_prompt().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// What `--cluster` cannot do yet is refused at start, with one line saying why, and a
+/// broker that is not there is an error, not a server that runs alone.
+#[tokio::test]
+async fn what_the_cluster_cannot_serve_is_refused_at_start() {
+    let bin = env!("CARGO_BIN_EXE_linechat");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .output()
+            .expect("run linechat");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[
+        "--listen",
+        "irc://127.0.0.1:0",
+        "--cluster",
+        "nats://127.0.0.1:1",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--cluster serves line:// listeners only so far"),
+        "{err}"
+    );
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--cluster", "127.0.0.1:4222"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("expected nats://HOST:PORT"), "{err}");
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--node-name", "x"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--node-name and --cluster-creds need --cluster"),
+        "{err}"
+    );
+    // Port 1 on loopback: nobody listens there.
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--cluster", "nats://127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the cluster broker at nats://127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
