@@ -61,6 +61,14 @@ pub enum Error {
     Broker(String),
 }
 
+/// What the link hands the server.
+#[derive(Debug)]
+pub enum Incoming {
+    Said(Remote),
+    /// The broker connection went down (`false`) or came back (`true`); told once per change.
+    Link(bool),
+}
+
 /// A message said on another node, for the local hub.
 #[derive(Debug)]
 pub struct Remote {
@@ -113,13 +121,23 @@ pub struct Link {
     node: Arc<str>,
     boot: u64,
     out: mpsc::Receiver<Out>,
+    /// The client's connection events (a handful at a time: one per drop and return).
+    events: mpsc::Receiver<async_nats::Event>,
 }
 
 /// Connects to the broker and opens (or creates) the nickname bucket.
 pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error> {
+    let (events_tx, events) = mpsc::channel(16);
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("linechat {}", settings.node))
-        .no_echo();
+        .no_echo()
+        .event_callback(move |event| {
+            let tx = events_tx.clone();
+            // Full only if the link task is stuck, and then a lost event changes nothing.
+            async move {
+                let _ = tx.try_send(event);
+            }
+        });
     if let Some(path) = &settings.creds {
         options = options
             .credentials_file(path)
@@ -190,6 +208,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         node,
         boot,
         out: rx,
+        events,
     };
     Ok((cluster, link))
 }
@@ -309,8 +328,11 @@ impl Relay for Outbound {
 impl Link {
     /// Publishes what this node's people do and hands what the others' do to `deliver`,
     /// until `stop`.
-    pub async fn run(mut self, deliver: impl Fn(Remote) + Send, stop: CancellationToken) {
+    pub async fn run(mut self, deliver: impl Fn(Incoming) + Send, stop: CancellationToken) {
         let owner = format!("{}:{}", self.node, self.boot);
+        // The client reconnects by itself, with backoff, and subscribes again; this only says
+        // so, once each way (the client reports every failed attempt as another disconnect).
+        let mut up = true;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -318,13 +340,33 @@ impl Link {
                     None => break,
                     Some(out) => self.send(out, &owner).await,
                 },
+                Some(event) = self.events.recv() => {
+                    let now = match event {
+                        async_nats::Event::Connected => true,
+                        async_nats::Event::Disconnected => false,
+                        _ => up,
+                    };
+                    if now != up {
+                        up = now;
+                        if up {
+                            // The client reports the connection before it has subscribed
+                            // again; a round trip behind those subscriptions makes "back"
+                            // mean that what others say from now on arrives.
+                            let _ = tokio::time::timeout(CLAIM_TIMEOUT, self.client.flush()).await;
+                            tracing::info!("cluster: the link to the broker is back");
+                        } else {
+                            tracing::warn!("cluster: the link to the broker is down; chat goes on on this server");
+                        }
+                        deliver(Incoming::Link(up));
+                    }
+                }
                 msg = self.incoming.next() => match msg {
                     None => break,
                     Some(msg) => match serde_json::from_slice::<Wire>(&msg.payload) {
                         Ok(w) if w.node == *self.node && w.boot == self.boot => {}
                         Ok(w) => {
                             if let Some(remote) = w.into_remote() {
-                                deliver(remote);
+                                deliver(Incoming::Said(remote));
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, subject = %msg.subject, "cluster: an unreadable message, ignored"),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Instrument};
 
+use crate::cluster::Incoming;
 use crate::config::{Config, Live, Reloader};
 use crate::context::Shared;
 use crate::core::hub::{Hub, Settings};
@@ -188,10 +190,19 @@ pub async fn serve(
     let link_task = link.map(|link| {
         let shared = shared.clone();
         tokio::spawn(link.run(
-            move |remote| {
-                shared
-                    .hub
-                    .relayed(&remote.room, remote.from, remote.at, remote.kind);
+            move |incoming| match incoming {
+                Incoming::Said(remote) => {
+                    shared
+                        .hub
+                        .relayed(&remote.room, remote.from, remote.at, remote.kind);
+                }
+                // Line-protocol words: a cluster serves line:// listeners only so far.
+                Incoming::Link(up) => {
+                    let line = Bytes::from(proto::line::words::cluster_link(up));
+                    for info in shared.hub.members() {
+                        let _ = info.member.push(line.clone());
+                    }
+                }
             },
             stop_link.clone(),
         ))

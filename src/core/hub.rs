@@ -926,19 +926,33 @@ impl Hub {
         if self.settings.retain > 0 {
             self.keep(Change::Said(&event));
         }
-        let delivered = r.fan_out(&event, self.formats, Some(id));
-        let name = r.name.clone();
         if let Some(relay) = &self.relay {
-            relay.said(&name, &event);
+            relay.said(&r.name, &event);
         }
+        let delivered = self.said_in(&mut state, room, &event, Some(id));
+        Ok((event, delivered))
+    }
+
+    /// Fans what was said out to `room`'s members (but `sender`), keeps it in the room's
+    /// history and journals it; returns how many it was queued for.
+    fn said_in(
+        &self,
+        state: &mut State,
+        room: RoomId,
+        event: &Arc<Event>,
+        sender: Option<MemberId>,
+    ) -> usize {
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        let delivered = r.fan_out(event, self.formats, sender);
+        let name = r.name.clone();
         state.record(
             room,
-            &event,
+            event,
             self.settings.retain,
             self.settings.history_bytes,
         );
-        self.journal(&name, &event);
-        Ok((event, delivered))
+        self.journal(&name, event);
+        delivered
     }
 
     /// Delivers `kind`, said in the room called `room` by `from` on another server, to this
@@ -952,19 +966,10 @@ impl Hub {
         let Some(&room) = state.room_ids.get(&key) else {
             return 0;
         };
-        let r = state.rooms.get_mut(&room).expect("room exists");
+        let name = state.rooms[&room].name.clone();
         let id = self.next_event.fetch_add(1, Relaxed);
-        let event = Event::at(id, at, Target::Room(r.name.clone()), Some(from), kind);
-        let delivered = r.fan_out(&event, self.formats, None);
-        let name = r.name.clone();
-        state.record(
-            room,
-            &event,
-            self.settings.retain,
-            self.settings.history_bytes,
-        );
-        self.journal(&name, &event);
-        delivered
+        let event = Event::at(id, at, Target::Room(name), Some(from), kind);
+        self.said_in(&mut state, room, &event, None)
     }
 
     /// Sends `kind` from `id` to the member called `to`, wherever it is (itself included:

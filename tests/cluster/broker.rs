@@ -45,35 +45,51 @@ impl Broker {
         ));
         std::fs::create_dir_all(&dir).expect("broker directory");
         // -p -1: a free port, which the server logs.
-        let mut child = Command::new("nats-server")
-            .args(["-js", "-sd"])
-            .arg(&dir)
-            .args(["-a", "127.0.0.1", "-p", "-1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = tokio::time::timeout(WAIT, async {
-            let mut url = None;
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(at) = line.split("Listening for client connections on ").nth(1) {
-                    url = Some(format!("nats://{}", at.trim()));
-                }
-                if line.contains("Server is ready") {
-                    return url.expect("nats-server said where it listens");
-                }
-            }
-            panic!("nats-server exited before it was ready")
-        })
-        .await
-        .expect("nats-server ready in time");
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, url) = spawn(&dir, "-1").await;
         Broker { child, url, dir }
     }
+
+    /// Stops the broker (SIGKILL, by PID) and starts it again on the same port and store,
+    /// after `down`: what the nodes see of a broker restart.
+    pub async fn restart(&mut self, down: std::time::Duration) {
+        self.child.kill().await.expect("stop nats-server");
+        tokio::time::sleep(down).await;
+        let port = self.url.rsplit(':').next().expect("a port").to_owned();
+        let (child, url) = spawn(&self.dir, &port).await;
+        assert_eq!(url, self.url, "the broker came back where it was");
+        self.child = child;
+    }
+}
+
+async fn spawn(dir: &std::path::Path, port: &str) -> (Child, String) {
+    let mut child = Command::new("nats-server")
+        .args(["-js", "-sd"])
+        .arg(dir)
+        .args(["-a", "127.0.0.1", "-p", port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nats-server");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, async {
+        let mut url = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.split("Listening for client connections on ").nth(1) {
+                url = Some(format!("nats://{}", at.trim()));
+            }
+            if line.contains("Server is ready") {
+                return url.expect("nats-server said where it listens");
+            }
+        }
+        panic!("nats-server exited before it was ready")
+    })
+    .await
+    .expect("nats-server ready in time");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
 }
 
 impl Drop for Broker {

@@ -35,6 +35,16 @@ async fn node(broker: &Broker, name: &str) -> Server {
     .await
 }
 
+/// A broker and two nodes on it, `a` and `b`; `None` (the test skips) without nats-server.
+async fn two_nodes() -> Option<(Broker, Server, Server)> {
+    if !broker::available() {
+        return None;
+    }
+    let broker = Broker::start().await;
+    let (a, b) = (node(&broker, "a").await, node(&broker, "b").await);
+    Some((broker, a, b))
+}
+
 /// Three senders, one on each of three nodes, each saying `LINES` numbered lines in the lobby;
 /// two listeners on every node. Every listener gets every other sender's lines exactly once
 /// and in the order they were sent, whichever node it is on.
@@ -116,11 +126,9 @@ async fn messages_reach_every_node_once_in_order() {
 /// time exactly one of them gets it and the other is told it is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_nick_on_two_nodes_at_once_one_wins() {
-    if !broker::available() {
+    let Some((_broker, a, b)) = two_nodes().await else {
         return;
-    }
-    let broker = Broker::start().await;
-    let (a, b) = (node(&broker, "a").await, node(&broker, "b").await);
+    };
     let mut keep = Vec::new();
     for round in 0..20 {
         let name = format!("Racer{round}");
@@ -148,11 +156,9 @@ async fn same_nick_on_two_nodes_at_once_one_wins() {
 /// A name is free on every node once its holder has left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_left_is_free_on_another_node() {
-    if !broker::available() {
+    let Some((_broker, a, b)) = two_nodes().await else {
         return;
-    }
-    let broker = Broker::start().await;
-    let (a, b) = (node(&broker, "a").await, node(&broker, "b").await);
+    };
     let mut alice = Client::join(a.addr, "alice").await;
     let mut other = Client::connect(b.addr).await;
     other.expect_prompt().await;
@@ -182,6 +188,44 @@ async fn a_name_left_is_free_on_another_node() {
         other.expect_prompt().await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The broker goes away for a while and comes back on the same port and store: everyone is
+/// told once that the link is down and once that it is back, chat goes on inside each node
+/// meanwhile, and afterwards messages cross again and the names held before are still held,
+/// with no restart of any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_told_once_each_way_and_rejoined() {
+    let Some((mut broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let (mut alice, mut bob) = a.alice_and_bob().await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    alice.send("before").await;
+    carol.expect("alice: before").await;
+    bob.expect("alice: before").await;
+
+    broker.restart(std::time::Duration::from_millis(500)).await;
+    let down = "Server: the cluster link is down; chat goes on among the people on this server.";
+    let back = "Server: the cluster link is back; you are chatting with every server again.";
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.expect(down).await;
+        c.expect(back).await;
+    }
+    // Only once each way, however many attempts the reconnect took: the next line anyone
+    // gets is chat.
+    alice.send("after").await;
+    bob.expect("alice: after").await;
+    carol.expect("alice: after").await;
+    carol.send("and back").await;
+    alice.expect("carol: and back").await;
+    bob.expect("carol: and back").await;
+    // The claims are in the broker's store, which outlived it.
+    let mut late = Client::connect(b.addr).await;
+    late.expect_prompt().await;
+    late.send("alice").await;
+    late.expect("Error: the nickname alice is already taken; choose another.")
+        .await;
 }
 
 /// What `--cluster` cannot do yet is refused at start, with one line saying why, and a

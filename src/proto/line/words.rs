@@ -58,3 +58,12 @@ pub fn changed_partner(name: &str) -> String {
          else took the name); your message was not sent. Send it again to reach the new {name}."
     )
 }
+
+/// What everyone on this server is told when the cluster link drops or returns.
+pub fn cluster_link(up: bool) -> &'static str {
+    if up {
+        "Server: the cluster link is back; you are chatting with every server again.\n"
+    } else {
+        "Server: the cluster link is down; chat goes on among the people on this server.\n"
+    }
+}
