@@ -26,6 +26,13 @@ use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
 const NICKS: &str = "lc_nicks";
+/// The bucket of living nodes: key `<node>.<boot>`, rewritten every [`HEARTBEAT`].
+const NODES: &str = "lc_nodes";
+/// How often a node says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node not heard from for this long is dead, and its names are freed: with the heartbeat
+/// and the sweep, well inside the 20 s the contract allows (docs/CLUSTER.md, "Liveness").
+const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Room events are published under this prefix, one subject per room.
 const ROOMS: &str = "lc.room";
 /// Events waiting for the link task at most; past this the cluster copy is dropped (and
@@ -116,6 +123,7 @@ pub struct Cluster {
 #[derive(Debug)]
 pub struct Link {
     client: async_nats::Client,
+    nodes: kv::Store,
     incoming: async_nats::Subscriber,
     nicks: kv::Store,
     node: Arc<str>,
@@ -159,27 +167,12 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         .await
         .map_err(|e| Error::Connect(urls.clone(), e))?;
     let js = jetstream::new(client.clone());
-    // The bucket's stream is made by hand, as the KV client would make it: the client's
-    // `create_key_value` reads the account's figures first, whose reply from nats-server 2.9
-    // lacks fields the client requires.
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{NICKS}"),
-        subjects: vec![format!("$KV.{NICKS}.>")],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| Error::JetStream(urls.clone(), e.to_string()))?;
-    let nicks = js
-        .get_key_value(NICKS)
+    let nicks = bucket(&js, NICKS)
         .await
-        .map_err(|e| Error::JetStream(urls.clone(), e.to_string()))?;
+        .map_err(|e| Error::JetStream(urls.clone(), e))?;
+    let nodes = bucket(&js, NODES)
+        .await
+        .map_err(|e| Error::JetStream(urls.clone(), e))?;
     // Subscribed before anyone is let in, and confirmed by the flush's round trip, so what
     // other nodes say from the moment this one serves reaches it.
     let incoming = client
@@ -203,6 +196,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     });
     let link = Link {
         client,
+        nodes,
         incoming,
         nicks,
         node,
@@ -211,6 +205,27 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         events,
     };
     Ok((cluster, link))
+}
+
+/// The KV bucket `name`, made if missing. Its stream is made by hand, as the KV client would
+/// make it: the client's `create_key_value` reads the account's figures first, whose reply
+/// from nats-server 2.9 lacks fields the client requires.
+async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String> {
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    js.get_key_value(name).await.map_err(|e| e.to_string())
 }
 
 /// A number that differs between two starts of the same node, so nothing from a previous life
@@ -330,6 +345,12 @@ impl Link {
     /// until `stop`.
     pub async fn run(mut self, deliver: impl Fn(Incoming) + Send, stop: CancellationToken) {
         let owner = format!("{}:{}", self.node, self.boot);
+        let liveness = tokio::spawn(liveness(
+            self.nodes.clone(),
+            self.nicks.clone(),
+            format!("{}.{}", self.node, self.boot),
+            stop.clone(),
+        ));
         // The client reconnects by itself, with backoff, and subscribes again; this only says
         // so, once each way (the client reports every failed attempt as another disconnect).
         let mut up = true;
@@ -379,6 +400,12 @@ impl Link {
         while let Ok(out) = self.out.try_recv() {
             self.send(out, &owner).await;
         }
+        let _ = liveness.await;
+        // Leaving on purpose: this node's entry goes at once, not after DEAD_AFTER.
+        let _ = self
+            .nodes
+            .delete(format!("{}.{}", self.node, self.boot))
+            .await;
         let _ = self.client.flush().await;
     }
 
@@ -410,6 +437,83 @@ impl Link {
             Err(err) => tracing::warn!(error = %err, "cluster: a nickname was not released"),
         }
     }
+}
+
+/// Says every [`HEARTBEAT`] that this node (`me`, `<node>.<boot>`) is alive, and frees the
+/// names of any node that has not said so for [`DEAD_AFTER`], by the broker's clock (the time
+/// it stored each heartbeat) against this one's: nodes' clocks must agree to well within
+/// the bound, as NTP keeps them.
+async fn liveness(nodes: kv::Store, nicks: kv::Store, me: String, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = nodes.put(&me, Bytes::new()).await {
+            tracing::debug!(error = %e, "cluster: heartbeat not stored");
+            continue;
+        }
+        if let Err(e) = sweep(&nodes, &nicks, &me).await {
+            tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
+        }
+    }
+}
+
+/// Frees the names of every node silent for [`DEAD_AFTER`]. Any node may do it, several at
+/// once: each delete names the revision it read, so only one succeeds and none frees a name
+/// that was taken again meanwhile.
+async fn sweep(nodes: &kv::Store, nicks: &kv::Store, me: &str) -> Result<(), String> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut dead = Vec::new();
+    let mut keys = nodes.keys().await.map_err(|e| e.to_string())?;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| e.to_string())?;
+        if key == me {
+            continue;
+        }
+        if let Some(e) = nodes.entry(&key).await.map_err(|e| e.to_string())? {
+            if e.operation == kv::Operation::Put && now - e.created > DEAD_AFTER {
+                dead.push(e);
+            }
+        }
+    }
+    for node in dead {
+        // `<node>.<boot>` is the claim's owner `<node>:<boot>`.
+        let Some((name, boot)) = node.key.rsplit_once('.') else {
+            continue;
+        };
+        let owner = format!("{name}:{boot}");
+        let mut freed = 0;
+        let mut names = nicks.keys().await.map_err(|e| e.to_string())?;
+        while let Some(key) = names.next().await {
+            let key = key.map_err(|e| e.to_string())?;
+            if let Some(e) = nicks.entry(&key).await.map_err(|e| e.to_string())? {
+                if e.operation == kv::Operation::Put
+                    && e.value == owner.as_bytes()
+                    && nicks
+                        .delete_expect_revision(&key, Some(e.revision))
+                        .await
+                        .is_ok()
+                {
+                    freed += 1;
+                }
+            }
+        }
+        if nodes
+            .delete_expect_revision(&node.key, Some(node.revision))
+            .await
+            .is_ok()
+        {
+            tracing::warn!(
+                node = name,
+                freed,
+                "cluster: a node fell silent; its nicknames are free again"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Wire {

@@ -228,6 +228,43 @@ async fn a_broker_restart_is_told_once_each_way_and_rejoined() {
         .await;
 }
 
+/// A node killed outright (SIGKILL: no goodbye to the broker) has its people's names freed by
+/// the others within the contract's 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_names_are_free_within_20_s() {
+    let Some((_broker, mut a, b)) = two_nodes().await else {
+        return;
+    };
+    let _alice = Client::join(a.addr, "alice").await;
+    let mut other = Client::connect(b.addr).await;
+    other.expect_prompt().await;
+    other.send("alice").await;
+    other
+        .expect("Error: the nickname alice is already taken; choose another.")
+        .await;
+    other.expect_prompt().await;
+    a.child.kill().await.expect("kill node a");
+    let killed = tokio::time::Instant::now();
+    loop {
+        other.send("alice").await;
+        let line = other.line().await;
+        if line == "Welcome to the chat, alice!" {
+            break;
+        }
+        assert_eq!(
+            line, "Error: the nickname alice is already taken; choose another.",
+            "the second node's answer"
+        );
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(20),
+            "alice's name was still held 20 s after her node died"
+        );
+        other.expect_prompt().await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    eprintln!("freed {:?} after the kill", killed.elapsed());
+}
+
 /// What `--cluster` cannot do yet is refused at start, with one line saying why, and a
 /// broker that is not there is an error, not a server that runs alone.
 #[tokio::test]
