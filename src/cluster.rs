@@ -8,6 +8,7 @@
 //! with `create`, which the broker applies atomically: of two nodes claiming one name at once,
 //! exactly one succeeds.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::event::{Event, Identity, Kind};
@@ -30,7 +32,7 @@ const NICKS: &str = "lc_nicks";
 const NODES: &str = "lc_nodes";
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A node not heard from for this long is dead, and its names are freed: with the heartbeat
+/// A node whose heartbeats this node has not seen for this long is dead, and its names are freed: with the heartbeat
 /// and the sweep, well inside the 20 s the contract allows (docs/CLUSTER.md, "Liveness").
 const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Room events are published under this prefix, one subject per room.
@@ -440,45 +442,67 @@ impl Link {
 }
 
 /// Says every [`HEARTBEAT`] that this node (`me`, `<node>.<boot>`) is alive, and frees the
-/// names of any node that has not said so for [`DEAD_AFTER`], by the broker's clock (the time
-/// it stored each heartbeat) against this one's: nodes' clocks must agree to well within
-/// the bound, as NTP keeps them.
+/// names of any node whose entry this one has watched stay the same for [`DEAD_AFTER`] while
+/// its own heartbeats were getting through. Watched by this node's own monotonic clock, so no
+/// two clocks need agree; and a broker outage (a heartbeat that fails or times out) starts the
+/// watch over, so nobody is declared dead for the silence the outage forced on everyone.
 async fn liveness(nodes: kv::Store, nicks: kv::Store, me: String, stop: CancellationToken) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each other node's entry revision, and since when this node has seen it unchanged.
+    let mut watched: HashMap<String, (u64, Instant)> = HashMap::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = nodes.put(&me, Bytes::new()).await {
-            tracing::debug!(error = %e, "cluster: heartbeat not stored");
-            continue;
+        match tokio::time::timeout(HEARTBEAT, nodes.put(&me, Bytes::new())).await {
+            Ok(Ok(_)) => {}
+            failed => {
+                tracing::debug!(?failed, "cluster: heartbeat not stored; watching anew");
+                watched.clear();
+                continue;
+            }
         }
-        if let Err(e) = sweep(&nodes, &nicks, &me).await {
+        if let Err(e) = sweep(&nodes, &nicks, &me, &mut watched).await {
             tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
         }
     }
 }
 
-/// Frees the names of every node silent for [`DEAD_AFTER`]. Any node may do it, several at
-/// once: each delete names the revision it read, so only one succeeds and none frees a name
-/// that was taken again meanwhile.
-async fn sweep(nodes: &kv::Store, nicks: &kv::Store, me: &str) -> Result<(), String> {
-    let now = time::OffsetDateTime::now_utc();
+/// Frees the names of every node whose entry has stood still for [`DEAD_AFTER`]. Any node may
+/// do it, several at once: each delete names the revision it read, so only one succeeds and
+/// none frees a name that was taken again meanwhile.
+async fn sweep(
+    nodes: &kv::Store,
+    nicks: &kv::Store,
+    me: &str,
+    watched: &mut HashMap<String, (u64, Instant)>,
+) -> Result<(), String> {
+    let now = Instant::now();
     let mut dead = Vec::new();
+    let mut seen = Vec::new();
     let mut keys = nodes.keys().await.map_err(|e| e.to_string())?;
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| e.to_string())?;
         if key == me {
             continue;
         }
-        if let Some(e) = nodes.entry(&key).await.map_err(|e| e.to_string())? {
-            if e.operation == kv::Operation::Put && now - e.created > DEAD_AFTER {
-                dead.push(e);
-            }
+        let Some(e) = nodes.entry(&key).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if e.operation != kv::Operation::Put {
+            continue;
+        }
+        seen.push(key.clone());
+        let since = watched.entry(key).or_insert((e.revision, now));
+        if since.0 != e.revision {
+            *since = (e.revision, now);
+        } else if now - since.1 >= DEAD_AFTER {
+            dead.push(e);
         }
     }
+    watched.retain(|k, _| seen.contains(k));
     for node in dead {
         // `<node>.<boot>` is the claim's owner `<node>:<boot>`.
         let Some((name, boot)) = node.key.rsplit_once('.') else {
@@ -501,6 +525,7 @@ async fn sweep(nodes: &kv::Store, nicks: &kv::Store, me: &str) -> Result<(), Str
                 }
             }
         }
+        watched.remove(&node.key);
         if nodes
             .delete_expect_revision(&node.key, Some(node.revision))
             .await

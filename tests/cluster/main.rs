@@ -265,6 +265,34 @@ async fn a_dead_nodes_names_are_free_within_20_s() {
     eprintln!("freed {:?} after the kill", killed.elapsed());
 }
 
+/// A broker outage longer than the liveness bound silences every node at once; that frees
+/// nobody's name once it is back (each node starts watching anew after an outage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_broker_outage_frees_no_living_name() {
+    let Some((mut broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    // Longer than DEAD_AFTER (10 s) in src/cluster.rs.
+    broker.restart(std::time::Duration::from_secs(12)).await;
+    alice.wait = std::time::Duration::from_secs(30);
+    alice
+        .expect("Server: the cluster link is down; chat goes on among the people on this server.")
+        .await;
+    alice
+        .expect("Server: the cluster link is back; you are chatting with every server again.")
+        .await;
+    // Two sweeps' time: a node that judged by the silence before the outage would free
+    // alice's name in its first sweep after it.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let mut other = Client::connect(b.addr).await;
+    other.expect_prompt().await;
+    other.send("alice").await;
+    other
+        .expect("Error: the nickname alice is already taken; choose another.")
+        .await;
+}
+
 /// What `--cluster` cannot do yet is refused at start, with one line saying why, and a
 /// broker that is not there is an error, not a server that runs alone.
 #[tokio::test]
