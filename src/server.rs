@@ -196,7 +196,7 @@ pub async fn serve(
                         .hub
                         .relayed(&remote.room, remote.from, remote.at, remote.kind);
                 }
-                // Line-protocol words: a cluster serves line:// listeners only so far.
+                // Line-protocol words: a cluster serves the line protocol only so far.
                 Incoming::Link(up) => {
                     let line = Bytes::from(proto::line::words::cluster_link(up));
                     for info in shared.hub.members() {

@@ -316,7 +316,7 @@ async fn what_the_cluster_cannot_serve_is_refused_at_start() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("--cluster serves line:// listeners only so far"),
+        err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
         "{err}"
     );
     let (code, err) = run(&["--listen", "127.0.0.1:0", "--cluster", "127.0.0.1:4222"]);
