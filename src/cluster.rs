@@ -8,7 +8,7 @@
 //! with `create`, which the broker applies atomically: of two nodes claiming one name at once,
 //! exactly one succeeds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -108,6 +108,15 @@ enum Out {
     Release(String),
 }
 
+/// The rooms' subjects this node has members in, as the hub last said: a set the link brings
+/// its subscriptions in line with, rather than a queue of changes, so a full queue can never
+/// lose a room's first arrival (and leave the room deaf to the others for good).
+#[derive(Debug, Default)]
+struct Interest {
+    wanted: std::sync::Mutex<HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
 /// This node's end of the cluster: what sessions ask of it (claims) and the relay the hub
 /// writes to.
 #[derive(Debug)]
@@ -117,6 +126,7 @@ pub struct Cluster {
     nicks: kv::Store,
     out: mpsc::Sender<Out>,
     seq: Arc<AtomicU64>,
+    interest: Arc<Interest>,
     /// Cluster copies dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
 }
@@ -126,7 +136,12 @@ pub struct Cluster {
 pub struct Link {
     client: async_nats::Client,
     nodes: kv::Store,
-    incoming: async_nats::Subscriber,
+    /// What the rooms' subscriptions receive, in one queue (each room's in its order).
+    incoming: mpsc::Receiver<async_nats::Message>,
+    incoming_tx: mpsc::Sender<async_nats::Message>,
+    /// One forwarding task per room this node has members in.
+    rooms: HashMap<String, tokio::task::JoinHandle<()>>,
+    interest: Arc<Interest>,
     nicks: kv::Store,
     node: Arc<str>,
     boot: u64,
@@ -175,31 +190,27 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let nodes = bucket(&js, NODES)
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e))?;
-    // Subscribed before anyone is let in, and confirmed by the flush's round trip, so what
-    // other nodes say from the moment this one serves reaches it.
-    let incoming = client
-        .subscribe(format!("{ROOMS}.>"))
-        .await
-        .map_err(|e| Error::Broker(e.to_string()))?;
-    client
-        .flush()
-        .await
-        .map_err(|e| Error::Broker(e.to_string()))?;
+    let (incoming_tx, incoming) = mpsc::channel(QUEUE);
     let (tx, rx) = mpsc::channel(QUEUE);
     let node: Arc<str> = settings.node.as_str().into();
     let boot = boot_id();
+    let interest = Arc::new(Interest::default());
     let cluster = Arc::new(Cluster {
         node: node.clone(),
         boot,
         nicks: nicks.clone(),
         out: tx,
         seq: Arc::default(),
+        interest: interest.clone(),
         dropped: Arc::default(),
     });
     let link = Link {
         client,
         nodes,
         incoming,
+        incoming_tx,
+        rooms: HashMap::new(),
+        interest,
         nicks,
         node,
         boot,
@@ -340,6 +351,18 @@ impl Relay for Outbound {
     fn left(&self, identity: &Arc<Identity>) {
         self.0.release(&identity.nick);
     }
+
+    fn interest(&self, room: &Arc<str>, here: bool) {
+        let interest = &self.0.interest;
+        let subject = room_subject(room);
+        let mut wanted = interest.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if here {
+            wanted.insert(subject);
+        } else {
+            wanted.remove(&subject);
+        }
+        interest.changed.notify_one();
+    }
 }
 
 impl Link {
@@ -363,6 +386,7 @@ impl Link {
                     None => break,
                     Some(out) => self.send(out, &owner).await,
                 },
+                () = self.interest.changed.notified() => self.follow().await,
                 Some(event) = self.events.recv() => {
                     let now = match event {
                         async_nats::Event::Connected => true,
@@ -383,7 +407,7 @@ impl Link {
                         deliver(Incoming::Link(up));
                     }
                 }
-                msg = self.incoming.next() => match msg {
+                msg = self.incoming.recv() => match msg {
                     None => break,
                     Some(msg) => match serde_json::from_slice::<Wire>(&msg.payload) {
                         Ok(w) if w.node == *self.node && w.boot == self.boot => {}
@@ -411,7 +435,47 @@ impl Link {
         let _ = self.client.flush().await;
     }
 
-    async fn send(&self, out: Out, owner: &str) {
+    /// Subscribes to the rooms the hub wants and not yet followed, and drops those it no
+    /// longer wants.
+    async fn follow(&mut self) {
+        let wanted = self
+            .interest
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Aborting a forwarding task drops its subscriber, which unsubscribes.
+        self.rooms.retain(|subject, forward| {
+            let keep = wanted.contains(subject);
+            if !keep {
+                forward.abort();
+            }
+            keep
+        });
+        for subject in wanted {
+            if self.rooms.contains_key(&subject) {
+                continue;
+            }
+            match self.client.subscribe(subject.clone()).await {
+                Ok(mut sub) => {
+                    let tx = self.incoming_tx.clone();
+                    let forward = tokio::spawn(async move {
+                        while let Some(msg) = sub.next().await {
+                            if tx.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    self.rooms.insert(subject, forward);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %subject, "cluster: cannot follow a room")
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, out: Out, owner: &str) {
         match out {
             Out::Publish(subject, body) => {
                 if let Err(e) = self.client.publish(subject, body).await {

@@ -36,6 +36,9 @@ pub trait Relay: Send + Sync + fmt::Debug {
     fn said(&self, room: &Arc<str>, event: &Arc<Event>);
     /// A local member left the server: its nickname is free again.
     fn left(&self, identity: &Arc<Identity>);
+    /// `room` got its first member here (`true`) or lost its last (`false`): what others say
+    /// in it is wanted here from now on, or no longer.
+    fn interest(&self, room: &Arc<str>, here: bool);
 }
 
 /// The member id of every person on another server: no local connection has it (ids start at
@@ -457,24 +460,27 @@ impl State {
         }
     }
 
-    /// Adds `id` to `room`'s member list.
-    fn add(&mut self, id: MemberId, room: RoomId) {
+    /// Adds `id` to `room`'s member list; whether it is the room's only member now.
+    fn add(&mut self, id: MemberId, room: RoomId) -> bool {
         let entry = self.members.get_mut(&id).expect("member");
         let r = self.rooms.get_mut(&room).expect("room exists");
-        if r.members.is_empty() && room != LOBBY_ID {
+        let first = r.members.is_empty();
+        if first && room != LOBBY_ID {
             r.operators.push(id);
         }
         let index = r.add_member(entry.member.clone(), entry.member.format());
         entry.rooms.push((room, index));
+        first
     }
 
-    /// Takes `id` out of `room`'s member list, keeping the moved member's slot right.
-    fn remove(&mut self, id: MemberId, room: RoomId) {
+    /// Takes `id` out of `room`'s member list, keeping the moved member's slot right;
+    /// whether that emptied the room.
+    fn remove(&mut self, id: MemberId, room: RoomId) -> bool {
         let Some(entry) = self.members.get_mut(&id) else {
-            return;
+            return false;
         };
         let Some(at) = entry.rooms.iter().position(|&(r, _)| r == room) else {
-            return;
+            return false;
         };
         let (_, slot) = entry.rooms.remove(at);
         let r = self.rooms.get_mut(&room).expect("room exists");
@@ -487,6 +493,7 @@ impl State {
                 r.1 = slot;
             }
         }
+        self.rooms[&room].members.is_empty()
     }
 
     /// Forgets `room` if nobody is in it and it holds nothing worth keeping; an empty room
@@ -623,6 +630,12 @@ impl Hub {
         self
     }
 
+    fn interest(&self, room: &Arc<str>, here: bool) {
+        if let Some(relay) = &self.relay {
+            relay.interest(room, here);
+        }
+    }
+
     /// Hands what local people say and their departures to `relay` from now on.
     pub fn with_relay(mut self, relay: Box<dyn Relay>) -> Self {
         self.relay = Some(relay);
@@ -757,7 +770,9 @@ impl Hub {
             id,
         );
         self.journal(&name, &event);
-        state.add(id, room);
+        if state.add(id, room) {
+            self.interest(&name, true);
+        }
         view(RoomView {
             room: &state.rooms[&room],
             members: &state.members,
@@ -788,8 +803,11 @@ impl Hub {
         message: Option<&str>,
     ) -> Arc<Event> {
         let identity = state.members[&id].identity.clone();
-        state.remove(id, room);
+        let emptied = state.remove(id, room);
         let r = state.rooms.get_mut(&room).expect("room exists");
+        if emptied {
+            self.interest(&r.name, false);
+        }
         let event = self.event(
             Target::Room(r.name.clone()),
             Some(identity),
@@ -847,7 +865,9 @@ impl Hub {
         let identity = entry.identity.clone();
         let rooms: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
         for &room in &rooms {
-            state.remove(id, room);
+            if state.remove(id, room) {
+                self.interest(&state.rooms[&room].name, false);
+            }
         }
         state.members.remove(&id);
         state.by_nick.remove(&nick_key(&identity.nick));

@@ -14,6 +14,8 @@ use crate::support::WAIT;
 pub struct Broker {
     child: Child,
     pub url: String,
+    /// The broker's monitoring endpoint (`-m`), `HOST:PORT`.
+    pub monitor: String,
     dir: PathBuf,
 }
 
@@ -44,9 +46,14 @@ impl Broker {
             rand_suffix()
         ));
         std::fs::create_dir_all(&dir).expect("broker directory");
-        // -p -1: a free port, which the server logs.
-        let (child, url) = spawn(&dir, "-1").await;
-        Broker { child, url, dir }
+        // -p -1, -m -1: free ports, which the server logs.
+        let (child, url, monitor) = spawn(&dir, "-1", "-1").await;
+        Broker {
+            child,
+            url,
+            monitor,
+            dir,
+        }
     }
 
     /// Stops the broker (SIGKILL, by PID) and starts it again on the same port and store,
@@ -55,17 +62,52 @@ impl Broker {
         self.child.kill().await.expect("stop nats-server");
         tokio::time::sleep(down).await;
         let port = self.url.rsplit(':').next().expect("a port").to_owned();
-        let (child, url) = spawn(&self.dir, &port).await;
+        let m_port = self.monitor.rsplit(':').next().expect("a port").to_owned();
+        let (child, url, _) = spawn(&self.dir, &port, &m_port).await;
         assert_eq!(url, self.url, "the broker came back where it was");
         self.child = child;
     }
+
+    /// The chat subjects (`lc.…`) the connection named `name` (a node's `linechat NODE`)
+    /// subscribes to, from the broker's own account (`/connz?subs=1`).
+    pub async fn subscriptions(&self, name: &str) -> Vec<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.monitor)
+            .await
+            .expect("monitor");
+        s.write_all(b"GET /connz?subs=1 HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        let body = &reply[reply.find("\r\n\r\n").expect("a body") + 4..];
+        let connz: serde_json::Value = serde_json::from_str(body).expect("connz JSON");
+        let conns = connz["connections"].as_array().cloned().unwrap_or_default();
+        let conn = conns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no connection named {name}: {body}"));
+        let mut subs: Vec<String> = conn["subscriptions_list"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| s.as_str())
+                    // Not the client's reply inboxes: the chat's own subjects.
+                    .filter(|s| s.starts_with("lc."))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        subs.sort();
+        subs
+    }
 }
 
-async fn spawn(dir: &std::path::Path, port: &str) -> (Child, String) {
+async fn spawn(dir: &std::path::Path, port: &str, monitor: &str) -> (Child, String, String) {
     let mut child = Command::new("nats-server")
         .args(["-js", "-sd"])
         .arg(dir)
-        .args(["-a", "127.0.0.1", "-p", port])
+        .args(["-a", "127.0.0.1", "-p", port, "-m", monitor])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -73,14 +115,20 @@ async fn spawn(dir: &std::path::Path, port: &str) -> (Child, String) {
         .spawn()
         .expect("start nats-server");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, async {
-        let mut url = None;
+    let (url, monitor) = tokio::time::timeout(WAIT, async {
+        let (mut url, mut monitor) = (None, None);
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(at) = line.split("Listening for client connections on ").nth(1) {
                 url = Some(format!("nats://{}", at.trim()));
             }
+            if let Some(at) = line.split("Starting http monitor on ").nth(1) {
+                monitor = Some(at.trim().to_owned());
+            }
             if line.contains("Server is ready") {
-                return url.expect("nats-server said where it listens");
+                return (
+                    url.expect("nats-server said where it listens"),
+                    monitor.expect("nats-server said where it is monitored"),
+                );
             }
         }
         panic!("nats-server exited before it was ready")
@@ -89,7 +137,7 @@ async fn spawn(dir: &std::path::Path, port: &str) -> (Child, String) {
     .expect("nats-server ready in time");
     // Keep draining its log so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    (child, url, monitor)
 }
 
 impl Drop for Broker {

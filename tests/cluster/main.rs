@@ -293,6 +293,52 @@ async fn a_long_broker_outage_frees_no_living_name() {
         .await;
 }
 
+/// Fan-out at the edge: a node follows a room's subject only while it has members in it, so a
+/// message crosses the broker once per node with people in the room, and not at all to the
+/// others. Read from the broker's own list of each connection's subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_only_the_rooms_its_people_are_in() {
+    let Some((broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    let _carol = Client::join(a.addr, "carol").await;
+    alice.command("/join dev").await;
+    follows(&broker, "a", &["lc.room.dev", "lc.room.lobby"]).await;
+    // b has nobody in dev, so dev's messages do not cross to it.
+    follows(&broker, "b", &["lc.room.lobby"]).await;
+    // A netcat user is in one room at a time: bob's move empties b's lobby.
+    bob.command("/join dev").await;
+    follows(&broker, "b", &["lc.room.dev"]).await;
+    alice.send("now bob is here").await;
+    bob.expect("alice: now bob is here").await;
+    // b's last member left dev: b stops following it, and follows the lobby again.
+    bob.command("/join lobby").await;
+    follows(&broker, "b", &["lc.room.lobby"]).await;
+    // And a stops following the lobby once nobody of a's is left in it.
+    drop(_carol);
+    follows(&broker, "a", &["lc.room.dev"]).await;
+}
+
+/// Waits (up to WAIT) until node `node` subscribes to exactly `subjects`, which the link
+/// does soon after the hub says a room gained its first member or lost its last.
+async fn follows(broker: &Broker, node: &str, subjects: &[&str]) {
+    let name = format!("linechat {node}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = broker.subscriptions(&name).await;
+        if got == subjects {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {node} follows {got:?}, not {subjects:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// What `--cluster` cannot do yet is refused at start, with one line saying why, and a
 /// broker that is not there is an error, not a server that runs alone.
 #[tokio::test]
@@ -319,6 +365,32 @@ async fn what_the_cluster_cannot_serve_is_refused_at_start() {
         err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
         "{err}"
     );
+    let (code, err) = run(&[
+        "--listen",
+        "http://127.0.0.1:0",
+        "--cluster",
+        "nats://127.0.0.1:1",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
+        "{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("lc-cluster-dd-{}", std::process::id()));
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--cluster",
+        "nats://127.0.0.1:1",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--cluster cannot be used with --data-dir yet"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     let (code, err) = run(&["--listen", "127.0.0.1:0", "--cluster", "127.0.0.1:4222"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("expected nats://HOST:PORT"), "{err}");

@@ -427,6 +427,13 @@ impl Args {
                 "--cluster {url}: expected nats://HOST:PORT"
             );
         }
+        // Accounts and the store are one server's files: a name registered on one node would
+        // be anyone's on another, and history kept on one disk is not the cluster's.
+        anyhow::ensure!(
+            self.data_dir.is_none(),
+            "--cluster cannot be used with --data-dir yet: accounts and history there are this \
+             server's alone (docs/CLUSTER.md)"
+        );
         if let Some((url, _)) = listeners.iter().find(|(u, _)| u.scheme != Scheme::Line) {
             anyhow::bail!(
                 "--cluster serves line:// and line+tls:// listeners only so far, not {url} \
