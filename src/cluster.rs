@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::event::{Event, Identity, Kind};
 use crate::core::hub::{Relay, REMOTE};
+use crate::core::leave::LeaveReason;
+use crate::core::lock;
 use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
@@ -73,7 +75,14 @@ pub enum Error {
 /// What the link hands the server.
 #[derive(Debug)]
 pub enum Incoming {
+    /// A message, or an arrival or departure, on another node.
     Said(Remote),
+    /// A node fell silent or vanished: these people of its (nick, rooms) are gone, and this
+    /// node's rooms are told so.
+    Lost {
+        node: String,
+        people: Vec<(String, Vec<String>)>,
+    },
     /// The broker connection went down (`false`) or came back (`true`); told once per change.
     Link(bool),
 }
@@ -96,10 +105,110 @@ struct Wire {
     seq: u64,
     room: String,
     nick: String,
-    /// `msg`, `act` or `note`.
+    /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
+    /// `left` (left the server).
     kind: String,
     text: String,
+    /// For `left`: the reason's label (`quit`, `timed_out`, ...).
+    #[serde(default)]
+    reason: String,
     at_ms: u64,
+}
+
+/// The words this node's rooms are told when another node's people vanish with it.
+pub const LOST: &str = "connection to their server lost";
+
+/// Someone on a node, as that node's heartbeat says: what cluster-wide listings show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Person {
+    pub nick: String,
+    /// `line`, `irc` or `web`; empty when known only from an arrival, until the next beat.
+    #[serde(default)]
+    pub proto: String,
+    pub rooms: Vec<String>,
+}
+
+/// The value of a node's `lc_nodes` entry: its people, and its `seq` when they were read, so
+/// a receiver can tell which arrivals and departures it already heard are newer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Beat {
+    seq: u64,
+    people: Vec<Person>,
+}
+
+/// An arrival or departure heard on a room subject, kept until a beat covers it.
+#[derive(Debug, Clone)]
+enum Change {
+    Enter(String, String),
+    Part(String, String),
+    Left(String),
+}
+
+/// Another node's people, as this node knows them: its last beat, with the changes heard
+/// since (their `seq` above the beat's) applied on top.
+#[derive(Debug, Default)]
+struct Peer {
+    node: String,
+    people: HashMap<String, Person>,
+    beat_seq: u64,
+    since: Vec<(u64, Change)>,
+}
+
+/// Changes kept per peer at most between two beats; past it the oldest go, and the next beat
+/// (at most [`HEARTBEAT`] later) restores what they said.
+const MAX_CHANGES: usize = 4096;
+
+impl Peer {
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Enter(nick, room) => {
+                let person = self.people.entry(nick_key(nick)).or_insert_with(|| Person {
+                    nick: nick.clone(),
+                    proto: String::new(),
+                    rooms: Vec::new(),
+                });
+                if !person.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)) {
+                    person.rooms.push(room.clone());
+                }
+            }
+            Change::Part(nick, room) => {
+                if let Some(person) = self.people.get_mut(&nick_key(nick)) {
+                    person.rooms.retain(|r| !r.eq_ignore_ascii_case(room));
+                }
+            }
+            Change::Left(nick) => {
+                self.people.remove(&nick_key(nick));
+            }
+        }
+    }
+
+    fn heard(&mut self, seq: u64, change: Change) {
+        if seq <= self.beat_seq {
+            return;
+        }
+        self.apply(&change);
+        if self.since.len() >= MAX_CHANGES {
+            self.since.remove(0);
+        }
+        self.since.push((seq, change));
+    }
+
+    /// A beat replaces what was known, and the changes heard after it are applied again
+    /// (each is idempotent, so one the beat already includes does no harm).
+    fn beat(&mut self, beat: Beat) {
+        self.people = beat
+            .people
+            .into_iter()
+            .map(|p| (nick_key(&p.nick), p))
+            .collect();
+        self.beat_seq = beat.seq;
+        for (seq, change) in std::mem::take(&mut self.since) {
+            if seq > beat.seq {
+                self.apply(&change);
+                self.since.push((seq, change));
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -127,6 +236,8 @@ pub struct Cluster {
     out: mpsc::Sender<Out>,
     seq: Arc<AtomicU64>,
     interest: Arc<Interest>,
+    /// The other nodes' people, by `<node>.<boot>`.
+    peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     /// Cluster copies dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
 }
@@ -142,6 +253,8 @@ pub struct Link {
     /// One forwarding task per room this node has members in.
     rooms: HashMap<String, tokio::task::JoinHandle<()>>,
     interest: Arc<Interest>,
+    peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
+    seq: Arc<AtomicU64>,
     nicks: kv::Store,
     node: Arc<str>,
     boot: u64,
@@ -195,13 +308,16 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let node: Arc<str> = settings.node.as_str().into();
     let boot = boot_id();
     let interest = Arc::new(Interest::default());
+    let peers = Arc::<std::sync::Mutex<HashMap<String, Peer>>>::default();
+    let seq = Arc::<AtomicU64>::default();
     let cluster = Arc::new(Cluster {
         node: node.clone(),
         boot,
         nicks: nicks.clone(),
         out: tx,
-        seq: Arc::default(),
+        seq: seq.clone(),
         interest: interest.clone(),
+        peers: peers.clone(),
         dropped: Arc::default(),
     });
     let link = Link {
@@ -211,6 +327,8 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         incoming_tx,
         rooms: HashMap::new(),
         interest,
+        peers,
+        seq,
         nicks,
         node,
         boot,
@@ -259,9 +377,14 @@ fn nick_subject_key(nick: &str) -> String {
 /// A room's subject: the room key is letters, digits, `_`, `-` and `.`; a `.` would split the
 /// subject into tokens, so it is written `_2e` (and `_` as `__`, so no two rooms meet).
 fn room_subject(room: &str) -> String {
-    let key = room.to_ascii_lowercase();
-    let mut s = String::with_capacity(ROOMS.len() + 1 + key.len());
-    s.push_str(ROOMS);
+    token_subject(ROOMS, room)
+}
+
+/// `prefix.<name>`, the name lower-cased and written as one token (see [`room_subject`]).
+fn token_subject(prefix: &str, name: &str) -> String {
+    let key = name.to_ascii_lowercase();
+    let mut s = String::with_capacity(prefix.len() + 1 + key.len());
+    s.push_str(prefix);
     s.push('.');
     for c in key.chars() {
         match c {
@@ -305,6 +428,25 @@ impl Cluster {
         }
     }
 
+    /// Everyone on the other nodes (node name, person), as their last heartbeats and the
+    /// arrivals and departures heard since say.
+    pub fn people(&self) -> Vec<(String, Person)> {
+        let peers = lock(&self.peers);
+        peers
+            .values()
+            .flat_map(|p| {
+                p.people
+                    .values()
+                    .map(|person| (p.node.clone(), person.clone()))
+            })
+            .collect()
+    }
+
+    /// How many other nodes this node hears from.
+    pub fn peers(&self) -> usize {
+        lock(&self.peers).len()
+    }
+
     /// The relay the hub hands local room events and departures to.
     pub fn relay(self: &Arc<Self>) -> Box<dyn Relay> {
         Box::new(Outbound(self.clone()))
@@ -317,10 +459,14 @@ struct Outbound(Arc<Cluster>);
 impl Relay for Outbound {
     fn said(&self, room: &Arc<str>, event: &Arc<Event>) {
         let c = &self.0;
-        let (kind, text) = match &event.kind {
-            Kind::Message(t) => ("msg", t),
-            Kind::Action(t) => ("act", t),
-            Kind::Notice(t) => ("note", t),
+        let (kind, text, reason) = match &event.kind {
+            Kind::Message(t) => ("msg", &**t, ""),
+            Kind::Action(t) => ("act", &**t, ""),
+            Kind::Notice(t) => ("note", &**t, ""),
+            Kind::Joined => ("join", "", ""),
+            Kind::Entered => ("enter", "", ""),
+            Kind::Parted(why) => ("part", why.as_deref().unwrap_or_default(), ""),
+            Kind::Left(reason, why) => ("left", why.as_deref().unwrap_or_default(), reason.label()),
             _ => return,
         };
         let wire = Wire {
@@ -330,12 +476,9 @@ impl Relay for Outbound {
             room: room.to_string(),
             nick: event.nick().to_owned(),
             kind: kind.to_owned(),
-            text: text.to_string(),
-            at_ms: event
-                .at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
+            text: text.to_owned(),
+            reason: reason.to_owned(),
+            at_ms: ms_since_epoch(event.at),
         };
         let Ok(body) = serde_json::to_vec(&wire) else {
             return;
@@ -367,13 +510,24 @@ impl Relay for Outbound {
 
 impl Link {
     /// Publishes what this node's people do and hands what the others' do to `deliver`,
-    /// until `stop`.
-    pub async fn run(mut self, deliver: impl Fn(Incoming) + Send, stop: CancellationToken) {
+    /// until `stop`. `people` lists this node's people for its heartbeats.
+    pub async fn run(
+        mut self,
+        deliver: Arc<dyn Fn(Incoming) + Send + Sync>,
+        people: Arc<dyn Fn() -> Vec<Person> + Send + Sync>,
+        stop: CancellationToken,
+    ) {
         let owner = format!("{}:{}", self.node, self.boot);
         let liveness = tokio::spawn(liveness(
-            self.nodes.clone(),
-            self.nicks.clone(),
-            format!("{}.{}", self.node, self.boot),
+            Beats {
+                nodes: self.nodes.clone(),
+                nicks: self.nicks.clone(),
+                me: format!("{}.{}", self.node, self.boot),
+                seq: self.seq.clone(),
+                people,
+                peers: self.peers.clone(),
+                deliver: deliver.clone(),
+            },
             stop.clone(),
         ));
         // The client reconnects by itself, with backoff, and subscribes again; this only says
@@ -412,6 +566,12 @@ impl Link {
                     Some(msg) => match serde_json::from_slice::<Wire>(&msg.payload) {
                         Ok(w) if w.node == *self.node && w.boot == self.boot => {}
                         Ok(w) => {
+                            if let Some(change) = w.change() {
+                                let mut peers = lock(&self.peers);
+                                let peer = peers.entry(format!("{}.{}", w.node, w.boot)).or_default();
+                                peer.node.clone_from(&w.node);
+                                peer.heard(w.seq, change);
+                            }
                             if let Some(remote) = w.into_remote() {
                                 deliver(Incoming::Said(remote));
                             }
@@ -505,12 +665,24 @@ impl Link {
     }
 }
 
-/// Says every [`HEARTBEAT`] that this node (`me`, `<node>.<boot>`) is alive, and frees the
-/// names of any node whose entry this one has watched stay the same for [`DEAD_AFTER`] while
-/// its own heartbeats were getting through. Watched by this node's own monotonic clock, so no
-/// two clocks need agree; and a broker outage (a heartbeat that fails or times out) starts the
+/// What the liveness task needs: the buckets, this node's `<node>.<boot>`, what to beat
+/// with, and where to keep and tell what it learns of the others.
+struct Beats {
+    nodes: kv::Store,
+    nicks: kv::Store,
+    me: String,
+    seq: Arc<AtomicU64>,
+    people: Arc<dyn Fn() -> Vec<Person> + Send + Sync>,
+    peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
+    deliver: Arc<dyn Fn(Incoming) + Send + Sync>,
+}
+
+/// Says every [`HEARTBEAT`] that this node is alive, with its people, and frees the names of
+/// any node whose entry this one has watched stay the same for [`DEAD_AFTER`] while its own
+/// heartbeats were getting through. Watched by this node's own monotonic clock, so no two
+/// clocks need agree; and a broker outage (a heartbeat that fails or times out) starts the
 /// watch over, so nobody is declared dead for the silence the outage forced on everyone.
-async fn liveness(nodes: kv::Store, nicks: kv::Store, me: String, stop: CancellationToken) {
+async fn liveness(beats: Beats, stop: CancellationToken) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Each other node's entry revision, and since when this node has seen it unchanged.
@@ -520,7 +692,13 @@ async fn liveness(nodes: kv::Store, nicks: kv::Store, me: String, stop: Cancella
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match tokio::time::timeout(HEARTBEAT, nodes.put(&me, Bytes::new())).await {
+        // The seq is read before the people: every change up to it is in the list.
+        let beat = Beat {
+            seq: beats.seq.load(Relaxed),
+            people: (beats.people)(),
+        };
+        let value = Bytes::from(serde_json::to_vec(&beat).unwrap_or_default());
+        match tokio::time::timeout(HEARTBEAT, beats.nodes.put(&beats.me, value)).await {
             Ok(Ok(_)) => {}
             failed => {
                 tracing::debug!(?failed, "cluster: heartbeat not stored; watching anew");
@@ -528,21 +706,19 @@ async fn liveness(nodes: kv::Store, nicks: kv::Store, me: String, stop: Cancella
                 continue;
             }
         }
-        if let Err(e) = sweep(&nodes, &nicks, &me, &mut watched).await {
+        if let Err(e) = sweep(&beats, &mut watched).await {
             tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
         }
     }
 }
 
-/// Frees the names of every node whose entry has stood still for [`DEAD_AFTER`]. Any node may
-/// do it, several at once: each delete names the revision it read, so only one succeeds and
-/// none frees a name that was taken again meanwhile.
-async fn sweep(
-    nodes: &kv::Store,
-    nicks: &kv::Store,
-    me: &str,
-    watched: &mut HashMap<String, (u64, Instant)>,
-) -> Result<(), String> {
+/// Reads every other node's beat, and frees the names of every node whose entry has stood
+/// still for [`DEAD_AFTER`]. Any node may do it, several at once: each delete names the
+/// revision it read, so only one succeeds and none frees a name that was taken again
+/// meanwhile. A node found dead, or whose entry is gone (swept by another node, or stopped),
+/// has its people told to this node's rooms as gone, once.
+async fn sweep(beats: &Beats, watched: &mut HashMap<String, (u64, Instant)>) -> Result<(), String> {
+    let (nodes, nicks, me) = (&beats.nodes, &beats.nicks, beats.me.as_str());
     let now = Instant::now();
     let mut dead = Vec::new();
     let mut seen = Vec::new();
@@ -559,19 +735,40 @@ async fn sweep(
             continue;
         }
         seen.push(key.clone());
-        let since = watched.entry(key).or_insert((e.revision, now));
+        let since = watched.entry(key.clone()).or_insert((e.revision, now));
         if since.0 != e.revision {
             *since = (e.revision, now);
         } else if now - since.1 >= DEAD_AFTER {
             dead.push(e);
+            continue;
+        }
+        // An empty or unreadable value (a node of the groundwork) lists nobody.
+        if let Ok(beat) = serde_json::from_slice::<Beat>(&e.value) {
+            let mut peers = lock(&beats.peers);
+            let peer = peers.entry(key.clone()).or_default();
+            if let Some((name, _)) = key.rsplit_once('.') {
+                peer.node = name.to_owned();
+            }
+            peer.beat(beat);
         }
     }
     watched.retain(|k, _| seen.contains(k));
+    let gone: Vec<String> = lock(&beats.peers)
+        .keys()
+        .filter(|k| !seen.contains(k))
+        .cloned()
+        .collect();
+    for key in gone {
+        lost(beats, &key);
+    }
     for node in dead {
         // `<node>.<boot>` is the claim's owner `<node>:<boot>`.
         let Some((name, boot)) = node.key.rsplit_once('.') else {
             continue;
         };
+        // Told before the names are free, so nobody here sees a newcomer take a name its
+        // holder has not yet been seen to leave.
+        lost(beats, &node.key);
         let owner = format!("{name}:{boot}");
         let mut freed = 0;
         let mut names = nicks.keys().await.map_err(|e| e.to_string())?;
@@ -605,25 +802,75 @@ async fn sweep(
     Ok(())
 }
 
+/// Forgets the node `key` and tells this node's rooms that whoever was still listed there is
+/// gone. A node that stopped cleanly said each departure itself, so nobody is left to tell.
+fn lost(beats: &Beats, key: &str) {
+    let Some(peer) = lock(&beats.peers).remove(key) else {
+        return;
+    };
+    let people: Vec<(String, Vec<String>)> = peer
+        .people
+        .into_values()
+        .map(|p| (p.nick, p.rooms))
+        .collect();
+    if !people.is_empty() {
+        (beats.deliver)(Incoming::Lost {
+            node: peer.node,
+            people,
+        });
+    }
+}
+
+fn ms_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// How a person on node `node` appears here: the node is the host part.
+pub fn remote_identity(nick: &str, node: &str) -> Arc<Identity> {
+    let nick: Arc<str> = nick.into();
+    Arc::new(Identity {
+        id: REMOTE,
+        user: nick.clone(),
+        nick,
+        host: node.into(),
+        realname: "".into(),
+    })
+}
+
 impl Wire {
+    /// What this event changes in its origin's list of people, if anything.
+    fn change(&self) -> Option<Change> {
+        let (nick, room) = (self.nick.clone(), self.room.clone());
+        Some(match self.kind.as_str() {
+            "join" | "enter" => Change::Enter(nick, room),
+            "part" => Change::Part(nick, room),
+            "left" => Change::Left(nick),
+            _ => return None,
+        })
+    }
+
     fn into_remote(self) -> Option<Remote> {
         let kind = match self.kind.as_str() {
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),
+            "join" => Kind::Joined,
+            "enter" => Kind::Entered,
+            "part" => Kind::Parted((!self.text.is_empty()).then(|| self.text.into())),
+            "left" => Kind::Left(
+                LeaveReason::ALL
+                    .into_iter()
+                    .find(|r| r.label() == self.reason)
+                    .unwrap_or(LeaveReason::Quit),
+                (!self.text.is_empty()).then(|| self.text.into()),
+            ),
             _ => return None,
         };
-        let nick: Arc<str> = self.nick.into();
-        let from = Arc::new(Identity {
-            id: REMOTE,
-            user: nick.clone(),
-            nick,
-            host: self.node.into(),
-            realname: "".into(),
-        });
         Some(Remote {
+            from: remote_identity(&self.nick, &self.node),
             room: self.room,
-            from,
             at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
             kind,
         })

@@ -21,7 +21,9 @@ use tracing::{info_span, Instrument};
 use crate::cluster::Incoming;
 use crate::config::{Config, Live, Reloader};
 use crate::context::Shared;
+use crate::core::event::Kind;
 use crate::core::hub::{Hub, Settings};
+use crate::core::leave::LeaveReason;
 use crate::core::store::Kept;
 use crate::net::gate::{Gate, Pass, Refusal};
 use crate::net::listen::{self, accept_loop, Scheme};
@@ -189,21 +191,46 @@ pub async fn serve(
     let stop_link = CancellationToken::new();
     let link_task = link.map(|link| {
         let shared = shared.clone();
+        let deliver = shared.clone();
+        let people = shared.clone();
         tokio::spawn(link.run(
-            move |incoming| match incoming {
+            Arc::new(move |incoming| match incoming {
                 Incoming::Said(remote) => {
-                    shared
+                    deliver
                         .hub
                         .relayed(&remote.room, remote.from, remote.at, remote.kind);
+                }
+                Incoming::Lost { node, people } => {
+                    let why = Some(crate::cluster::LOST.into());
+                    let at = std::time::SystemTime::now();
+                    for (nick, rooms) in people {
+                        let from = crate::cluster::remote_identity(&nick, &node);
+                        for room in rooms {
+                            let kind = Kind::Left(LeaveReason::Quit, why.clone());
+                            deliver.hub.relayed(&room, from.clone(), at, kind);
+                        }
+                    }
                 }
                 // Line-protocol words: a cluster serves the line protocol only so far.
                 Incoming::Link(up) => {
                     let line = Bytes::from(proto::line::words::cluster_link(up));
-                    for info in shared.hub.members() {
+                    for info in deliver.hub.members() {
                         let _ = info.member.push(line.clone());
                     }
                 }
-            },
+            }),
+            Arc::new(move || {
+                people
+                    .hub
+                    .people()
+                    .into_iter()
+                    .map(|w| crate::cluster::Person {
+                        nick: w.nick.to_string(),
+                        proto: w.protocol.to_owned(),
+                        rooms: w.rooms.iter().map(|r| r.to_string()).collect(),
+                    })
+                    .collect()
+            }),
             stop_link.clone(),
         ))
     });

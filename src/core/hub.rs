@@ -32,7 +32,7 @@ pub trait Journal: Send + Sync + fmt::Debug {
 /// Where what local people do goes to reach other servers (the cluster link). Called under
 /// the hub's lock, so that it sees each room's events in the room's order; it must never wait.
 pub trait Relay: Send + Sync + fmt::Debug {
-    /// A local member said something in `room`.
+    /// A local member said something in `room`, arrived in it or left it (the server too).
     fn said(&self, room: &Arc<str>, event: &Arc<Event>);
     /// A local member left the server: its nickname is free again.
     fn left(&self, identity: &Arc<Identity>);
@@ -150,6 +150,14 @@ impl RoomInfo {
             here,
         }
     }
+}
+
+/// A member's nickname, protocol and rooms: [`Hub::people`].
+#[derive(Debug, Clone)]
+pub struct Whereabouts {
+    pub nick: Arc<str>,
+    pub protocol: &'static str,
+    pub rooms: Vec<Arc<str>>,
 }
 
 /// What [`Hub::change_modes`] did.
@@ -630,6 +638,12 @@ impl Hub {
         self
     }
 
+    fn relay_said(&self, room: &Arc<str>, event: &Arc<Event>) {
+        if let Some(relay) = &self.relay {
+            relay.said(room, event);
+        }
+    }
+
     fn interest(&self, room: &Arc<str>, here: bool) {
         if let Some(relay) = &self.relay {
             relay.interest(room, here);
@@ -770,6 +784,7 @@ impl Hub {
             id,
         );
         self.journal(&name, &event);
+        self.relay_said(&name, &event);
         if state.add(id, room) {
             self.interest(&name, true);
         }
@@ -822,6 +837,7 @@ impl Hub {
         );
         let name = r.name.clone();
         self.journal(&name, &event);
+        self.relay_said(&name, &event);
         state.tidy(room);
         event
     }
@@ -886,6 +902,7 @@ impl Hub {
             }
             let name = r.name.clone();
             self.journal(&name, &event);
+            self.relay_said(&name, &event);
         }
         for room in rooms {
             state.tidy(room);
@@ -988,8 +1005,22 @@ impl Hub {
         };
         let name = state.rooms[&room].name.clone();
         let id = self.next_event.fetch_add(1, Relaxed);
-        let event = Event::at(id, at, Target::Room(name), Some(from), kind);
-        self.said_in(&mut state, room, &event, None)
+        let arrived = match kind {
+            Kind::Joined | Kind::Entered => true,
+            Kind::Parted(_) | Kind::Left(..) => false,
+            _ => {
+                let event = Event::at(id, at, Target::Room(name), Some(from), kind);
+                return self.said_in(&mut state, room, &event, None);
+            }
+        };
+        // Told as a local arrival or departure is, within the room's announcement limit;
+        // not kept in history, as local ones are not.
+        let event = Event::at(id, at, Target::Room(name.clone()), Some(from), kind);
+        let limit = self.settings.announce_limit;
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        r.presence(&event, self.formats, limit, arrived, REMOTE);
+        self.journal(&name, &event);
+        0
     }
 
     /// Sends `kind` from `id` to the member called `to`, wherever it is (itself included:
@@ -1392,6 +1423,28 @@ impl Hub {
             }
         }
         counts
+    }
+
+    /// Every member's nickname, protocol and rooms, in one pass (what a cluster node tells
+    /// the others it has).
+    pub fn people(&self) -> Vec<Whereabouts> {
+        let state = lock(&self.state);
+        state
+            .members
+            .values()
+            .map(|e| {
+                let rooms = e
+                    .rooms
+                    .iter()
+                    .map(|(r, _)| state.rooms[r].name.clone())
+                    .collect();
+                Whereabouts {
+                    nick: e.identity.nick.clone(),
+                    protocol: e.member.kind.protocol,
+                    rooms,
+                }
+            })
+            .collect()
     }
 
     /// Every member, sorted by nickname (case-insensitively) for stable listings.

@@ -24,6 +24,7 @@ pub const SERVER_WORDS: &[&str] = &[
     "average",
     "bytes",
     "client",
+    "cluster",
     "commands",
     "connections",
     "deliveries",

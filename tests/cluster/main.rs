@@ -201,6 +201,8 @@ async fn a_broker_restart_is_told_once_each_way_and_rejoined() {
     };
     let (mut alice, mut bob) = a.alice_and_bob().await;
     let mut carol = Client::join(b.addr, "carol").await;
+    alice.expect("carol has joined the chat.").await;
+    bob.expect("carol has joined the chat.").await;
     alice.send("before").await;
     carol.expect("alice: before").await;
     bob.expect("alice: before").await;
@@ -228,14 +230,22 @@ async fn a_broker_restart_is_told_once_each_way_and_rejoined() {
         .await;
 }
 
-/// A node killed outright (SIGKILL: no goodbye to the broker) has its people's names freed by
-/// the others within the contract's 20 s.
+/// A node killed outright (SIGKILL: no goodbye to the broker): the other nodes tell their
+/// rooms its people have left, and free their names, within the contract's 20 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_names_are_free_within_20_s() {
     let Some((_broker, mut a, b)) = two_nodes().await else {
         return;
     };
     let _alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    // b knows alice from a's heartbeat (she arrived before anyone was on b to be told).
+    until(
+        &mut carol,
+        "/who",
+        "In lobby (2): alice (on a), carol (on b)",
+    )
+    .await;
     let mut other = Client::connect(b.addr).await;
     other.expect_prompt().await;
     other.send("alice").await;
@@ -245,6 +255,12 @@ async fn a_dead_nodes_names_are_free_within_20_s() {
     other.expect_prompt().await;
     a.child.kill().await.expect("kill node a");
     let killed = tokio::time::Instant::now();
+    carol.wait = std::time::Duration::from_secs(20);
+    carol
+        .expect("alice has left the chat (connection to their server lost).")
+        .await;
+    eprintln!("told after {:?}", killed.elapsed());
+    until(&mut carol, "/who", "In lobby (1): carol (on b)").await;
     loop {
         other.send("alice").await;
         let line = other.line().await;
@@ -291,6 +307,62 @@ async fn a_long_broker_outage_frees_no_living_name() {
     other
         .expect("Error: the nickname alice is already taken; choose another.")
         .await;
+}
+
+/// People on other nodes: their arrivals and departures are told as local ones are, and
+/// `/who`, `/rooms` and `/metrics` list them with their node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_on_other_nodes_are_told_and_listed_with_their_node() {
+    let Some((_broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    // What a heard of bob's arrival is listed at once; b learns of alice, who came before
+    // anyone was on b, from a's next heartbeat.
+    let both = "In lobby (2): alice (on a), bob (on b)";
+    assert_eq!(alice.command("/who").await, [both]);
+    until(&mut bob, "/who", both).await;
+    bob.command("/join dev").await;
+    alice.expect("bob has left the room.").await;
+    assert_eq!(alice.command("/who").await, ["In lobby (1): alice (on a)"]);
+    // a follows no room called dev: it learns where bob went from b's heartbeat.
+    until(&mut alice, "/who dev", "In dev (1): bob (on b)").await;
+    let rooms = alice.command("/rooms").await;
+    assert!(
+        rooms.iter().any(|l| l == "  dev: 1 person, 0 messages"),
+        "{rooms:?}"
+    );
+    let metrics = alice.command("/metrics").await;
+    assert!(
+        metrics.iter().any(|l| l
+            == "Cluster: node a, 2 people in all (1 here, 1 on b); 1 other node heard from; 0 events not relayed (queue full)"),
+        "{metrics:?}"
+    );
+    bob.command("/join lobby").await;
+    alice.expect("bob has joined the room.").await;
+    bob.send("/quit").await;
+    alice.expect("bob has left the chat.").await;
+    assert_eq!(alice.command("/who").await, ["In lobby (1): alice (on a)"]);
+}
+
+/// Runs `command` until its one-line reply is `want` (within WAIT): for what other nodes'
+/// heartbeats bring, every 2 s.
+async fn until(client: &mut Client, command: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = client.command(command).await;
+        if got == [want] {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {command} says {got:?}, not {want:?}",
+            client.nick
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Fan-out at the edge: a node follows a room's subject only while it has members in it, so a

@@ -71,6 +71,32 @@ pub fn report(shared: &Shared) -> String {
 fn build_report(shared: &Shared) -> String {
     let mut report = server_report(&shared.hub.members(), &shared.metrics, &shared.gate);
     room_lines(&mut report, &super::rooms::all_rooms(shared));
+    if let Some(cluster) = &shared.cluster {
+        let here = shared.hub.len();
+        let mut elsewhere: Vec<(String, usize)> = Vec::new();
+        for (node, _) in cluster.people() {
+            match elsewhere.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, count)) => *count += 1,
+                None => elsewhere.push((node, 1)),
+            }
+        }
+        elsewhere.sort();
+        let others: usize = elsewhere.iter().map(|(_, n)| n).sum();
+        let mut line = format!(
+            "Cluster: node {}, {} in all ({here} here",
+            cluster.node(),
+            plural((here + others) as u64, "person", "people"),
+        );
+        for (node, n) in &elsewhere {
+            let _ = write!(line, ", {n} on {node}");
+        }
+        let _ = writeln!(
+            report,
+            "{line}); {} heard from; {} not relayed (queue full)",
+            plural(cluster.peers() as u64, "other node", "other nodes"),
+            plural(cluster.dropped.load(Relaxed), "event", "events"),
+        );
+    }
     let (kept, evicted) = shared.hub.history_usage();
     let _ = writeln!(
         report,

@@ -63,9 +63,33 @@ pub fn run(ctx: &mut Ctx<'_>) -> Flow {
 pub(super) fn all_rooms(shared: &Shared) -> Arc<Vec<RoomInfo>> {
     shared.reports.rooms.get(|| {
         let mut rooms = shared.hub.rooms(None);
+        if let Some(cluster) = &shared.cluster {
+            add_remote(&mut rooms, &cluster.people());
+        }
         sort_fullest_first(&mut rooms);
         rooms
     })
+}
+
+/// Counts the other nodes' people in their rooms; a room nobody here is in is listed with
+/// them alone (its topic, modes and message count live on the other nodes, not here).
+fn add_remote(rooms: &mut Vec<RoomInfo>, people: &[(String, crate::cluster::Person)]) {
+    for (_, person) in people {
+        for name in &person.rooms {
+            match rooms.iter_mut().find(|r| r.name.eq_ignore_ascii_case(name)) {
+                Some(room) => room.members += 1,
+                None => rooms.push(RoomInfo {
+                    name: name.as_str().into(),
+                    members: 1,
+                    messages: 0,
+                    topic: None,
+                    created: std::time::UNIX_EPOCH,
+                    modes: crate::core::room::Modes::NEW,
+                    here: false,
+                }),
+            }
+        }
+    }
 }
 
 /// Most members first, then by name (case-insensitively), so listings are stable.
