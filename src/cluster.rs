@@ -39,6 +39,8 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Room events are published under this prefix, one subject per room.
 const ROOMS: &str = "lc.room";
+/// Private messages to a node's people: `lc.node.<node>`, which only that node follows.
+const NODES_SUBJECT: &str = "lc.node";
 /// Events waiting for the link task at most; past this the cluster copy is dropped (and
 /// counted): the local room has had it already. docs/CLUSTER.md, "Broker outage".
 const QUEUE: usize = 64 * 1024;
@@ -77,6 +79,8 @@ pub enum Error {
 pub enum Incoming {
     /// A message, or an arrival or departure, on another node.
     Said(Remote),
+    /// A private message for someone on this node.
+    Private { to: String, remote: Remote },
     /// A node fell silent or vanished: these people of its (nick, rooms) are gone, and this
     /// node's rooms are told so.
     Lost {
@@ -112,6 +116,9 @@ struct Wire {
     /// For `left`: the reason's label (`quit`, `timed_out`, ...).
     #[serde(default)]
     reason: String,
+    /// For a private message (on `lc.node.<N>`): whom it is for; empty for a room's events.
+    #[serde(default)]
+    to: String,
     at_ms: u64,
 }
 
@@ -304,6 +311,25 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e))?;
     let (incoming_tx, incoming) = mpsc::channel(QUEUE);
+    // This node's own subject, followed before anyone is let in and confirmed by the flush's
+    // round trip, so a private message sent to someone here from the moment they are listed
+    // arrives.
+    let mut private = client
+        .subscribe(token_subject(NODES_SUBJECT, &settings.node))
+        .await
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    let forward = incoming_tx.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = private.next().await {
+            if forward.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
     let (tx, rx) = mpsc::channel(QUEUE);
     let node: Arc<str> = settings.node.as_str().into();
     let boot = boot_id();
@@ -442,6 +468,46 @@ impl Cluster {
             .collect()
     }
 
+    /// Sends `kind` from `from` (someone here) to `to` on whichever other node lists them;
+    /// the recipient's nickname as listed, or `None` when no node lists anyone called `to`.
+    /// A message or action only.
+    pub fn private(&self, from: &Identity, to: &str, kind: &Kind) -> Option<String> {
+        let (kind, text) = match kind {
+            Kind::Message(t) => ("msg", t),
+            Kind::Action(t) => ("act", t),
+            Kind::Notice(t) => ("note", t),
+            _ => return None,
+        };
+        let key = nick_key(to);
+        let (node, nick) = lock(&self.peers).values().find_map(|p| {
+            p.people
+                .get(&key)
+                .map(|person| (p.node.clone(), person.nick.clone()))
+        })?;
+        let wire = Wire {
+            node: self.node.to_string(),
+            boot: self.boot,
+            seq: self.seq.fetch_add(1, Relaxed) + 1,
+            room: String::new(),
+            nick: from.nick.to_string(),
+            kind: kind.to_owned(),
+            text: text.to_string(),
+            reason: String::new(),
+            to: nick.clone(),
+            at_ms: ms_since_epoch(SystemTime::now()),
+        };
+        let body = serde_json::to_vec(&wire).ok()?;
+        let subject = token_subject(NODES_SUBJECT, &node);
+        if self
+            .out
+            .try_send(Out::Publish(subject, body.into()))
+            .is_err()
+        {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+        Some(nick)
+    }
+
     /// How many other nodes this node hears from.
     pub fn peers(&self) -> usize {
         lock(&self.peers).len()
@@ -478,6 +544,7 @@ impl Relay for Outbound {
             kind: kind.to_owned(),
             text: text.to_owned(),
             reason: reason.to_owned(),
+            to: String::new(),
             at_ms: ms_since_epoch(event.at),
         };
         let Ok(body) = serde_json::to_vec(&wire) else {
@@ -572,7 +639,12 @@ impl Link {
                                 peer.node.clone_from(&w.node);
                                 peer.heard(w.seq, change);
                             }
-                            if let Some(remote) = w.into_remote() {
+                            if !w.to.is_empty() {
+                                let to = w.to.clone();
+                                if let Some(remote) = w.into_remote() {
+                                    deliver(Incoming::Private { to, remote });
+                                }
+                            } else if let Some(remote) = w.into_remote() {
                                 deliver(Incoming::Said(remote));
                             }
                         }

@@ -200,6 +200,11 @@ pub async fn serve(
                         .hub
                         .relayed(&remote.room, remote.from, remote.at, remote.kind);
                 }
+                Incoming::Private { to, remote } => {
+                    deliver
+                        .hub
+                        .relayed_private(&to, remote.from, remote.at, remote.kind);
+                }
                 Incoming::Lost { node, people } => {
                     let why = Some(crate::cluster::LOST.into());
                     let at = std::time::SystemTime::now();

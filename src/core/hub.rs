@@ -1023,6 +1023,34 @@ impl Hub {
         0
     }
 
+    /// Delivers `kind`, sent in private by `from` on another server, to the member here
+    /// called `to`; whether there is one.
+    pub fn relayed_private(
+        &self,
+        to: &str,
+        from: Arc<Identity>,
+        at: SystemTime,
+        kind: Kind,
+    ) -> bool {
+        let state = lock(&self.state);
+        let Some(target) = state
+            .by_nick
+            .get(&nick_key(to))
+            .and_then(|t| state.members.get(t))
+        else {
+            return false;
+        };
+        let id = self.next_event.fetch_add(1, Relaxed);
+        let event = Event::at(
+            id,
+            at,
+            Target::Member(target.identity.clone()),
+            Some(from),
+            kind,
+        );
+        target.member.deliver(&event, self.formats)
+    }
+
     /// Sends `kind` from `id` to the member called `to`, wherever it is (itself included:
     /// whether that makes sense is the protocol's call); returns the event, whose target
     /// names the recipient as registered.

@@ -347,6 +347,37 @@ async fn people_on_other_nodes_are_told_and_listed_with_their_node() {
     assert_eq!(alice.command("/who").await, ["In lobby (1): alice (on a)"]);
 }
 
+/// A private message crosses to the node its recipient is on, over that node's own subject,
+/// both ways; a name no node lists is the usual error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_messages_reach_the_recipients_node() {
+    let Some((_broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    assert_eq!(
+        alice.command("/msg bob psst").await,
+        ["[private to bob] psst"]
+    );
+    bob.expect("[private] alice: psst").await;
+    until(&mut bob, "/who", "In lobby (2): alice (on a), bob (on b)").await;
+    // Case-blind, and the reply names the recipient as they chose their name.
+    assert_eq!(
+        bob.command("/msg ALICE hi").await,
+        ["[private to alice] hi"]
+    );
+    alice.expect("[private] bob: hi").await;
+    assert_eq!(
+        alice.command("/msg nobody hello?").await,
+        ["Error: nobody called nobody is connected."]
+    );
+    // Nothing else reached either of them: a private message is not a room's.
+    assert!(alice.sync().await.is_empty());
+    assert!(bob.sync().await.is_empty());
+}
+
 /// Runs `command` until its one-line reply is `want` (within WAIT): for what other nodes'
 /// heartbeats bring, every 2 s.
 async fn until(client: &mut Client, command: &str, want: &str) {
@@ -377,23 +408,24 @@ async fn a_node_follows_only_the_rooms_its_people_are_in() {
     let mut bob = Client::join(b.addr, "bob").await;
     let _carol = Client::join(a.addr, "carol").await;
     alice.command("/join dev").await;
-    follows(&broker, "a", &["lc.room.dev", "lc.room.lobby"]).await;
+    follows(&broker, "a", &["lc.node.a", "lc.room.dev", "lc.room.lobby"]).await;
     // b has nobody in dev, so dev's messages do not cross to it.
-    follows(&broker, "b", &["lc.room.lobby"]).await;
+    follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
     // A netcat user is in one room at a time: bob's move empties b's lobby.
     bob.command("/join dev").await;
-    follows(&broker, "b", &["lc.room.dev"]).await;
+    follows(&broker, "b", &["lc.node.b", "lc.room.dev"]).await;
     alice.send("now bob is here").await;
     bob.expect("alice: now bob is here").await;
     // b's last member left dev: b stops following it, and follows the lobby again.
     bob.command("/join lobby").await;
-    follows(&broker, "b", &["lc.room.lobby"]).await;
+    follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
     // And a stops following the lobby once nobody of a's is left in it.
     drop(_carol);
-    follows(&broker, "a", &["lc.room.dev"]).await;
+    follows(&broker, "a", &["lc.node.a", "lc.room.dev"]).await;
 }
 
-/// Waits (up to WAIT) until node `node` subscribes to exactly `subjects`, which the link
+/// Waits (up to WAIT) until node `node` subscribes to exactly `subjects` (its own
+/// `lc.node.<N>`, for private messages, always among them), which the link
 /// does soon after the hub says a room gained its first member or lost its last.
 async fn follows(broker: &Broker, node: &str, subjects: &[&str]) {
     let name = format!("linechat {node}");

@@ -3,6 +3,7 @@
 //! own, gets an error.
 
 use crate::core::event::{Kind, Target};
+use crate::core::hub::PrivateError;
 use crate::core::names::nick_key;
 use crate::proto::line::words;
 
@@ -42,6 +43,20 @@ impl Msg {
                 ctx.count_message(1);
                 if let Target::Member(to) = &event.target {
                     ctx.reply(format_args!("[private to {}] {}", to.nick, self.text));
+                }
+            }
+            // Nobody here by that name: someone on another node may have it.
+            Err(PrivateError::NoSuchNick(_)) if ctx.shared.cluster.is_some() => {
+                let sent = ctx.shared.cluster.as_ref().and_then(|c| {
+                    let from = ctx.shared.hub.identity(ctx.member.id)?;
+                    c.private(&from, &self.to, &Kind::Message(self.text.as_str().into()))
+                });
+                match sent {
+                    Some(to) => {
+                        ctx.count_message(1);
+                        ctx.reply(format_args!("[private to {to}] {}", self.text));
+                    }
+                    None => ctx.reply(words::private_error(&PrivateError::NoSuchNick(self.to))),
                 }
             }
             Err(e) => ctx.reply(words::private_error(&e)),
