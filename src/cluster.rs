@@ -81,6 +81,9 @@ pub enum Incoming {
     Said(Remote),
     /// A private message for someone on this node.
     Private { to: String, remote: Remote },
+    /// Someone here holds a name the broker says is someone else's, on node `holder`, since
+    /// an outage: they are to be renamed (docs/CLUSTER.md, "Conflict rule").
+    Conflict { nick: String, holder: String },
     /// A node fell silent or vanished: these people of its (nick, rooms) are gone, and this
     /// node's rooms are told so.
     Lost {
@@ -759,6 +762,9 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Each other node's entry revision, and since when this node has seen it unchanged.
     let mut watched: HashMap<String, (u64, Instant)> = HashMap::new();
+    // This node's entry's revision as it last wrote it, and whether its people's names are to
+    // be claimed again (after an outage, or after the others took it for dead).
+    let (mut mine, mut reclaim): (Option<u64>, bool) = (None, false);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -770,18 +776,101 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
             people: (beats.people)(),
         };
         let value = Bytes::from(serde_json::to_vec(&beat).unwrap_or_default());
-        match tokio::time::timeout(HEARTBEAT, beats.nodes.put(&beats.me, value)).await {
-            Ok(Ok(_)) => {}
-            failed => {
-                tracing::debug!(?failed, "cluster: heartbeat not stored; watching anew");
+        match beat_once(&beats, value, mine).await {
+            Ok((revision, swept)) => {
+                mine = Some(revision);
+                if swept {
+                    tracing::warn!(
+                        "cluster: the others took this server for dead; claiming its names again"
+                    );
+                    reclaim = true;
+                }
+            }
+            Err(failed) => {
+                tracing::debug!(%failed, "cluster: heartbeat not stored; watching anew");
                 watched.clear();
+                // After an outage the broker may have lost claims, or freed ours.
+                (mine, reclaim) = (None, true);
                 continue;
+            }
+        }
+        if reclaim {
+            match claim_again(&beats).await {
+                Ok(()) => reclaim = false,
+                Err(e) => tracing::debug!(error = %e, "cluster: names not all claimed again"),
             }
         }
         if let Err(e) = sweep(&beats, &mut watched).await {
             tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
         }
     }
+}
+
+/// Writes this node's entry: an update against the revision it wrote last, which fails when
+/// another node has deleted the entry (this node was silent past [`DEAD_AFTER`]: cut off, or
+/// stalled), and then a put that makes it anew. The new revision, and whether it was swept.
+async fn beat_once(beats: &Beats, value: Bytes, mine: Option<u64>) -> Result<(u64, bool), String> {
+    let put = |value| async {
+        match tokio::time::timeout(HEARTBEAT, beats.nodes.put(&beats.me, value)).await {
+            Ok(Ok(revision)) => Ok(revision),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    };
+    let Some(revision) = mine else {
+        return put(value).await.map(|r| (r, false));
+    };
+    let updated = tokio::time::timeout(
+        HEARTBEAT,
+        beats.nodes.update(&beats.me, value.clone(), revision),
+    )
+    .await;
+    match updated {
+        Ok(Ok(revision)) => Ok((revision, false)),
+        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            put(value).await.map(|r| (r, true))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// Claims every local person's name again. A name whose claim is still this node's, or free,
+/// stays theirs; one that someone on another node holds now goes to that holder, the one the
+/// broker has (docs/CLUSTER.md, "Conflict rule"), and the server renames the local person.
+async fn claim_again(beats: &Beats) -> Result<(), String> {
+    // `<node>.<boot>` is the claim's owner `<node>:<boot>` (a node name may hold dots).
+    let owner = match beats.me.rsplit_once('.') {
+        Some((node, boot)) => format!("{node}:{boot}"),
+        None => beats.me.clone(),
+    };
+    for person in (beats.people)() {
+        let key = nick_subject_key(&person.nick);
+        let created = tokio::time::timeout(
+            CLAIM_TIMEOUT,
+            beats.nicks.create(&key, Bytes::from(owner.clone())),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let entry = beats.nicks.entry(&key).await.map_err(|e| e.to_string())?;
+                if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                    if e.value != owner.as_bytes() {
+                        let value = String::from_utf8_lossy(&e.value);
+                        let holder = value.rsplit_once(':').map_or(&*value, |(n, _)| n);
+                        (beats.deliver)(Incoming::Conflict {
+                            nick: person.nick,
+                            holder: holder.to_owned(),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// Reads every other node's beat, and frees the names of every node whose entry has stood

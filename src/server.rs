@@ -99,6 +99,38 @@ pub struct Extras {
     pub cluster: Option<(Arc<crate::cluster::Cluster>, crate::cluster::Link)>,
 }
 
+/// Renames the local `nick`, whose name the broker gives to someone on `holder` since an
+/// outage, to a guest name claimed across the cluster, and tells them why; nobody is
+/// disconnected. Gives up (the name stays, and is claimed again after the next outage) if
+/// the broker cannot confirm a guest name.
+async fn rename_loser(shared: Arc<Shared>, nick: String, holder: String) {
+    /// Guest names tried, as at the prompt.
+    const TRIES: usize = 8;
+    let (Some(cluster), Some(info)) = (&shared.cluster, shared.hub.find(&nick)) else {
+        return;
+    };
+    for _ in 0..TRIES {
+        let name = shared.hub.guest_name();
+        match cluster.claim(&name).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, %nick, "cluster: a lost name could not be replaced");
+                return;
+            }
+        }
+        match shared.hub.rename(info.member.id, &name) {
+            Ok(_) => {
+                tracing::warn!(%nick, %holder, new = %name, "cluster: a name held on two nodes went to the broker's holder");
+                let line = proto::line::words::cluster_renamed(&nick, &holder, &name);
+                let _ = info.member.push(Bytes::from(line));
+                return;
+            }
+            Err(_) => cluster.release(&name),
+        }
+    }
+}
+
 /// Extra time, beyond the flush grace, that shutdown gives sessions to close their sockets
 /// (the lingering close that keeps a final line from being lost to a reset).
 const CLOSE_ALLOWANCE: Duration = Duration::from_secs(2);
@@ -204,6 +236,9 @@ pub async fn serve(
                     deliver
                         .hub
                         .relayed_private(&to, remote.from, remote.at, remote.kind);
+                }
+                Incoming::Conflict { nick, holder } => {
+                    tokio::spawn(rename_loser(deliver.clone(), nick, holder));
                 }
                 Incoming::Lost { node, people } => {
                     let why = Some(crate::cluster::LOST.into());

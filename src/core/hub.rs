@@ -693,8 +693,7 @@ impl Hub {
                 name.into()
             }
             None => loop {
-                let n = self.next_guest.fetch_add(1, Relaxed);
-                let name = format!("guest-{n}");
+                let name = self.guest_name();
                 if !state.by_nick.contains_key(&name) {
                     break name.into();
                 }
@@ -1021,6 +1020,11 @@ impl Hub {
         r.presence(&event, self.formats, limit, arrived, REMOTE);
         self.journal(&name, &event);
         0
+    }
+
+    /// The next `guest-N`, which may be taken (the caller checks).
+    pub fn guest_name(&self) -> String {
+        format!("guest-{}", self.next_guest.fetch_add(1, Relaxed))
     }
 
     /// Delivers `kind`, sent in private by `from` on another server, to the member here

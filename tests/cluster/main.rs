@@ -378,6 +378,118 @@ async fn private_messages_reach_the_recipients_node() {
     assert!(bob.sync().await.is_empty());
 }
 
+/// A node that stops reading and writing altogether (SIGSTOP) slows nobody else: the other
+/// two nodes' people chat on, every line arriving in order while it is stopped. When it runs again it catches up on what the broker
+/// held for it (well inside the broker's per-connection pending limit) and chats again, with
+/// no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_slows_nobody_else() {
+    if !broker::available() {
+        return;
+    }
+    const LINES: usize = 2000;
+    let broker = Broker::start().await;
+    let (n1, n2, n3) = (
+        node(&broker, "n1").await,
+        node(&broker, "n2").await,
+        node(&broker, "n3").await,
+    );
+    let mut alice = Client::join(n1.addr, "alice").await;
+    let mut bob = Client::join(n2.addr, "bob").await;
+    let mut carol = Client::join(n3.addr, "carol").await;
+    let all = "In lobby (3): alice (on n1), bob (on n2), carol (on n3)";
+    for c in [&mut alice, &mut bob, &mut carol] {
+        until(c, "/who", all).await;
+    }
+    signal(n2.pid, "-STOP");
+    let stalled = tokio::time::Instant::now();
+    let sending = tokio::spawn(async move {
+        for k in 0..LINES {
+            alice.send(&format!("line {k}")).await;
+        }
+        alice
+    });
+    for k in 0..LINES {
+        carol.expect(&format!("alice: line {k}")).await;
+    }
+    let took = stalled.elapsed();
+    let mut alice = sending.await.unwrap();
+    eprintln!("{LINES} lines crossed n1 -> n3 in {took:?} while n2 was stopped");
+    // n2 runs again only now: everything above crossed while it was stopped.
+    signal(n2.pid, "-CONT");
+    for k in 0..LINES {
+        bob.expect(&format!("alice: line {k}")).await;
+    }
+    bob.send("back").await;
+    alice.expect("bob: back").await;
+    carol.expect("bob: back").await;
+}
+
+/// The conflict rule after an outage. A node silent past the liveness bound (stopped here,
+/// SIGSTOP, as a cut-off node is silent) is taken for dead: its people are told as gone and
+/// their names freed, and someone on another node takes one. When it runs again it finds its
+/// entry swept, claims its people's names again, and the one whose name the broker now gives
+/// to someone else is renamed to a guest name and told why. Nobody is disconnected, no node
+/// restarts, and the renamed person chats on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_taken_while_its_node_was_silent_goes_to_the_new_holder() {
+    let Some((_broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut carol = Client::join(a.addr, "carol").await;
+    let mut alice = Client::join(b.addr, "alice").await;
+    carol.expect("alice has joined the chat.").await;
+    signal(b.pid, "-STOP");
+    carol.wait = std::time::Duration::from_secs(20);
+    carol
+        .expect("alice has left the chat (connection to their server lost).")
+        .await;
+    // The name is freed right after the notice.
+    let mut other = Client::connect(a.addr).await;
+    other.expect_prompt().await;
+    loop {
+        other.send("alice").await;
+        let line = other.line().await;
+        if line == "Welcome to the chat, alice!" {
+            break;
+        }
+        assert_eq!(
+            line,
+            "Error: the nickname alice is already taken; choose another."
+        );
+        other.expect_prompt().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    carol.expect("alice has joined the chat.").await;
+    signal(b.pid, "-CONT");
+    alice.wait = std::time::Duration::from_secs(10);
+    // What b missed while stopped comes first: the other alice's arrival.
+    let before = alice
+        .skip_until("Server: while this server was cut off from the cluster, someone on a took the nickname alice; you are now guest-1.")
+        .await;
+    assert!(
+        before.iter().all(|l| l == "alice has joined the chat."),
+        "{before:?}"
+    );
+    until(
+        &mut carol,
+        "/who",
+        "In lobby (3): alice (on a), carol (on a), guest-1 (on b)",
+    )
+    .await;
+    alice.send("still here").await;
+    carol.expect("guest-1: still here").await;
+}
+
+/// Sends `signal` to a node this test started, by its PID.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// Runs `command` until its one-line reply is `want` (within WAIT): for what other nodes'
 /// heartbeats bring, every 2 s.
 async fn until(client: &mut Client, command: &str, want: &str) {

@@ -59,6 +59,15 @@ pub fn changed_partner(name: &str) -> String {
     )
 }
 
+/// What someone is told who lost their name to its holder on another node (docs/CLUSTER.md,
+/// "Conflict rule").
+pub fn cluster_renamed(old: &str, holder: &str, new: &str) -> String {
+    format!(
+        "Server: while this server was cut off from the cluster, someone on {holder} took the \
+         nickname {old}; you are now {new}.\n"
+    )
+}
+
 /// What everyone on this server is told when the cluster link drops or returns.
 pub fn cluster_link(up: bool) -> &'static str {
     if up {
