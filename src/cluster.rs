@@ -44,6 +44,22 @@ const NODES_SUBJECT: &str = "lc.node";
 /// Events waiting for the link task at most; past this the cluster copy is dropped (and
 /// counted): the local room has had it already. docs/CLUSTER.md, "Broker outage".
 const QUEUE: usize = 64 * 1024;
+/// The stream that keeps every room event (subjects `lc.room.>`).
+const STREAM: &str = "LINECHAT_ROOMS";
+/// Events kept per room in the stream.
+const KEPT_PER_ROOM: i64 = 10_000;
+/// The stream's deduplication window: a publish retried within it is stored once.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long one publish waits for the stream's acknowledgement before it is sent again.
+const ACK_WAIT: Duration = Duration::from_secs(1);
+/// How far before the link dropped a catch-up starts reading the stream: what was in flight
+/// then, and the difference between this node's clock and the broker's, which stamps the
+/// stream's messages (assumed smaller than this).
+const CATCH_UP_MARGIN: Duration = Duration::from_secs(30);
+/// Events waiting for their acknowledgement, at most; past it the cluster copy is dropped
+/// and counted, as for the queue.
+const UNACKED: usize = 64 * 1024;
+
 /// How long a claim or release may wait for the broker before the person is told no.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -223,7 +239,11 @@ impl Peer {
 
 #[derive(Debug)]
 enum Out {
+    /// A private message: core NATS, not kept.
     Publish(String, Bytes),
+    /// A room event, kept in [`STREAM`] and published with `Nats-Msg-Id: <node>:<boot>:<seq>`
+    /// until the broker has acknowledged it.
+    Store(String, Bytes, u64),
     Release(String),
 }
 
@@ -255,6 +275,12 @@ pub struct Cluster {
 /// The task half: publishes the queue and receives the other nodes' messages.
 #[derive(Debug)]
 pub struct Link {
+    js: jetstream::Context,
+    /// The cluster's count of events not relayed.
+    dropped: Arc<AtomicU64>,
+    /// The last `seq` delivered here per origin (`<node>.<boot>`) and room: what a repeat
+    /// (a publish retried, a catch-up overlapping live delivery) is told apart by.
+    marks: HashMap<(String, String), u64>,
     client: async_nats::Client,
     nodes: kv::Store,
     /// What the rooms' subscriptions receive, in one queue (each room's in its order).
@@ -313,6 +339,17 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let nodes = bucket(&js, NODES)
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e))?;
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec![format!("{ROOMS}.>")],
+        max_messages_per_subject: KEPT_PER_ROOM,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::JetStream(urls.clone(), e.to_string()))?;
     let (incoming_tx, incoming) = mpsc::channel(QUEUE);
     // This node's own subject, followed before anyone is let in and confirmed by the flush's
     // round trip, so a private message sent to someone here from the moment they are listed
@@ -350,6 +387,9 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         dropped: Arc::default(),
     });
     let link = Link {
+        dropped: cluster.dropped.clone(),
+        js,
+        marks: HashMap::new(),
         client,
         nodes,
         incoming,
@@ -538,10 +578,11 @@ impl Relay for Outbound {
             Kind::Left(reason, why) => ("left", why.as_deref().unwrap_or_default(), reason.label()),
             _ => return,
         };
+        let seq = c.seq.fetch_add(1, Relaxed) + 1;
         let wire = Wire {
             node: c.node.to_string(),
             boot: c.boot,
-            seq: c.seq.fetch_add(1, Relaxed) + 1,
+            seq,
             room: room.to_string(),
             nick: event.nick().to_owned(),
             kind: kind.to_owned(),
@@ -554,7 +595,7 @@ impl Relay for Outbound {
             return;
         };
         if c.out
-            .try_send(Out::Publish(room_subject(room), body.into()))
+            .try_send(Out::Store(room_subject(room), body.into(), seq))
             .is_err()
         {
             c.dropped.fetch_add(1, Relaxed);
@@ -600,15 +641,19 @@ impl Link {
             },
             stop.clone(),
         ));
+        let (stored_tx, stored_rx) = mpsc::channel(UNACKED);
+        let publisher = tokio::spawn(publish_stored(self.js.clone(), stored_rx, stop.clone()));
+        let mut stored = Some(stored_tx);
         // The client reconnects by itself, with backoff, and subscribes again; this only says
         // so, once each way (the client reports every failed attempt as another disconnect).
         let mut up = true;
+        let mut down_at = SystemTime::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 out = self.out.recv() => match out {
                     None => break,
-                    Some(out) => self.send(out, &owner).await,
+                    Some(out) => self.send(out, &owner, stored.as_ref()).await,
                 },
                 () = self.interest.changed.notified() => self.follow().await,
                 Some(event) = self.events.recv() => {
@@ -625,42 +670,32 @@ impl Link {
                             // mean that what others say from now on arrives.
                             let _ = tokio::time::timeout(CLAIM_TIMEOUT, self.client.flush()).await;
                             tracing::info!("cluster: the link to the broker is back");
+                            deliver(Incoming::Link(up));
+                            // What the rooms' subscriptions missed meanwhile is in the stream;
+                            // what arrives live meanwhile waits in the queue, and repeats of
+                            // either are dropped by the marks.
+                            self.catch_up(down_at, &*deliver).await;
                         } else {
+                            down_at = SystemTime::now();
                             tracing::warn!("cluster: the link to the broker is down; chat goes on on this server");
+                            deliver(Incoming::Link(up));
                         }
-                        deliver(Incoming::Link(up));
                     }
                 }
                 msg = self.incoming.recv() => match msg {
                     None => break,
-                    Some(msg) => match serde_json::from_slice::<Wire>(&msg.payload) {
-                        Ok(w) if w.node == *self.node && w.boot == self.boot => {}
-                        Ok(w) => {
-                            if let Some(change) = w.change() {
-                                let mut peers = lock(&self.peers);
-                                let peer = peers.entry(format!("{}.{}", w.node, w.boot)).or_default();
-                                peer.node.clone_from(&w.node);
-                                peer.heard(w.seq, change);
-                            }
-                            if !w.to.is_empty() {
-                                let to = w.to.clone();
-                                if let Some(remote) = w.into_remote() {
-                                    deliver(Incoming::Private { to, remote });
-                                }
-                            } else if let Some(remote) = w.into_remote() {
-                                deliver(Incoming::Said(remote));
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, subject = %msg.subject, "cluster: an unreadable message, ignored"),
-                    },
+                    Some(msg) => self.receive(&msg.payload, &*deliver),
                 },
             }
         }
         // What was said last, and the names of those who left, still go out before the
         // server stops: the sessions have ended by now, so the queue no longer grows.
         while let Ok(out) = self.out.try_recv() {
-            self.send(out, &owner).await;
+            self.send(out, &owner, stored.as_ref()).await;
         }
+        // The publisher sends what it holds (one try each now that `stop` is set) and ends.
+        drop(stored.take());
+        let _ = tokio::time::timeout(CLAIM_TIMEOUT, publisher).await;
         let _ = liveness.await;
         // Leaving on purpose: this node's entry goes at once, not after DEAD_AFTER.
         let _ = self
@@ -710,8 +745,121 @@ impl Link {
         }
     }
 
-    async fn send(&mut self, out: Out, owner: &str) {
+    /// One event from another node, live or from the stream: delivered unless this node has
+    /// delivered it (or a later one from the same origin in the same room) already.
+    fn receive(&mut self, payload: &[u8], deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+        let w = match serde_json::from_slice::<Wire>(payload) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: an unreadable message, ignored");
+                return;
+            }
+        };
+        if w.node == *self.node && w.boot == self.boot {
+            return;
+        }
+        let origin = format!("{}.{}", w.node, w.boot);
+        let mark = self
+            .marks
+            .entry((origin.clone(), w.room.clone()))
+            .or_default();
+        if w.seq <= *mark {
+            return;
+        }
+        *mark = w.seq;
+        if let Some(change) = w.change() {
+            let mut peers = lock(&self.peers);
+            let peer = peers.entry(origin).or_default();
+            peer.node.clone_from(&w.node);
+            peer.heard(w.seq, change);
+        }
+        if !w.to.is_empty() {
+            let to = w.to.clone();
+            if let Some(remote) = w.into_remote() {
+                deliver(Incoming::Private { to, remote });
+            }
+        } else if let Some(remote) = w.into_remote() {
+            deliver(Incoming::Said(remote));
+        }
+    }
+
+    /// Reads each followed room's events from the stream since shortly before the link
+    /// dropped, and delivers those not delivered yet, in the stream's order (each sender's).
+    async fn catch_up(&mut self, since: SystemTime, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+        let start = since.checked_sub(CATCH_UP_MARGIN).unwrap_or(UNIX_EPOCH);
+        let subjects: Vec<String> = self.rooms.keys().cloned().collect();
+        let mut caught = 0;
+        for subject in subjects {
+            match self.read_since(&subject, start, deliver).await {
+                Ok(n) => caught += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, %subject, "cluster: a room's catch-up did not finish")
+                }
+            }
+        }
+        tracing::info!(caught, "cluster: caught up from the stream");
+    }
+
+    async fn read_since(
+        &mut self,
+        subject: &str,
+        start: SystemTime,
+        deliver: &(dyn Fn(Incoming) + Send + Sync),
+    ) -> Result<usize, String> {
+        use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::ByStartTime {
+                    start_time: start.into(),
+                },
+                ack_policy: AckPolicy::None,
+                filter_subject: subject.to_owned(),
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut read = 0;
+        loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(500)
+                .expires(Duration::from_millis(300))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut n = 0;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| e.to_string())?;
+                n += 1;
+                self.receive(&msg.payload, deliver);
+            }
+            read += n;
+            if n == 0 {
+                return Ok(read);
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        out: Out,
+        owner: &str,
+        stored: Option<&mpsc::Sender<(String, Bytes, String)>>,
+    ) {
         match out {
+            Out::Store(subject, body, seq) => {
+                let id = format!("{owner}:{seq}");
+                // Counted with the queue's drops, in /metrics (a log line each could flood).
+                if stored.is_none_or(|tx| tx.try_send((subject, body, id)).is_err()) {
+                    self.dropped.fetch_add(1, Relaxed);
+                }
+            }
             Out::Publish(subject, body) => {
                 if let Err(e) = self.client.publish(subject, body).await {
                     tracing::warn!(error = %e, "cluster: a message did not reach the broker");
@@ -802,6 +950,39 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
         }
         if let Err(e) = sweep(&beats, &mut watched).await {
             tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
+        }
+    }
+}
+
+/// Publishes each room event to the stream, in order, one at a time, each until the broker
+/// acknowledges it: so an event in flight when the broker went away is sent again, stored
+/// once (`Nats-Msg-Id`), and never overtaken by the next. Repeats that reach the other nodes
+/// live are dropped there by their marks. Once `stop` is set, one try each.
+async fn publish_stored(
+    js: jetstream::Context,
+    mut rx: mpsc::Receiver<(String, Bytes, String)>,
+    stop: CancellationToken,
+) {
+    while let Some((subject, body, id)) = rx.recv().await {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let sent = tokio::time::timeout(ACK_WAIT, async {
+                js.publish_with_headers(subject.clone(), headers, body.clone())
+                    .await?
+                    .await
+            })
+            .await;
+            match sent {
+                Ok(Ok(_)) => break,
+                failed => tracing::debug!(?failed, %id, "cluster: not acknowledged; sending again"),
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 }
