@@ -60,6 +60,9 @@ const CATCH_UP_MARGIN: Duration = Duration::from_secs(30);
 /// and counted, as for the queue.
 const UNACKED: usize = 64 * 1024;
 
+/// How often the client pings the broker; two unanswered and it reconnects.
+const PING_EVERY: Duration = Duration::from_secs(2);
+
 /// How long a claim or release may wait for the broker before the person is told no.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -305,6 +308,9 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("linechat {}", settings.node))
         .no_echo()
+        // A path that silently drops everything (a cut cable, a firewall) shows no error;
+        // unanswered pings are what notice it: a few of these, not the default minute.
+        .ping_interval(PING_EVERY)
         .event_callback(move |event| {
             let tx = events_tx.clone();
             // Full only if the link task is stuck, and then a lost event changes nothing.

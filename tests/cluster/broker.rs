@@ -17,6 +17,8 @@ pub struct Broker {
     /// The broker's monitoring endpoint (`-m`), `HOST:PORT`.
     pub monitor: String,
     dir: PathBuf,
+    /// The network namespace it runs in (listening on every address there), if any.
+    netns: Option<String>,
 }
 
 /// Whether `nats-server` is here. Outside CI a missing one skips the test with a message; in
@@ -40,6 +42,12 @@ pub fn available() -> bool {
 
 impl Broker {
     pub async fn start() -> Broker {
+        Broker::start_in(None).await
+    }
+
+    /// A broker inside network namespace `netns` (listening on all its addresses, so on its
+    /// veth too), or on loopback here.
+    pub async fn start_in(netns: Option<&str>) -> Broker {
         let dir = std::env::temp_dir().join(format!(
             "linechat-cluster-{}-{}",
             std::process::id(),
@@ -47,12 +55,14 @@ impl Broker {
         ));
         std::fs::create_dir_all(&dir).expect("broker directory");
         // -p -1, -m -1: free ports, which the server logs.
-        let (child, url, monitor) = spawn(&dir, "-1", "-1").await;
+        let netns = netns.map(str::to_owned);
+        let (child, url, monitor) = spawn(&dir, "-1", "-1", netns.as_deref()).await;
         Broker {
             child,
             url,
             monitor,
             dir,
+            netns,
         }
     }
 
@@ -63,7 +73,7 @@ impl Broker {
         tokio::time::sleep(down).await;
         let port = self.url.rsplit(':').next().expect("a port").to_owned();
         let m_port = self.monitor.rsplit(':').next().expect("a port").to_owned();
-        let (child, url, _) = spawn(&self.dir, &port, &m_port).await;
+        let (child, url, _) = spawn(&self.dir, &port, &m_port, self.netns.as_deref()).await;
         assert_eq!(url, self.url, "the broker came back where it was");
         self.child = child;
     }
@@ -103,11 +113,25 @@ impl Broker {
     }
 }
 
-async fn spawn(dir: &std::path::Path, port: &str, monitor: &str) -> (Child, String, String) {
-    let mut child = Command::new("nats-server")
+async fn spawn(
+    dir: &std::path::Path,
+    port: &str,
+    monitor: &str,
+    netns: Option<&str>,
+) -> (Child, String, String) {
+    // `ip netns exec` enters the namespace and execs, so the PID is the broker's.
+    let (mut command, address) = match netns {
+        None => (Command::new("nats-server"), "127.0.0.1"),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nats-server"]);
+            (c, "0.0.0.0")
+        }
+    };
+    let mut child = command
         .args(["-js", "-sd"])
         .arg(dir)
-        .args(["-a", "127.0.0.1", "-p", port, "-m", monitor])
+        .args(["-a", address, "-p", port, "-m", monitor])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

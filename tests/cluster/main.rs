@@ -10,6 +10,10 @@ mod support;
 #[path = "../faults/proc.rs"]
 mod proc;
 
+#[allow(dead_code)]
+#[path = "../faults/lab.rs"]
+mod lab;
+
 mod broker;
 
 use std::collections::HashMap;
@@ -577,6 +581,108 @@ async fn a_name_taken_while_its_node_was_silent_goes_to_the_new_holder() {
     .await;
     alice.send("still here").await;
     carol.expect("guest-1: still here").await;
+}
+
+/// One node cut off from the broker while the other is not: a network namespace pair this
+/// test makes (the broker and node a in one, node c in the other, joined by a veth), and an
+/// nft rule dropping every packet between c and the broker both ways. c's people are told
+/// the link is down and chat on there; a's are told c's people left. Once the rule goes, c
+/// rejoins by itself: it says so, what was said on c meanwhile reaches a once, c's people
+/// are listed on a again and keep their names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_cut_off_rejoins_by_itself() {
+    if !broker::available() || !lab::available("one_node_cut_off_rejoins_by_itself") {
+        return;
+    }
+    let lab = lab::Lab::new();
+    let broker = Broker::start_in(Some(&lab.server_ns)).await;
+    let port = broker.url.rsplit(':').next().unwrap().to_owned();
+    let in_ns = |ns: &str, url: String, name: &'static str| {
+        let ns = ns.to_owned();
+        async move {
+            let wrap = ["ip", "netns", "exec", &ns];
+            Server::start(Options {
+                args: &["--cluster", &url, "--node-name", name, "--rate-limit", "0"],
+                wrap: &wrap,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let a = in_ns(&lab.server_ns, format!("nats://127.0.0.1:{port}"), "a").await;
+    let c = in_ns(
+        &lab.client_ns,
+        format!("nats://{}:{port}", lab.server_ip),
+        "c",
+    )
+    .await;
+    let join = |ns: String, addr: std::net::SocketAddr, nick: &'static str| async move {
+        let stream = lab::Lab::within(&ns, || std::net::TcpStream::connect(addr).expect("connect"));
+        let mut client = Client::from_std(stream);
+        client.register(nick).await;
+        client
+    };
+    let mut alice = join(lab.server_ns.clone(), a.addr, "alice").await;
+    let mut carol = join(lab.client_ns.clone(), c.addr, "carol").await;
+    alice.expect("carol has joined the chat.").await;
+    // Cut: nothing from the broker's port reaches c, and nothing from c reaches the broker.
+    lab.nft(&lab.client_ns, "add table inet chaos");
+    lab.nft(
+        &lab.client_ns,
+        "'add chain inet chaos in { type filter hook input priority 0; policy accept; }'",
+    );
+    lab.nft(
+        &lab.client_ns,
+        &format!("add rule inet chaos in tcp sport {port} drop"),
+    );
+    lab.nft(&lab.server_ns, "add table inet chaos");
+    lab.nft(
+        &lab.server_ns,
+        "'add chain inet chaos in { type filter hook input priority 0; policy accept; }'",
+    );
+    lab.nft(
+        &lab.server_ns,
+        &format!(
+            "add rule inet chaos in ip saddr {} tcp dport {port} drop",
+            lab.client_ip
+        ),
+    );
+    let cut = tokio::time::Instant::now();
+    carol.wait = std::time::Duration::from_secs(20);
+    alice.wait = std::time::Duration::from_secs(20);
+    carol
+        .expect("Server: the cluster link is down; chat goes on among the people on this server.")
+        .await;
+    eprintln!("c told after {:?}", cut.elapsed());
+    carol.send("said while cut off").await;
+    alice
+        .expect("carol has left the chat (connection to their server lost).")
+        .await;
+    eprintln!("a told after {:?}", cut.elapsed());
+    lab.heal();
+    carol
+        .expect("Server: the cluster link is back; you are chatting with every server again.")
+        .await;
+    alice.expect("carol: said while cut off").await;
+    until(
+        &mut alice,
+        "/who",
+        "In lobby (2): alice (on a), carol (on c)",
+    )
+    .await;
+    // carol kept her name: nobody took it meanwhile, and c claimed it again.
+    let stream = lab::Lab::within(&lab.server_ns, || {
+        std::net::TcpStream::connect(a.addr).unwrap()
+    });
+    let mut other = Client::from_std(stream);
+    other.expect_prompt().await;
+    other.send("carol").await;
+    other
+        .expect("Error: the nickname carol is already taken; choose another.")
+        .await;
+    // And nothing arrived twice.
+    assert!(alice.sync().await.is_empty());
+    drop(broker);
 }
 
 /// Sends `signal` to a node this test started, by its PID.
