@@ -78,9 +78,9 @@ impl Broker {
         self.child = child;
     }
 
-    /// The chat subjects (`lc.…`) the connection named `name` (a node's `linechat NODE`)
-    /// subscribes to, from the broker's own account (`/connz?subs=1`).
-    pub async fn subscriptions(&self, name: &str) -> Vec<String> {
+    /// The broker's own record of the connection named `name` (a node's `linechat NODE`),
+    /// from its monitoring endpoint (`/connz?subs=1`).
+    async fn connection(&self, name: &str) -> serde_json::Value {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(&self.monitor)
             .await
@@ -93,10 +93,15 @@ impl Broker {
         let body = &reply[reply.find("\r\n\r\n").expect("a body") + 4..];
         let connz: serde_json::Value = serde_json::from_str(body).expect("connz JSON");
         let conns = connz["connections"].as_array().cloned().unwrap_or_default();
-        let conn = conns
-            .iter()
+        conns
+            .into_iter()
             .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no connection named {name}: {body}"));
+            .unwrap_or_else(|| panic!("no connection named {name}: {body}"))
+    }
+
+    /// The chat subjects (`lc.…`) the connection named `name` subscribes to.
+    pub async fn subscriptions(&self, name: &str) -> Vec<String> {
+        let conn = self.connection(name).await;
         let mut subs: Vec<String> = conn["subscriptions_list"]
             .as_array()
             .map(|l| {
@@ -110,6 +115,13 @@ impl Broker {
             .unwrap_or_default();
         subs.sort();
         subs
+    }
+
+    /// How many messages the broker has sent the connection named `name` so far.
+    pub async fn messages_to(&self, name: &str) -> u64 {
+        self.connection(name).await["out_msgs"]
+            .as_u64()
+            .expect("out_msgs")
     }
 }
 

@@ -86,43 +86,7 @@ async fn messages_reach_every_node_once_in_order() {
         })
     });
     let senders: Vec<_> = futures_join(sending).await;
-    let reading = listeners.into_iter().map(|mut l| {
-        tokio::spawn(async move {
-            let mut got: HashMap<String, Vec<usize>> = HashMap::new();
-            let mut done = 0;
-            while done < 3 {
-                let line = l.line().await;
-                let Some((from, text)) = line.split_once(": ") else {
-                    continue; // arrivals on this node
-                };
-                if text == "done" {
-                    done += 1;
-                    continue;
-                }
-                let (nick, k) = text.split_once(' ').expect("numbered line");
-                assert_eq!(
-                    from, nick,
-                    "{}: a line under the wrong name: {line}",
-                    l.nick
-                );
-                got.entry(from.to_owned())
-                    .or_default()
-                    .push(k.parse().unwrap());
-            }
-            (l.nick.clone(), got)
-        })
-    });
-    let expected: Vec<usize> = (0..LINES).collect();
-    for (nick, got) in futures_join(reading).await {
-        for s in 0..3 {
-            let from = format!("s{s}");
-            assert_eq!(
-                got.get(&from).map(Vec::as_slice),
-                Some(expected.as_slice()),
-                "{nick} should have every line of {from} once, in order"
-            );
-        }
-    }
+    every_line_once_in_order(listeners, LINES).await;
     drop(senders);
 }
 
@@ -185,15 +149,24 @@ async fn a_broker_restart_mid_stream_loses_and_repeats_nothing() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     broker.restart(std::time::Duration::from_millis(500)).await;
     let senders = futures_join(sending.into_iter()).await;
+    every_line_once_in_order(listeners, LINES).await;
+    drop(senders);
+}
+
+/// Each listener reads until three senders (`s0`-`s2`) have said `done`, and must have had
+/// every numbered line (`sN k`, k < `lines`) of each exactly once, in order. Lines that are
+/// not chat (arrivals, the link's notices) are passed over.
+async fn every_line_once_in_order(listeners: Vec<Client>, lines: usize) {
     let reading = listeners.into_iter().map(|mut l| {
         tokio::spawn(async move {
+            // Past a broker restart: the backoff, then the catch-up.
             l.wait = std::time::Duration::from_secs(20);
             let mut got: HashMap<String, Vec<usize>> = HashMap::new();
             let mut done = 0;
             while done < 3 {
                 let line = l.line().await;
                 if line.starts_with("Server: ") {
-                    continue; // the link's down and back notices
+                    continue;
                 }
                 let Some((from, text)) = line.split_once(": ") else {
                     continue;
@@ -202,7 +175,12 @@ async fn a_broker_restart_mid_stream_loses_and_repeats_nothing() {
                     done += 1;
                     continue;
                 }
-                let (_, k) = text.split_once(' ').expect("numbered line");
+                let (nick, k) = text.split_once(' ').expect("numbered line");
+                assert_eq!(
+                    from, nick,
+                    "{}: a line under the wrong name: {line}",
+                    l.nick
+                );
                 got.entry(from.to_owned())
                     .or_default()
                     .push(k.parse().unwrap());
@@ -210,7 +188,7 @@ async fn a_broker_restart_mid_stream_loses_and_repeats_nothing() {
             (l.nick.clone(), got)
         })
     });
-    let expected: Vec<usize> = (0..LINES).collect();
+    let expected: Vec<usize> = (0..lines).collect();
     for (nick, got) in futures_join(reading).await {
         for s in 0..3 {
             let from = format!("s{s}");
@@ -221,7 +199,6 @@ async fn a_broker_restart_mid_stream_loses_and_repeats_nothing() {
             );
         }
     }
-    drop(senders);
 }
 
 /// Two people take the same name on two nodes at the same instant, twenty times over: each
@@ -272,24 +249,7 @@ async fn a_name_left_is_free_on_another_node() {
     alice.send("/quit").await;
     alice.expect_closed().await;
     // The release crosses the broker after the leave: asked again until it has, within WAIT.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        other.send("alice").await;
-        let line = other.line().await;
-        if line == "Welcome to the chat, alice!" {
-            break;
-        }
-        assert_eq!(
-            line, "Error: the nickname alice is already taken; choose another.",
-            "the second node's answer"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alice was not freed"
-        );
-        other.expect_prompt().await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    take_when_free(&mut other, "alice", tokio::time::Instant::now() + WAIT).await;
 }
 
 /// The broker goes away for a while and comes back on the same port and store: everyone is
@@ -363,23 +323,12 @@ async fn a_dead_nodes_names_are_free_within_20_s() {
         .await;
     eprintln!("told after {:?}", killed.elapsed());
     until(&mut carol, "/who", "In lobby (1): carol (on b)").await;
-    loop {
-        other.send("alice").await;
-        let line = other.line().await;
-        if line == "Welcome to the chat, alice!" {
-            break;
-        }
-        assert_eq!(
-            line, "Error: the nickname alice is already taken; choose another.",
-            "the second node's answer"
-        );
-        assert!(
-            killed.elapsed() < std::time::Duration::from_secs(20),
-            "alice's name was still held 20 s after her node died"
-        );
-        other.expect_prompt().await;
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    take_when_free(
+        &mut other,
+        "alice",
+        killed + std::time::Duration::from_secs(20),
+    )
+    .await;
     eprintln!("freed {:?} after the kill", killed.elapsed());
 }
 
@@ -549,19 +498,7 @@ async fn a_name_taken_while_its_node_was_silent_goes_to_the_new_holder() {
     // The name is freed right after the notice.
     let mut other = Client::connect(a.addr).await;
     other.expect_prompt().await;
-    loop {
-        other.send("alice").await;
-        let line = other.line().await;
-        if line == "Welcome to the chat, alice!" {
-            break;
-        }
-        assert_eq!(
-            line,
-            "Error: the nickname alice is already taken; choose another."
-        );
-        other.expect_prompt().await;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    take_when_free(&mut other, "alice", tokio::time::Instant::now() + WAIT).await;
     carol.expect("alice has joined the chat.").await;
     signal(b.pid, "-CONT");
     alice.wait = std::time::Duration::from_secs(10);
@@ -694,6 +631,28 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
+/// Answers the prompt with `name` until it is free (told taken meanwhile), by `deadline`.
+async fn take_when_free(client: &mut Client, name: &str, deadline: tokio::time::Instant) {
+    loop {
+        client.send(name).await;
+        let line = client.line().await;
+        if line == format!("Welcome to the chat, {name}!") {
+            return;
+        }
+        assert_eq!(
+            line,
+            format!("Error: the nickname {name} is already taken; choose another."),
+            "the answer at the prompt"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was still held at the deadline"
+        );
+        client.expect_prompt().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs `command` until its one-line reply is `want` (within WAIT): for what other nodes'
 /// heartbeats bring, every 2 s.
 async fn until(client: &mut Client, command: &str, want: &str) {
@@ -738,6 +697,73 @@ async fn a_node_follows_only_the_rooms_its_people_are_in() {
     // And a stops following the lobby once nobody of a's is left in it.
     drop(_carol);
     follows(&broker, "a", &["lc.node.a", "lc.room.dev"]).await;
+}
+
+/// Fan-out at the edge, counted by the broker: lines said on node a to a lobby with 20 people
+/// on node b cost b's connection one message from the broker each, not one per person, and
+/// node c, with nobody in the lobby, none. Read from the broker's per-connection counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_crosses_the_broker_once_per_node() {
+    if !broker::available() {
+        return;
+    }
+    const LINES: u64 = 200;
+    const PEOPLE: usize = 20;
+    // What else reaches a node's connection in the time the lines take: its heartbeat's
+    // acknowledgement and its sweep's reads, a dozen or so every 2 s.
+    const OTHER_TRAFFIC: u64 = 100;
+    let broker = Broker::start().await;
+    let (a, b, c) = (
+        node(&broker, "a").await,
+        node(&broker, "b").await,
+        node(&broker, "c").await,
+    );
+    let mut listeners = Vec::new();
+    for i in 0..PEOPLE {
+        listeners.push(Client::join(b.addr, &format!("b{i}")).await);
+    }
+    let mut elsewhere = Client::join(c.addr, "carol").await;
+    elsewhere.command("/join elsewhere").await;
+    let mut sender = Client::join(a.addr, "sender").await;
+    let want = format!("In lobby ({}): ", PEOPLE + 1);
+    for l in &mut listeners {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !l.command("/who").await.iter().any(|r| r.starts_with(&want)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: not everyone listed",
+                l.nick
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let (b0, c0) = (
+        broker.messages_to("linechat b").await,
+        broker.messages_to("linechat c").await,
+    );
+    for k in 0..LINES {
+        sender.send(&format!("line {k}")).await;
+    }
+    for l in &mut listeners {
+        for k in 0..LINES {
+            l.expect(&format!("sender: line {k}")).await;
+        }
+    }
+    let (b1, c1) = (
+        broker.messages_to("linechat b").await,
+        broker.messages_to("linechat c").await,
+    );
+    let (to_b, to_c) = (b1 - b0, c1 - c0);
+    eprintln!("{LINES} lines to {PEOPLE} people on b: the broker sent b {to_b} messages, c {to_c}");
+    assert!(
+        (LINES..LINES + OTHER_TRAFFIC).contains(&to_b),
+        "b got {to_b} messages for {LINES} lines to {PEOPLE} people (per person would be {})",
+        LINES * PEOPLE as u64
+    );
+    assert!(
+        to_c < OTHER_TRAFFIC,
+        "c, with nobody in the lobby, got {to_c}"
+    );
 }
 
 /// Waits (up to WAIT) until node `node` subscribes to exactly `subjects` (its own
