@@ -275,6 +275,16 @@ pub struct Cluster {
     pub dropped: Arc<AtomicU64>,
 }
 
+/// A room this node follows: the task forwarding its subscription, and since when.
+#[derive(Debug)]
+struct Followed {
+    forward: tokio::task::JoinHandle<()>,
+    since: SystemTime,
+}
+
+/// An event for the stream, waiting for its acknowledgement.
+type Stored = (String, Bytes, String, Instant);
+
 /// The task half: publishes the queue and receives the other nodes' messages.
 #[derive(Debug)]
 pub struct Link {
@@ -290,7 +300,7 @@ pub struct Link {
     incoming: mpsc::Receiver<async_nats::Message>,
     incoming_tx: mpsc::Sender<async_nats::Message>,
     /// One forwarding task per room this node has members in.
-    rooms: HashMap<String, tokio::task::JoinHandle<()>>,
+    rooms: HashMap<String, Followed>,
     interest: Arc<Interest>,
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     seq: Arc<AtomicU64>,
@@ -648,7 +658,12 @@ impl Link {
             stop.clone(),
         ));
         let (stored_tx, stored_rx) = mpsc::channel(UNACKED);
-        let publisher = tokio::spawn(publish_stored(self.js.clone(), stored_rx, stop.clone()));
+        let publisher = tokio::spawn(publish_stored(
+            self.js.clone(),
+            stored_rx,
+            stop.clone(),
+            self.dropped.clone(),
+        ));
         let mut stored = Some(stored_tx);
         // The client reconnects by itself, with backoff, and subscribes again; this only says
         // so, once each way (the client reports every failed attempt as another disconnect).
@@ -721,10 +736,10 @@ impl Link {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         // Aborting a forwarding task drops its subscriber, which unsubscribes.
-        self.rooms.retain(|subject, forward| {
+        self.rooms.retain(|subject, followed| {
             let keep = wanted.contains(subject);
             if !keep {
-                forward.abort();
+                followed.forward.abort();
             }
             keep
         });
@@ -742,7 +757,8 @@ impl Link {
                             }
                         }
                     });
-                    self.rooms.insert(subject, forward);
+                    let since = SystemTime::now();
+                    self.rooms.insert(subject, Followed { forward, since });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, %subject, "cluster: cannot follow a room")
@@ -793,9 +809,15 @@ impl Link {
     /// dropped, and delivers those not delivered yet, in the stream's order (each sender's).
     async fn catch_up(&mut self, since: SystemTime, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
         let start = since.checked_sub(CATCH_UP_MARGIN).unwrap_or(UNIX_EPOCH);
-        let subjects: Vec<String> = self.rooms.keys().cloned().collect();
+        // Never from before the room was followed here: what was said in it before is not
+        // this node's to deliver (it has no marks for it), and would read as said just now.
+        let rooms: Vec<(String, SystemTime)> = self
+            .rooms
+            .iter()
+            .map(|(subject, f)| (subject.clone(), f.since.max(start)))
+            .collect();
         let mut caught = 0;
-        for subject in subjects {
+        for (subject, start) in rooms {
             match self.read_since(&subject, start, deliver).await {
                 Ok(n) => caught += n,
                 Err(e) => {
@@ -852,17 +874,13 @@ impl Link {
         }
     }
 
-    async fn send(
-        &mut self,
-        out: Out,
-        owner: &str,
-        stored: Option<&mpsc::Sender<(String, Bytes, String)>>,
-    ) {
+    async fn send(&mut self, out: Out, owner: &str, stored: Option<&mpsc::Sender<Stored>>) {
         match out {
             Out::Store(subject, body, seq) => {
                 let id = format!("{owner}:{seq}");
                 // Counted with the queue's drops, in /metrics (a log line each could flood).
-                if stored.is_none_or(|tx| tx.try_send((subject, body, id)).is_err()) {
+                let event = (subject, body, id, Instant::now());
+                if stored.is_none_or(|tx| tx.try_send(event).is_err()) {
                     self.dropped.fetch_add(1, Relaxed);
                 }
             }
@@ -966,12 +984,19 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
 /// live are dropped there by their marks. Once `stop` is set, one try each.
 async fn publish_stored(
     js: jetstream::Context,
-    mut rx: mpsc::Receiver<(String, Bytes, String)>,
+    mut rx: mpsc::Receiver<Stored>,
     stop: CancellationToken,
+    dropped: Arc<AtomicU64>,
 ) {
-    while let Some((subject, body, id)) = rx.recv().await {
+    while let Some((subject, body, id, queued)) = rx.recv().await {
         let mut pause = Duration::from_millis(50);
         loop {
+            // Past the duplicate window a try could be stored twice, and an outage that long
+            // must not hold every later event behind this one: given up, and counted.
+            if queued.elapsed() >= DUPLICATE_WINDOW {
+                dropped.fetch_add(1, Relaxed);
+                break;
+            }
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
             let sent = tokio::time::timeout(ACK_WAIT, async {

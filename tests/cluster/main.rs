@@ -153,6 +153,28 @@ async fn a_broker_restart_mid_stream_loses_and_repeats_nothing() {
     drop(senders);
 }
 
+/// The catch-up after a broker restart delivers only what was said while the room was
+/// followed here: what a room said before this node had anyone in it is not replayed as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_replays_nothing_said_before_the_room_was_followed() {
+    let Some((mut broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.send("before bob's node had anyone here").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
+    broker.restart(std::time::Duration::from_millis(500)).await;
+    bob.expect("Server: the cluster link is down; chat goes on among the people on this server.")
+        .await;
+    bob.expect("Server: the cluster link is back; you are chatting with every server again.")
+        .await;
+    alice.send("after").await;
+    // The next thing bob gets is what alice says now: no arrival, no old line.
+    bob.expect("alice: after").await;
+}
+
 /// Each listener reads until three senders (`s0`-`s2`) have said `done`, and must have had
 /// every numbered line (`sN k`, k < `lines`) of each exactly once, in order. Lines that are
 /// not chat (arrivals, the link's notices) are passed over.
