@@ -65,6 +65,13 @@ pub enum Kind {
     Topic(Box<str>),
     /// The room's modes or members' standing changed, in this order; never empty.
     Mode(Box<[Mode<Arc<str>>]>),
+    /// The sender put this member out of the room, for this reason if one was given.
+    Kicked {
+        who: Arc<Identity>,
+        reason: Option<Box<str>>,
+    },
+    /// The sender invited the target (a member) into this room.
+    Invited(Arc<str>),
     /// Marked away (with the message) or back (`None`).
     Away(Option<Box<str>>),
     /// A big room's arrivals and departures since the last summary, told instead of one notice
@@ -159,6 +166,9 @@ impl Event {
         let text = match &self.kind {
             Kind::Message(t) | Kind::Action(t) | Kind::Notice(t) | Kind::Topic(t) => t.len(),
             Kind::Parted(Some(t)) | Kind::Left(_, Some(t)) | Kind::Away(Some(t)) => t.len(),
+            Kind::Kicked {
+                reason: Some(t), ..
+            } => t.len(),
             _ => 0,
         };
         let rendered: usize = self

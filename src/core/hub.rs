@@ -17,10 +17,13 @@ use super::event::{Event, Identity, Kind, MemberId, Render, Target};
 use super::leave::LeaveReason;
 use super::lock;
 use super::member::{queue_totals, Member, PROTOCOLS};
+use super::modes::normalise_mask;
 pub use super::modes::Standing;
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
 use super::partners::Recall;
-use super::room::{Mode, Modes, Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS};
+use super::room::{
+    Listed, Mode, Modes, Room, RoomId, Topic, LOBBY, LOBBY_ID, MAX_IDLE_ROOMS, MAX_LISTED,
+};
 use super::store::{Change, Kept, Store};
 
 /// Where every event that happens in a room is also recorded (the transcript). Called under
@@ -200,6 +203,17 @@ struct Entry {
     /// (8 bytes where the queue itself is 32).
     #[allow(clippy::box_collection)]
     created_rooms: Option<Box<VecDeque<tokio::time::Instant>>>,
+    /// Rooms an operator invited this member into that it has not entered yet: it may enter
+    /// them while they are invite-only. Used up by entering; gone with the connection.
+    invited: Vec<RoomId>,
+}
+
+/// Invitations one member holds at most; past it the oldest is forgotten.
+const MAX_INVITATIONS: usize = 32;
+
+/// `nick!user@host`, what bans and mutes are matched against.
+fn full_name(identity: &Identity) -> String {
+    format!("{}!{}@{}", identity.nick, identity.user, identity.host)
 }
 
 /// The window of the per-member room creation limit ([`Settings::rooms_per_minute`]).
@@ -355,6 +369,37 @@ impl State {
     /// Whether `id` may see `room` in listings: it is not secret, or `id` is in it.
     fn visible(&self, id: MemberId, room: RoomId) -> bool {
         !self.rooms[&room].modes.secret || self.members.get(&id).is_some_and(|e| e.is_in(room))
+    }
+
+    /// Whether `id` may come into `room`: no ban names it, and the room is not invite-only
+    /// or it was invited. A server operator always may; so may anyone while the room is
+    /// empty, since nobody would be there to invite them and the room would be shut for good.
+    /// An invitation is used up here.
+    fn admit(&mut self, id: MemberId, room: RoomId) -> Result<(), RoomError> {
+        let Some(entry) = self.members.get_mut(&id) else {
+            return Ok(());
+        };
+        let r = &self.rooms[&room];
+        if entry.member.is_oper() || entry.is_in(room) {
+            return Ok(());
+        }
+        if !r.bans.is_empty() && r.bans(&full_name(&entry.identity)) {
+            return Err(RoomError::Banned(r.name.clone()));
+        }
+        let invited = entry.invited.iter().position(|&m| m == room);
+        if r.modes.invite_only && invited.is_none() && !r.members.is_empty() {
+            return Err(RoomError::InviteOnly(r.name.clone()));
+        }
+        if let Some(at) = invited {
+            entry.invited.swap_remove(at);
+        }
+        Ok(())
+    }
+
+    /// Whether `id` may use operators' rights in `room`: one of its operators, or a server
+    /// operator.
+    fn operates(&self, id: MemberId, room: &Room) -> bool {
+        room.operators.contains(&id) || self.members.get(&id).is_some_and(|e| e.member.is_oper())
     }
 
     /// The room `whither` names, which `id` must be in, and `id`'s identity, with one lookup
@@ -513,7 +558,7 @@ impl State {
         if id == LOBBY_ID || !room.members.is_empty() {
             return;
         }
-        if !room.has_history() && room.topic.is_none() {
+        if !room.worth_keeping() {
             self.remove_room(id);
             return;
         }
@@ -569,7 +614,7 @@ impl State {
                     self.by_oldest.insert(next, victim);
                 }
                 None => {
-                    if victim != LOBBY_ID && v.members.is_empty() && v.topic.is_none() {
+                    if victim != LOBBY_ID && v.members.is_empty() && !v.worth_keeping() {
                         self.remove_room(victim);
                     }
                 }
@@ -722,6 +767,7 @@ impl Hub {
                 rooms: Vec::new(),
                 away: None,
                 created_rooms: None,
+                invited: Vec::new(),
             },
         );
         Ok(identity)
@@ -750,7 +796,18 @@ impl Hub {
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
         let room = self.room_or_create(&mut state, name, id)?;
+        if let Err(e) = state.admit(id, room) {
+            self.refused_entry(&state, id, &e);
+            return Err(e);
+        }
         self.enter_locked(&mut state, id, room, arrival, view)
+    }
+
+    /// Logs an entry a ban or invite-only refused, naming who tried.
+    fn refused_entry(&self, state: &State, id: MemberId, e: &RoomError) {
+        if let Some(entry) = state.members.get(&id) {
+            tracing::info!(member = id, nick = %entry.identity.nick, error = %e, "entry refused");
+        }
     }
 
     fn enter_locked(
@@ -858,6 +915,10 @@ impl Hub {
         if current == [room] {
             return Err(RoomError::AlreadyThere(state.rooms[&room].name.clone()));
         }
+        if let Err(e) = state.admit(id, room) {
+            self.refused_entry(&state, id, &e);
+            return Err(e);
+        }
         for old in current {
             if old != room {
                 self.part_locked(&mut state, id, old, None);
@@ -958,6 +1019,12 @@ impl Hub {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
         let r = state.rooms.get_mut(&room).expect("room exists");
+        if let Some(why) = r.silenced(id, || full_name(&identity)) {
+            return Err(RoomError::Silenced {
+                room: r.name.clone(),
+                why,
+            });
+        }
         let event = self.event(Target::Room(r.name.clone()), Some(identity), kind);
         if self.settings.retain > 0 {
             self.keep(Change::Said(&event));
@@ -1112,8 +1179,9 @@ impl Hub {
     ) -> Result<Arc<Event>, RoomError> {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
+        let oper = state.members.get(&id).is_some_and(|e| e.member.is_oper());
         let r = state.rooms.get_mut(&room).expect("room exists");
-        if !r.may_set_topic(id) {
+        if !r.may_set_topic(id) && !oper {
             return Err(RoomError::NotOperator(r.name.clone()));
         }
         r.topic = Some(Topic {
@@ -1134,11 +1202,7 @@ impl Hub {
                 id,
                 topic,
             }),
-            (Kind::Mode(made), _)
-                if made
-                    .iter()
-                    .any(|m| matches!(m, Mode::TopicLock(_) | Mode::Secret(_))) =>
-            {
+            (Kind::Mode(made), _) if made.iter().any(Mode::is_flag) => {
                 let modes = room.modes;
                 self.keep(Change::Modes {
                     room: name,
@@ -1154,8 +1218,9 @@ impl Hub {
     }
 
     /// Makes `requests` to the room `whither` names, in order, on behalf of `id`, which must
-    /// be one of its operators, and tells everyone in it, `id` included, what changed. What
-    /// is already so is left out; a change naming someone who is not there is refused alone.
+    /// be one of its operators (or a server operator), and tells everyone in it, `id`
+    /// included, what changed. What is already so is left out; a change naming someone who
+    /// is not there, or a mask that is none, is refused alone.
     pub fn change_modes(
         &self,
         id: MemberId,
@@ -1164,6 +1229,9 @@ impl Hub {
     ) -> Result<ModesChanged, RoomError> {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
+        if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
+            return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
+        }
         let State {
             members,
             by_nick,
@@ -1171,9 +1239,6 @@ impl Hub {
             ..
         } = &mut *state;
         let r = rooms.get_mut(&room).expect("room exists");
-        if !r.operators.contains(&id) {
-            return Err(RoomError::NotOperator(r.name.clone()));
-        }
         let mut made = Vec::new();
         let mut refused = Vec::new();
         for request in requests {
@@ -1192,6 +1257,50 @@ impl Hub {
                     if flip(&mut r.modes.secret) {
                         made.push(Mode::Secret(on));
                     }
+                    continue;
+                }
+                Mode::Moderated(_) => {
+                    if flip(&mut r.modes.moderated) {
+                        made.push(Mode::Moderated(on));
+                    }
+                    continue;
+                }
+                Mode::InviteOnly(_) => {
+                    if flip(&mut r.modes.invite_only) {
+                        made.push(Mode::InviteOnly(on));
+                    }
+                    continue;
+                }
+                Mode::Ban(_, typed) | Mode::Mute(_, typed) => {
+                    let ban = matches!(request, Mode::Ban(..));
+                    let Some(mask) = normalise_mask(typed) else {
+                        refused.push(RoomError::InvalidMask(typed.to_owned()));
+                        continue;
+                    };
+                    let list = if ban { &mut r.bans } else { &mut r.mutes };
+                    let at = list.iter().position(|l| l.mask.eq_ignore_ascii_case(&mask));
+                    match (on, at) {
+                        (true, None) if list.len() >= MAX_LISTED => {
+                            refused.push(RoomError::ListFull {
+                                room: r.name.clone(),
+                                limit: MAX_LISTED,
+                            });
+                            continue;
+                        }
+                        (true, None) => {
+                            list.push(Listed::new(&mask, &identity.nick, SystemTime::now()))
+                        }
+                        (false, Some(at)) => {
+                            list.remove(at);
+                        }
+                        _ => continue,
+                    }
+                    let mask: Arc<str> = mask.into();
+                    made.push(if ban {
+                        Mode::Ban(on, mask)
+                    } else {
+                        Mode::Mute(on, mask)
+                    });
                     continue;
                 }
                 Mode::Operator(_, nick) => (&mut r.operators, nick, Mode::Operator),
@@ -1225,11 +1334,172 @@ impl Hub {
                 refused,
             });
         }
+        tracing::info!(by = %identity.nick, member = id, room = %r.name, changes = ?made, "room modes changed");
         let event = self.tell_room(r, identity, Kind::Mode(made.into()));
         Ok(ModesChanged {
             event: Some(event),
             refused,
         })
+    }
+
+    /// Puts the member called `nick` out of the room `whither` names, on behalf of `id`, one
+    /// of its operators (or a server operator); everyone there, the one put out included,
+    /// is told. Someone who must always be in a room (a netcat user) lands in the lobby, and
+    /// `land` shows it the lobby as it enters.
+    pub fn kick(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        nick: &str,
+        reason: Option<&str>,
+        land: impl FnOnce(&Arc<Member>, RoomView<'_>),
+    ) -> Result<Arc<Event>, RoomError> {
+        let mut state = lock(&self.state);
+        let (room, _) = state.own_room(id, whither)?;
+        if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
+            return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
+        }
+        let target = state
+            .by_nick
+            .get(&nick_key(nick))
+            .and_then(|t| state.members.get(t))
+            .ok_or_else(|| RoomError::NoSuchNick(nick.to_owned()))?;
+        if !target.is_in(room) {
+            return Err(RoomError::NotInRoom {
+                nick: target.identity.nick.to_string(),
+                room: state.rooms[&room].name.clone(),
+            });
+        }
+        let victim = target.member.id;
+        let mut land = Some(land);
+        Ok(
+            self.kick_locked(&mut state, id, room, victim, reason, &mut |m, v| {
+                if let Some(land) = land.take() {
+                    land(m, v);
+                }
+            }),
+        )
+    }
+
+    /// Puts everyone a ban of the room `whither` names out of it, on behalf of `id`, one of
+    /// its operators (the netcat `/ban`, which removes whom it bans); operators stay. Returns
+    /// the kicks, one event each.
+    pub fn kick_banned(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        land: impl Fn(&Arc<Member>, RoomView<'_>),
+    ) -> Result<Vec<Arc<Event>>, RoomError> {
+        let mut state = lock(&self.state);
+        let (room, _) = state.own_room(id, whither)?;
+        if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
+            return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
+        }
+        let r = &state.rooms[&room];
+        let banned: Vec<MemberId> = r
+            .members
+            .iter()
+            .filter(|m| m.id != id && !r.operators.contains(&m.id))
+            .filter_map(|m| state.members.get(&m.id))
+            .filter(|e| !e.member.is_oper() && r.bans(&full_name(&e.identity)))
+            .map(|e| e.member.id)
+            .collect();
+        Ok(banned
+            .into_iter()
+            .map(|victim| {
+                self.kick_locked(&mut state, id, room, victim, Some("banned"), &mut |m, v| {
+                    land(m, v)
+                })
+            })
+            .collect())
+    }
+
+    fn kick_locked(
+        &self,
+        state: &mut State,
+        id: MemberId,
+        room: RoomId,
+        victim: MemberId,
+        reason: Option<&str>,
+        land: &mut dyn FnMut(&Arc<Member>, RoomView<'_>),
+    ) -> Arc<Event> {
+        let by = state.members[&id].identity.clone();
+        let target = &state.members[&victim];
+        let (who, member) = (target.identity.clone(), target.member.clone());
+        let r = &state.rooms[&room];
+        tracing::info!(by = %by.nick, member = id, nick = %who.nick, room = %r.name, reason, "kicked");
+        let kind = Kind::Kicked {
+            who,
+            reason: reason.map(Into::into),
+        };
+        let event = self.tell_room(r, by, kind);
+        state.remove(victim, room);
+        state.tidy(room);
+        let homeless = state.members[&victim].rooms.is_empty();
+        if homeless && member.always_in_a_room() {
+            let _ = self.enter_locked(state, victim, LOBBY_ID, Arrival::Entered, |view| {
+                land(&member, view)
+            });
+        }
+        event
+    }
+
+    /// Invites the member called `nick` into the room `whither` names, which `id` is in (and,
+    /// while the room is invite-only, operates); the invited member is told. It may then
+    /// enter once, invite-only or not.
+    pub fn invite(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        nick: &str,
+    ) -> Result<Arc<Event>, RoomError> {
+        let mut state = lock(&self.state);
+        let (room, identity) = state.own_room(id, whither)?;
+        let r = &state.rooms[&room];
+        if r.modes.invite_only && !state.operates(id, r) {
+            return Err(RoomError::NotOperator(r.name.clone()));
+        }
+        let name = r.name.clone();
+        let target = state
+            .by_nick
+            .get(&nick_key(nick))
+            .copied()
+            .and_then(|t| state.members.get_mut(&t))
+            .ok_or_else(|| RoomError::NoSuchNick(nick.to_owned()))?;
+        if target.is_in(room) {
+            return Err(RoomError::AlreadyIn {
+                nick: target.identity.nick.to_string(),
+                room: name,
+            });
+        }
+        if !target.invited.contains(&room) {
+            // Bounded like everything a client can grow: the oldest invitation goes first.
+            if target.invited.len() >= MAX_INVITATIONS {
+                target.invited.remove(0);
+            }
+            target.invited.push(room);
+        }
+        tracing::info!(by = %identity.nick, member = id, nick = %target.identity.nick, room = %name, "invited");
+        let event = self.event(
+            Target::Member(target.identity.clone()),
+            Some(identity),
+            Kind::Invited(name),
+        );
+        target.member.deliver(&event, self.formats);
+        Ok(event)
+    }
+
+    /// The ban list (`bans`) or mute list of the room `whither` names, oldest first.
+    pub fn listed(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        bans: bool,
+    ) -> Result<(Arc<str>, Vec<Listed>), RoomError> {
+        let state = lock(&self.state);
+        let r = &state.rooms[&state.seen_room(id, whither)?];
+        let list = if bans { &r.bans } else { &r.mutes };
+        Ok((r.name.clone(), list.clone()))
     }
 
     /// Renders `member`'s events with `formats[slot]` from now on (an IRC client turning

@@ -184,6 +184,12 @@ impl Member {
         self.invisible.store(on, Relaxed);
     }
 
+    /// Whether this member is always in exactly one room (a netcat user): put out of one, it
+    /// lands in the lobby.
+    pub fn always_in_a_room(&self) -> bool {
+        self.kind.protocol == "line"
+    }
+
     /// The transport's current figures, where it has any.
     pub fn tcp_info(&self) -> Option<TcpInfo> {
         self.probe.as_ref()?.tcp_info()

@@ -22,6 +22,7 @@ pub const SERVER_WORDS: &[&str] = &[
     "active",
     "addresses",
     "average",
+    "bans",
     "bytes",
     "client",
     "cluster",
@@ -37,7 +38,10 @@ pub const SERVER_WORDS: &[&str] = &[
     "history",
     "in",
     "messages",
+    "modes",
+    "mutes",
     "no",
+    "nobody",
     "nothing",
     "please",
     "pong",
@@ -100,6 +104,33 @@ pub enum RoomError {
     /// A change named someone who is not in the room.
     #[error("{nick} is not in {room}")]
     NotInRoom {
+        nick: String,
+        room: std::sync::Arc<str>,
+    },
+    /// A ban names the member: it may not enter.
+    #[error("banned from {0}")]
+    Banned(std::sync::Arc<str>),
+    /// The room is invite-only and the member was not invited.
+    #[error("{0} is invite-only")]
+    InviteOnly(std::sync::Arc<str>),
+    /// The member is in the room but may not speak there.
+    #[error("cannot speak in {room}")]
+    Silenced {
+        room: std::sync::Arc<str>,
+        why: super::modes::Silenced,
+    },
+    /// A ban or mute that is no `nick!user@host` mask.
+    #[error("{0} is not a nick!user@host mask")]
+    InvalidMask(String),
+    /// The room's ban or mute list holds `limit` masks already.
+    #[error("the list of {room} is full ({limit})")]
+    ListFull {
+        room: std::sync::Arc<str>,
+        limit: usize,
+    },
+    /// An invitation for someone who is in the room already.
+    #[error("{nick} is already in {room}")]
+    AlreadyIn {
         nick: String,
         room: std::sync::Arc<str>,
     },

@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use super::event::{Event, MemberId, Render, MAX_FORMATS};
 use super::member::Member;
-pub use super::modes::{Mode, Modes, Standing};
+pub use super::modes::{Mode, Modes, Silenced, Standing};
+use super::names::Mask;
 
 /// Rooms are numbered for the hub's maps: a chat line looks its room up by number, not by
 /// hashing a name.
@@ -30,6 +31,35 @@ pub const MAX_IDLE_ROOMS: usize = 1000;
 /// member of a small room, faster than the server can write them, until honest readers'
 /// queues fill and they are cut off.
 pub const PRESENCE_NOTICES_PER_PERIOD: u32 = 30;
+
+/// Bans (or mutes) one room keeps at most: each is checked against everyone who enters (or
+/// speaks), so the list is bounded like everything one client can grow.
+pub const MAX_LISTED: usize = 100;
+
+/// An entry of a room's ban or mute list: the mask, who set it and when (IRC's 367).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub mask: Arc<str>,
+    matcher: Mask,
+    pub by: Arc<str>,
+    pub at: SystemTime,
+}
+
+impl Listed {
+    pub fn new(mask: &str, by: &str, at: SystemTime) -> Listed {
+        Listed {
+            mask: mask.into(),
+            matcher: Mask::new(mask),
+            by: by.into(),
+            at,
+        }
+    }
+
+    /// Whether this entry names `who` (`nick!user@host`).
+    pub fn matches(&self, who: &str) -> bool {
+        self.matcher.matches(who)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Topic {
@@ -63,6 +93,10 @@ pub struct Room {
     pub operators: Vec<MemberId>,
     /// Members an operator gave a voice (IRC `+v`): a standing shown in member lists.
     pub voiced: Vec<MemberId>,
+    /// Masks that may neither enter nor speak here, at most [`MAX_LISTED`].
+    pub bans: Vec<Listed>,
+    /// Masks that may be here but not speak, at most [`MAX_LISTED`].
+    pub mutes: Vec<Listed>,
     pub modes: Modes,
     pub created: SystemTime,
     /// Kept events, oldest first, each with the footprint it was counted at (renderings added
@@ -91,6 +125,8 @@ impl Room {
             topic: None,
             operators: Vec::new(),
             voiced: Vec::new(),
+            bans: Vec::new(),
+            mutes: Vec::new(),
             modes: Modes::NEW,
             formats_here: [0; MAX_FORMATS],
             slots: Vec::new(),
@@ -115,6 +151,42 @@ impl Room {
     /// Whether `id` may set the topic now.
     pub fn may_set_topic(&self, id: MemberId) -> bool {
         !self.modes.topic_lock || self.operators.is_empty() || self.operators.contains(&id)
+    }
+
+    /// Whether the room holds anything worth keeping once nobody is in it: history, a
+    /// topic, or bans and mutes (forgetting those would lift them).
+    pub fn worth_keeping(&self) -> bool {
+        self.has_history()
+            || self.topic.is_some()
+            || !self.bans.is_empty()
+            || !self.mutes.is_empty()
+    }
+
+    /// Whether a ban names `who` (`nick!user@host`).
+    pub fn bans(&self, who: &str) -> bool {
+        self.bans.iter().any(|b| b.matches(who))
+    }
+
+    /// Why member `id`, shown as `who` (`nick!user@host`, built only if a list is not
+    /// empty), may not speak here, if it may not. Operators always may; a voice lifts the
+    /// moderation, not a ban or a mute.
+    pub fn silenced(&self, id: MemberId, who: impl FnOnce() -> String) -> Option<Silenced> {
+        if self.bans.is_empty() && self.mutes.is_empty() && !self.modes.moderated {
+            return None;
+        }
+        if self.operators.contains(&id) {
+            return None;
+        }
+        if !self.bans.is_empty() || !self.mutes.is_empty() {
+            let who = who();
+            if self.bans(&who) {
+                return Some(Silenced::Banned);
+            }
+            if self.mutes.iter().any(|m| m.matches(&who)) {
+                return Some(Silenced::Muted);
+            }
+        }
+        (self.modes.moderated && !self.voiced.contains(&id)).then_some(Silenced::Moderated)
     }
 
     /// Queues `event` for every member, except `sender` unless it asked for its own messages

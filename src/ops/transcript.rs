@@ -351,7 +351,14 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
             modes = mode_text(changes);
             ("mode", &modes)
         }
-        Kind::Away(_) | Kind::Presence { .. } => return,
+        Kind::Kicked { who, reason } => {
+            modes = match reason {
+                Some(reason) => format!("{}: {reason}", who.nick),
+                None => who.nick.to_string(),
+            };
+            ("kick", &modes)
+        }
+        Kind::Away(_) | Kind::Presence { .. } | Kind::Invited(_) => return,
     };
     let line = Line {
         time: &time,
@@ -379,6 +386,14 @@ fn mode_text(changes: &[Mode<Arc<str>>]) -> String {
             Mode::Operator(false, who) => format!("deop {who}"),
             Mode::Voice(true, who) => format!("voice {who}"),
             Mode::Voice(false, who) => format!("devoice {who}"),
+            Mode::Moderated(true) => "moderated".to_owned(),
+            Mode::Moderated(false) => "unmoderated".to_owned(),
+            Mode::InviteOnly(true) => "invite-only".to_owned(),
+            Mode::InviteOnly(false) => "open".to_owned(),
+            Mode::Ban(true, mask) => format!("ban {mask}"),
+            Mode::Ban(false, mask) => format!("unban {mask}"),
+            Mode::Mute(true, mask) => format!("mute {mask}"),
+            Mode::Mute(false, mask) => format!("unmute {mask}"),
         })
         .collect();
     words.join(", ")

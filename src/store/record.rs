@@ -7,7 +7,8 @@
 //!   1 said:   id u64, at i64 (µs since 1970), kind u8 (0 message, 1 action, 2 notice),
 //!             room, nick, user, host, text
 //!   2 topic:  id u64, at i64, room, by, text
-//!   3 modes:  id u64, at i64, room, flags u8 (1 topic lock, 2 secret)
+//!   3 modes:  id u64, at i64, room, flags u8 (1 topic lock, 2 secret, 4 moderated,
+//!             8 invite-only; a reader ignores bits it does not know)
 //! strings: length u32 LE, UTF-8 bytes
 //! ```
 //!
@@ -231,7 +232,10 @@ pub fn encode_modes(buf: &mut Vec<u8>, room: &str, id: u64, modes: Modes) {
         out.u64(id);
         out.at(SystemTime::now());
         out.str(room);
-        out.u8(u8::from(modes.topic_lock) | u8::from(modes.secret) << 1);
+        out.u8(u8::from(modes.topic_lock)
+            | u8::from(modes.secret) << 1
+            | u8::from(modes.moderated) << 2
+            | u8::from(modes.invite_only) << 3);
     });
 }
 
@@ -361,6 +365,8 @@ pub fn decode(payload: &[u8]) -> Option<Record> {
                 modes: Modes {
                     topic_lock: flags & 1 != 0,
                     secret: flags & 2 != 0,
+                    moderated: flags & 4 != 0,
+                    invite_only: flags & 8 != 0,
                 },
             }
         }

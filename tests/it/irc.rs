@@ -62,7 +62,7 @@ async fn registration_sends_001_to_005_lusers_and_motd() {
         "CHANTYPES=#",
         "NETWORK=linechat",
         "PREFIX=(ov)@+",
-        "CHANMODES=b,,,nst",
+        "CHANMODES=bq,,,imnst",
         "MODES=4",
     ] {
         assert!(tokens.iter().any(|t| t == wanted), "{wanted} in {tokens:?}");

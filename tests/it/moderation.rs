@@ -3,7 +3,7 @@
 
 use linechat::Config;
 
-use crate::support::TestServer;
+use crate::support::{Client, IrcClient, TestServer};
 
 #[tokio::test]
 async fn a_netcat_operator_ops_and_deops_and_irc_sees_mode_o() {
@@ -58,6 +58,402 @@ async fn a_netcat_operator_ops_and_deops_and_irc_sees_mode_o() {
         ]
     );
     assert!(bob.sync().await.is_empty());
+    drop((alice, bob, carol));
+    server.stop().await;
+}
+
+/// A server with netcat alice (operator of dev) and bob in dev, and IRC carol in #dev.
+async fn dev_room() -> (TestServer, Client, Client, IrcClient) {
+    let server = TestServer::with_irc(Config {
+        server_name: "irc.test".into(),
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let mut alice = server.join("alice").await;
+    alice.command("/join dev").await;
+    let mut bob = server.join("bob").await;
+    bob.command("/join dev").await;
+    let mut carol = server.irc_join("carol", &[]).await;
+    carol.send("JOIN #dev").await;
+    carol.expect_command("366").await;
+    alice.sync().await;
+    bob.sync().await;
+    (server, alice, bob, carol)
+}
+
+#[tokio::test]
+async fn kick_puts_people_out_on_both_protocols_and_netcat_users_land_in_the_lobby() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    // Refusals are one line each, and nobody is put out or told anything.
+    assert_eq!(
+        bob.command("/kick alice").await,
+        ["Error: only operators of dev may put people out of it."]
+    );
+    carol.send("KICK #dev alice :bye").await;
+    carol
+        .expect(":irc.test 482 carol #dev :You're not channel operator")
+        .await;
+    assert_eq!(
+        alice.command("/kick dave").await,
+        ["Error: nobody called dave is connected."]
+    );
+    assert_eq!(
+        alice.command("/kick").await,
+        ["Usage: /kick <nick> [reason] - put someone out of your room; netcat users land in the lobby (operators only)"]
+    );
+    assert!(alice.sync().await.is_empty() && bob.sync().await.is_empty());
+    assert!(carol.sync().await.is_empty());
+
+    // A netcat operator kicks a netcat user, with a reason: everyone sees it, the kicked one
+    // included, who then lands in the lobby.
+    assert_eq!(
+        alice.command("/kick bob too loud").await,
+        ["alice kicked bob out of dev (too loud)."]
+    );
+    carol
+        .expect(":alice!alice@127.0.0.1 KICK #dev bob :too loud")
+        .await;
+    bob.expect("alice kicked bob out of dev (too loud).").await;
+    bob.expect("You are now in lobby (just you so far).").await;
+    assert_eq!(
+        bob.command("/who dev").await,
+        ["In dev (2): alice, carol (irc)"]
+    );
+    // A kicked user may come back (a kick is not a ban).
+    assert_eq!(
+        bob.command("/join dev").await[0],
+        "You are now in dev (3 people here)."
+    );
+    alice.skip_until("bob has joined the room.").await;
+    carol.expect(":bob!bob@127.0.0.1 JOIN #dev").await;
+
+    // An IRC operator kicks over IRC: netcat users see it in words, and the reason defaults
+    // to the kicker's nick on IRC.
+    alice.command("/op carol").await;
+    bob.skip_until("alice made carol an operator of dev.").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +o carol")
+        .await;
+    carol.send("KICK #dev dave").await;
+    carol
+        .expect(":irc.test 401 carol dave :No such nick/channel")
+        .await;
+    carol.send("KICK #dev bob").await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 KICK #dev bob :carol")
+        .await;
+    alice.expect("carol kicked bob out of dev.").await;
+    bob.expect("carol kicked bob out of dev.").await;
+    bob.expect("You are now in lobby (just you so far).").await;
+    carol.send("KICK #dev bob").await;
+    carol
+        .expect(":irc.test 441 carol bob #dev :They aren't on that channel")
+        .await;
+    // A netcat operator kicks an IRC user, who is then in no channel.
+    alice.command("/kick carol enough").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 KICK #dev carol :enough")
+        .await;
+    assert_eq!(alice.command("/who").await, ["In dev (1): alice"]);
+    drop((alice, bob, carol));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bans_keep_nicknames_and_masks_out_and_are_listed_on_irc() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    assert_eq!(
+        bob.command("/ban alice").await,
+        ["Error: only operators of dev may ban or unban people."]
+    );
+    assert_eq!(alice.command("/ban").await, ["Nobody is banned in dev."]);
+    assert_eq!(
+        alice.command("/ban a,b").await,
+        ["Error: a,b is neither a nickname nor a nick!user@host mask (* and ? match anything)."]
+    );
+    // A netcat /ban bans the nickname and puts its holder out.
+    assert_eq!(
+        alice.command("/ban bob").await,
+        [
+            "alice banned bob!*@* from dev.",
+            "alice kicked bob out of dev (banned)."
+        ]
+    );
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +b bob!*@*")
+        .await;
+    carol
+        .expect(":alice!alice@127.0.0.1 KICK #dev bob :banned")
+        .await;
+    bob.skip_until("You are now in lobby (just you so far).")
+        .await;
+    assert_eq!(
+        bob.command("/join dev").await,
+        ["Error: you are banned from dev."]
+    );
+    assert_eq!(
+        alice.command("/ban BOB").await,
+        ["Nothing changed: BOB!*@* is already banned here."]
+    );
+    assert_eq!(
+        alice.command("/ban").await,
+        ["Bans in dev (1): bob!*@* (by alice)"]
+    );
+    // IRC sees the list, and an IRC user the ban names cannot join.
+    carol.send("MODE #dev +b").await;
+    let entry = carol.expect_command("367").await;
+    assert!(
+        entry.starts_with(":irc.test 367 carol #dev bob!*@* alice "),
+        "{entry}"
+    );
+    carol
+        .expect(":irc.test 368 carol #dev :End of channel ban list")
+        .await;
+    let mut dave = server.irc_join("dave", &[]).await;
+    alice.command("/ban dave!*@*").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +b dave!*@*")
+        .await;
+    dave.send("JOIN #dev").await;
+    dave.expect(":irc.test 474 dave #dev :Cannot join channel (+b) - you are banned")
+        .await;
+    // IRC operators set and lift bans with MODE; netcat users read it in words.
+    alice.command("/op carol").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +o carol")
+        .await;
+    carol.send("MODE #dev -b bob").await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 MODE #dev -b bob!*@*")
+        .await;
+    alice
+        .expect("carol lifted the ban on bob!*@* in dev.")
+        .await;
+    assert_eq!(
+        alice.command("/unban bob").await,
+        ["Nothing changed: bob!*@* is not banned here."]
+    );
+    assert_eq!(
+        bob.command("/join dev").await[0],
+        "You are now in dev (3 people here)."
+    );
+    assert!(dave.sync().await.is_empty());
+    drop((alice, bob, carol, dave));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mutes_and_moderation_stop_speech_without_relaying_it() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    assert_eq!(
+        bob.command("/mute alice").await,
+        ["Error: only operators of dev may mute or unmute people."]
+    );
+    assert_eq!(
+        alice.command("/mute bob").await,
+        ["alice muted bob!*@* in dev."]
+    );
+    bob.expect("alice muted bob!*@* in dev.").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +q bob!*@*")
+        .await;
+    assert_eq!(
+        bob.command("hello?").await,
+        ["Error: you are muted in dev; your message was not sent."]
+    );
+    assert_eq!(
+        bob.command("/me waves").await,
+        ["Error: you are muted in dev; your message was not sent."]
+    );
+    assert_eq!(
+        alice.command("/mute").await,
+        ["Mutes in dev (1): bob!*@* (by alice)"]
+    );
+    carol.send("MODE #dev q").await;
+    let entry = carol.expect_command("728").await;
+    assert!(
+        entry.starts_with(":irc.test 728 carol #dev q bob!*@* alice "),
+        "{entry}"
+    );
+    carol
+        .expect(":irc.test 729 carol #dev q :End of channel quiet list")
+        .await;
+    assert_eq!(
+        alice.command("/unmute bob").await,
+        ["alice unmuted bob!*@* in dev."]
+    );
+    bob.expect("alice unmuted bob!*@* in dev.").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev -q bob!*@*")
+        .await;
+
+    // Moderated: only operators and voices speak, on both protocols.
+    assert_eq!(
+        bob.command("/mode +m").await,
+        ["Error: only operators of dev may change its modes."]
+    );
+    assert_eq!(
+        alice.command("/mode +m").await,
+        ["alice moderated dev: only its operators and those with a voice may speak."]
+    );
+    bob.skip_until("alice moderated dev: only its operators and those with a voice may speak.")
+        .await;
+    carol.expect(":alice!alice@127.0.0.1 MODE #dev +m").await;
+    assert_eq!(
+        bob.command("hi").await,
+        ["Error: dev is moderated: only its operators and those with a voice may speak; your message was not sent."]
+    );
+    carol.send("PRIVMSG #dev :me too").await;
+    carol
+        .expect(":irc.test 404 carol #dev :Cannot send to channel (+m) - only operators and voices speak")
+        .await;
+    carol.send("MODE #dev").await;
+    carol.expect(":irc.test 324 carol #dev +ntm").await;
+    carol.expect_command("329").await;
+    alice.send("still here").await;
+    bob.expect("alice: still here").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 PRIVMSG #dev :still here")
+        .await;
+    // A voice lifts the moderation, not a mute.
+    alice.command("/op carol").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +o carol")
+        .await;
+    carol.send("MODE #dev +v bob").await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 MODE #dev +v bob")
+        .await;
+    bob.skip_until("carol gave bob a voice in dev.").await;
+    bob.send("finally").await;
+    alice.skip_until("bob: finally").await;
+    carol
+        .expect(":bob!bob@127.0.0.1 PRIVMSG #dev :finally")
+        .await;
+    carol.send("MODE #dev +q bob").await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 MODE #dev +q bob!*@*")
+        .await;
+    bob.skip_until("carol muted bob!*@* in dev.").await;
+    assert_eq!(
+        bob.command("again").await,
+        ["Error: you are muted in dev; your message was not sent."]
+    );
+    // Nothing refused reached anyone.
+    assert_eq!(alice.sync().await, ["carol muted bob!*@* in dev."]);
+    assert!(carol.sync().await.is_empty());
+    drop((alice, bob, carol));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invite_only_rooms_admit_the_invited_once() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    assert_eq!(
+        alice.command("/mode +i").await,
+        ["alice made dev invite-only: only those an operator invites may come in."]
+    );
+    bob.skip_until("alice made dev invite-only: only those an operator invites may come in.")
+        .await;
+    carol.expect(":alice!alice@127.0.0.1 MODE #dev +i").await;
+    assert_eq!(
+        alice.command("/mode").await,
+        ["Modes of dev: invite-only (+i), topic locked (+t)."]
+    );
+    let mut erin = server.join("erin").await;
+    assert_eq!(
+        erin.command("/join dev").await,
+        ["Error: dev is invite-only; one of its operators can /invite you."]
+    );
+    let mut dave = server.irc_join("dave", &[]).await;
+    dave.send("JOIN #dev").await;
+    dave.expect(":irc.test 473 dave #dev :Cannot join channel (+i) - you must be invited")
+        .await;
+    // Only operators invite into an invite-only room.
+    assert_eq!(
+        bob.command("/invite erin").await,
+        ["Error: only operators of dev may invite people into it while it is invite-only."]
+    );
+    carol.send("INVITE dave #dev").await;
+    carol
+        .expect(":irc.test 482 carol #dev :You're not channel operator")
+        .await;
+    assert_eq!(
+        alice.command("/invite bob").await,
+        ["Error: bob is already in dev."]
+    );
+    assert_eq!(
+        alice.command("/invite erin").await,
+        ["You invited erin to dev; they may come in once, invite-only or not."]
+    );
+    erin.expect("alice invites you to dev: /join dev enters it.")
+        .await;
+    assert_eq!(
+        erin.command("/join dev").await[0],
+        "You are now in dev (4 people here)."
+    );
+    erin.command("/leave").await;
+    assert_eq!(
+        erin.command("/join dev").await,
+        ["Error: dev is invite-only; one of its operators can /invite you."],
+        "an invitation is used up by coming in"
+    );
+    // Over IRC: 341 to the inviter, INVITE to the invited, across protocols.
+    alice.command("/invite dave").await;
+    dave.expect(":alice!alice@127.0.0.1 INVITE dave #dev").await;
+    dave.send("JOIN #dev").await;
+    dave.expect(":dave!~dave@127.0.0.1 JOIN #dev").await;
+    alice.command("/op carol").await;
+    carol.expect_command("MODE").await;
+    carol.send("INVITE erin #dev").await;
+    carol.expect(":irc.test 341 carol erin #dev").await;
+    erin.expect("carol invites you to dev: /join dev enters it.")
+        .await;
+    carol.send("INVITE bob #dev").await;
+    carol
+        .expect(":irc.test 443 carol bob #dev :is already on channel")
+        .await;
+    carol.send("INVITE zed #dev").await;
+    carol
+        .expect(":irc.test 401 carol zed :No such nick/channel")
+        .await;
+    // Opened again, anyone comes in.
+    assert_eq!(
+        alice.command("/mode -i").await,
+        ["alice opened dev: anyone may come in."]
+    );
+    drop((alice, bob, carol, dave, erin));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_topic_lock_is_set_from_netcat_too() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    assert_eq!(
+        bob.command("/topic mine").await,
+        ["Error: the topic of dev is locked; only its operators may change it."]
+    );
+    assert_eq!(
+        alice.command("/mode -t").await,
+        ["alice unlocked the topic of dev: anyone in it may change it."]
+    );
+    carol.expect(":alice!alice@127.0.0.1 MODE #dev -t").await;
+    assert_eq!(
+        alice.command("/mode -t").await,
+        ["Nothing changed: the room already has those modes."]
+    );
+    bob.skip_until("alice unlocked the topic of dev: anyone in it may change it.")
+        .await;
+    assert_eq!(
+        bob.command("/topic mine").await,
+        ["bob set the topic of dev: mine"]
+    );
+    alice.skip_until("bob set the topic of dev: mine").await;
+    assert_eq!(
+        alice.command("/mode +t").await,
+        ["alice locked the topic of dev: only its operators may change it."]
+    );
     drop((alice, bob, carol));
     server.stop().await;
 }

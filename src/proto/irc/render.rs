@@ -74,7 +74,8 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
     let action;
     let quit;
     let modes;
-    // MODE's parameters vary in number; every other command has at most two.
+    let invited;
+    // MODE's (and KICK's) parameters vary in number; every other command has at most two.
     let mut mode_list: Vec<&str> = Vec::new();
     let (command, params, n): (&str, [&str; 2], usize) = match &event.kind {
         Kind::Message(text) => ("PRIVMSG", [target, text], 2),
@@ -103,6 +104,15 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
                 .collect();
             ("MODE", ["", ""], 0)
         }
+        Kind::Kicked { who, reason } => {
+            let reason = reason.as_deref().unwrap_or(&from.nick);
+            mode_list = vec![target, &who.nick, reason];
+            ("KICK", ["", ""], 0)
+        }
+        Kind::Invited(room) => {
+            invited = channel(room);
+            ("INVITE", [target, &invited], 2)
+        }
         Kind::Away(Some(message)) => ("AWAY", [message, ""], 1),
         Kind::Away(None) => ("AWAY", ["", ""], 0),
         Kind::Presence { .. } => return,
@@ -128,7 +138,12 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
     // Text-bearing commands always carry the `:`; JOIN, NICK, MODE and a bare PART do not.
     let text = !matches!(
         event.kind,
-        Kind::Joined | Kind::Entered | Kind::Nick(_) | Kind::Parted(None) | Kind::Mode(_)
+        Kind::Joined
+            | Kind::Entered
+            | Kind::Nick(_)
+            | Kind::Parted(None)
+            | Kind::Mode(_)
+            | Kind::Invited(_)
     );
     if text {
         write_text(out, &tags, Some(src), command, params);
@@ -144,6 +159,10 @@ pub fn mode_letter<Who>(change: &Mode<Who>) -> (char, Option<&Who>) {
         Mode::Secret(_) => ('s', None),
         Mode::Operator(_, who) => ('o', Some(who)),
         Mode::Voice(_, who) => ('v', Some(who)),
+        Mode::Moderated(_) => ('m', None),
+        Mode::InviteOnly(_) => ('i', None),
+        Mode::Ban(_, mask) => ('b', Some(mask)),
+        Mode::Mute(_, mask) => ('q', Some(mask)),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::context::Shared;
 use crate::core::event::{Event, Identity, Kind, Target};
 use crate::core::hub::{Arrival, MemberInfo, PrivateError, Standing, Whither};
 use crate::core::member;
+use crate::core::modes::Silenced;
 use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MAX_ROOM};
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
@@ -414,7 +415,7 @@ impl Session {
             "CASEMAPPING=ascii".to_owned(),
             format!("CHANNELLEN={}", MAX_ROOM + 1),
             "CHANLIMIT=#:".to_owned(),
-            "CHANMODES=b,,,nst".to_owned(),
+            "CHANMODES=bq,,,imnst".to_owned(),
             "CHANTYPES=#".to_owned(),
             format!("CHATHISTORY={CHATHISTORY_LIMIT}"),
             "ELIST=".to_owned(),
@@ -626,6 +627,7 @@ impl Session {
             }
             "MODE" => self.mode(msg),
             "KICK" => self.kick(msg),
+            "INVITE" => self.invite(msg),
             "OPER" => {
                 let (Some(name), Some(password)) = (msg.param(0), msg.param(1)) else {
                     self.reply(461, &["OPER", "Not enough parameters"]);
@@ -775,6 +777,17 @@ impl Session {
             match joined {
                 Ok(()) | Err(RoomError::AlreadyThere(_)) => {}
                 Err(RoomError::InvalidName) => self.reply(479, &[target, "Illegal channel name"]),
+                Err(RoomError::Banned(room)) => self.reply(
+                    474,
+                    &[&channel(&room), "Cannot join channel (+b) - you are banned"],
+                ),
+                Err(RoomError::InviteOnly(room)) => self.reply(
+                    473,
+                    &[
+                        &channel(&room),
+                        "Cannot join channel (+i) - you must be invited",
+                    ],
+                ),
                 // ERR_TOOMANYCHANNELS: the nearest numeric clients know for "not now".
                 Err(e @ RoomError::TooManyCreated { .. }) => {
                     self.reply(405, &[target, &format!("You have {e}")])
@@ -863,6 +876,16 @@ impl Session {
                     Err(_) if notice => {}
                     Err(RoomError::NotThere(_)) => {
                         self.reply(404, &[target, "Cannot send to channel"])
+                    }
+                    Err(RoomError::Silenced { room, why }) => {
+                        let why = match why {
+                            Silenced::Banned => "Cannot send to channel (+b) - you are banned",
+                            Silenced::Muted => "Cannot send to channel (+q) - you are muted",
+                            Silenced::Moderated => {
+                                "Cannot send to channel (+m) - only operators and voices speak"
+                            }
+                        };
+                        self.reply(404, &[&channel(&room), why])
                     }
                     Err(_) => self.reply(403, &[target, "No such channel"]),
                 }
@@ -1284,9 +1307,10 @@ impl Session {
         }
     }
 
-    /// `MODE #chan` reports the channel's modes and `MODE #chan b` its ban list (empty);
-    /// anything else is changes (`+t`, `-s`, `+o nick`, `-v nick`…), which the hub makes if
-    /// the asker is an operator there and broadcasts to the channel as one MODE.
+    /// `MODE #chan` reports the channel's modes, `MODE #chan b` its ban list and `MODE #chan
+    /// q` its mute list; anything else is changes (`+t`, `-s`, `+o nick`, `+b mask`…), which
+    /// the hub makes if the asker is an operator there and broadcasts to the channel as one
+    /// MODE.
     fn channel_mode(&mut self, target: &str, msg: &Message<'_>) {
         let shared = self.conn.shared.clone();
         let id = self.conn.member.id;
@@ -1297,8 +1321,16 @@ impl Session {
         };
         let name = channel(&room.name);
         let Some(changes) = msg.param(1) else {
-            let mut modes = String::from("+n");
-            for (on, letter) in [(room.modes.topic_lock, 't'), (room.modes.secret, 's')] {
+            let mut modes = String::from("+");
+            // `n` first, then as version 2 first listed them (clients sort them anyway).
+            let m = room.modes;
+            for (on, letter) in [
+                (true, 'n'),
+                (m.topic_lock, 't'),
+                (m.secret, 's'),
+                (m.moderated, 'm'),
+                (m.invite_only, 'i'),
+            ] {
                 if on {
                     modes.push(letter);
                 }
@@ -1317,25 +1349,28 @@ impl Session {
                 '-' => on = false,
                 't' => requests.push(Mode::TopicLock(on)),
                 's' => requests.push(Mode::Secret(on)),
-                'o' | 'v' => {
-                    let Some(nick) = args.next() else {
-                        self.reply(461, &["MODE", "Not enough parameters"]);
+                'm' => requests.push(Mode::Moderated(on)),
+                'i' => requests.push(Mode::InviteOnly(on)),
+                'o' | 'v' | 'b' | 'q' => {
+                    let Some(who) = args.next() else {
+                        match letter {
+                            'b' => self.list_masks(&name, true),
+                            'q' => self.list_masks(&name, false),
+                            _ => self.reply(461, &["MODE", "Not enough parameters"]),
+                        }
                         continue;
                     };
                     named += 1;
                     if named > MAX_MODE_ARGS {
                         continue;
                     }
-                    requests.push(if letter == 'o' {
-                        Mode::Operator(on, nick)
-                    } else {
-                        Mode::Voice(on, nick)
+                    requests.push(match letter {
+                        'o' => Mode::Operator(on, who),
+                        'v' => Mode::Voice(on, who),
+                        'b' => Mode::Ban(on, who),
+                        _ => Mode::Mute(on, who),
                     });
                 }
-                'b' => match args.next() {
-                    None => self.reply(368, &[&name, "End of channel ban list"]),
-                    Some(_) => self.reply(472, &["b", "Bans cannot be set yet"]),
-                },
                 // No messages from outside (`n`) is how every room works; it cannot be turned off.
                 'n' => {}
                 other => self.reply(472, &[&other.to_string(), "is unknown mode char to me"]),
@@ -1357,6 +1392,18 @@ impl Session {
                         RoomError::NoSuchNick(nick) => {
                             self.reply(401, &[&nick, "No such nick/channel"])
                         }
+                        RoomError::ListFull { limit, .. } => self.reply(
+                            478,
+                            &[
+                                &name,
+                                "*",
+                                &format!("Channel list is full ({limit} entries)"),
+                            ],
+                        ),
+                        // ERR_INVALIDMODEPARAM (modern IRC's numeric for a bad parameter).
+                        RoomError::InvalidMask(mask) => {
+                            self.reply(696, &[&name, "b", &mask, "Not a nick!user@host mask"])
+                        }
                         _ => {}
                     }
                 }
@@ -1369,22 +1416,123 @@ impl Session {
         }
     }
 
+    /// The ban list (367, 368) or the mute list (728, 729, as Solanum numbers its quiet list).
+    fn list_masks(&mut self, name: &str, bans: bool) {
+        let shared = self.conn.shared.clone();
+        let listed = room_of(name).and_then(|room| {
+            shared
+                .hub
+                .listed(self.conn.member.id, Whither::Named(room), bans)
+        });
+        let list = listed.map(|(_, list)| list).unwrap_or_default();
+        let mut out = BytesMut::new();
+        for entry in &list {
+            let at = unix(entry.at).to_string();
+            if bans {
+                numeric(
+                    &mut out,
+                    &self.server,
+                    367,
+                    self.me(),
+                    &[name, &entry.mask, &entry.by, &at],
+                );
+            } else {
+                numeric(
+                    &mut out,
+                    &self.server,
+                    728,
+                    self.me(),
+                    &[name, "q", &entry.mask, &entry.by, &at],
+                );
+            }
+        }
+        if bans {
+            numeric(
+                &mut out,
+                &self.server,
+                368,
+                self.me(),
+                &[name, "End of channel ban list"],
+            );
+        } else {
+            numeric(
+                &mut out,
+                &self.server,
+                729,
+                self.me(),
+                &[name, "q", "End of channel quiet list"],
+            );
+        }
+        self.send(out);
+    }
+
+    /// `KICK #chan nick[,nick…] [:reason]`: the hub's kick, for each nick named.
     fn kick(&mut self, msg: &Message<'_>) {
-        let (Some(target), Some(_)) = (msg.param(0), msg.param(1)) else {
+        let (Some(target), Some(nicks)) = (msg.param(0), msg.param(1)) else {
             self.reply(461, &["KICK", "Not enough parameters"]);
             return;
         };
+        let reason = msg.param(2).map(strip_disguise);
+        let reason = reason.as_deref().filter(|r| !r.is_empty());
         let shared = self.conn.shared.clone();
-        match room_of(target)
-            .and_then(|room| shared.hub.topic(self.conn.member.id, Whither::Named(room)))
-        {
-            Ok(_) => self.reply(
-                482,
-                &[
-                    target,
-                    "Kicking is not available yet (it comes with moderation)",
-                ],
-            ),
+        let id = self.conn.member.id;
+        for nick in nicks.split(',').take(MAX_MODE_ARGS) {
+            let kicked = room_of(target).and_then(|room| {
+                shared
+                    .hub
+                    .kick(id, Whither::Named(room), nick, reason, cmd::land)
+            });
+            match kicked {
+                Ok(_) => {}
+                Err(RoomError::NotThere(_)) => {
+                    self.reply(442, &[target, "You're not on that channel"])
+                }
+                Err(RoomError::NotOperator(_)) => {
+                    self.reply(482, &[target, "You're not channel operator"])
+                }
+                Err(RoomError::NoSuchNick(_)) => self.reply(401, &[nick, "No such nick/channel"]),
+                Err(RoomError::NotInRoom { .. }) => {
+                    self.reply(441, &[nick, target, "They aren't on that channel"])
+                }
+                Err(_) => self.reply(403, &[target, "No such channel"]),
+            }
+        }
+    }
+
+    /// `INVITE nick #chan`: 341 to the inviter, an INVITE line to the invited.
+    fn invite(&mut self, msg: &Message<'_>) {
+        let (Some(nick), Some(target)) = (msg.param(0), msg.param(1)) else {
+            self.reply(461, &["INVITE", "Not enough parameters"]);
+            return;
+        };
+        let shared = self.conn.shared.clone();
+        let id = self.conn.member.id;
+        if shared.hub.find(nick).is_none() {
+            self.reply(401, &[nick, "No such nick/channel"]);
+            return;
+        }
+        let invited =
+            room_of(target).and_then(|room| shared.hub.invite(id, Whither::Named(room), nick));
+        match invited {
+            Ok(event) => {
+                let to = match &event.target {
+                    Target::Member(to) => to.nick.clone(),
+                    _ => nick.into(),
+                };
+                let chan = match &event.kind {
+                    Kind::Invited(room) => channel(room),
+                    _ => target.to_owned(),
+                };
+                self.reply(341, &[&to, &chan]);
+            }
+            Err(RoomError::NotThere(_)) => self.reply(442, &[target, "You're not on that channel"]),
+            Err(RoomError::NotOperator(_)) => {
+                self.reply(482, &[target, "You're not channel operator"])
+            }
+            Err(RoomError::AlreadyIn { nick, .. }) => {
+                self.reply(443, &[&nick, target, "is already on channel"])
+            }
+            Err(RoomError::NoSuchNick(_)) => self.reply(401, &[nick, "No such nick/channel"]),
             Err(_) => self.reply(403, &[target, "No such channel"]),
         }
     }

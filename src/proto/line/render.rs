@@ -25,8 +25,10 @@ pub static LINE: Line = Line;
 impl Render for Line {
     fn render(&self, event: &Event) -> Bytes {
         let nick = event.nick();
-        let prefix: &str = match event.target {
-            Target::Member(_) => "[private] ",
+        let prefix: &str = match (&event.target, &event.kind) {
+            // The server's notice of an invitation, not something the inviter said.
+            (Target::Member(_), Kind::Invited(_)) => "",
+            (Target::Member(_), _) => "[private] ",
             _ => "",
         };
         // Exactly the line's size: one allocation, shared by every recipient as it is.
@@ -68,6 +70,30 @@ impl Render for Line {
                 }
                 Bytes::from(out)
             }
+            Kind::Kicked { who, reason } => {
+                let room = event.room().map_or("", |r| &**r);
+                match reason {
+                    Some(why) => line(&[
+                        nick,
+                        " kicked ",
+                        &who.nick,
+                        " out of ",
+                        room,
+                        " (",
+                        &clean(why),
+                        ").",
+                    ]),
+                    None => line(&[nick, " kicked ", &who.nick, " out of ", room, "."]),
+                }
+            }
+            Kind::Invited(room) => line(&[
+                nick,
+                " invites you to ",
+                room,
+                ": /join ",
+                room,
+                " enters it.",
+            ]),
             Kind::Away(_) => Bytes::new(),
             Kind::Presence {
                 joined,
@@ -171,7 +197,28 @@ fn push_mode_line(out: &mut String, by: &str, room: &str, change: &Mode<Arc<str>
         }
         Mode::Voice(true, who) => writeln!(out, "{by} gave {who} a voice in {room}."),
         Mode::Voice(false, who) => writeln!(out, "{by} took {who}'s voice in {room} away."),
+        Mode::Moderated(true) => writeln!(
+            out,
+            "{by} moderated {room}: only its operators and those with a voice may speak."
+        ),
+        Mode::Moderated(false) => writeln!(out, "{by} lifted the moderation of {room}."),
+        Mode::InviteOnly(true) => writeln!(
+            out,
+            "{by} made {room} invite-only: only those an operator invites may come in."
+        ),
+        Mode::InviteOnly(false) => writeln!(out, "{by} opened {room}: anyone may come in."),
+        Mode::Ban(true, mask) => writeln!(out, "{by} banned {mask} from {room}."),
+        Mode::Ban(false, mask) => writeln!(out, "{by} lifted the ban on {mask} in {room}."),
+        Mode::Mute(true, mask) => writeln!(out, "{by} muted {mask} in {room}."),
+        Mode::Mute(false, mask) => writeln!(out, "{by} unmuted {mask} in {room}."),
     };
+}
+
+/// Shows a netcat user put out of a room the lobby it lands in, as `/join lobby` would.
+pub fn land(member: &std::sync::Arc<crate::core::Member>, view: RoomView<'_>) {
+    for part in arrival_text(&view, None, None) {
+        let _ = member.push(part);
+    }
 }
 
 /// `Topic of dev: release on Friday (set by alice)` plus a newline.

@@ -18,7 +18,7 @@ use crate::accounts::{AccountError, Secret};
 use crate::context::Shared;
 use crate::core::hub::{Arrival, Whither};
 use crate::core::member;
-use crate::core::names::{validate_nick, NickError};
+use crate::core::names::{validate_nick, NickError, RoomError};
 use crate::core::room::LOBBY;
 use crate::core::{Identity, Kind, LeaveReason};
 use crate::net::gate::Pass;
@@ -498,11 +498,21 @@ impl Session {
             Whither::Current,
             Kind::Message(text.into()),
         );
-        if let Ok((_, delivered)) = said {
-            shared
-                .metrics
-                .count_message(&self.conn.member.stats, delivered);
-            shared.metrics.record_fanout(taken_at.elapsed());
+        match said {
+            Ok((_, delivered)) => {
+                shared
+                    .metrics
+                    .count_message(&self.conn.member.stats, delivered);
+                shared.metrics.record_fanout(taken_at.elapsed());
+            }
+            // Muted, banned, or a moderated room: the sender must know it went nowhere.
+            Err(e @ RoomError::Silenced { .. }) => {
+                let _ = self
+                    .conn
+                    .member
+                    .push(format!("{}\n", words::room_error(&e)).into());
+            }
+            Err(_) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The core's typed errors, worded for netcat users (the texts version 1 used).
 
 use crate::core::hub::PrivateError;
+use crate::core::modes::Silenced;
 use crate::core::names::{NickError, RoomError, MAX_NICK};
 
 pub fn nick_error(e: &NickError) -> String {
@@ -33,6 +34,30 @@ pub fn room_error(e: &RoomError) -> String {
         }
         RoomError::NoSuchNick(name) => private_error(&PrivateError::NoSuchNick(name.clone())),
         RoomError::NotInRoom { nick, room } => format!("Error: {nick} is not in {room}."),
+        RoomError::Banned(room) => format!("Error: you are banned from {room}."),
+        RoomError::InviteOnly(room) => {
+            format!("Error: {room} is invite-only; one of its operators can /invite you.")
+        }
+        RoomError::Silenced { room, why } => match why {
+            Silenced::Banned => {
+                format!("Error: you are banned from {room}; your message was not sent.")
+            }
+            Silenced::Muted => {
+                format!("Error: you are muted in {room}; your message was not sent.")
+            }
+            Silenced::Moderated => format!(
+                "Error: {room} is moderated: only its operators and those with a voice may \
+                 speak; your message was not sent."
+            ),
+        },
+        RoomError::InvalidMask(typed) => format!(
+            "Error: {typed} is neither a nickname nor a nick!user@host mask (* and ? match \
+             anything)."
+        ),
+        RoomError::ListFull { room, limit } => {
+            format!("Error: {room} already has {limit} of those, the most allowed; lift one first.")
+        }
+        RoomError::AlreadyIn { nick, room } => format!("Error: {nick} is already in {room}."),
         RoomError::TooManyCreated { limit, retry_secs } => format!(
             "Error: you have created {limit} rooms in the last minute, the most allowed; try \
              again in {retry_secs} s, or join a room that exists (/rooms lists them)."

@@ -27,8 +27,12 @@ pub const SPEC: Spec = Spec {
 impl Me {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
         let action = Kind::Action(self.action.into());
-        if let Ok((_, delivered)) = ctx.shared.hub.say(ctx.member.id, Whither::Current, action) {
-            ctx.count_message(delivered);
+        match ctx.shared.hub.say(ctx.member.id, Whither::Current, action) {
+            Ok((_, delivered)) => ctx.count_message(delivered),
+            Err(e @ crate::core::names::RoomError::Silenced { .. }) => {
+                ctx.reply(crate::proto::line::words::room_error(&e))
+            }
+            Err(_) => {}
         }
         Flow::Continue
     }

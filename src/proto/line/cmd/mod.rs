@@ -17,6 +17,7 @@ mod join;
 mod leave;
 mod me;
 mod metrics;
+mod moderate;
 mod msg;
 pub mod nick;
 mod op;
@@ -31,6 +32,7 @@ mod who;
 pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS, MAX_ROOM_LINES};
 pub use self::rooms::MAX_ROOMS_LISTED;
 pub use self::time::server_time;
+pub use crate::proto::line::render::land;
 
 /// The reports the IRC service nick gives too.
 pub mod reports {
@@ -100,6 +102,13 @@ pub const COMMANDS: &[Spec] = &[
     topic::SPEC,
     op::OP,
     op::DEOP,
+    moderate::KICK,
+    moderate::BAN,
+    moderate::UNBAN,
+    moderate::MUTE,
+    moderate::UNMUTE,
+    moderate::INVITE,
+    moderate::MODE,
     metrics::SPEC,
     throughput::SPEC,
     quit::SPEC,
@@ -122,6 +131,7 @@ pub enum Command {
     History(history::History),
     Topic(topic::Topic),
     Op(op::Op),
+    Moderate(moderate::Moderate),
     Metrics(metrics::Metrics),
     Throughput,
     Quit,
@@ -219,6 +229,7 @@ impl Command {
             Command::History(cmd) => cmd.run(ctx),
             Command::Topic(cmd) => cmd.run(ctx),
             Command::Op(cmd) => cmd.run(ctx),
+            Command::Moderate(cmd) => cmd.run(ctx),
             Command::Metrics(cmd) => cmd.run(ctx),
             Command::Throughput => throughput::run(ctx),
             Command::Quit => quit::run(ctx),

@@ -1,0 +1,337 @@
+//! Room moderation, for a room's operators (and server operators), through the same hub calls
+//! as IRC's `KICK`, `MODE` and `INVITE`, so one set of rights serves both grammars:
+//!
+//! - `/kick <nick> [reason]` — puts someone out of the caller's room (a netcat user lands in
+//!   the lobby); everyone there reads `alice kicked bob out of dev (reason).`
+//! - `/ban [nick|mask]` — bans a nickname (`bob` is `bob!*@*`) or a `nick!user@host` mask from
+//!   entering and speaking, and puts out whoever it names; alone, lists the bans.
+//! - `/unban <nick|mask>` — lifts a ban.
+//! - `/mute [nick|mask]`, `/unmute <nick|mask>` — the same for speaking only.
+//! - `/invite <nick>` — lets someone into an invite-only room once, and tells them.
+//! - `/mode [+-imst]` — shows the room's modes, or changes them: `i` invite-only, `m`
+//!   moderated (only operators and voices speak), `s` secret, `t` topic locked.
+
+use super::{Command, Ctx, Flow, Spec};
+use crate::core::hub::Whither;
+use crate::core::modes::normalise_mask;
+use crate::core::names::RoomError;
+use crate::core::room::Mode;
+use crate::proto::line::render::land;
+use crate::proto::line::words;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moderate {
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    /// `None`: list them.
+    Ban(Option<String>),
+    Unban(String),
+    Mute(Option<String>),
+    Unmute(String),
+    Invite(String),
+    /// `None`: show them.
+    Mode(Option<String>),
+}
+
+fn one_word(args: &str) -> Option<String> {
+    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| args.to_owned())
+}
+
+fn at_most_one_word(args: &str) -> Option<Option<String>> {
+    if args.is_empty() {
+        Some(None)
+    } else {
+        one_word(args).map(Some)
+    }
+}
+
+pub const KICK: Spec = Spec {
+    name: "kick",
+    args: "<nick> [reason]",
+    help: "put someone out of your room; netcat users land in the lobby (operators only)",
+    parse: |args| {
+        let (nick, reason) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+        let reason = reason.trim();
+        (!nick.is_empty()).then(|| {
+            Command::Moderate(Moderate::Kick {
+                nick: nick.to_owned(),
+                reason: (!reason.is_empty()).then(|| reason.to_owned()),
+            })
+        })
+    },
+};
+
+pub const BAN: Spec = Spec {
+    name: "ban",
+    args: "[nick|mask]",
+    help: "keep a nickname or nick!user@host mask out of your room and put them out; alone, list the bans (operators only)",
+    parse: |args| at_most_one_word(args).map(|who| Command::Moderate(Moderate::Ban(who))),
+};
+
+pub const UNBAN: Spec = Spec {
+    name: "unban",
+    args: "<nick|mask>",
+    help: "lift a ban (operators only)",
+    parse: |args| one_word(args).map(|who| Command::Moderate(Moderate::Unban(who))),
+};
+
+pub const MUTE: Spec = Spec {
+    name: "mute",
+    args: "[nick|mask]",
+    help: "stop a nickname or mask speaking in your room; alone, list the mutes (operators only)",
+    parse: |args| at_most_one_word(args).map(|who| Command::Moderate(Moderate::Mute(who))),
+};
+
+pub const UNMUTE: Spec = Spec {
+    name: "unmute",
+    args: "<nick|mask>",
+    help: "let a muted nickname or mask speak again (operators only)",
+    parse: |args| one_word(args).map(|who| Command::Moderate(Moderate::Unmute(who))),
+};
+
+pub const INVITE: Spec = Spec {
+    name: "invite",
+    args: "<nick>",
+    help: "invite someone into your room (into an invite-only one: operators only)",
+    parse: |args| one_word(args).map(|who| Command::Moderate(Moderate::Invite(who))),
+};
+
+pub const MODE: Spec = Spec {
+    name: "mode",
+    args: "[+-imst]",
+    help: "show your room's modes, or change them: i invite-only, m moderated, s secret, t topic locked (operators only)",
+    parse: |args| {
+        if args.is_empty() {
+            return Some(Command::Moderate(Moderate::Mode(None)));
+        }
+        let valid = args.starts_with(['+', '-'])
+            && args.chars().all(|c| "+-imst".contains(c));
+        valid.then(|| Command::Moderate(Moderate::Mode(Some(args.to_owned()))))
+    },
+};
+
+impl Moderate {
+    pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        match self {
+            Moderate::Kick { nick, reason } => kick(ctx, &nick, reason.as_deref()),
+            Moderate::Ban(None) => list(ctx, true),
+            Moderate::Mute(None) => list(ctx, false),
+            Moderate::Ban(Some(who)) => {
+                if listed(ctx, Mode::Ban(true, &who)) {
+                    let hub = &ctx.shared.hub;
+                    if let Err(e) = hub.kick_banned(ctx.member.id, Whither::Current, land) {
+                        ctx.reply(words::room_error(&e));
+                    }
+                }
+            }
+            Moderate::Unban(who) => {
+                listed(ctx, Mode::Ban(false, &who));
+            }
+            Moderate::Mute(Some(who)) => {
+                listed(ctx, Mode::Mute(true, &who));
+            }
+            Moderate::Unmute(who) => {
+                listed(ctx, Mode::Mute(false, &who));
+            }
+            Moderate::Invite(nick) => invite(ctx, &nick),
+            Moderate::Mode(None) => show_modes(ctx),
+            Moderate::Mode(Some(changes)) => change_modes(ctx, &changes),
+        }
+        Flow::Continue
+    }
+}
+
+/// `Error: only operators of dev may <what>.`
+fn not_operator(room: &str, what: &str) -> String {
+    format!("Error: only operators of {room} may {what}.")
+}
+
+fn kick(ctx: &mut Ctx<'_>, nick: &str, reason: Option<&str>) {
+    let hub = &ctx.shared.hub;
+    match hub.kick(ctx.member.id, Whither::Current, nick, reason, land) {
+        Ok(_) => {}
+        Err(RoomError::NotOperator(room)) => ctx.reply(not_operator(&room, "put people out of it")),
+        Err(e) => ctx.reply(words::room_error(&e)),
+    }
+}
+
+/// Adds or lifts a ban or mute; whether it changed anything.
+fn listed(ctx: &mut Ctx<'_>, change: Mode<&str>) -> bool {
+    let (on, ban, typed) = match change {
+        Mode::Ban(on, who) => (on, true, who),
+        Mode::Mute(on, who) => (on, false, who),
+        _ => unreachable!("only bans and mutes are listed"),
+    };
+    let hub = &ctx.shared.hub;
+    match hub.change_modes(ctx.member.id, Whither::Current, &[change]) {
+        Ok(done) => {
+            for refused in &done.refused {
+                ctx.reply(words::room_error(refused));
+            }
+            if done.event.is_none() && done.refused.is_empty() {
+                let mask = normalise_mask(typed).unwrap_or_else(|| typed.to_owned());
+                let what = if ban { "banned" } else { "muted" };
+                let not = if on { "already" } else { "not" };
+                ctx.reply(format_args!(
+                    "Nothing changed: {mask} is {not} {what} here."
+                ));
+            }
+            done.event.is_some()
+        }
+        Err(RoomError::NotOperator(room)) => {
+            let what = if ban {
+                "ban or unban people"
+            } else {
+                "mute or unmute people"
+            };
+            ctx.reply(not_operator(&room, what));
+            false
+        }
+        Err(e) => {
+            ctx.reply(words::room_error(&e));
+            false
+        }
+    }
+}
+
+/// `Bans in dev (2): bob!*@* (by alice), *!*@10.0.0.9 (by alice)`.
+fn list(ctx: &mut Ctx<'_>, bans: bool) {
+    match ctx.shared.hub.listed(ctx.member.id, Whither::Current, bans) {
+        Ok((room, list)) if list.is_empty() => {
+            let what = if bans { "banned" } else { "muted" };
+            ctx.reply(format_args!("Nobody is {what} in {room}."))
+        }
+        Ok((room, list)) => {
+            let entries: Vec<String> = list
+                .iter()
+                .map(|l| format!("{} (by {})", l.mask, l.by))
+                .collect();
+            let (n, entries) = (list.len(), entries.join(", "));
+            if bans {
+                ctx.reply(format_args!("Bans in {room} ({n}): {entries}"));
+            } else {
+                ctx.reply(format_args!("Mutes in {room} ({n}): {entries}"));
+            }
+        }
+        Err(e) => ctx.reply(words::room_error(&e)),
+    }
+}
+
+fn invite(ctx: &mut Ctx<'_>, nick: &str) {
+    if ctx.nick.eq_ignore_ascii_case(nick) {
+        ctx.reply("Error: that is you; you are in your room already.");
+        return;
+    }
+    match ctx.shared.hub.invite(ctx.member.id, Whither::Current, nick) {
+        Ok(event) => {
+            let room = match &event.kind {
+                crate::core::Kind::Invited(room) => room.clone(),
+                _ => unreachable!("an invitation"),
+            };
+            let to = match &event.target {
+                crate::core::event::Target::Member(to) => to.nick.clone(),
+                _ => unreachable!("to a member"),
+            };
+            ctx.reply(format_args!(
+                "You invited {to} to {room}; they may come in once, invite-only or not."
+            ));
+        }
+        Err(RoomError::NotOperator(room)) => ctx.reply(not_operator(
+            &room,
+            "invite people into it while it is invite-only",
+        )),
+        Err(e) => ctx.reply(words::room_error(&e)),
+    }
+}
+
+fn show_modes(ctx: &mut Ctx<'_>) {
+    match ctx.shared.hub.room(ctx.member.id, Whither::Current) {
+        Ok(room) => {
+            let m = room.modes;
+            let mut said = Vec::new();
+            for (on, what) in [
+                (m.invite_only, "invite-only (+i)"),
+                (m.moderated, "moderated (+m)"),
+                (m.secret, "secret (+s)"),
+                (m.topic_lock, "topic locked (+t)"),
+            ] {
+                if on {
+                    said.push(what);
+                }
+            }
+            if said.is_empty() {
+                ctx.reply(format_args!("Modes of {}: none.", room.name));
+            } else {
+                ctx.reply(format_args!("Modes of {}: {}.", room.name, said.join(", ")));
+            }
+        }
+        Err(e) => ctx.reply(words::room_error(&e)),
+    }
+}
+
+fn change_modes(ctx: &mut Ctx<'_>, changes: &str) {
+    let mut on = true;
+    let mut requests = Vec::new();
+    for c in changes.chars() {
+        match c {
+            '+' => on = true,
+            '-' => on = false,
+            'i' => requests.push(Mode::InviteOnly(on)),
+            'm' => requests.push(Mode::Moderated(on)),
+            's' => requests.push(Mode::Secret(on)),
+            't' => requests.push(Mode::TopicLock(on)),
+            _ => unreachable!("the parser lets only +-imst through"),
+        }
+    }
+    if requests.is_empty() {
+        ctx.reply("Nothing changed: name a mode (i, m, s or t) after + or -.");
+        return;
+    }
+    match ctx
+        .shared
+        .hub
+        .change_modes(ctx.member.id, Whither::Current, &requests)
+    {
+        Ok(done) if done.event.is_none() => {
+            ctx.reply("Nothing changed: the room already has those modes.")
+        }
+        Ok(_) => {}
+        Err(RoomError::NotOperator(room)) => ctx.reply(not_operator(&room, "change its modes")),
+        Err(e) => ctx.reply(words::room_error(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+
+    #[test]
+    fn grammar() {
+        assert_eq!(
+            parse("/kick bob  too  loud "),
+            Ok(Command::Moderate(Moderate::Kick {
+                nick: "bob".into(),
+                reason: Some("too  loud".into())
+            }))
+        );
+        assert_eq!(parse("/ban"), Ok(Command::Moderate(Moderate::Ban(None))));
+        assert_eq!(
+            parse("/ban *!*@10.0.0.9"),
+            Ok(Command::Moderate(Moderate::Ban(Some(
+                "*!*@10.0.0.9".into()
+            ))))
+        );
+        assert!(parse("/ban a b").is_err());
+        assert!(parse("/unban").is_err());
+        assert!(parse("/invite").is_err());
+        assert!(parse("/mode +x").is_err());
+        assert!(parse("/mode i").is_err());
+        assert_eq!(
+            parse("/mode +i-t"),
+            Ok(Command::Moderate(Moderate::Mode(Some("+i-t".into()))))
+        );
+    }
+}
