@@ -372,9 +372,10 @@ impl State {
     }
 
     /// Whether `id` may come into `room`: no ban names it, and the room is not invite-only
-    /// or it was invited. A server operator always may; so may anyone while the room is
-    /// empty, since nobody would be there to invite them and the room would be shut for good.
-    /// An invitation is used up here.
+    /// or it was invited. A server operator always may, and so may an account that operates
+    /// the room; so may anyone while the room is empty and no account operates it, since
+    /// nobody could ever invite them and the room would be shut for good. An invitation is
+    /// used up here.
     fn admit(&mut self, id: MemberId, room: RoomId) -> Result<(), RoomError> {
         let Some(entry) = self.members.get_mut(&id) else {
             return Ok(());
@@ -383,11 +384,16 @@ impl State {
         if entry.member.is_oper() || entry.is_in(room) {
             return Ok(());
         }
+        // A room's operators are never locked out of it by a ban or by its own +i.
+        if (entry.member.account()).is_some_and(|a| r.operated_by(&a)) {
+            return Ok(());
+        }
         if !r.bans.is_empty() && r.bans(&full_name(&entry.identity)) {
             return Err(RoomError::Banned(r.name.clone()));
         }
         let invited = entry.invited.iter().position(|&m| m == room);
-        if r.modes.invite_only && invited.is_none() && !r.members.is_empty() {
+        let nobody_to_invite = r.members.is_empty() && r.op_accounts.is_empty();
+        if r.modes.invite_only && invited.is_none() && !nobody_to_invite {
             return Err(RoomError::InviteOnly(r.name.clone()));
         }
         if let Some(at) = invited {
@@ -463,9 +469,10 @@ impl State {
         let mut room = Room::new(display);
         // A room the hub forgot while the store kept it comes back with its topic and modes
         // (the store's index is in memory: no disk read under the lock).
-        if let Some((topic, modes)) = store.and_then(|s| s.room(display)) {
-            room.topic = topic;
-            room.modes = modes.unwrap_or(room.modes);
+        if let Some(kept) = store.and_then(|s| s.room(display)) {
+            room.topic = kept.topic;
+            room.modes = kept.modes.unwrap_or(room.modes);
+            room.restore_lists(kept.lists.unwrap_or_default());
         }
         self.rooms.insert(id, room);
         self.room_ids.insert(key, id);
@@ -495,6 +502,9 @@ impl State {
             if let Some(modes) = kept.modes {
                 room.modes = modes;
             }
+            if let Some(lists) = kept.lists {
+                room.restore_lists(lists);
+            }
             let last = kept.events.last().map_or(0, |e| e.id);
             latest.push((last, id));
             all.extend(kept.events.into_iter().map(|e| (e.id, id, e)));
@@ -513,17 +523,31 @@ impl State {
         }
     }
 
-    /// Adds `id` to `room`'s member list; whether it is the room's only member now.
-    fn add(&mut self, id: MemberId, room: RoomId) -> bool {
+    /// Adds `id` to `room`'s member list, as an operator if the room was empty or its
+    /// account operates the room. Whether it is the room's only member now (a cluster
+    /// follows the room from then on), and whether that made the account one of the room's
+    /// operating accounts (the store must be told).
+    fn add(&mut self, id: MemberId, room: RoomId) -> (bool, bool) {
         let entry = self.members.get_mut(&id).expect("member");
         let r = self.rooms.get_mut(&room).expect("room exists");
+        let mut lists_changed = false;
         let first = r.members.is_empty();
-        if first && room != LOBBY_ID {
-            r.operators.push(id);
+        if room != LOBBY_ID {
+            let account = entry.member.account();
+            let known = account.as_deref().is_some_and(|a| r.operated_by(a));
+            // A room some registered account operates waits for it: whoever comes in first
+            // after a restart is not handed someone else's room.
+            let unclaimed = r.members.is_empty() && r.op_accounts.is_empty();
+            if unclaimed || known {
+                r.operators.push(id);
+                if let (Some(account), false) = (account, known) {
+                    lists_changed = r.add_op_account(account);
+                }
+            }
         }
         let index = r.add_member(entry.member.clone(), entry.member.format());
         entry.rooms.push((room, index));
-        first
+        (first, lists_changed)
     }
 
     /// Takes `id` out of `room`'s member list, keeping the moved member's slot right;
@@ -674,6 +698,19 @@ impl Hub {
     fn keep(&self, change: Change<'_>) {
         if let Some(store) = &self.store {
             store.append(change);
+        }
+    }
+
+    /// Hands the store `room`'s bans, mutes and operating accounts as they are now, under a
+    /// fresh id (ids only grow, so the store keeps the latest).
+    fn keep_lists(&self, room: &Room) {
+        if let Some(store) = &self.store {
+            let lists = room.lists();
+            store.append(Change::Lists {
+                room: &room.name,
+                id: self.next_event.fetch_add(1, Relaxed),
+                lists: &lists,
+            });
         }
     }
 
@@ -841,8 +878,12 @@ impl Hub {
         );
         self.journal(&name, &event);
         self.relay_said(&name, &event);
-        if state.add(id, room) {
+        let (first, lists_changed) = state.add(id, room);
+        if first {
             self.interest(&name, true);
+        }
+        if lists_changed {
+            self.keep_lists(&state.rooms[&room]);
         }
         view(RoomView {
             room: &state.rooms[&room],
@@ -1241,6 +1282,7 @@ impl Hub {
         let r = rooms.get_mut(&room).expect("room exists");
         let mut made = Vec::new();
         let mut refused = Vec::new();
+        let mut lists_changed = false;
         for request in requests {
             let on = request.on();
             // Whether setting `flag` to `on` changes it.
@@ -1295,6 +1337,7 @@ impl Hub {
                         }
                         _ => continue,
                     }
+                    lists_changed = true;
                     let mask: Arc<str> = mask.into();
                     made.push(if ban {
                         Mode::Ban(on, mask)
@@ -1326,7 +1369,18 @@ impl Hub {
             } else {
                 list.retain(|&m| m != who);
             }
+            let op = matches!(request, Mode::Operator(..));
+            if let (true, Some(account)) = (op, target.member.account()) {
+                lists_changed |= if on {
+                    r.add_op_account(account)
+                } else {
+                    r.remove_op_account(&account)
+                };
+            }
             made.push(made_as(on, target.identity.nick.clone()));
+        }
+        if lists_changed {
+            self.keep_lists(r);
         }
         if made.is_empty() {
             return Ok(ModesChanged {
@@ -1340,6 +1394,17 @@ impl Hub {
             event: Some(event),
             refused,
         })
+    }
+
+    /// `account` is registered no more: no room keeps it among its operators, so whoever
+    /// registers the name next inherits nothing.
+    pub fn forget_account(&self, account: &str) {
+        let mut state = lock(&self.state);
+        for room in state.rooms.values_mut() {
+            if room.remove_op_account(account) {
+                self.keep_lists(room);
+            }
+        }
     }
 
     /// Puts the member called `nick` out of the room `whither` names, on behalf of `id`, one

@@ -67,6 +67,9 @@ pub struct Member {
     /// Whom it talked to in private lately, so a name taken over is noticed (the hub's
     /// `private`).
     partners: Mutex<Partners>,
+    /// The registered account this connection proved (by password, SASL or `PASS`), if any:
+    /// rooms it operates give it operator status as it enters.
+    account: Mutex<Option<Arc<str>>>,
 }
 
 impl Member {
@@ -95,6 +98,7 @@ impl Member {
             kicked: CancellationToken::new(),
             kick_reason: OnceLock::new(),
             partners: Mutex::default(),
+            account: Mutex::default(),
         })
     }
 
@@ -182,6 +186,16 @@ impl Member {
 
     pub fn set_invisible(&self, on: bool) {
         self.invisible.store(on, Relaxed);
+    }
+
+    /// The registered account this connection proved, if any.
+    pub fn account(&self) -> Option<Arc<str>> {
+        lock(&self.account).clone()
+    }
+
+    /// Records the account this connection proved (`None`: it no longer has one).
+    pub fn set_account(&self, account: Option<&str>) {
+        *lock(&self.account) = account.map(Into::into);
     }
 
     /// Whether this member is always in exactly one room (a netcat user): put out of one, it

@@ -45,6 +45,13 @@ pub struct Listed {
     pub at: SystemTime,
 }
 
+/// Entries are the same when they say the same (the matcher follows from the mask).
+impl PartialEq for Listed {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.mask, &self.by, self.at) == (&other.mask, &other.by, other.at)
+    }
+}
+
 impl Listed {
     pub fn new(mask: &str, by: &str, at: SystemTime) -> Listed {
         Listed {
@@ -59,6 +66,17 @@ impl Listed {
     pub fn matches(&self, who: &str) -> bool {
         self.matcher.matches(who)
     }
+}
+
+/// What a room keeps besides its topic and flags, in the store as one record: its bans, its
+/// mutes, and the registered accounts that operate it (an account made operator regains the
+/// standing whenever it comes back, after a restart too; a nickname nobody registered loses
+/// it on leaving, since anyone may take that name next).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lists {
+    pub bans: Vec<Listed>,
+    pub mutes: Vec<Listed>,
+    pub operators: Vec<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +115,9 @@ pub struct Room {
     pub bans: Vec<Listed>,
     /// Masks that may be here but not speak, at most [`MAX_LISTED`].
     pub mutes: Vec<Listed>,
+    /// Registered accounts that operate the room, whether or not they are here, at most
+    /// [`MAX_LISTED`]: whoever comes in proved as one of them is an operator.
+    pub op_accounts: Vec<Arc<str>>,
     pub modes: Modes,
     pub created: SystemTime,
     /// Kept events, oldest first, each with the footprint it was counted at (renderings added
@@ -127,6 +148,7 @@ impl Room {
             voiced: Vec::new(),
             bans: Vec::new(),
             mutes: Vec::new(),
+            op_accounts: Vec::new(),
             modes: Modes::NEW,
             formats_here: [0; MAX_FORMATS],
             slots: Vec::new(),
@@ -160,6 +182,47 @@ impl Room {
             || self.topic.is_some()
             || !self.bans.is_empty()
             || !self.mutes.is_empty()
+            || !self.op_accounts.is_empty()
+    }
+
+    /// The lists as the store keeps them.
+    pub fn lists(&self) -> Lists {
+        Lists {
+            bans: self.bans.clone(),
+            mutes: self.mutes.clone(),
+            operators: self.op_accounts.clone(),
+        }
+    }
+
+    /// Takes the lists the store kept.
+    pub fn restore_lists(&mut self, lists: Lists) {
+        self.bans = lists.bans;
+        self.mutes = lists.mutes;
+        self.op_accounts = lists.operators;
+    }
+
+    /// Makes `account` one of the room's operating accounts; true if it was not.
+    pub fn add_op_account(&mut self, account: Arc<str>) -> bool {
+        if self.operated_by(&account) || self.op_accounts.len() >= MAX_LISTED {
+            return false;
+        }
+        self.op_accounts.push(account);
+        true
+    }
+
+    /// Takes `account` off the room's operating accounts; true if it was there.
+    pub fn remove_op_account(&mut self, account: &str) -> bool {
+        let before = self.op_accounts.len();
+        self.op_accounts
+            .retain(|a| !a.eq_ignore_ascii_case(account));
+        self.op_accounts.len() != before
+    }
+
+    /// Whether `account` (any case) operates the room.
+    pub fn operated_by(&self, account: &str) -> bool {
+        self.op_accounts
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(account))
     }
 
     /// Whether a ban names `who` (`nick!user@host`).

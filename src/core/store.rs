@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::event::Event;
 use super::modes::Modes;
-use super::room::Topic;
+use super::room::{Lists, Topic};
 
 /// One change worth keeping.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,21 @@ pub enum Change<'a> {
         id: u64,
         modes: Modes,
     },
+    /// A room's bans, mutes or operating accounts changed, by the event with this id: the
+    /// whole lists, as they are now.
+    Lists {
+        room: &'a str,
+        id: u64,
+        lists: &'a Lists,
+    },
+}
+
+/// What the store kept of a room besides its history.
+#[derive(Debug, Clone, Default)]
+pub struct KeptState {
+    pub topic: Option<Topic>,
+    pub modes: Option<Modes>,
+    pub lists: Option<Lists>,
 }
 
 /// A room as the store kept it.
@@ -39,6 +54,7 @@ pub struct KeptRoom {
     pub name: Arc<str>,
     pub topic: Option<Topic>,
     pub modes: Option<Modes>,
+    pub lists: Option<Lists>,
     /// Its most recent messages, oldest first.
     pub events: Vec<Arc<Event>>,
 }
@@ -81,9 +97,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// newest first: what memory no longer holds.
     fn older(&self, room: &str, before: u64, n: usize) -> Vec<Arc<Event>>;
 
-    /// The topic and modes kept for the room called `room`, if any: a room the hub forgot
-    /// (too many idle rooms) comes back as it was.
-    fn room(&self, room: &str) -> Option<(Option<Topic>, Option<Modes>)>;
+    /// The topic, modes and lists kept for the room called `room`, if any: a room the hub
+    /// forgot (too many idle rooms) comes back as it was.
+    fn room(&self, room: &str) -> Option<KeptState>;
 
     fn stats(&self) -> StoreStats;
 }

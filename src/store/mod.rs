@@ -46,8 +46,8 @@ use crate::config::{Config, Fsync};
 use crate::core::event::Event;
 use crate::core::lock as guard;
 use crate::core::modes::Modes;
-use crate::core::room::Topic;
-use crate::core::store::{Change, Kept, KeptRoom, Store, StoreStats};
+use crate::core::room::{Lists, Topic};
+use crate::core::store::{Change, Kept, KeptRoom, KeptState, Store, StoreStats};
 use record::{Record, HEADER_LEN};
 
 /// A segment is closed and a new one started past this size: small enough that deleting a
@@ -123,6 +123,7 @@ struct RoomIndex {
     msgs: VecDeque<Loc>,
     topic: Option<(Topic, Loc)>,
     modes: Option<(Modes, Loc)>,
+    lists: Option<(Lists, Loc)>,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +177,7 @@ enum PendKind {
     Said,
     Topic(Topic),
     Modes(Modes),
+    Lists(Lists),
 }
 
 #[derive(Debug, Default)]
@@ -378,6 +380,11 @@ impl Store for Log {
                 record::encode_modes(&mut p.buf, room, id, modes);
                 (room.into(), id, SystemTime::now(), PendKind::Modes(modes))
             }
+            Change::Lists { room, id, lists } => {
+                record::encode_lists(&mut p.buf, room, id, lists);
+                let what = PendKind::Lists(lists.clone());
+                (room.into(), id, SystemTime::now(), what)
+            }
         };
         let len = p.buf.len() - start;
         p.records.push(Pend {
@@ -426,13 +433,14 @@ impl Store for Log {
             .collect()
     }
 
-    fn room(&self, room: &str) -> Option<(Option<Topic>, Option<Modes>)> {
+    fn room(&self, room: &str) -> Option<KeptState> {
         let index = guard(&self.inner.index);
         let r = index.rooms.get(&room_key(room))?;
-        Some((
-            r.topic.as_ref().map(|(t, _)| t.clone()),
-            r.modes.map(|(m, _)| m),
-        ))
+        Some(KeptState {
+            topic: r.topic.as_ref().map(|(t, _)| t.clone()),
+            modes: r.modes.map(|(m, _)| m),
+            lists: r.lists.as_ref().map(|(l, _)| l.clone()),
+        })
     }
 
     fn stats(&self) -> StoreStats {
@@ -801,6 +809,7 @@ impl Index {
                 PendKind::Said => false,
                 PendKind::Topic(_) => stale(r.topic.as_ref().map(|(_, l)| *l)),
                 PendKind::Modes(_) => stale(r.modes.map(|(_, l)| l)),
+                PendKind::Lists(_) => stale(r.lists.as_ref().map(|(_, l)| *l)),
             };
             if stale {
                 return;
@@ -817,6 +826,7 @@ impl Index {
                     msgs: VecDeque::new(),
                     topic: None,
                     modes: None,
+                    lists: None,
                 }),
         };
         let superseded = match what {
@@ -831,6 +841,7 @@ impl Index {
             }
             PendKind::Topic(t) => r.topic.replace((t, loc)).map(|(_, l)| l),
             PendKind::Modes(m) => r.modes.replace((m, loc)).map(|(_, l)| l),
+            PendKind::Lists(lists) => r.lists.replace((lists, loc)).map(|(_, l)| l),
         };
         let over = r.msgs.len().saturating_sub(retain);
         if let Some(old) = superseded {
@@ -882,6 +893,7 @@ impl Index {
             }
             PendKind::Topic(_) => r.topic.as_mut().map(|(_, l)| l).filter(|l| same(l)),
             PendKind::Modes(_) => r.modes.as_mut().map(|(_, l)| l).filter(|l| same(l)),
+            PendKind::Lists(_) => r.lists.as_mut().map(|(_, l)| l).filter(|l| same(l)),
         };
         if let Some(slot) = slot {
             *slot = new;
@@ -916,6 +928,9 @@ impl Index {
             }
             if let Some((m, l)) = r.modes.filter(|(_, l)| here(l)) {
                 live.push((r.name.clone(), PendKind::Modes(m), l));
+            }
+            if let Some((lists, l)) = r.lists.as_ref().filter(|(_, l)| here(l)) {
+                live.push((r.name.clone(), PendKind::Lists(lists.clone()), *l));
             }
         }
         live
@@ -1059,6 +1074,7 @@ fn load(dir: &Path, options: &Options) -> Result<(Index, Kept), OpenError> {
             } else {
                 match record::decode(payload) {
                     Some(Record::Modes { modes, .. }) => Some(PendKind::Modes(modes)),
+                    Some(Record::Lists { lists, .. }) => Some(PendKind::Lists(lists)),
                     Some(r @ Record::Topic { .. }) => r.topic().map(PendKind::Topic),
                     _ => None,
                 }
@@ -1195,6 +1211,7 @@ fn read_back(
                 name: r.name.clone(),
                 topic: r.topic.as_ref().map(|(t, _)| t.clone()),
                 modes: r.modes.map(|(m, _)| m),
+                lists: r.lists.as_ref().map(|(l, _)| l.clone()),
                 events,
             }
         })

@@ -9,6 +9,9 @@
 //!   2 topic:  id u64, at i64, room, by, text
 //!   3 modes:  id u64, at i64, room, flags u8 (1 topic lock, 2 secret, 4 moderated,
 //!             8 invite-only; a reader ignores bits it does not know)
+//!   4 lists:  id u64, at i64, room, then three lists, each a count u32 and its entries:
+//!             bans (mask, by, at i64), mutes (mask, by, at i64), operating accounts (name)
+//!             (format 2 on)
 //! strings: length u32 LE, UTF-8 bytes
 //! ```
 //!
@@ -20,11 +23,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::event::{Event, Identity, Kind, Target};
 use crate::core::modes::Modes;
-use crate::core::room::Topic;
+use crate::core::room::{Listed, Lists, Topic};
 
 pub const MAGIC: &[u8; 8] = b"LINECHAT";
-/// The format written now.
-pub const VERSION: u32 = 1;
+/// The format written now. 2 added the lists record; a segment of format 1 holds none, and
+/// reads as it always did.
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 12;
 /// Length and CRC before each payload.
 pub const FRAME_LEN: usize = 8;
@@ -32,6 +36,7 @@ pub const FRAME_LEN: usize = 8;
 const SAID: u8 = 1;
 const TOPIC: u8 = 2;
 const MODES: u8 = 3;
+const LISTS: u8 = 4;
 
 pub fn header() -> [u8; HEADER_LEN] {
     let mut h = [0; HEADER_LEN];
@@ -81,26 +86,39 @@ pub enum Record {
         room: String,
         modes: Modes,
     },
+    Lists {
+        id: u64,
+        at: SystemTime,
+        room: String,
+        lists: Lists,
+    },
 }
 
 impl Record {
     pub fn id(&self) -> u64 {
         match self {
-            Record::Said { id, .. } | Record::Topic { id, .. } | Record::Modes { id, .. } => *id,
+            Record::Said { id, .. }
+            | Record::Topic { id, .. }
+            | Record::Modes { id, .. }
+            | Record::Lists { id, .. } => *id,
         }
     }
 
     pub fn room(&self) -> &str {
         match self {
-            Record::Said { room, .. } | Record::Topic { room, .. } | Record::Modes { room, .. } => {
-                room
-            }
+            Record::Said { room, .. }
+            | Record::Topic { room, .. }
+            | Record::Modes { room, .. }
+            | Record::Lists { room, .. } => room,
         }
     }
 
     pub fn at(&self) -> SystemTime {
         match self {
-            Record::Said { at, .. } | Record::Topic { at, .. } | Record::Modes { at, .. } => *at,
+            Record::Said { at, .. }
+            | Record::Topic { at, .. }
+            | Record::Modes { at, .. }
+            | Record::Lists { at, .. } => *at,
         }
     }
 
@@ -182,6 +200,11 @@ impl Out<'_> {
     fn at(&mut self, at: SystemTime) {
         self.0.extend_from_slice(&micros(at).to_le_bytes());
     }
+    /// A count (of list entries: at most a few hundred).
+    fn u32(&mut self, n: usize) {
+        let n = u32::try_from(n).expect("a list under 4 G entries");
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
     fn str(&mut self, s: &str) {
         let len = u32::try_from(s.len()).expect("chat text under 4 GiB");
         self.0.extend_from_slice(&len.to_le_bytes());
@@ -236,6 +259,27 @@ pub fn encode_modes(buf: &mut Vec<u8>, room: &str, id: u64, modes: Modes) {
             | u8::from(modes.secret) << 1
             | u8::from(modes.moderated) << 2
             | u8::from(modes.invite_only) << 3);
+    });
+}
+
+pub fn encode_lists(buf: &mut Vec<u8>, room: &str, id: u64, lists: &Lists) {
+    frame(buf, |out| {
+        out.u8(LISTS);
+        out.u64(id);
+        out.at(SystemTime::now());
+        out.str(room);
+        for list in [&lists.bans, &lists.mutes] {
+            out.u32(list.len());
+            for entry in list {
+                out.str(&entry.mask);
+                out.str(&entry.by);
+                out.at(entry.at);
+            }
+        }
+        out.u32(lists.operators.len());
+        for account in &lists.operators {
+            out.str(account);
+        }
     });
 }
 
@@ -307,6 +351,10 @@ impl<'a> In<'a> {
         self.take(8)
             .map(|b| time(i64::from_le_bytes(b.try_into().expect("8 bytes"))))
     }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
     fn str(&mut self) -> Option<String> {
         let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
         let bytes = self.take(len as usize)?;
@@ -319,7 +367,7 @@ impl<'a> In<'a> {
 pub fn peek(payload: &[u8]) -> Option<(u8, u64, i64, &str)> {
     let mut r = In(payload);
     let kind = r.u8()?;
-    if !(SAID..=MODES).contains(&kind) {
+    if !(SAID..=LISTS).contains(&kind) {
         return None;
     }
     let id = r.u64()?;
@@ -334,8 +382,8 @@ pub fn peek(payload: &[u8]) -> Option<(u8, u64, i64, &str)> {
 
 pub const TYPE_SAID: u8 = SAID;
 
-/// A payload's record; `None` if it is not one this version knows. Version 1 is the only
-/// format so far; a version 2 reader keeps this for segments whose header says 1.
+/// A payload's record; `None` if it is not one this version knows. Format 2 only adds a
+/// record type, so one reader serves segments of either.
 pub fn decode(payload: &[u8]) -> Option<Record> {
     let mut r = In(payload);
     let record = match r.u8()? {
@@ -367,6 +415,35 @@ pub fn decode(payload: &[u8]) -> Option<Record> {
                     secret: flags & 2 != 0,
                     moderated: flags & 4 != 0,
                     invite_only: flags & 8 != 0,
+                },
+            }
+        }
+        LISTS => {
+            let (id, at, room) = (r.u64()?, r.at()?, r.str()?);
+            let mut masks = || -> Option<Vec<Listed>> {
+                let n = r.u32()?;
+                // Bounded by what is there: a damaged count cannot make a huge allocation.
+                let mut list = Vec::with_capacity(n.min(1024) as usize);
+                for _ in 0..n {
+                    let (mask, by, at) = (r.str()?, r.str()?, r.at()?);
+                    list.push(Listed::new(&mask, &by, at));
+                }
+                Some(list)
+            };
+            let (bans, mutes) = (masks()?, masks()?);
+            let n = r.u32()?;
+            let mut operators = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                operators.push(r.str()?.into());
+            }
+            Record::Lists {
+                id,
+                at,
+                room,
+                lists: Lists {
+                    bans,
+                    mutes,
+                    operators,
                 },
             }
         }
@@ -421,6 +498,32 @@ mod tests {
         let mut flipped = buf.clone();
         flipped[len - 2] ^= 1;
         assert_eq!(next(&flipped), Next::Torn);
+        let lists = Lists {
+            bans: vec![Listed::new("bob!*@*", "alice", topic.at)],
+            mutes: vec![
+                Listed::new("*!*@10.0.0.9", "alice", topic.at),
+                Listed::new("c?rol!*@*", "dave", topic.at),
+            ],
+            operators: vec!["alice".into()],
+        };
+        let mut more = Vec::new();
+        encode_lists(&mut more, "Dev", 9, &lists);
+        let Next::Record(
+            Record::Lists {
+                id,
+                room,
+                lists: back,
+                ..
+            },
+            n,
+        ) = next(&more)
+        else {
+            panic!("a lists record")
+        };
+        assert_eq!((id, room.as_str(), n), (9, "Dev", more.len()));
+        assert_eq!(back, lists);
+        assert!(back.mutes[1].matches("carol!x@y"));
+        assert_eq!(next(&more[..n - 1]), Next::Torn);
         assert!(version(&header()).is_ok());
         let mut newer = header();
         newer[8] = 9;

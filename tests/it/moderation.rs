@@ -457,3 +457,123 @@ async fn the_topic_lock_is_set_from_netcat_too() {
     drop((alice, bob, carol));
     server.stop().await;
 }
+
+const PW: &str = "correct-horse";
+
+/// Netcat and IRC on the store in `dir`, opened as the binary opens it.
+async fn on_store(dir: &std::path::Path) -> TestServer {
+    use linechat::server::Extras;
+    use linechat::store::{self, Log};
+    let config = Config {
+        server_name: "irc.test".into(),
+        data_dir: Some(dir.to_owned()),
+        rate_limit: None,
+        ..Config::default()
+    };
+    let (log, kept) = Log::open(dir, store::Options::from_config(&config)).expect("open");
+    let extras = Extras {
+        store: Some((log, kept)),
+        ..Extras::default()
+    };
+    TestServer::with_irc_extras(config, extras).await
+}
+
+/// alice, proved with her password at the prompt.
+async fn registered_alice(server: &TestServer) -> Client {
+    let mut alice = Client::connect(server.addr).await;
+    alice.expect_prompt().await;
+    alice.send(&format!("alice {PW}")).await;
+    alice
+        .skip_until("Type /help for the list of commands.")
+        .await;
+    alice.nick = "alice".into();
+    alice.sync().await;
+    alice
+}
+
+#[tokio::test]
+async fn bans_mutes_modes_and_registered_operators_survive_a_restart() {
+    let tmp = crate::support::TempPath::new("moderation-restart");
+    let dir = tmp.with_name("data");
+    let server = on_store(&dir).await;
+    let mut alice = server.join("alice").await;
+    alice.command(&format!("/register {PW}")).await;
+    alice.command("/join dev").await;
+    for change in ["/ban bob", "/mute carol", "/mode +im-t"] {
+        alice.command(change).await;
+    }
+    // An operator whose nickname nobody registered is one only while there.
+    let mut frank = server.join("frank").await;
+    alice.command("/invite frank").await;
+    frank.command("/join dev").await;
+    alice.command("/op frank").await;
+    drop((alice, frank));
+    server.stop().await;
+
+    let server = on_store(&dir).await;
+    // The room waits for its registered operator: nobody else walks into it, or takes it.
+    let mut bob = server.join("bob").await;
+    assert_eq!(
+        bob.command("/join dev").await,
+        ["Error: you are banned from dev."]
+    );
+    let mut frank = server.join("frank").await;
+    assert_eq!(
+        frank.command("/join dev").await,
+        ["Error: dev is invite-only; one of its operators can /invite you."]
+    );
+    let mut alice = registered_alice(&server).await;
+    assert_eq!(
+        alice.command("/join dev").await[0],
+        "You are now in dev (just you so far)."
+    );
+    assert_eq!(
+        alice.command("/mode").await,
+        ["Modes of dev: invite-only (+i), moderated (+m)."]
+    );
+    let bans = alice.command("/ban").await;
+    assert_eq!(bans, ["Bans in dev (1): bob!*@* (by alice)"]);
+    assert_eq!(
+        alice.command("/mute").await,
+        ["Mutes in dev (1): carol!*@* (by alice)"]
+    );
+    // She is its operator again; the unregistered frank is not.
+    alice.command("/invite frank").await;
+    frank
+        .skip_until("alice invites you to dev: /join dev enters it.")
+        .await;
+    frank.command("/join dev").await;
+    assert_eq!(
+        frank.command("/kick alice").await,
+        ["Error: only operators of dev may put people out of it."]
+    );
+    // IRC sees the same lists and modes.
+    let mut carol = server.irc_join("carol", &[]).await;
+    alice.command("/invite carol").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 INVITE carol #dev")
+        .await;
+    carol.send("JOIN #dev").await;
+    let names = carol.expect_command("353").await;
+    let mut listed: Vec<&str> = names.rsplit(':').next().unwrap().split(' ').collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["@alice", "carol", "frank"], "{names}");
+    carol.expect_command("366").await;
+    carol.send("MODE #dev").await;
+    carol.expect(":irc.test 324 carol #dev +nmi").await;
+    carol.expect_command("329").await;
+    carol.send("PRIVMSG #dev :hello").await;
+    carol
+        .expect(":irc.test 404 carol #dev :Cannot send to channel (+q) - you are muted")
+        .await;
+    // Lifting a ban is kept too.
+    alice.command("/unban bob").await;
+    drop((alice, bob, carol, frank));
+    server.stop().await;
+    let server = on_store(&dir).await;
+    let mut alice = registered_alice(&server).await;
+    alice.command("/join dev").await;
+    assert_eq!(alice.command("/ban").await, ["Nobody is banned in dev."]);
+    drop(alice);
+    server.stop().await;
+}

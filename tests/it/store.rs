@@ -227,18 +227,25 @@ async fn retention_keeps_the_newest_per_room_and_counts_what_went() {
     server.stop().await;
 }
 
+/// Copies the committed store `tests/data/store/<name>` into `dir`, which it creates.
+fn copy_fixture(name: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/store")
+        .join(name);
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+}
+
 /// `tests/data/store/v1` was written by the first version of the store (format 1); every
 /// later version must read it. Never regenerate it: add a new fixture for a new format.
 #[tokio::test]
 async fn a_store_written_by_format_1_is_read() {
     let tmp = TempPath::new("x");
     let dir = data_dir(&tmp);
-    std::fs::create_dir_all(&dir).unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store/v1");
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    copy_fixture("v1", &dir);
     let (server, log) = start(config(&dir)).await;
     assert_eq!(log.stats().messages, 4);
     let mut bob = server.join("bob").await;
@@ -251,5 +258,44 @@ async fn a_store_written_by_format_1_is_read() {
             "alice: ünïcödé ✓"
         ]
     );
+    server.stop().await;
+}
+
+/// `tests/data/store/v2`, written by format 2 (the first with bans, mutes and operating
+/// accounts: alice registered, made dev, set its topic, said one line, banned mallory, muted
+/// carol and moderated it): every later version must read it. Never regenerate it.
+#[tokio::test]
+async fn a_store_written_by_format_2_is_read_with_its_moderation() {
+    let tmp = TempPath::new("x");
+    let dir = data_dir(&tmp);
+    copy_fixture("v2", &dir);
+    let (server, log) = start(config(&dir)).await;
+    assert_eq!(log.stats().messages, 1);
+    let mut bob = server.join("bob").await;
+    let said = topic_and_history(&mut bob, "dev", "format two (set by alice)").await;
+    assert_eq!(said, ["alice: kept in format 2"]);
+    assert_eq!(
+        bob.command("/mode").await,
+        ["Modes of dev: moderated (+m), topic locked (+t)."]
+    );
+    assert_eq!(
+        bob.command("/ban").await,
+        ["Bans in dev (1): mallory!*@* (by alice)"]
+    );
+    assert_eq!(
+        bob.command("/mute").await,
+        ["Mutes in dev (1): carol!*@* (by alice)"]
+    );
+    // alice's account operates dev, so bob, first in, is not handed it.
+    assert_eq!(
+        bob.command("/mode -m").await,
+        ["Error: only operators of dev may change its modes."]
+    );
+    let mut mallory = server.join("mallory").await;
+    assert_eq!(
+        mallory.command("/join dev").await,
+        ["Error: you are banned from dev."]
+    );
+    drop((bob, mallory));
     server.stop().await;
 }

@@ -378,7 +378,7 @@ impl Session {
             {
                 Ok(account) => {
                     tracing::info!(%account, "identified");
-                    self.account = Some(account);
+                    self.prove(account);
                     return Ok(true);
                 }
                 Err(e @ AccountError::Wrong(_)) => self.reply(e),
@@ -403,6 +403,13 @@ impl Session {
         }
     }
 
+    /// This connection proved `account`: it stays proved for going back to that name, and
+    /// the hub knows it (rooms it operates make it an operator as it enters).
+    fn prove(&mut self, account: String) {
+        self.conn.member.set_account(Some(&account));
+        self.account = Some(account);
+    }
+
     fn proved(&self, name: &str) -> bool {
         self.account
             .as_deref()
@@ -425,7 +432,7 @@ impl Session {
                 .verify(&name, &password, self.conn.member.addr.ip())
                 .await
             {
-                Ok(account) => self.account = Some(account),
+                Ok(account) => self.prove(account),
                 Err(e) => return self.reply(e),
             }
         }
@@ -440,7 +447,7 @@ impl Session {
             Request::Register(Secret(password)) => match accounts.register(nick, &password).await {
                 Ok(()) => {
                     tracing::info!(account = %nick, "registered");
-                    self.account = Some(nick.to_string());
+                    self.prove(nick.to_string());
                     self.reply(format_args!(
                         "Your nickname {nick} is registered. Next time, answer the prompt with '{nick} <password>' or /identify <password>."
                     ));
@@ -453,7 +460,7 @@ impl Session {
                     Ok(account) => {
                         tracing::info!(%account, "identified");
                         self.reply(format_args!("You are identified as {account}."));
-                        self.account = Some(account);
+                        self.prove(account);
                         if !name.eq_ignore_ascii_case(nick) {
                             cmd::nick::rename(&mut self.ctx(&shared, nick), &name);
                         }
@@ -474,6 +481,8 @@ impl Session {
                 Ok(()) => {
                     tracing::info!(account = %nick, "unregistered");
                     self.account = None;
+                    self.conn.member.set_account(None);
+                    shared.hub.forget_account(nick);
                     self.reply(format_args!("{nick} is no longer registered."));
                 }
                 Err(e) => self.reply(e),

@@ -99,6 +99,7 @@ impl Session {
                         let logged_in = format!("You are now logged in as {name}");
                         self.reply(900, &[&mask, &name, &logged_in]);
                         self.reply(903, &["SASL authentication successful"]);
+                        self.conn.member.set_account(Some(&name));
                         self.account = Some(name);
                     }
                     Err(e) => {
@@ -133,6 +134,7 @@ impl Session {
                 match shared.accounts.verify(&wanted, &password, addr).await {
                     Ok(name) => {
                         tracing::info!(account = %name, "identified (PASS)");
+                        self.conn.member.set_account(Some(&name));
                         self.account = Some(name);
                         return true;
                     }
