@@ -60,6 +60,29 @@ pub enum AccountError {
     Io(String),
 }
 
+/// Why `OPER` (or `/oper`) was refused. `Display` is the netcat line; IRC answers with the
+/// numeric for each.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OperError {
+    #[error("Error: there is no server operator called {0}.")]
+    NoSuchOper(String),
+    #[error("Error: wrong password for server operator {0}.")]
+    Wrong(String),
+    #[error("Error: too many failed attempts {0}; try again in {1} s.")]
+    Throttled(String, u64),
+}
+
+/// The argon2id hash of `password`, as `--opers FILE` holds them (`linechat --hash-password`
+/// prints one).
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    hash(password)
+}
+
+/// Whether `text` is an argon2 hash (a PHC string `$argon2id$…`) this build can check.
+pub fn is_hash(text: &str) -> bool {
+    PasswordHash::new(text).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}
+
 /// A password on its way to be hashed or checked: `{:?}` shows nothing of it, so no log line
 /// or panic message can hold one.
 #[derive(Clone, PartialEq, Eq)]
@@ -291,26 +314,10 @@ impl Accounts {
         };
         let by_account = format!("a:{}", key(name));
         let by_address = format!("i:{}", addr.to_canonical());
-        let now = Instant::now();
-        {
-            let failures = lock(&self.failures);
-            let wait = |k: &str, limit: u32| {
-                failures
-                    .get(k)
-                    .filter(|f| f.count >= limit && now < f.since + WINDOW)
-                    .map(|f| (f.since + WINDOW - now).as_secs().max(1))
-            };
-            let refused = wait(&by_account, PER_ACCOUNT)
-                .map(|s| (format!("for {}", account.name), s))
-                .or_else(|| {
-                    wait(&by_address, PER_ADDRESS).map(|s| ("from your address".into(), s))
-                });
-            if let Some((what, secs)) = refused {
-                self.throttled.fetch_add(1, Relaxed);
-                tracing::warn!(account = %account.name, addr = %addr, "login throttled");
-                return Err(AccountError::Throttled(what, secs));
-            }
-        }
+        self.unthrottled(&by_account, &by_address, &format!("for {}", account.name))
+            .inspect_err(
+                |_| tracing::warn!(account = %account.name, addr = %addr, "login throttled"),
+            )?;
         let password = password.to_owned();
         let hash = account.hash.clone();
         if self.blocking(move || verify(&password, &hash)).await? {
@@ -318,12 +325,45 @@ impl Accounts {
         }
         self.failed.fetch_add(1, Relaxed);
         tracing::warn!(account = %account.name, addr = %addr, "wrong password");
+        self.count_failure([by_account, by_address]);
+        Err(AccountError::Wrong(account.name))
+    }
+
+    /// Refuses an attempt, counted as throttled, when `by_account` (said as `what`) or
+    /// `by_address` failed too often in the last [`WINDOW`].
+    fn unthrottled(
+        &self,
+        by_account: &str,
+        by_address: &str,
+        what: &str,
+    ) -> Result<(), AccountError> {
+        let now = Instant::now();
+        let failures = lock(&self.failures);
+        let wait = |k: &str, limit: u32| {
+            failures
+                .get(k)
+                .filter(|f| f.count >= limit && now < f.since + WINDOW)
+                .map(|f| (f.since + WINDOW - now).as_secs().max(1))
+        };
+        let refused = wait(by_account, PER_ACCOUNT)
+            .map(|s| (what.to_owned(), s))
+            .or_else(|| wait(by_address, PER_ADDRESS).map(|s| ("from your address".into(), s)));
+        if let Some((what, secs)) = refused {
+            self.throttled.fetch_add(1, Relaxed);
+            return Err(AccountError::Throttled(what, secs));
+        }
+        Ok(())
+    }
+
+    /// Counts a failed attempt against each of `keys` in the current window.
+    fn count_failure(&self, keys: [String; 2]) {
+        let now = Instant::now();
         let mut failures = lock(&self.failures);
         // Bounded: a window's stale entries go whenever the map grows large.
         if failures.len() > 10_000 {
             failures.retain(|_, f| now < f.since + WINDOW);
         }
-        for k in [by_account, by_address] {
+        for k in keys {
             let f = failures.entry(k).or_insert(Failures {
                 count: 0,
                 since: now,
@@ -336,7 +376,51 @@ impl Accounts {
             }
             f.count += 1;
         }
-        Err(AccountError::Wrong(account.name))
+    }
+
+    /// Proves `password` is server operator `name`'s: one of `plain` (`--oper NAME:PASSWORD`)
+    /// or of `hashed` (`--opers FILE`, argon2 hashes, checked off the runtime thread),
+    /// throttled per operator name and per `addr` like logins, and counted with them.
+    pub async fn verify_oper(
+        &self,
+        name: &str,
+        password: &str,
+        plain: &[(String, String)],
+        hashed: &[(String, String)],
+        addr: IpAddr,
+    ) -> Result<(), OperError> {
+        let by_name = format!("o:{}", key(name));
+        let by_address = format!("i:{}", addr.to_canonical());
+        self.unthrottled(&by_name, &by_address, &format!("for operator {name}"))
+            .map_err(|e| match e {
+                AccountError::Throttled(what, secs) => OperError::Throttled(what, secs),
+                _ => OperError::Wrong(name.to_owned()),
+            })?;
+        let known = plain.iter().any(|(n, _)| n == name) || hashed.iter().any(|(n, _)| n == name);
+        if !known {
+            return Err(OperError::NoSuchOper(name.to_owned()));
+        }
+        let plain_ok = plain.iter().any(|(n, p)| n == name && p == password);
+        let hash = hashed
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| h.clone());
+        let hashed_ok = match (plain_ok, hash) {
+            (false, Some(hash)) => {
+                let password = password.to_owned();
+                self.blocking(move || verify(&password, &hash))
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
+        if plain_ok || hashed_ok {
+            return Ok(());
+        }
+        self.failed.fetch_add(1, Relaxed);
+        tracing::warn!(oper = name, addr = %addr, "wrong operator password");
+        self.count_failure([by_name, by_address]);
+        Err(OperError::Wrong(name.to_owned()))
     }
 
     /// Replaces `name`'s password (the caller has proved it is theirs).

@@ -82,12 +82,14 @@ pub struct Config {
     /// When set, a private server: IRC clients must send it with `PASS`, netcat users are
     /// asked for it before the nickname prompt.
     pub server_password: Option<String>,
-    /// Server operators' `OPER` credentials, `(name, password)`.
+    /// Server operators' `OPER` credentials, `(name, password)` (`--oper`).
     pub opers: Vec<(String, String)>,
     /// The message of the day (`--motd`), one entry a line, checked by [`parse_motd`]: shown
     /// to IRC clients at registration and on `MOTD`, and to netcat users after the welcome.
     /// `None`: IRC clients get a built-in one, netcat users none.
     pub motd: Option<Arc<[String]>>,
+    /// Server operators from `--opers FILE`: `(name, argon2 hash)`.
+    pub oper_hashes: Vec<(String, String)>,
     /// A connection to a TLS listener that has not completed its handshake in this time is
     /// closed (it holds a prompt slot meanwhile, as a silent prompt does).
     pub tls_handshake_timeout: Duration,
@@ -144,6 +146,7 @@ impl Default for Config {
             server_password: None,
             opers: Vec::new(),
             motd: None,
+            oper_hashes: Vec::new(),
             // A handshake is two round trips; ten seconds covers a satellite link and a slow
             // client machine, and bounds what a client that opens and says nothing holds.
             tls_handshake_timeout: Duration::from_secs(10),
@@ -221,7 +224,8 @@ impl Config {
 /// - `idle-timeout`, `rate-limit`, `rate-burst`: every connection, from its next line or timer;
 /// - `queue-bytes`: connections opened after the reload (an open one keeps the queue it has);
 /// - `server-password`: connections that register (choose a nickname) after the reload;
-/// - `oper`: the next `OPER` (operators already up stay operators);
+/// - `oper`, `opers` (the file is read again): the next `OPER` or `/oper` (operators already
+///   up stay operators);
 /// - `motd`: read again, shown to whoever registers (or asks with IRC `MOTD`) after the reload.
 pub const RELOADABLE: &[&str] = &[
     "max-clients",
@@ -237,6 +241,7 @@ pub const RELOADABLE: &[&str] = &[
     "server-password",
     "oper",
     "motd",
+    "opers",
 ];
 
 impl Config {
@@ -257,6 +262,7 @@ impl Config {
             server_password: new.server_password.clone(),
             opers: new.opers.clone(),
             motd: new.motd.clone(),
+            oper_hashes: new.oper_hashes.clone(),
             ..self.clone()
         }
     }

@@ -17,12 +17,14 @@ pub enum LeaveReason {
     Shutdown,
     /// Another protocol's client at the prompt (never joined, so never announced).
     NotChat,
+    /// A server operator ended the connection (`/kill`, IRC `KILL`).
+    Killed,
 }
 
 impl LeaveReason {
     /// Every reason, in declaration order: metrics index counters by `reason as usize`, so a
     /// new reason goes here (and in [`LeaveReason::label`]) too.
-    pub const ALL: [LeaveReason; 10] = [
+    pub const ALL: [LeaveReason; 11] = [
         LeaveReason::Quit,
         LeaveReason::Closed,
         LeaveReason::Reset,
@@ -33,6 +35,7 @@ impl LeaveReason {
         LeaveReason::SlowConsumer,
         LeaveReason::Shutdown,
         LeaveReason::NotChat,
+        LeaveReason::Killed,
     ];
 
     /// The `reason` label value in the Prometheus exposition.
@@ -48,6 +51,7 @@ impl LeaveReason {
             LeaveReason::SlowConsumer => "slow_consumer",
             LeaveReason::Shutdown => "shutdown",
             LeaveReason::NotChat => "not_chat",
+            LeaveReason::Killed => "killed",
         }
     }
 
@@ -64,6 +68,7 @@ impl LeaveReason {
             LeaveReason::SlowConsumer => Some("slow consumer: stopped reading"),
             LeaveReason::Shutdown => Some("server shutting down"),
             LeaveReason::NotChat => Some("not a chat client"),
+            LeaveReason::Killed => Some("disconnected by a server operator"),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod conn;
 pub mod irc;
 pub mod line;
+pub mod oper;
 pub mod web;
 
 /// Every format the hub renders events for; a member's format is its index here.

@@ -14,6 +14,7 @@ mod limits;
 mod moderation;
 mod monitoring;
 mod netcat;
+mod opers;
 mod props;
 mod reload;
 mod rooms;

@@ -102,8 +102,8 @@ struct Args {
     #[arg(long, env = "LINECHAT_SERVER_PASSWORD", value_name = "PASSWORD")]
     server_password: Option<String>,
 
-    /// A server operator's IRC `OPER` name and password, NAME:PASSWORD; repeatable. Operators
-    /// are shown as such in WHO; until accounts exist they have no other powers.
+    /// A server operator's name and password, NAME:PASSWORD, for IRC `OPER` and netcat
+    /// `/oper`; repeatable. A plain password on the command line: prefer --opers FILE.
     #[arg(long, env = "LINECHAT_OPER", value_name = "NAME:PASSWORD")]
     oper: Vec<String>,
 
@@ -112,6 +112,16 @@ struct Args {
     /// again. Default: a short built-in one for IRC clients.
     #[arg(long, env = "LINECHAT_MOTD", value_name = "PATH")]
     motd: Option<PathBuf>,
+    /// Server operators from a file: one `NAME HASH` a line, the hash as --hash-password
+    /// prints it (`#` starts a comment). Operators have a room operator's rights in every room they are
+    /// in, and /kill (IRC `KILL`). Read again on reload.
+    #[arg(long, env = "LINECHAT_OPERS", value_name = "FILE")]
+    opers: Option<PathBuf>,
+
+    /// Read a password from standard input, print its argon2id hash (for --opers FILE) and
+    /// exit.
+    #[arg(long)]
+    hash_password: bool,
 
     /// Longest line accepted, in bytes, not counting the line ending.
     #[arg(long, env = "LINECHAT_MAX_LINE", default_value_t = Config::default().max_line,
@@ -352,6 +362,9 @@ impl Args {
                 .map_err(|e| anyhow::anyhow!("--motd {}: {e}", path.display()))?;
             config.motd = Some(lines.into());
         }
+        if let Some(file) = &self.opers {
+            config.oper_hashes = read_opers(file)?;
+        }
         Ok(config)
     }
 
@@ -528,6 +541,61 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// `--opers FILE`: `NAME HASH` lines, blank lines and `#` comments; anything else is refused
+/// with the file and line, so a typo cannot leave an operator unable to log in unnoticed.
+fn read_opers(file: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the operators file {}", file.display()))?;
+    let mut opers = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", file.display(), n + 1);
+        let (name, hash) = line
+            .split_once(char::is_whitespace)
+            .map(|(n, h)| (n, h.trim()))
+            .with_context(|| format!("{}: expected NAME HASH", at()))?;
+        anyhow::ensure!(
+            linechat::accounts::is_hash(hash),
+            "{}: the hash of {name} is not an argon2 hash (make one with linechat --hash-password)",
+            at()
+        );
+        anyhow::ensure!(
+            !opers.iter().any(|(other, _)| other == name),
+            "{}: {name} is listed twice",
+            at()
+        );
+        opers.push((name.to_owned(), hash.to_owned()));
+    }
+    Ok(opers)
+}
+
+/// `--hash-password`: one line of standard input, hashed as accounts' passwords are.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("linechat: cannot read a password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("linechat: give the password on standard input (echo PASSWORD | linechat --hash-password)");
+        return ExitCode::FAILURE;
+    }
+    match linechat::accounts::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("linechat: {}", e.to_string().trim_start_matches("Error: "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cmd = settings::command::<Args>();
@@ -536,6 +604,9 @@ fn main() -> ExitCode {
         if let Some(&what) = first.get_one::<Generate>("generate") {
             service::generate(what, cmd);
             return ExitCode::SUCCESS;
+        }
+        if first.get_flag("hash_password") {
+            return hash_password();
         }
     }
     let (loaded, args) = match load(&cmd, &argv) {

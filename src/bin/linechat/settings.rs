@@ -19,7 +19,14 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use toml::{Spanned, Value};
 
 /// Arguments that are actions, not settings: they have no key.
-const NOT_SETTINGS: &[&str] = &["config", "check-config", "generate", "help", "version"];
+const NOT_SETTINGS: &[&str] = &[
+    "config",
+    "check-config",
+    "generate",
+    "hash-password",
+    "help",
+    "version",
+];
 
 /// The command line, the environment and the config file, merged.
 #[derive(Debug)]

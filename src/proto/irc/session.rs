@@ -30,6 +30,7 @@ use crate::net::stream::Stream;
 use crate::proto::codec::{disguise, foreign_protocol, strip_disguise, ForeignProtocol, Frame};
 use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::{cmd, words};
+use crate::proto::oper::KillError;
 
 /// Accounts over IRC: SASL PLAIN, `PASS`, and registered nicknames.
 mod account;
@@ -633,19 +634,13 @@ impl Session {
                     self.reply(461, &["OPER", "Not enough parameters"]);
                     return None;
                 };
-                let config = self.conn.shared.live.get();
-                if config.opers.iter().any(|(n, p)| n == name && p == password) {
-                    self.conn.member.set_oper(true);
-                    tracing::info!(oper = name, "became a server operator");
-                    self.reply(381, &["You are now an IRC operator"]);
-                    let me = self.me().to_owned();
-                    let mut out = BytesMut::new();
-                    write(&mut out, &[], Some(&me), "MODE", &[&me, "+o"]);
-                    self.send(out);
-                } else {
-                    self.reply(464, &["Password incorrect"]);
-                }
+                // Checked off the runtime thread (a hashed password takes tens of ms).
+                self.pending = Some(account::Pending::Oper {
+                    name: name.to_owned(),
+                    password: password.to_owned(),
+                });
             }
+            "KILL" => self.kill(msg),
             "REHASH" => self.rehash(),
             "AWAY" => self.away(msg),
             "ISON" => {
@@ -1496,6 +1491,26 @@ impl Session {
                 }
                 Err(_) => self.reply(403, &[target, "No such channel"]),
             }
+        }
+    }
+
+    /// `KILL nick [:reason]`: a server operator ends someone's connection.
+    fn kill(&mut self, msg: &Message<'_>) {
+        let Some(nick) = msg.param(0).filter(|n| !n.is_empty()) else {
+            self.reply(461, &["KILL", "Not enough parameters"]);
+            return;
+        };
+        let reason = msg.param(1).map(strip_disguise);
+        let reason = reason.as_deref().filter(|r| !r.is_empty());
+        let shared = self.conn.shared.clone();
+        let me = self.me().to_owned();
+        match crate::proto::oper::kill(&shared, &self.conn.member, &me, nick, reason) {
+            Ok(_) => {}
+            Err(KillError::NotOper) => {
+                self.reply(481, &["Permission Denied- You're not an IRC operator"])
+            }
+            Err(KillError::NoSuchNick(_)) => self.reply(401, &[nick, "No such nick/channel"]),
+            Err(KillError::Yourself) => self.reply(483, &["You can't kill yourself; QUIT leaves"]),
         }
     }
 

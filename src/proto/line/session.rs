@@ -487,6 +487,15 @@ impl Session {
                 }
                 Err(e) => self.reply(e),
             },
+            Request::Oper { name, password } => {
+                let member = self.conn.member.clone();
+                match crate::proto::oper::oper_up(&shared, &member, &name, &password.0).await {
+                    Ok(()) => self.reply(format_args!(
+                        "You are now server operator {name}: you have every room operator's rights in the rooms you are in, and /kill."
+                    )),
+                    Err(e) => self.reply(e),
+                }
+            }
             Request::Password(_) | Request::Unregister => {
                 if accounts.is_registered(nick) {
                     self.reply(format_args!(

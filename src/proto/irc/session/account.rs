@@ -6,7 +6,7 @@
 use base64::Engine;
 
 use super::Session;
-use crate::accounts::AccountError;
+use crate::accounts::{AccountError, OperError};
 
 /// The 433 text for a registered nickname nobody proved.
 pub const REGISTERED: &str =
@@ -22,6 +22,12 @@ pub enum Pending {
     Complete,
     /// A SASL PLAIN reply: the account and its password.
     Sasl { account: String, password: String },
+    /// `OPER name password`.
+    Oper { name: String, password: String },
+}
+
+fn plain_text(line: &str) -> &str {
+    line.strip_prefix("Error: ").unwrap_or(line)
 }
 
 impl Session {
@@ -87,6 +93,26 @@ impl Session {
     /// Does what waited for a hash.
     pub(super) async fn finish(&mut self, pending: Pending) {
         match pending {
+            Pending::Oper { name, password } => {
+                let shared = self.conn.shared.clone();
+                let member = self.conn.member.clone();
+                match crate::proto::oper::oper_up(&shared, &member, &name, &password).await {
+                    Ok(()) => {
+                        self.reply(381, &["You are now an IRC operator"]);
+                        let me = self.me().to_owned();
+                        let mut out = bytes::BytesMut::new();
+                        super::write(&mut out, &[], Some(&me), "MODE", &[&me, "+o"]);
+                        self.send(out);
+                    }
+                    Err(OperError::NoSuchOper(_)) => self.reply(491, &["No O-lines for your host"]),
+                    Err(OperError::Wrong(_)) => self.reply(464, &["Password incorrect"]),
+                    Err(e @ OperError::Throttled(..)) => {
+                        let text = e.to_string();
+                        self.server_line("NOTICE", &[self.me(), plain_text(&text)]);
+                        self.reply(464, &["Password incorrect"]);
+                    }
+                }
+            }
             Pending::Sasl { account, password } => {
                 let shared = self.conn.shared.clone();
                 let addr = self.conn.member.addr.ip();

@@ -13,6 +13,11 @@ pub enum Request {
     Identify(Secret),
     Password(Secret),
     Unregister,
+    /// `/oper <name> <password>`: become server operator `name`.
+    Oper {
+        name: String,
+        password: Secret,
+    },
 }
 
 /// One word: `nick password` at the prompt and `/nick name password` split on spaces.

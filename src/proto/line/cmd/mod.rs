@@ -21,6 +21,7 @@ mod moderate;
 mod msg;
 pub mod nick;
 mod op;
+mod oper;
 mod ping;
 mod quit;
 mod rooms;
@@ -109,6 +110,8 @@ pub const COMMANDS: &[Spec] = &[
     moderate::UNMUTE,
     moderate::INVITE,
     moderate::MODE,
+    oper::OPER,
+    oper::KILL,
     metrics::SPEC,
     throughput::SPEC,
     quit::SPEC,
@@ -132,6 +135,7 @@ pub enum Command {
     Topic(topic::Topic),
     Op(op::Op),
     Moderate(moderate::Moderate),
+    Kill(oper::Kill),
     Metrics(metrics::Metrics),
     Throughput,
     Quit,
@@ -230,11 +234,22 @@ impl Command {
             Command::Topic(cmd) => cmd.run(ctx),
             Command::Op(cmd) => cmd.run(ctx),
             Command::Moderate(cmd) => cmd.run(ctx),
+            Command::Kill(cmd) => cmd.run(ctx),
             Command::Metrics(cmd) => cmd.run(ctx),
             Command::Throughput => throughput::run(ctx),
             Command::Quit => quit::run(ctx),
         }
     }
+}
+
+/// `<nick> [reason]` (`/kick`, `/kill`): the first word, and the rest if there is any.
+fn nick_and_reason(args: &str) -> Option<(String, Option<String>)> {
+    let (nick, reason) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+    let reason = reason.trim();
+    (!nick.is_empty()).then(|| {
+        let reason = (!reason.is_empty()).then(|| reason.to_owned());
+        (nick.to_owned(), reason)
+    })
 }
 
 /// For commands that take no arguments.

@@ -52,14 +52,8 @@ pub const KICK: Spec = Spec {
     args: "<nick> [reason]",
     help: "put someone out of your room; netcat users land in the lobby (operators only)",
     parse: |args| {
-        let (nick, reason) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
-        let reason = reason.trim();
-        (!nick.is_empty()).then(|| {
-            Command::Moderate(Moderate::Kick {
-                nick: nick.to_owned(),
-                reason: (!reason.is_empty()).then(|| reason.to_owned()),
-            })
-        })
+        super::nick_and_reason(args)
+            .map(|(nick, reason)| Command::Moderate(Moderate::Kick { nick, reason }))
     },
 };
 
