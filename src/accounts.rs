@@ -98,6 +98,11 @@ impl std::fmt::Debug for Secret {
 struct Account {
     name: String,
     hash: String,
+    /// Nicknames this account ignores (`/ignore`), kept for its next connection. Absent in
+    /// files written before there was `/ignore`, and left out while empty, so such files and
+    /// the linechat that wrote them read each other's files unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ignores: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -293,6 +298,7 @@ impl Accounts {
                     Account {
                         name: name.to_owned(),
                         hash,
+                        ignores: Vec::new(),
                     },
                 );
                 Ok(())
@@ -421,6 +427,27 @@ impl Accounts {
         tracing::warn!(oper = name, addr = %addr, "wrong operator password");
         self.count_failure([by_name, by_address]);
         Err(OperError::Wrong(name.to_owned()))
+    }
+
+    /// The nicknames `name` ignores, as it last left them.
+    pub fn ignores(&self, name: &str) -> Vec<String> {
+        lock(&self.map)
+            .get(&key(name))
+            .map_or_else(Vec::new, |a| a.ignores.clone())
+    }
+
+    /// Keeps `list` as the nicknames `name` ignores (the caller has proved it is theirs);
+    /// returns once it is on disk.
+    pub async fn set_ignores(&self, name: &str, list: Vec<String>) -> Result<(), AccountError> {
+        let dir = self.usable()?.to_owned();
+        self.change(&dir, name, |map| match map.get_mut(&key(name)) {
+            Some(a) => {
+                a.ignores = list;
+                Ok(())
+            }
+            None => Err(AccountError::NotRegistered(name.to_owned())),
+        })
+        .await
     }
 
     /// Replaces `name`'s password (the caller has proved it is theirs).

@@ -148,6 +148,15 @@ impl Event {
         }
     }
 
+    /// Whether this is something said (a message, action or notice): what ignoring someone
+    /// stops.
+    pub fn is_said(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Message(_) | Kind::Action(_) | Kind::Notice(_)
+        )
+    }
+
     /// The sender's nickname, or `""` for the server's own events.
     pub fn nick(&self) -> &str {
         self.from.as_ref().map_or("", |i| &i.nick)

@@ -16,7 +16,7 @@ use thiserror::Error;
 use super::event::{Event, Identity, Kind, MemberId, Render, Target};
 use super::leave::LeaveReason;
 use super::lock;
-use super::member::{queue_totals, Member, PROTOCOLS};
+use super::member::{queue_totals, Ignored, Member, MAX_IGNORED, PROTOCOLS};
 use super::modes::normalise_mask;
 pub use super::modes::Standing;
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
@@ -206,6 +206,17 @@ struct Entry {
     /// Rooms an operator invited this member into that it has not entered yet: it may enter
     /// them while they are invite-only. Used up by entering; gone with the connection.
     invited: Vec<RoomId>,
+}
+
+/// Why `/ignore` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IgnoreError {
+    #[error("not a nickname")]
+    Invalid,
+    #[error("that is you")]
+    Yourself,
+    #[error("ignoring {0} already")]
+    TooMany(usize),
 }
 
 /// Invitations one member holds at most; past it the oldest is forgotten.
@@ -545,6 +556,9 @@ impl State {
                 }
             }
         }
+        if entry.member.ignoring() {
+            r.ignorers += 1;
+        }
         let index = r.add_member(entry.member.clone(), entry.member.format());
         entry.rooms.push((room, index));
         (first, lists_changed)
@@ -561,6 +575,9 @@ impl State {
         };
         let (_, slot) = entry.rooms.remove(at);
         let r = self.rooms.get_mut(&room).expect("room exists");
+        if entry.member.ignoring() {
+            r.ignorers -= 1;
+        }
         r.operators.retain(|&op| op != id);
         r.voiced.retain(|&v| v != id);
         if let Some(moved) = r.remove_member(slot) {
@@ -1195,7 +1212,10 @@ impl Hub {
             Some(sender.identity.clone()),
             kind,
         );
-        target.member.deliver(&event, self.formats);
+        // Someone ignored is not told: to them it was sent as any other.
+        if !target.member.ignores(id, &nick_key(&sender.identity.nick)) {
+            target.member.deliver(&event, self.formats);
+        }
         Ok(event)
     }
 
@@ -1552,6 +1572,74 @@ impl Hub {
         );
         target.member.deliver(&event, self.formats);
         Ok(event)
+    }
+
+    /// Replaces whom `id` ignores, keeping each of its rooms' count of ignorers right.
+    pub fn set_ignored(&self, id: MemberId, list: Vec<Ignored>) {
+        let mut state = lock(&self.state);
+        let State { members, rooms, .. } = &mut *state;
+        let Some(entry) = members.get(&id) else {
+            return;
+        };
+        if entry.member.set_ignored(list) {
+            let on = entry.member.ignoring();
+            for (room, _) in &entry.rooms {
+                let r = rooms.get_mut(room).expect("room exists");
+                if on {
+                    r.ignorers += 1;
+                } else {
+                    r.ignorers -= 1;
+                }
+            }
+        }
+    }
+
+    /// `id` ignores the nickname `nick` from now on (and, while it is connected, whoever holds
+    /// it now, renamed or not); returns the new list, or `None` if it was ignored already.
+    /// The list is read and replaced under two locks: only the member's own session changes
+    /// it, one command at a time.
+    pub fn ignore(&self, id: MemberId, nick: &str) -> Result<Option<Vec<Ignored>>, IgnoreError> {
+        validate_nick(nick).map_err(|_| IgnoreError::Invalid)?;
+        let (mut list, holder) = {
+            let state = lock(&self.state);
+            let me = state.members.get(&id).ok_or(IgnoreError::Invalid)?;
+            let holder = state.by_nick.get(&nick_key(nick)).copied();
+            if holder == Some(id) {
+                return Err(IgnoreError::Yourself);
+            }
+            (me.member.ignored(), holder)
+        };
+        let key = nick_key(nick);
+        if list.iter().any(|i| i.key() == key) {
+            return Ok(None);
+        }
+        if list.len() >= MAX_IGNORED {
+            return Err(IgnoreError::TooMany(MAX_IGNORED));
+        }
+        let shown = holder
+            .and_then(|h| self.identity(h))
+            .map_or_else(|| nick.into(), |i| i.nick.clone());
+        list.push(Ignored::new(&shown, holder));
+        self.set_ignored(id, list.clone());
+        Ok(Some(list))
+    }
+
+    /// `id` no longer ignores `nick`; returns the new list, or `None` if it did not.
+    pub fn unignore(&self, id: MemberId, nick: &str) -> Option<Vec<Ignored>> {
+        let member = self.find_member(id)?;
+        let mut list = member.ignored();
+        let key = nick_key(nick);
+        let before = list.len();
+        list.retain(|i| i.key() != key);
+        if list.len() == before {
+            return None;
+        }
+        self.set_ignored(id, list.clone());
+        Some(list)
+    }
+
+    fn find_member(&self, id: MemberId) -> Option<Arc<Member>> {
+        lock(&self.state).members.get(&id).map(|e| e.member.clone())
     }
 
     /// The ban list (`bans`) or mute list of the room `whither` names, oldest first.

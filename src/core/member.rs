@@ -70,7 +70,46 @@ pub struct Member {
     /// The registered account this connection proved (by password, SASL or `PASS`), if any:
     /// rooms it operates give it operator status as it enters.
     account: Mutex<Option<Arc<str>>>,
+    /// Whom this member ignores: their room lines and private messages are not delivered to
+    /// it. Changed only through the hub, which keeps each room's count of ignorers in step
+    /// with `ignoring`, so a room where nobody ignores anyone fans out as if ignoring did not
+    /// exist.
+    ignores: Mutex<Vec<Ignored>>,
+    ignoring: AtomicBool,
 }
+
+/// Someone ignored: by nickname (so it holds across reconnects) and, while that connection
+/// lasts, by connection (so a rename does not escape it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// As typed, for listings.
+    pub nick: Arc<str>,
+    /// Lower case, for matching.
+    key: String,
+    pub member: Option<MemberId>,
+}
+
+impl Ignored {
+    pub fn new(nick: &str, member: Option<MemberId>) -> Ignored {
+        Ignored {
+            nick: nick.into(),
+            key: nick.to_ascii_lowercase(),
+            member,
+        }
+    }
+
+    /// Whether this names the sender `id`, whose nickname in lower case is `key`.
+    pub fn names(&self, id: MemberId, key: &str) -> bool {
+        self.member == Some(id) || self.key == key
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Most people one member ignores.
+pub const MAX_IGNORED: usize = 100;
 
 impl Member {
     pub fn new(
@@ -99,6 +138,8 @@ impl Member {
             kick_reason: OnceLock::new(),
             partners: Mutex::default(),
             account: Mutex::default(),
+            ignores: Mutex::default(),
+            ignoring: AtomicBool::new(false),
         })
     }
 
@@ -196,6 +237,31 @@ impl Member {
     /// Records the account this connection proved (`None`: it no longer has one).
     pub fn set_account(&self, account: Option<&str>) {
         *lock(&self.account) = account.map(Into::into);
+    }
+
+    /// Whether this member ignores anyone (one load, on the fan-out path of rooms that have
+    /// an ignorer in them).
+    #[inline]
+    pub fn ignoring(&self) -> bool {
+        self.ignoring.load(Relaxed)
+    }
+
+    /// Whether this member ignores sender `id`, whose nickname in lower case is `key`.
+    pub fn ignores(&self, id: MemberId, key: &str) -> bool {
+        self.ignoring() && lock(&self.ignores).iter().any(|i| i.names(id, key))
+    }
+
+    /// Whom this member ignores.
+    pub fn ignored(&self) -> Vec<Ignored> {
+        lock(&self.ignores).clone()
+    }
+
+    /// Replaces whom this member ignores; only the hub calls it, under its lock, since rooms
+    /// count their ignorers. Returns whether [`Member::ignoring`] changed.
+    pub(super) fn set_ignored(&self, list: Vec<Ignored>) -> bool {
+        let on = !list.is_empty();
+        *lock(&self.ignores) = list;
+        self.ignoring.swap(on, Relaxed) != on
     }
 
     /// Whether this member is always in exactly one room (a netcat user): put out of one, it

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::event::{Event, MemberId, Render, MAX_FORMATS};
 use super::member::Member;
 pub use super::modes::{Mode, Modes, Silenced, Standing};
-use super::names::Mask;
+use super::names::{nick_key, Mask};
 
 /// Rooms are numbered for the hub's maps: a chat line looks its room up by number, not by
 /// hashing a name.
@@ -119,6 +119,9 @@ pub struct Room {
     /// [`MAX_LISTED`]: whoever comes in proved as one of them is an operator.
     pub op_accounts: Vec<Arc<str>>,
     pub modes: Modes,
+    /// Members here who ignore someone ([`Member::ignoring`]): while it is 0 a line fans out
+    /// without looking at anyone's ignore list. Kept by the hub, under its lock.
+    pub ignorers: u32,
     pub created: SystemTime,
     /// Kept events, oldest first, each with the footprint it was counted at (renderings added
     /// later are not counted, so it is what was added that is taken away).
@@ -150,6 +153,7 @@ impl Room {
             mutes: Vec::new(),
             op_accounts: Vec::new(),
             modes: Modes::NEW,
+            ignorers: 0,
             formats_here: [0; MAX_FORMATS],
             slots: Vec::new(),
             created: SystemTime::now(),
@@ -261,6 +265,17 @@ impl Room {
         formats: &[&'static dyn Render],
         sender: Option<MemberId>,
     ) -> usize {
+        if self.ignorers > 0 {
+            if let (Some(from), true) = (&event.from, event.is_said()) {
+                return self.fan_out_ignoring(
+                    event,
+                    formats,
+                    sender,
+                    from.id,
+                    &nick_key(&from.nick),
+                );
+            }
+        }
         if let Some(slot) = self.only_format() {
             let bytes = event.rendered(formats, slot);
             if bytes.is_empty() {
@@ -284,6 +299,29 @@ impl Room {
         let mut delivered = 0;
         for (member, &slot) in self.members.iter().zip(&self.slots) {
             if let Some(bytes) = rendered[usize::from(slot)] {
+                delivered += usize::from(push_to(member, bytes, sender));
+            }
+        }
+        delivered
+    }
+
+    /// [`Room::fan_out`] in a room where someone ignores someone: each member that ignores
+    /// anyone is asked whether it ignores the sender (`id`, nickname key `key`).
+    fn fan_out_ignoring(
+        &self,
+        event: &Event,
+        formats: &[&'static dyn Render],
+        sender: Option<MemberId>,
+        id: MemberId,
+        key: &str,
+    ) -> usize {
+        let mut delivered = 0;
+        for (member, &slot) in self.members.iter().zip(&self.slots) {
+            if member.ignores(id, key) {
+                continue;
+            }
+            let bytes = event.rendered(formats, usize::from(slot));
+            if !bytes.is_empty() {
                 delivered += usize::from(push_to(member, bytes, sender));
             }
         }

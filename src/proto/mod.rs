@@ -6,6 +6,7 @@ use crate::core::Render;
 
 pub mod codec;
 pub mod conn;
+pub mod ignore;
 pub mod irc;
 pub mod line;
 pub mod oper;

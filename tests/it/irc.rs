@@ -62,6 +62,7 @@ async fn registration_sends_001_to_005_lusers_and_motd() {
         "CHANTYPES=#",
         "NETWORK=linechat",
         "PREFIX=(ov)@+",
+        "SILENCE=100",
         "CHANMODES=bq,,,imnst",
         "MODES=4",
     ] {

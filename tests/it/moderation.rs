@@ -3,7 +3,7 @@
 
 use linechat::Config;
 
-use crate::support::{Client, IrcClient, TestServer};
+use crate::support::{irc_command, Client, IrcClient, TestServer};
 
 #[tokio::test]
 async fn a_netcat_operator_ops_and_deops_and_irc_sees_mode_o() {
@@ -575,5 +575,143 @@ async fn bans_mutes_modes_and_registered_operators_survive_a_restart() {
     alice.command("/join dev").await;
     assert_eq!(alice.command("/ban").await, ["Nobody is banned in dev."]);
     drop(alice);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ignore_stops_lines_and_private_messages_silently_on_both_protocols() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    assert_eq!(
+        alice.command("/ignore").await,
+        ["You are ignoring nobody; /ignore <nick> stops someone's messages reaching you."]
+    );
+    assert_eq!(
+        alice.command("/ignore BOB").await,
+        ["You are ignoring bob: their messages and private messages no longer reach you (/unignore bob undoes it)."]
+    );
+    assert_eq!(
+        alice.command("/ignore bob").await,
+        ["Nothing changed: you are already ignoring bob."]
+    );
+    assert_eq!(
+        alice.command("/ignore alice").await,
+        ["Error: that is you; you cannot ignore yourself."]
+    );
+    assert_eq!(
+        alice.command("/ignore").await,
+        ["You are ignoring (1): bob"]
+    );
+    // bob's line, action and private message reach everyone but alice; bob is not told.
+    bob.send("hello").await;
+    carol.expect(":bob!bob@127.0.0.1 PRIVMSG #dev :hello").await;
+    bob.send("/me waves").await;
+    carol
+        .expect(":bob!bob@127.0.0.1 PRIVMSG #dev :\u{1}ACTION waves\u{1}")
+        .await;
+    assert_eq!(
+        bob.command("/msg alice psst").await,
+        ["[private to alice] psst"]
+    );
+    // A rename does not escape it (the connection is ignored too), and is itself shown.
+    bob.command("/nick bobby").await;
+    alice.expect("bob changed nickname to bobby").await;
+    bob.send("still me").await;
+    carol.expect(":bob!bob@127.0.0.1 NICK bobby").await;
+    carol
+        .expect(":bobby!bob@127.0.0.1 PRIVMSG #dev :still me")
+        .await;
+    assert!(alice.sync().await.is_empty());
+
+    // IRC: SILENCE does the same for IRC users.
+    carol.send("SILENCE +alice").await;
+    carol.expect(":carol SILENCE +alice!*@*").await;
+    carol.send("SILENCE").await;
+    carol.expect(":irc.test 271 carol carol alice!*@*").await;
+    carol
+        .expect(":irc.test 272 carol :End of Silence List")
+        .await;
+    alice.send("can you hear me").await;
+    bob.expect("alice: can you hear me").await;
+    alice.command("/msg carol hello?").await;
+    assert!(carol.sync().await.is_empty());
+    carol.send("SILENCE -alice!*@*").await;
+    carol.expect(":carol SILENCE -alice!*@*").await;
+    alice.send("now?").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 PRIVMSG #dev :now?")
+        .await;
+
+    assert_eq!(
+        alice.command("/unignore bob").await,
+        ["You no longer ignore bob."]
+    );
+    assert_eq!(
+        alice.command("/unignore bob").await,
+        ["Nothing changed: you were not ignoring bob."]
+    );
+    bob.send("back").await;
+    alice.expect("bobby: back").await;
+    drop((alice, bob, carol));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_registered_users_ignores_are_kept_across_reconnects_and_restarts() {
+    let tmp = crate::support::TempPath::new("ignore-kept");
+    let dir = tmp.with_name("data");
+    let server = on_store(&dir).await;
+    let mut alice = server.join("alice").await;
+    alice.command(&format!("/register {PW}")).await;
+    alice.command("/ignore bob").await;
+    let mut frank = server.join("frank").await;
+    frank.command("/ignore bob").await;
+    drop((alice, frank));
+    server.stop().await;
+
+    let server = on_store(&dir).await;
+    let mut bob = server.join("bob").await;
+    let mut alice = registered_alice(&server).await;
+    let mut frank = server.join("frank").await;
+    alice.skip_until("frank has joined the chat.").await;
+    assert_eq!(
+        alice.command("/ignore").await,
+        ["You are ignoring (1): bob"]
+    );
+    // An unregistered user's list lasted as long as the connection.
+    assert_eq!(
+        frank.command("/ignore").await,
+        ["You are ignoring nobody; /ignore <nick> stops someone's messages reaching you."]
+    );
+    bob.send("/msg alice anyone?").await;
+    bob.send("hi lobby").await;
+    frank.skip_until("bob: hi lobby").await;
+    assert!(alice
+        .sync()
+        .await
+        .iter()
+        .all(|l| !l.contains("bob:") && !l.contains("anyone")));
+    // Over IRC, after SASL, the same list applies.
+    alice.send("/quit").await;
+    alice.expect_closed().await;
+    let mut irc = server.irc().await;
+    irc.send("CAP REQ :sasl").await;
+    irc.send("NICK alice").await;
+    irc.send("USER alice 0 * :Alice").await;
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect(":irc.test CAP * ACK sasl").await;
+    irc.expect("AUTHENTICATE +").await;
+    use base64::Engine;
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{PW}"));
+    irc.send(&format!("AUTHENTICATE {plain}")).await;
+    irc.expect_command("903").await;
+    irc.send("CAP END").await;
+    irc.expect_command("001").await;
+    irc.send("SILENCE").await;
+    let listed = irc.until(|l| irc_command(l) == "272").await;
+    assert!(
+        listed.contains(&":irc.test 271 alice alice bob!*@*".to_owned()),
+        "{listed:?}"
+    );
+    drop((bob, frank, irc));
     server.stop().await;
 }

@@ -19,7 +19,7 @@ use super::message::{self, write, Message, ParseError, Tag, MAX_BODY_LEN};
 use super::render::{channel, numeric, source, write_event};
 use crate::context::Shared;
 use crate::core::event::{Event, Identity, Kind, Target};
-use crate::core::hub::{Arrival, MemberInfo, PrivateError, Standing, Whither};
+use crate::core::hub::{Arrival, IgnoreError, MemberInfo, PrivateError, Standing, Whither};
 use crate::core::member;
 use crate::core::modes::Silenced;
 use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MAX_ROOM};
@@ -368,6 +368,7 @@ impl Session {
         {
             Ok(identity) => {
                 tracing::info!(nick = %identity.nick, "joined");
+                crate::proto::ignore::restore(&shared, &self.conn.member);
                 self.conn.registered();
                 self.nick = Some(identity.nick.clone());
                 self.welcome(&identity);
@@ -424,6 +425,7 @@ impl Session {
             "NETWORK=linechat".to_owned(),
             format!("NICKLEN={MAX_NICK}"),
             "PREFIX=(ov)@+".to_owned(),
+            format!("SILENCE={}", crate::core::member::MAX_IGNORED),
             format!(
                 "TARGMAX=JOIN:{MAX_TARGETS},PART:{MAX_TARGETS},NAMES:{MAX_TARGETS},PRIVMSG:4,\
                  NOTICE:4,WHOIS:1"
@@ -641,6 +643,7 @@ impl Session {
                 });
             }
             "KILL" => self.kill(msg),
+            "SILENCE" => self.silence(msg),
             "REHASH" => self.rehash(),
             "AWAY" => self.away(msg),
             "ISON" => {
@@ -1491,6 +1494,65 @@ impl Session {
                 }
                 Err(_) => self.reply(403, &[target, "No such channel"]),
             }
+        }
+    }
+
+    /// `SILENCE` lists whom this connection ignores (271, 272); `SILENCE +nick` / `-nick`
+    /// (or `+nick!*@*`) changes it, as the netcat `/ignore` does, echoing the change.
+    fn silence(&mut self, msg: &Message<'_>) {
+        let shared = self.conn.shared.clone();
+        let member = self.conn.member.clone();
+        let Some(change) = msg.param(0).filter(|c| !c.is_empty()) else {
+            let mut out = BytesMut::new();
+            for ignored in member.ignored() {
+                let mask = format!("{}!*@*", ignored.nick);
+                numeric(&mut out, &self.server, 271, self.me(), &[self.me(), &mask]);
+            }
+            numeric(
+                &mut out,
+                &self.server,
+                272,
+                self.me(),
+                &["End of Silence List"],
+            );
+            self.send(out);
+            return;
+        };
+        let (on, rest) = match change.strip_prefix('-') {
+            Some(rest) => (false, rest),
+            None => (true, change.strip_prefix('+').unwrap_or(change)),
+        };
+        // Only whole nicknames are silenced: `nick` or `nick!*@*`.
+        let nick = rest.strip_suffix("!*@*").unwrap_or(rest);
+        let changed = if on {
+            match shared.hub.ignore(member.id, nick) {
+                Ok(changed) => changed.is_some(),
+                Err(IgnoreError::TooMany(n)) => {
+                    self.reply(511, &[change, &format!("Your silence list is full ({n})")]);
+                    return;
+                }
+                Err(_) => {
+                    self.reply(
+                        476,
+                        &[
+                            change,
+                            "Bad silence mask: give a nickname you are not using",
+                        ],
+                    );
+                    return;
+                }
+            }
+        } else {
+            shared.hub.unignore(member.id, nick).is_some()
+        };
+        if changed {
+            tracing::info!(nick, on, "silence list changed");
+            let me = self.me().to_owned();
+            let mask = format!("{}{nick}!*@*", if on { '+' } else { '-' });
+            let mut out = BytesMut::new();
+            write(&mut out, &[], Some(&me), "SILENCE", &[&mask]);
+            self.send(out);
+            self.pending = Some(account::Pending::KeepIgnores);
         }
     }
 

@@ -207,6 +207,7 @@ impl Session {
                 }
             };
             let member = self.conn.member.clone();
+            crate::proto::ignore::restore(&shared, &member);
             let nick = identity.nick.clone();
             let live = shared.live.get();
             let welcome = Welcome {
@@ -335,6 +336,12 @@ impl Session {
                     Flow::Continue => {}
                     Flow::Account(request) => self.account(request, nick).await,
                     Flow::Claim { name, password } => self.claim(name, password, nick).await,
+                    Flow::KeepIgnores => {
+                        let member = self.conn.member.clone();
+                        if let Err(e) = crate::proto::ignore::keep(&shared, &member).await {
+                            self.reply(e);
+                        }
+                    }
                 }
                 continue;
             }
@@ -408,6 +415,8 @@ impl Session {
     fn prove(&mut self, account: String) {
         self.conn.member.set_account(Some(&account));
         self.account = Some(account);
+        // Before registration the hub does not know the member yet; `register` restores then.
+        crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
     }
 
     fn proved(&self, name: &str) -> bool {

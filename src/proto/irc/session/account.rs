@@ -24,6 +24,8 @@ pub enum Pending {
     Sasl { account: String, password: String },
     /// `OPER name password`.
     Oper { name: String, password: String },
+    /// `SILENCE` changed whom this connection ignores: write it to its account.
+    KeepIgnores,
 }
 
 fn plain_text(line: &str) -> &str {
@@ -93,6 +95,13 @@ impl Session {
     /// Does what waited for a hash.
     pub(super) async fn finish(&mut self, pending: Pending) {
         match pending {
+            Pending::KeepIgnores => {
+                let shared = self.conn.shared.clone();
+                let member = self.conn.member.clone();
+                if let Err(e) = crate::proto::ignore::keep(&shared, &member).await {
+                    self.server_line("NOTICE", &[self.me(), plain(&e)]);
+                }
+            }
             Pending::Oper { name, password } => {
                 let shared = self.conn.shared.clone();
                 let member = self.conn.member.clone();
@@ -127,6 +136,7 @@ impl Session {
                         self.reply(903, &["SASL authentication successful"]);
                         self.conn.member.set_account(Some(&name));
                         self.account = Some(name);
+                        crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
                     }
                     Err(e) => {
                         self.server_line("NOTICE", &[self.me(), plain(&e)]);
@@ -162,6 +172,7 @@ impl Session {
                         tracing::info!(account = %name, "identified (PASS)");
                         self.conn.member.set_account(Some(&name));
                         self.account = Some(name);
+                        crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
                         return true;
                     }
                     Err(e) => plain(&e).to_owned(),

@@ -13,6 +13,7 @@ pub mod account;
 mod echo;
 mod help;
 mod history;
+mod ignore;
 mod join;
 mod leave;
 mod me;
@@ -98,6 +99,8 @@ pub const COMMANDS: &[Spec] = &[
     leave::SPEC,
     rooms::SPEC,
     msg::SPEC,
+    ignore::IGNORE,
+    ignore::UNIGNORE,
     me::SPEC,
     history::SPEC,
     topic::SPEC,
@@ -136,6 +139,7 @@ pub enum Command {
     Op(op::Op),
     Moderate(moderate::Moderate),
     Kill(oper::Kill),
+    Ignore(ignore::Ignore),
     Metrics(metrics::Metrics),
     Throughput,
     Quit,
@@ -169,6 +173,8 @@ pub enum Flow {
     Quit,
     /// An account request, which the session awaits (hashing runs off the runtime thread).
     Account(account::Request),
+    /// Whom the caller ignores changed: the session writes it to the caller's account.
+    KeepIgnores,
     /// `/nick` to a registered name: the session asks for (or checks) its password.
     Claim {
         name: String,
@@ -235,6 +241,7 @@ impl Command {
             Command::Op(cmd) => cmd.run(ctx),
             Command::Moderate(cmd) => cmd.run(ctx),
             Command::Kill(cmd) => cmd.run(ctx),
+            Command::Ignore(cmd) => cmd.run(ctx),
             Command::Metrics(cmd) => cmd.run(ctx),
             Command::Throughput => throughput::run(ctx),
             Command::Quit => quit::run(ctx),
