@@ -34,6 +34,7 @@ fn main() {
         user: "alice".into(),
         host: "127.0.0.1".into(),
         realname: "".into(),
+        account: None,
     });
     // A chat-sized line: the 64 bytes the load benchmarks send.
     let text = "x".repeat(64);

@@ -1209,6 +1209,8 @@ pub fn remote_identity(nick: &str, node: &str) -> Arc<Identity> {
         nick,
         host: node.into(),
         realname: "".into(),
+        // Accounts are one server's (`--cluster` refuses `--data-dir`): none travels yet.
+        account: None,
     })
 }
 

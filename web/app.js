@@ -18,6 +18,9 @@
 
   const state = {
     wanted: '', nick: '', prefix: '', motdShown: false, ws: null, registered: false, everRegistered: false,
+    // The password of a registered nickname, for SASL PLAIN on every (re)connection; kept in
+    // this page's memory only. `saslWhy`: the server's reason for the last refusal.
+    password: '', saslWhy: '',
     quitting: false, retry: 0, timer: null, listTimer: null,
     views: new Map(), // key -> view; rooms keyed "#name", private conversations by nick
     current: null, // key of the view shown
@@ -223,7 +226,25 @@
     '376': () => { state.motdShown = true; },
     '422': () => { state.motdShown = true; },
     '432': (m) => nickRefused(m, `${m.params[1]}: ${m.params[2] || 'not a valid nickname'}`),
-    '433': (m) => nickRefused(m, `The nickname ${m.params[1]} is already taken; choose another.`),
+    '433': (m) => nickRefused(m, /registered/i.test(m.params[2] || '')
+      ? `${m.params[1]} is registered: give its password to use it, or choose another nickname.`
+      : `The nickname ${m.params[1]} is already taken; choose another.`),
+    // SASL PLAIN (see `connect`): the reply to AUTHENTICATE PLAIN, then logged in or refused.
+    AUTHENTICATE: (m) => {
+      if (m.params[0] !== '+') return;
+      const plain = encoder.encode(`\0${state.wanted}\0${state.password}`);
+      // At most 2 + 32 + 256 bytes: one chunk of under 400 base64 characters.
+      send('AUTHENTICATE ' + btoa(String.fromCharCode(...plain)));
+    },
+    '903': () => send('CAP END'),
+    '904': () => {
+      // Refused (a wrong password, a name nobody registered): back to the form, without the
+      // automatic reconnection, which would only try the same password again.
+      const ws = state.ws;
+      state.ws = null;
+      if (ws) { ws.onclose = null; ws.close(); }
+      loginError(state.saslWhy || 'The password was not accepted.');
+    },
     '417': (m) => error(`Not sent: ${m.params[m.params.length - 1] || 'the server refused a line as too long'}`),
     '332': (m) => { view(m.params[1]).topic = m.params[2] || ''; render(); },
     '331': (m) => { view(m.params[1]).topic = ''; render(); },
@@ -339,6 +360,8 @@
     PRIVMSG: (m) => message(m, 'msg'),
     NOTICE: (m) => {
       const target = m.params[0];
+      // Before registration a server NOTICE says why a login failed.
+      if (!state.registered && !m.prefix.includes('!')) state.saslWhy = capitalized(m.params[1] || '');
       if (target.startsWith('#')) return add(target, { kind: 'notice', from: m.nick, text: m.params[1] || '', time: time(m.tags) });
       add(null, { kind: 'notice', from: m.nick || 'server', text: m.params[1] || '', time: time(m.tags) });
     },
@@ -348,7 +371,10 @@
       else state.batches.delete(ref.slice(1));
     },
     ERROR: (m) => error(`The server closed the connection: ${m.params[0] || ''}`),
-    CAP: () => {},
+    CAP: (m) => {
+      if (m.params[1] === 'ACK' && state.password && / ?sasl\b/.test(m.params[2] || '')) send('AUTHENTICATE PLAIN');
+      else if (m.params[1] === 'NAK' && state.password) send('CAP END');
+    },
   };
 
   function nickRefused(m, text) {
@@ -359,16 +385,22 @@
         send('NICK ' + state.wanted);
         return;
       }
-      $('login').hidden = false;
-      $('chat').hidden = true;
-      $('login-error').textContent = text;
-      $('nick').disabled = false;
-      $('nick').focus();
-      $('nick').select();
+      loginError(text);
       return;
     }
     error(text);
   }
+
+  function loginError(text) {
+    $('login').hidden = false;
+    $('chat').hidden = true;
+    $('login-error').textContent = text;
+    $('nick').disabled = false;
+    $('nick').focus();
+    $('nick').select();
+  }
+
+  const capitalized = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 
   function message(m, kind) {
     const target = m.params[0];
@@ -504,11 +536,14 @@
     state.ws = ws;
     state.registered = false;
     ws.onopen = () => {
+      state.saslWhy = '';
       send('CAP LS 302');
-      send('CAP REQ :' + CAPS);
+      // With a password the page logs in with SASL PLAIN before registering: CAP END waits
+      // for the ACK, AUTHENTICATE and 903 (see the handlers).
+      send('CAP REQ :' + CAPS + (state.password ? ' sasl' : ''));
       send('NICK ' + state.wanted);
       send(`USER ${state.wanted} 0 * :${state.wanted} (web)`);
-      send('CAP END');
+      if (!state.password) send('CAP END');
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;
@@ -552,8 +587,19 @@
     if (/\s/.test(nick)) { $('login-error').textContent = 'A nickname is one word, without spaces.'; return; }
     $('login-error').textContent = '';
     state.wanted = nick;
-    if (state.ws && state.ws.readyState === WebSocket.OPEN && !state.registered) send('NICK ' + nick);
-    else if (!state.ws) connect();
+    state.password = $('password').value;
+    if (state.ws && state.ws.readyState === WebSocket.OPEN && !state.registered && !state.password) {
+      send('NICK ' + nick);
+      return;
+    }
+    if (state.ws && !state.registered) {
+      // A password is proved by a fresh connection's SASL, so the old one goes quietly.
+      const old = state.ws;
+      state.ws = null;
+      old.onclose = null;
+      old.close();
+    }
+    if (!state.ws) connect();
   });
 
   $('say').addEventListener('submit', (ev) => {

@@ -16,7 +16,7 @@ use super::modes::Mode;
 pub type MemberId = u64;
 
 /// The most renderings an event caches: one per format the server was built with.
-pub const MAX_FORMATS: usize = 4;
+pub const MAX_FORMATS: usize = 5;
 
 /// How a member is shown to others. Replaced (not changed) on a rename, so events already
 /// queued keep the name they were sent under.
@@ -28,17 +28,28 @@ pub struct Identity {
     pub user: Arc<str>,
     pub host: Arc<str>,
     pub realname: Arc<str>,
+    /// The registered account the connection proved, if any (IRC's `account-tag`).
+    pub account: Option<Arc<str>>,
 }
 
 impl Identity {
     /// The same person under a new nickname.
     pub fn renamed(&self, nick: &str) -> Identity {
         Identity {
-            id: self.id,
             nick: nick.into(),
+            ..self.with_account(self.account.clone())
+        }
+    }
+
+    /// The same person, with `account` proved (or none).
+    pub fn with_account(&self, account: Option<Arc<str>>) -> Identity {
+        Identity {
+            id: self.id,
+            nick: self.nick.clone(),
             user: self.user.clone(),
             host: self.host.clone(),
             realname: self.realname.clone(),
+            account,
         }
     }
 }
@@ -72,6 +83,8 @@ pub enum Kind {
     },
     /// The sender invited the target (a member) into this room.
     Invited(Arc<str>),
+    /// The sender proved this account (or, `None`, no longer has one): IRC `account-notify`.
+    Account(Option<Arc<str>>),
     /// Marked away (with the message) or back (`None`).
     Away(Option<Box<str>>),
     /// A big room's arrivals and departures since the last summary, told instead of one notice

@@ -811,6 +811,7 @@ impl Hub {
             nick: nick.clone(),
             host: host.into(),
             realname: realname.into(),
+            account: member.account(),
         });
         state.by_nick.insert(nick_key(&nick), member.id);
         state.members.insert(
@@ -1670,6 +1671,33 @@ impl Hub {
             }
         }
         member.set_format(slot);
+    }
+
+    /// `id`'s member proved an account, or lost it ([`Member::set_account`] says which): its
+    /// identity carries it from now on, and those who share a room with it and asked to know
+    /// (IRC `account-notify`) are told.
+    pub fn account_changed(&self, id: MemberId) {
+        let mut state = lock(&self.state);
+        let Some(entry) = state.members.get_mut(&id) else {
+            return;
+        };
+        let account = entry.member.account();
+        if entry.identity.account == account {
+            return;
+        }
+        let identity = Arc::new(entry.identity.with_account(account.clone()));
+        entry.identity = identity.clone();
+        let member = entry.member.clone();
+        let rooms: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
+        let event = self.event(Target::Peers, Some(identity), Kind::Account(account));
+        member.mark_seen(event.id);
+        for room in rooms {
+            for m in &state.rooms[&room].members {
+                if m.wants_account() {
+                    m.deliver_once(&event, self.formats);
+                }
+            }
+        }
     }
 
     /// Marks `id` away (with `message`) or back, telling those who share a room with it and

@@ -55,6 +55,8 @@ pub struct Member {
     echo: AtomicBool,
     /// Whether the member is told when people go away and come back (IRC `away-notify`).
     wants_away: AtomicBool,
+    /// Whether the member is told when people log in and out (IRC `account-notify`).
+    wants_account: AtomicBool,
     /// A server operator (IRC `OPER`).
     oper: AtomicBool,
     /// Hidden from WHO by those who share no room with it (IRC user mode `+i`).
@@ -131,6 +133,7 @@ impl Member {
             format: AtomicUsize::new(format),
             echo: AtomicBool::new(false),
             wants_away: AtomicBool::new(false),
+            wants_account: AtomicBool::new(false),
             oper: AtomicBool::new(false),
             invisible: AtomicBool::new(false),
             seen: AtomicU64::new(0),
@@ -211,6 +214,14 @@ impl Member {
 
     pub fn set_wants_away(&self, on: bool) {
         self.wants_away.store(on, Relaxed);
+    }
+
+    pub fn wants_account(&self) -> bool {
+        self.wants_account.load(Relaxed)
+    }
+
+    pub fn set_wants_account(&self, on: bool) {
+        self.wants_account.store(on, Relaxed);
     }
 
     pub fn is_oper(&self) -> bool {

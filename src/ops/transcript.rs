@@ -358,7 +358,7 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
             };
             ("kick", &modes)
         }
-        Kind::Away(_) | Kind::Presence { .. } | Kind::Invited(_) => return,
+        Kind::Away(_) | Kind::Presence { .. } | Kind::Invited(_) | Kind::Account(_) => return,
     };
     let line = Line {
         time: &time,
@@ -420,6 +420,7 @@ mod tests {
             user: "alice".into(),
             host: "127.0.0.1".into(),
             realname: "".into(),
+            account: None,
         });
         let mut out = Vec::new();
         for kind in [

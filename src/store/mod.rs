@@ -1251,6 +1251,7 @@ mod tests {
             user: "alice".into(),
             host: "::1".into(),
             realname: "".into(),
+            account: None,
         };
         Event::at(
             id,

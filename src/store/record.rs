@@ -150,6 +150,7 @@ impl Record {
             user: user.as_str().into(),
             host: host.as_str().into(),
             realname: "".into(),
+            account: None,
         };
         Some(Event::at(
             *id,
@@ -468,6 +469,7 @@ mod tests {
                 user: "al".into(),
                 host: "127.0.0.1".into(),
                 realname: "Alice".into(),
+                account: None,
             })),
             Kind::Action("waves ✋".into()),
         );

@@ -4,7 +4,9 @@
 // saying what went wrong, on the first failed step.
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.LINECHAT_BIN;
@@ -20,12 +22,14 @@ const freePort = () => new Promise((resolve) => {
 });
 const [LINE, IRC, WEB] = [await freePort(), await freePort(), await freePort()];
 const BASE = `http://127.0.0.1:${WEB}`;
+// Accounts need a data directory; it lasts across the restart below, as a real one would.
+const DATA = mkdtempSync(join(tmpdir(), 'linechat-browser-'));
 
 let server;
 function startServer() {
   server = spawn(BIN, ['--listen', `line://127.0.0.1:${LINE}`, '--listen', `irc://127.0.0.1:${IRC}`,
     '--listen', `http://127.0.0.1:${WEB}`, '--server-name', 'test.local', '--shutdown-grace', '1',
-    '--motd', MOTD],
+    '--data-dir', DATA, '--motd', MOTD],
   { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   server.stderr.on('data', (d) => { log += d; });
@@ -236,6 +240,28 @@ try {
   await say(alice, 'after the restart');
   await inLog(bob, 'after the restart');
 
+  step('a registered nickname is used with its password, given in the form (SASL PLAIN)');
+  const rita = netcat('rita');
+  await rita.expect('Please enter your nickname');
+  rita.send('rita');
+  await rita.expect('Welcome to the chat, rita!');
+  rita.send('/register rita-secret');
+  await rita.expect('Your nickname rita is registered.');
+  rita.send('/quit');
+  await rita.expect('Goodbye!');
+  const r = await page(browser, null);
+  await login(r, 'rita');
+  await r.locator('#login-error', { hasText: 'rita is registered: give its password to use it' }).waitFor({ timeout: WAIT });
+  await r.fill('#password', 'not-her-password');
+  await login(r, 'rita');
+  await r.locator('#login-error', { hasText: 'Password incorrect for the registered nickname' }).waitFor({ timeout: WAIT });
+  await r.screenshot({ path: `${SHOTS}/login-password.png` });
+  await r.fill('#password', 'rita-secret');
+  await login(r, 'rita');
+  await title(r, 'lobby');
+  await inLog(alice, 'rita has joined.');
+  if ((await r.locator('#me').textContent()) !== 'you are rita') throw new Error('not logged in as rita');
+
   step('a page that leaves is seen leaving');
   await say(bob, '/quit bye');
   await inLog(alice, 'bob has left the chat');
@@ -250,5 +276,6 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   if (server && server.exitCode === null) await stopServer();
+  rmSync(DATA, { recursive: true, force: true });
   process.exit(process.exitCode);
 }

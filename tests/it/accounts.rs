@@ -413,3 +413,66 @@ async fn the_binary_refuses_to_start_on_an_accounts_file_it_cannot_read() {
         "{\"version\": 1, \"accounts\": ["
     );
 }
+
+#[tokio::test]
+async fn account_tag_and_account_notify_tell_irc_clients_who_is_logged_in() {
+    let (_tmp, server, mut alice) = alice_registered("accounts-tags", Extras::default()).await;
+    alice.command("/join dev").await;
+    let mut tagged = server.irc_join("carol", &["account-tag"]).await;
+    let mut plain = server.irc_join("dave", &[]).await;
+    let mut notified = server.irc_join("erin", &["account-notify"]).await;
+    for c in [&mut tagged, &mut plain, &mut notified] {
+        c.send("JOIN #dev").await;
+        c.expect_command("366").await;
+    }
+    for c in [&mut tagged, &mut plain, &mut notified] {
+        c.sync().await;
+    }
+    alice.sync().await;
+    // Only the client that asked for account-tag gets the tag, and only from a logged-in sender.
+    alice.send("hi").await;
+    tagged
+        .expect("@account=alice :alice!alice@127.0.0.1 PRIVMSG #dev :hi")
+        .await;
+    plain
+        .expect(":alice!alice@127.0.0.1 PRIVMSG #dev :hi")
+        .await;
+    notified
+        .expect(":alice!alice@127.0.0.1 PRIVMSG #dev :hi")
+        .await;
+    plain.send("PRIVMSG #dev :me").await;
+    tagged
+        .expect(":dave!~dave@127.0.0.1 PRIVMSG #dev :me")
+        .await;
+    notified
+        .expect(":dave!~dave@127.0.0.1 PRIVMSG #dev :me")
+        .await;
+    // Logging in and out reaches account-notify clients in a shared channel, and no one else.
+    let mut bob = server.join("bob").await;
+    bob.command("/join dev").await;
+    for c in [&mut tagged, &mut plain, &mut notified] {
+        c.expect(":bob!bob@127.0.0.1 JOIN #dev").await;
+    }
+    bob.command(&format!("/register {PW}")).await;
+    notified.expect(":bob!bob@127.0.0.1 ACCOUNT bob").await;
+    bob.send("registered now").await;
+    tagged
+        .expect("@account=bob :bob!bob@127.0.0.1 PRIVMSG #dev :registered now")
+        .await;
+    notified
+        .expect(":bob!bob@127.0.0.1 PRIVMSG #dev :registered now")
+        .await;
+    bob.command("/unregister").await;
+    notified.expect(":bob!bob@127.0.0.1 ACCOUNT *").await;
+    assert!(plain.sync().await.iter().all(|l| !l.contains("ACCOUNT")));
+    // Both are offered.
+    let mut other = server.irc().await;
+    other.send("CAP LS 302").await;
+    let ls = other.expect_command("CAP").await;
+    assert!(
+        ls.contains("account-notify") && ls.contains("account-tag"),
+        "{ls}"
+    );
+    drop((alice, bob, tagged, plain, notified, other));
+    server.stop().await;
+}

@@ -14,14 +14,30 @@ use crate::core::event::{Event, Identity, Kind, Render, Target};
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
 
-/// IRC's [`Render`]; `tagged` adds `time` and `msgid`.
+/// IRC's [`Render`]; `tagged` adds `time` and `msgid`, `account` the sender's `account` tag
+/// (IRCv3 `account-tag`), each only for the clients that asked for it.
 #[derive(Debug)]
 pub struct Irc {
     pub tagged: bool,
+    pub account: bool,
 }
 
-pub static PLAIN: Irc = Irc { tagged: false };
-pub static TAGGED: Irc = Irc { tagged: true };
+pub static PLAIN: Irc = Irc {
+    tagged: false,
+    account: false,
+};
+pub static TAGGED: Irc = Irc {
+    tagged: true,
+    account: false,
+};
+pub static ACCOUNT: Irc = Irc {
+    tagged: false,
+    account: true,
+};
+pub static TAGGED_ACCOUNT: Irc = Irc {
+    tagged: true,
+    account: true,
+};
 
 /// `nick!user@host`.
 pub fn source(who: &Identity) -> String {
@@ -46,6 +62,20 @@ pub fn channel(room: &str) -> String {
 /// Writes `event` as one IRC line into `out`, with `extra` tags (e.g. `batch`) before the
 /// event's own when `tagged`. Nothing is written for events IRC does not show.
 pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag<'_>]) {
+    write_event_as(
+        out,
+        event,
+        &Irc {
+            tagged,
+            account: false,
+        },
+        extra,
+    )
+}
+
+/// [`write_event`] in the rendering `irc` gives (with the `account` tag, for instance).
+pub fn write_event_as(out: &mut BytesMut, event: &Event, irc: &Irc, extra: &[Tag<'_>]) {
+    let tagged = irc.tagged;
     let Some(from) = &event.from else {
         return;
     };
@@ -113,6 +143,7 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
             invited = channel(room);
             ("INVITE", [target, &invited], 2)
         }
+        Kind::Account(account) => ("ACCOUNT", [account.as_deref().unwrap_or("*"), ""], 1),
         Kind::Away(Some(message)) => ("AWAY", [message, ""], 1),
         Kind::Away(None) => ("AWAY", ["", ""], 0),
         Kind::Presence { .. } => return,
@@ -123,6 +154,9 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
         &mode_list
     };
     let mut tags: Vec<Tag<'_>> = extra.to_vec();
+    if let (true, Some(account)) = (irc.account, &from.account) {
+        tags.push(Tag::new("account", &**account));
+    }
     let (time, id);
     if tagged {
         time = timestamp(event.at);
@@ -144,6 +178,7 @@ pub fn write_event(out: &mut BytesMut, event: &Event, tagged: bool, extra: &[Tag
             | Kind::Parted(None)
             | Kind::Mode(_)
             | Kind::Invited(_)
+            | Kind::Account(_)
     );
     if text {
         write_text(out, &tags, Some(src), command, params);
@@ -188,7 +223,7 @@ fn mode_params(changes: &[Mode<Arc<str>>]) -> Vec<String> {
 impl Render for Irc {
     fn render(&self, event: &Event) -> Bytes {
         let mut out = BytesMut::with_capacity(128);
-        write_event(&mut out, event, self.tagged, &[]);
+        write_event_as(&mut out, event, self, &[]);
         out.freeze()
     }
 
@@ -220,6 +255,7 @@ mod tests {
             user: "alice".into(),
             host: "127.0.0.1".into(),
             realname: "Alice".into(),
+            account: None,
         }))
     }
 

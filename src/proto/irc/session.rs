@@ -64,6 +64,8 @@ const SERVICE: &str = "linechat";
 
 /// Capabilities offered, in `CAP LS` order.
 const CAPS: &[&str] = &[
+    "account-notify",
+    "account-tag",
     "away-notify",
     "batch",
     "cap-notify",
@@ -586,14 +588,16 @@ impl Session {
     /// Makes the member's format and flags follow the capabilities.
     fn apply_caps(&self) {
         let member = &self.conn.member;
-        let slot = if self.tagged() {
-            crate::proto::IRC_TAGGED
-        } else {
-            crate::proto::IRC
+        let slot = match (self.tagged(), self.has("account-tag")) {
+            (false, false) => crate::proto::IRC,
+            (true, false) => crate::proto::IRC_TAGGED,
+            (false, true) => crate::proto::IRC_ACCOUNT,
+            (true, true) => crate::proto::IRC_TAGGED_ACCOUNT,
         };
         self.conn.shared.hub.set_format(member, slot);
         member.set_echo(self.has("echo-message"));
         member.set_wants_away(self.has("away-notify"));
+        member.set_wants_account(self.has("account-notify"));
     }
 
     /// After registration.

@@ -94,7 +94,7 @@ impl Render for Line {
                 room,
                 " enters it.",
             ]),
-            Kind::Away(_) => Bytes::new(),
+            Kind::Away(_) | Kind::Account(_) => Bytes::new(),
             Kind::Presence {
                 joined,
                 left,
@@ -401,6 +401,7 @@ mod tests {
             user: nick.into(),
             host: "127.0.0.1".into(),
             realname: "".into(),
+            account: None,
         }))
     }
 

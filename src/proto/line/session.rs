@@ -414,6 +414,7 @@ impl Session {
     /// the hub knows it (rooms it operates make it an operator as it enters).
     fn prove(&mut self, account: String) {
         self.conn.member.set_account(Some(&account));
+        self.conn.shared.hub.account_changed(self.conn.member.id);
         self.account = Some(account);
         // Before registration the hub does not know the member yet; `register` restores then.
         crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
@@ -491,6 +492,7 @@ impl Session {
                     tracing::info!(account = %nick, "unregistered");
                     self.account = None;
                     self.conn.member.set_account(None);
+                    shared.hub.account_changed(self.conn.member.id);
                     shared.hub.forget_account(nick);
                     self.reply(format_args!("{nick} is no longer registered."));
                 }

@@ -135,6 +135,7 @@ impl Session {
                         self.reply(900, &[&mask, &name, &logged_in]);
                         self.reply(903, &["SASL authentication successful"]);
                         self.conn.member.set_account(Some(&name));
+                        self.conn.shared.hub.account_changed(self.conn.member.id);
                         self.account = Some(name);
                         crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
                     }
@@ -171,6 +172,7 @@ impl Session {
                     Ok(name) => {
                         tracing::info!(account = %name, "identified (PASS)");
                         self.conn.member.set_account(Some(&name));
+                        self.conn.shared.hub.account_changed(self.conn.member.id);
                         self.account = Some(name);
                         crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
                         return true;
