@@ -21,7 +21,16 @@ server=${IRCTEST_SERVER:-linechat}
 vendor_rel=${IRCTEST_DIR:-../shared/vendor/irctest}
 min_rate=${IRCTEST_MIN_PASS_RATE:-97.3}
 min_passed=${IRCTEST_MIN_PASSED:-90}
-modules=${IRCTEST_MODULES:-connection_registration pingpong join part names topic who messages quit regressions isupport buffering utf8 statusmsg websocket}
+base_modules="connection_registration pingpong join part names topic who messages quit regressions isupport buffering utf8 statusmsg websocket"
+# Moderation (issue 15), for linechat only: ngIRCd's baseline below is for the base modules.
+# chmodes/modeis and chmodes/no_external are left out: both turn `n` off, which linechat keeps
+# on (TESTING.md, "IRC conformance"); sasl and account_tag are `services` tests.
+moderation_modules="kick invite chmodes/ban chmodes/moderated chmodes/secret chmodes/operator"
+if [ "$server" = linechat ]; then
+  modules=${IRCTEST_MODULES:-$base_modules $moderation_modules}
+else
+  modules=${IRCTEST_MODULES:-$base_modules}
+fi
 markers=${IRCTEST_MARKERS:-not services and not implementation-specific and not deprecated and not strict}
 test_timeout=${IRCTEST_TEST_TIMEOUT:-60}  # seconds per test (pytest-timeout)
 run_timeout=${IRCTEST_RUN_TIMEOUT:-1200}  # seconds for the whole pytest run

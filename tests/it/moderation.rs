@@ -715,3 +715,26 @@ async fn a_registered_users_ignores_are_kept_across_reconnects_and_restarts() {
     drop((bob, frank, irc));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_irc_kick_may_name_several_people_each_kicked_on_its_own_line() {
+    let (server, mut alice, mut bob, mut carol) = dev_room().await;
+    alice.command("/op carol").await;
+    carol
+        .expect(":alice!alice@127.0.0.1 MODE #dev +o carol")
+        .await;
+    carol.send("KICK #dev,#dev alice,bob :bye").await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 KICK #dev alice :bye")
+        .await;
+    carol
+        .expect(":carol!~carol@127.0.0.1 KICK #dev bob :bye")
+        .await;
+    alice
+        .skip_until("You are now in lobby (just you so far).")
+        .await;
+    bob.skip_until("You are now in lobby (2 people here).")
+        .await;
+    drop((alice, bob, carol));
+    server.stop().await;
+}

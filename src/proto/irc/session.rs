@@ -430,7 +430,7 @@ impl Session {
             format!("SILENCE={}", crate::core::member::MAX_IGNORED),
             format!(
                 "TARGMAX=JOIN:{MAX_TARGETS},PART:{MAX_TARGETS},NAMES:{MAX_TARGETS},PRIVMSG:4,\
-                 NOTICE:4,WHOIS:1"
+                 NOTICE:4,WHOIS:1,KICK:{MAX_MODE_ARGS}"
             ),
             format!("TOPICLEN={TOPICLEN}"),
             "UTF8ONLY".to_owned(),
@@ -1468,9 +1468,11 @@ impl Session {
         self.send(out);
     }
 
-    /// `KICK #chan nick[,nick…] [:reason]`: the hub's kick, for each nick named.
+    /// `KICK #chan nick[,nick…] [:reason]`, or `KICK #a,#b nick1,nick2` (pairwise): the hub's
+    /// kick for each nick named, at most [`MAX_MODE_ARGS`] (TARGMAX `KICK`); each is sent to
+    /// the channel as a KICK of its own, as RFC 2812 wants.
     fn kick(&mut self, msg: &Message<'_>) {
-        let (Some(target), Some(nicks)) = (msg.param(0), msg.param(1)) else {
+        let (Some(targets), Some(nicks)) = (msg.param(0), msg.param(1)) else {
             self.reply(461, &["KICK", "Not enough parameters"]);
             return;
         };
@@ -1478,7 +1480,16 @@ impl Session {
         let reason = reason.as_deref().filter(|r| !r.is_empty());
         let shared = self.conn.shared.clone();
         let id = self.conn.member.id;
-        for nick in nicks.split(',').take(MAX_MODE_ARGS) {
+        let channels: Vec<&str> = targets.split(',').collect();
+        for (i, nick) in nicks.split(',').take(MAX_MODE_ARGS).enumerate() {
+            let target = if channels.len() == 1 {
+                channels[0]
+            } else {
+                match channels.get(i) {
+                    Some(target) => target,
+                    None => break,
+                }
+            };
             let kicked = room_of(target).and_then(|room| {
                 shared
                     .hub
