@@ -2019,6 +2019,53 @@ mod tests {
         batch.into_iter().collect()
     }
 
+    static D: Counting = Counting(AtomicUsize::new(0), "d");
+    static IGNORE_FORMATS: [&'static dyn Render; 1] = [&D];
+
+    #[test]
+    fn ignored_senders_are_skipped_and_rooms_count_their_ignorers() {
+        let hub = Hub::new(settings(), &IGNORE_FORMATS);
+        let members: Vec<_> = (1..=3).map(|id| member(&hub, id, 0)).collect();
+        for id in 1..=3 {
+            hub.enter(id, "r", Arrival::Entered, |_| {}).unwrap();
+        }
+        let ignorers = |hub: &Hub| {
+            let state = lock(&hub.state);
+            state.rooms[&state.room_ids["r"]].ignorers
+        };
+        members.iter().for_each(|m| drop(take(m)));
+        assert_eq!(
+            hub.ignore(1, "M2"),
+            Ok(Some(vec![Ignored::new("m2", Some(2))]))
+        );
+        assert_eq!(hub.ignore(1, "m1"), Err(IgnoreError::Yourself));
+        assert_eq!(ignorers(&hub), 1);
+        let (_, delivered) = hub
+            .say(2, Whither::Named("r"), Kind::Message("x".into()))
+            .unwrap();
+        assert_eq!(delivered, 1, "m3 only");
+        assert!(take(&members[0]).is_empty());
+        assert_eq!(take(&members[2]).len(), 1);
+        hub.private(2, "m1", Kind::Message("psst".into())).unwrap();
+        assert!(take(&members[0]).is_empty(), "not told either way");
+        // A rename does not escape it; m3's lines still arrive.
+        hub.rename(2, "other").unwrap();
+        hub.say(2, Whither::Named("r"), Kind::Message("y".into()))
+            .unwrap();
+        hub.say(3, Whither::Named("r"), Kind::Message("z".into()))
+            .unwrap();
+        let got = take(&members[0]);
+        assert_eq!(got.len(), 2, "the rename and m3's line: {got:?}");
+        // Leaving and coming back keeps the count right; an empty list takes it to 0.
+        hub.part(1, Whither::Named("r"), None).unwrap();
+        assert_eq!(ignorers(&hub), 0);
+        hub.enter(1, "r", Arrival::Entered, |_| {}).unwrap();
+        assert_eq!(ignorers(&hub), 1);
+        assert!(hub.unignore(1, "m2").is_some());
+        assert_eq!(ignorers(&hub), 0);
+        assert!(hub.unignore(1, "m2").is_none());
+    }
+
     #[test]
     fn nobody_can_flush_whom_a_member_wrote_to_and_then_take_the_name() {
         let hub = Hub::new(settings(), &ONE_FORMAT);

@@ -439,9 +439,17 @@ mod tests {
                     Mode::Secret(true),
                     Mode::Operator(true, "bob".into()),
                     Mode::Voice(false, "carol".into()),
+                    Mode::Moderated(true),
+                    Mode::InviteOnly(false),
+                    Mode::Ban(true, "bob!*@*".into()),
+                    Mode::Mute(false, "*!*@10.0.0.9".into()),
                 ]
                 .into(),
             ),
+            Kind::Kicked {
+                who: Arc::new(alice.renamed("bob")),
+                reason: Some("spam".into()),
+            },
         ] {
             let event = Event::at(
                 1,
@@ -472,8 +480,9 @@ mod tests {
                 format!(r#"{head}"kind":"part","text":""}}"#),
                 format!(r#"{head}"kind":"topic","text":"soon"}}"#),
                 format!(
-                    r#"{head}"kind":"mode","text":"topic unlocked, secret, op bob, devoice carol"}}"#
+                    r#"{head}"kind":"mode","text":"topic unlocked, secret, op bob, devoice carol, moderated, open, ban bob!*@*, unmute *!*@10.0.0.9"}}"#
                 ),
+                format!(r#"{head}"kind":"kick","text":"bob: spam"}}"#),
             ]
         );
     }

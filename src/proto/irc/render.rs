@@ -276,6 +276,44 @@ mod tests {
             line(&say, &TAGGED),
             "@time=2023-11-14T22:13:20.123Z;msgid=7 :alice!alice@127.0.0.1 PRIVMSG #lobby :hi there\r\n"
         );
+        // account-tag: only from a sender with an account, only for the formats that carry it.
+        assert_eq!(line(&say, &ACCOUNT), line(&say, &PLAIN));
+        let logged_in = alice().map(|a| Arc::new(a.with_account(Some("alice".into()))));
+        let said = Event::at(7, at, room(), logged_in, Kind::Message("hi".into()));
+        assert_eq!(
+            line(&said, &ACCOUNT),
+            "@account=alice :alice!alice@127.0.0.1 PRIVMSG #lobby :hi\r\n"
+        );
+        assert_eq!(
+            line(&said, &TAGGED_ACCOUNT),
+            "@account=alice;time=2023-11-14T22:13:20.123Z;msgid=7 :alice!alice@127.0.0.1 PRIVMSG #lobby :hi\r\n"
+        );
+        assert_eq!(
+            line(&said, &TAGGED),
+            line(&say, &TAGGED).replace("hi there", "hi")
+        );
+        let bob = Arc::new(alice().unwrap().renamed("bob"));
+        let kick = Kind::Kicked {
+            who: bob.clone(),
+            reason: None,
+        };
+        assert_eq!(
+            line(&Event::at(11, at, room(), alice(), kick), &PLAIN),
+            ":alice!alice@127.0.0.1 KICK #lobby bob :alice\r\n"
+        );
+        let invite = Kind::Invited("dev".into());
+        assert_eq!(
+            line(
+                &Event::at(12, at, Target::Member(bob), alice(), invite),
+                &PLAIN
+            ),
+            ":alice!alice@127.0.0.1 INVITE bob #dev\r\n"
+        );
+        let account = Kind::Account(None);
+        assert_eq!(
+            line(&Event::at(13, at, Target::Peers, alice(), account), &PLAIN),
+            ":alice!alice@127.0.0.1 ACCOUNT *\r\n"
+        );
         let act = Event::at(8, at, room(), alice(), Kind::Action("waves".into()));
         assert_eq!(
             line(&act, &PLAIN),
