@@ -1077,12 +1077,16 @@ impl Hub {
     ) -> Result<(Arc<Event>, usize), RoomError> {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
-        let r = state.rooms.get_mut(&room).expect("room exists");
+        let State { rooms, members, .. } = &mut *state;
+        let r = rooms.get_mut(&room).expect("room exists");
         if let Some(why) = r.silenced(id, || full_name(&identity)) {
-            return Err(RoomError::Silenced {
-                room: r.name.clone(),
-                why,
-            });
+            // Server operators have every room operator's rights, speaking included.
+            if !members.get(&id).is_some_and(|e| e.member.is_oper()) {
+                return Err(RoomError::Silenced {
+                    room: r.name.clone(),
+                    why,
+                });
+            }
         }
         let event = self.event(Target::Room(r.name.clone()), Some(identity), kind);
         if self.settings.retain > 0 {
