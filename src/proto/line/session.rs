@@ -58,7 +58,6 @@ pub fn run(
         conn,
         nick: None,
         visits: Visits::default(),
-        account: None,
         claim: None,
     };
     // The stream went into the connection before the future was made, so the session's
@@ -82,8 +81,6 @@ struct Session {
     /// Set once the client has joined.
     nick: Option<Arc<str>>,
     visits: Visits,
-    /// The registered name this connection proved, by password.
-    account: Option<String>,
     /// A registered name `/nick` asked for, which `/identify` completes.
     claim: Option<String>,
 }
@@ -334,18 +331,32 @@ impl Session {
                 match flow {
                     Flow::Quit => return LeaveReason::Quit,
                     Flow::Continue => {}
-                    Flow::Account(request) => self.account(request, nick).await,
-                    Flow::Claim { name, password } => self.claim(name, password, nick).await,
-                    Flow::KeepIgnores => {
-                        let member = self.conn.member.clone();
-                        if let Err(e) = crate::proto::ignore::keep(&shared, &member).await {
-                            self.reply(e);
-                        }
+                    // The account work waits for a hash or a file. Boxed, and with the line
+                    // gone first, its state is held only while it runs: a task is allocated
+                    // for its largest state, and every idle connection would carry it.
+                    flow => {
+                        drop(line);
+                        Box::pin(self.follow(flow, nick)).await;
                     }
                 }
                 continue;
             }
             self.relay(text, taken_at);
+        }
+    }
+
+    /// What a command left for the session to wait for.
+    async fn follow(&mut self, flow: Flow, nick: &mut Arc<str>) {
+        match flow {
+            Flow::Quit | Flow::Continue => {}
+            Flow::Account(request) => self.account(request, nick).await,
+            Flow::Claim { name, password } => self.claim(name, password, nick).await,
+            Flow::KeepIgnores => {
+                let member = self.conn.member.clone();
+                if let Err(e) = crate::proto::ignore::keep(&self.conn.shared, &member).await {
+                    self.reply(e);
+                }
+            }
         }
     }
 
@@ -415,14 +426,15 @@ impl Session {
     fn prove(&mut self, account: String) {
         self.conn.member.set_account(Some(&account));
         self.conn.shared.hub.account_changed(self.conn.member.id);
-        self.account = Some(account);
         // Before registration the hub does not know the member yet; `register` restores then.
         crate::proto::ignore::restore(&self.conn.shared, &self.conn.member);
     }
 
+    /// The member holds the account it proved (the hub's identity shows it to others).
     fn proved(&self, name: &str) -> bool {
-        self.account
-            .as_deref()
+        self.conn
+            .member
+            .account()
             .is_some_and(|a| a.eq_ignore_ascii_case(name))
     }
 
@@ -490,7 +502,6 @@ impl Session {
             Request::Unregister if self.proved(nick) => match accounts.unregister(nick).await {
                 Ok(()) => {
                     tracing::info!(account = %nick, "unregistered");
-                    self.account = None;
                     self.conn.member.set_account(None);
                     shared.hub.account_changed(self.conn.member.id);
                     shared.hub.forget_account(nick);
