@@ -306,6 +306,15 @@ async fn irc_proves_accounts_with_sasl_plain_or_pass_and_refuses_a_registered_ni
     s.send("CAP END").await;
     let welcome = s.expect_command("001").await;
     assert!(welcome.contains(" alice "), "{welcome}");
+    // WHOX's `a` field is the account (it said "0" for everyone, which irctest's
+    // who.py::testWhoxAccount caught).
+    s.send("WHO alice %na").await;
+    assert!(
+        s.expect_command("354")
+            .await
+            .ends_with(" 354 alice alice alice"),
+        "the account in WHOX"
+    );
     drop(s);
 
     // PASS, on a server without a server password.
