@@ -294,19 +294,7 @@ class LinechatController(BaseServerController, DirectoryBasedController):
         the IRC one."""
         self.wait_for_port()
         assert self.line_port is not None
-        deadline = time.monotonic() + START_TIMEOUT_SECS
-        while True:
-            self.check_is_alive()
-            try:
-                with socket.create_connection((self.hostname, self.line_port), timeout=1.0):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"linechat's line listener {self.hostname}:{self.line_port} did not "
-                        f"accept within {START_TIMEOUT_SECS:.0f} s\n{self.log_tail()}"
-                    ) from None
-                time.sleep(self._port_wait_interval)
+        self._wait_until_accepts(self.line_port, "its line listener")
 
     def registerUser(self, case, username: str, password: Optional[str] = None) -> None:  # type: ignore[no-untyped-def]
         """Registers `username` with `password` the way a netcat user would: the nickname at the
@@ -351,24 +339,27 @@ class LinechatController(BaseServerController, DirectoryBasedController):
         with its log, instead of irctest's 60 s and a bare ConnectionRefusedError."""
         if self.port_open:
             return
+        self._wait_until_accepts(self.port, "connections")
+        # The port accepts: let irctest do its QUIT probe (it needs the port open already, so
+        # its own 60 s refused-loop cannot start).
+        super().wait_for_port()
+
+    def _wait_until_accepts(self, port: int, what: str) -> None:
+        """Until `port` accepts a connection, failing after START_TIMEOUT_SECS with the log."""
         deadline = time.monotonic() + START_TIMEOUT_SECS
-        while not self.port_open:
+        while True:
             self.check_is_alive()
             try:
-                with socket.create_connection((self.hostname, self.port), timeout=1.0):
-                    pass
+                with socket.create_connection((self.hostname, port), timeout=1.0):
+                    return
             except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"linechat did not accept connections on {self.hostname}:{self.port} "
+                        f"linechat did not accept {what} on {self.hostname}:{port} "
                         f"within {START_TIMEOUT_SECS:.0f} s; command: {shlex.join(self._cmd)}\n"
                         f"--- linechat's output ---\n{self.log_tail()}"
                     ) from None
                 time.sleep(self._port_wait_interval)
-                continue
-            # The port accepts: let irctest do its QUIT probe (it needs the port open already,
-            # so its own 60 s refused-loop cannot start).
-            super().wait_for_port()
 
 
 def _read_until(reader, *starts: str) -> str:  # type: ignore[no-untyped-def]
