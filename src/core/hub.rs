@@ -222,6 +222,27 @@ pub enum IgnoreError {
 /// Invitations one member holds at most; past it the oldest is forgotten.
 const MAX_INVITATIONS: usize = 32;
 
+/// What tells a kept event apart from the same one read back from the cluster's stream: who
+/// said it and when, to the millisecond (what the stream carries).
+fn same_key(e: &Event) -> Option<(Arc<str>, u128)> {
+    let from = e.from.as_ref()?;
+    let ms =
+        e.at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+    Some((from.nick.clone(), ms))
+}
+
+/// The text of an event rooms keep in their history (a message, action or notice), tagged
+/// by kind so a message and an action with the same words differ.
+fn history_text(kind: &Kind) -> Option<(u8, &str)> {
+    match kind {
+        Kind::Message(t) => Some((0, t)),
+        Kind::Action(t) => Some((1, t)),
+        Kind::Notice(t) => Some((2, t)),
+        _ => None,
+    }
+}
+
 /// `nick!user@host`, what bans and mutes are matched against.
 fn full_name(identity: &Identity) -> String {
     format!("{}!{}@{}", identity.nick, identity.user, identity.host)
@@ -631,9 +652,16 @@ impl State {
     /// their room, until the history fits `budget` bytes. A room left with nothing worth
     /// keeping and nobody in it is forgotten.
     fn record(&mut self, room: RoomId, event: &Arc<Event>, retain: usize, budget: usize) {
+        self.rekeep(room, budget, |r| r.record(event, retain));
+    }
+
+    /// Changes `room`'s history with `change`, keeps the server-wide byte count and the
+    /// index by oldest event in step, then evicts the oldest events server-wide, whatever
+    /// their room, until the history fits `budget` bytes.
+    fn rekeep(&mut self, room: RoomId, budget: usize, change: impl FnOnce(&mut Room)) {
         let r = self.rooms.get_mut(&room).expect("room exists");
         let (oldest, bytes) = (r.oldest_id(), r.history_bytes);
-        r.record(event, retain);
+        change(r);
         self.history_bytes = self.history_bytes - bytes + r.history_bytes;
         if r.oldest_id() != oldest {
             if let Some(old) = oldest {
@@ -1150,6 +1178,92 @@ impl Hub {
         r.presence(&event, self.formats, limit, arrived, REMOTE);
         self.journal(&name, &event);
         0
+    }
+
+    /// Replaces the history of the room called `room` with `loaded`, what the cluster's
+    /// stream holds of it (oldest first, said here or elsewhere), so that whoever enters
+    /// next sees what was said on every node. Creates the room if there is none, so what
+    /// arrives live from now on is kept in it too (the caller enters it next, or calls
+    /// [`Hub::settle`]). An event this room kept already (the same sender, millisecond and
+    /// text) stays as it was, id and all: someone coming back sees as new only what is.
+    /// What was kept here after the last such event and is not in `loaded` (said here while
+    /// the stream was read) stays after it; what was kept before it and is not in `loaded`
+    /// goes (the stream's record of that time replaces it). Nothing is fanned out: it was
+    /// said before.
+    pub fn load_history(&self, room: &str, loaded: Vec<(Arc<Identity>, SystemTime, Kind)>) {
+        let retain = self.settings.retain;
+        if retain == 0 {
+            return;
+        }
+        let mut state = lock(&self.state);
+        let Ok(id) = state.room_or_create(room, REMOTE, 0, self.store.as_ref()) else {
+            return;
+        };
+        let name = state.rooms[&id].name.clone();
+        let kept: Vec<Arc<Event>> = state.rooms[&id].history().cloned().collect();
+        type Key = (Arc<str>, u128, u8, Box<str>);
+        let mut by_key: HashMap<Key, VecDeque<usize>> = HashMap::new();
+        for (i, e) in kept.iter().enumerate() {
+            if let (Some((nick, ms)), Some((tag, text))) = (same_key(e), history_text(&e.kind)) {
+                by_key
+                    .entry((nick, ms, tag, text.into()))
+                    .or_default()
+                    .push_back(i);
+            }
+        }
+        let (mut events, mut fresh, mut last_reused) = (Vec::new(), 0, None);
+        for (from, at, kind) in loaded {
+            let Some((tag, text)) = history_text(&kind) else {
+                continue;
+            };
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let reused = by_key
+                .get_mut(&(from.nick.clone(), ms, tag, text.into()))
+                .and_then(VecDeque::pop_front);
+            match reused {
+                Some(i) => {
+                    last_reused = Some(last_reused.map_or(i, |l: usize| l.max(i)));
+                    events.push(kept[i].clone());
+                }
+                None => {
+                    fresh += 1;
+                    let id = self.next_event.fetch_add(1, Relaxed);
+                    let target = Target::Room(name.clone());
+                    events.push(Event::at(id, at, target, Some(from), kind));
+                }
+            }
+        }
+        // Nothing in common: what this room kept is from before what the stream holds, or
+        // was said here while it was read (when the stream holds nothing, it all stays).
+        let after = match (last_reused, events.last()) {
+            (Some(l), _) => l + 1,
+            (None, None) => return,
+            (None, Some(newest)) => kept.partition_point(|e| e.at < newest.at),
+        };
+        let taken: std::collections::HashSet<u64> = events.iter().map(|e| e.id).collect();
+        events.extend(
+            kept[after..]
+                .iter()
+                .filter(|e| !taken.contains(&e.id))
+                .cloned(),
+        );
+        let budget = self.settings.history_bytes;
+        state.rekeep(id, budget, |r| r.replace_history(events, retain, fresh));
+    }
+
+    /// Forgets the room called `room` if nobody is in it and it holds nothing worth keeping
+    /// (or keeps it as an idle room): after [`Hub::load_history`] made it for an arrival
+    /// that did not happen.
+    pub fn settle(&self, room: &str) {
+        let Ok((_, key)) = room_name(room) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        if let Some(&id) = state.room_ids.get(&key) {
+            state.tidy(id);
+        }
     }
 
     /// The next `guest-N`, which may be taken (the caller checks).

@@ -163,6 +163,11 @@ async fn a_catch_up_replays_nothing_said_before_the_room_was_followed() {
     let mut alice = Client::join(a.addr, "alice").await;
     alice.send("before bob's node had anyone here").await;
     let mut bob = Client::join(b.addr, "bob").await;
+    // Once, as history (what the stream held when bob's node started following the room).
+    assert_eq!(
+        scrollback(&mut bob).await,
+        ["alice: before bob's node had anyone here"]
+    );
     alice.expect("bob has joined the chat.").await;
     follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
     broker.restart(std::time::Duration::from_millis(500)).await;
@@ -173,6 +178,30 @@ async fn a_catch_up_replays_nothing_said_before_the_room_was_followed() {
     alice.send("after").await;
     // The next thing bob gets is what alice says now: no arrival, no old line.
     bob.expect("alice: after").await;
+}
+
+/// The scrollback block that comes next, its lines without their times.
+async fn scrollback(c: &mut Client) -> Vec<String> {
+    let head = c.line().await;
+    assert!(
+        head.starts_with("--- History of "),
+        "{}: a scrollback should come next, not {head}",
+        c.nick
+    );
+    history_lines(c).await
+}
+
+/// The lines of a history block whose header has been read, up to its end, without times.
+async fn history_lines(c: &mut Client) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = c.line().await;
+        if line == "--- End of history ---" {
+            return lines;
+        }
+        let (_, text) = line.split_once("] ").expect("a stamped history line");
+        lines.push(text.to_owned());
+    }
 }
 
 /// Each listener reads until three senders (`s0`-`s2`) have said `done`, and must have had
