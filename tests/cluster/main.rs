@@ -315,6 +315,68 @@ async fn a_line_said_at_the_first_arrival_is_not_lost() {
     drop(talking.await.expect("alice"));
 }
 
+/// Not a check: what reading a full room (the stream keeps 10 000 events per room) costs an
+/// arrival, against the same arrival on a node that follows the room already (no read).
+/// Prints the medians of 5 of each; run alone with
+/// `cargo test --release --test cluster -- --ignored --nocapture reading_a_full_room`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn reading_a_full_room_costs_an_arrival() {
+    let Some((broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    const LINES: usize = 10_000;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    for c in [&mut alice, &mut carol] {
+        c.send("/join big").await;
+        c.skip_until("You are now in big (just you so far).").await;
+    }
+    // Every line stored before the arrivals are timed: carol, on b, has had the last one.
+    alice
+        .flood(
+            LINES,
+            "a line of about sixty-four bytes, as the benchmarks send...",
+        )
+        .await;
+    carol.wait = std::time::Duration::from_secs(60);
+    carol
+        .skip_until(&format!(
+            "alice: {} a line of about sixty-four bytes, as the benchmarks send...",
+            LINES - 1
+        ))
+        .await;
+    let arrive = |nick: String| async move {
+        let started = std::time::Instant::now();
+        let mut c = Client::join(b.addr, &nick).await;
+        c.send("/join big").await;
+        c.skip_until("--- End of history ---").await;
+        let took = started.elapsed();
+        c.send("/quit").await;
+        c.expect_closed().await;
+        took
+    };
+    let mut followed = Vec::new();
+    for i in 0..5 {
+        followed.push(arrive(format!("f{i}")).await);
+    }
+    carol.send("/leave").await;
+    let mut read = Vec::new();
+    for i in 0..5 {
+        follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
+        read.push(arrive(format!("r{i}")).await);
+    }
+    followed.sort();
+    read.sort();
+    println!(
+        "arrival in a room of {LINES} events, connect to end of scrollback, median of 5: \
+         followed already {:?}, read from the stream {:?} (ratio {:.1}); all: {followed:?} {read:?}",
+        followed[2],
+        read[2],
+        read[2].as_secs_f64() / followed[2].as_secs_f64()
+    );
+}
+
 /// The scrollback block that comes next, its lines without their times.
 async fn scrollback(c: &mut Client) -> Vec<String> {
     let head = c.line().await;
