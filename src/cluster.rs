@@ -1027,6 +1027,26 @@ impl Link {
             }
         }
         tracing::info!(caught, "cluster: caught up from the stream");
+        // A room first followed while the broker was away has not had its history read: it
+        // is now, after its catch-up, so what was said meanwhile was told live first.
+        let unread: Vec<String> = {
+            let loads = lock(&self.interest.loads);
+            self.rooms
+                .keys()
+                .filter(|s| !loads.ready.contains(*s))
+                .cloned()
+                .collect()
+        };
+        for subject in unread {
+            match self.load(&subject, deliver).await {
+                Ok(_) => {
+                    lock(&self.interest.loads).ready.insert(subject);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %subject, "cluster: a room's history was not read from the stream")
+                }
+            }
+        }
     }
 
     async fn read_since(

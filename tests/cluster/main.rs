@@ -315,6 +315,57 @@ async fn a_line_said_at_the_first_arrival_is_not_lost() {
     drop(talking.await.expect("alice"));
 }
 
+/// Someone moving into a room nobody on their node is in while the broker is away is shown
+/// what their node has, and told so; once the broker is back the room's history from the
+/// stream is read, and `/history` has what was said elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrival_while_the_broker_is_away_gets_the_history_once_it_is_back() {
+    let Some((mut broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.send("/join dev").await;
+    alice.expect("You are now in dev (just you so far).").await;
+    alice.send("said on a before the outage").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    // The line is stored once a's own scrollback of dev, read back from the stream, has it.
+    let mut check = Client::join(a.addr, "check").await;
+    check.send("/join dev").await;
+    check
+        .skip_until("You are now in dev (2 people here).")
+        .await;
+    assert_eq!(
+        scrollback(&mut check).await,
+        ["alice: said on a before the outage"]
+    );
+    drop(check);
+    bob.wait = std::time::Duration::from_secs(20);
+    let down = "Server: the cluster link is down; chat goes on among the people on this server.";
+    let back = "Server: the cluster link is back; you are chatting with every server again.";
+    let moving = async {
+        bob.skip_until(down).await;
+        bob.send("/join dev").await;
+        bob.expect("You are now in dev (just you so far).").await;
+        bob.expect("Server: the cluster's history of dev could not be read just now; the scrollback holds only what this server has.")
+            .await;
+    };
+    tokio::join!(broker.restart(std::time::Duration::from_secs(4)), moving);
+    bob.skip_until(back).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = bob.command("/history").await;
+        if got
+            .iter()
+            .any(|l| l.ends_with("] alice: said on a before the outage"))
+        {
+            assert_eq!(got.len(), 3, "one line of history, once: {got:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not read: {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Not a check: what reading a full room (the stream keeps 10 000 events per room) costs an
 /// arrival, against the same arrival on a node that follows the room already (no read).
 /// Prints the medians of 5 of each; run alone with
