@@ -1237,18 +1237,19 @@ impl Hub {
         }
         // Nothing in common: what this room kept is from before what the stream holds, or
         // was said here while it was read (when the stream holds nothing, it all stays).
-        let after = match (last_reused, events.last()) {
-            (Some(l), _) => l + 1,
+        let tail: Vec<Arc<Event>> = match (last_reused, events.last()) {
+            (Some(l), _) => {
+                let taken: std::collections::HashSet<u64> = events.iter().map(|e| e.id).collect();
+                kept[l + 1..]
+                    .iter()
+                    .filter(|e| !taken.contains(&e.id))
+                    .cloned()
+                    .collect()
+            }
             (None, None) => return,
-            (None, Some(newest)) => kept.partition_point(|e| e.at < newest.at),
+            (None, Some(newest)) => kept.iter().filter(|e| e.at >= newest.at).cloned().collect(),
         };
-        let taken: std::collections::HashSet<u64> = events.iter().map(|e| e.id).collect();
-        events.extend(
-            kept[after..]
-                .iter()
-                .filter(|e| !taken.contains(&e.id))
-                .cloned(),
-        );
+        events.extend(tail);
         let budget = self.settings.history_bytes;
         state.rekeep(id, budget, |r| r.replace_history(events, retain, fresh));
     }
@@ -2536,5 +2537,96 @@ mod tests {
         assert_eq!(seen(3), [2, 3]);
         x.set_invisible(false);
         assert_eq!(seen(3), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_loaded_history_keeps_what_was_kept_in_the_streams_order() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (m1, m2) = (member(&hub, 1, 0), member(&hub, 2, 0));
+        hub.enter(1, "r", Arrival::Entered, |_| {}).unwrap();
+        let say = |id, text: &str| {
+            hub.say(id, Whither::Named("r"), Kind::Message(text.into()))
+                .unwrap()
+                .0
+        };
+        let (a, b) = (say(1, "a"), say(1, "b"));
+        let remote = Arc::new(Identity {
+            id: REMOTE,
+            nick: "x".into(),
+            user: "x".into(),
+            host: "node-b".into(),
+            realname: "".into(),
+            account: None,
+        });
+        let x = |n: u64, text: &str| {
+            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(n);
+            (remote.clone(), at, Kind::Message(text.into()))
+        };
+        let own = |e: &Arc<Event>, text: &str| {
+            // As the stream gives it back: a remote identity, the time to the millisecond.
+            let ms =
+                e.at.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+            let from = Arc::new(Identity {
+                host: "node-a".into(),
+                ..remote.renamed(e.nick())
+            });
+            (from, at, Kind::Message(text.into()))
+        };
+        // Said here while the stream was read: not in what was read.
+        let c = say(1, "c");
+        hub.load_history(
+            "R",
+            vec![
+                x(1, "x0"),
+                own(&a, "a"),
+                x(2, "x1"),
+                own(&b, "b"),
+                x(3, "x2"),
+            ],
+        );
+        let kept = |hub: &Hub| {
+            let (_, events) = hub.history(2, Whither::Named("r"), 100).unwrap();
+            events
+                .iter()
+                .rev()
+                .map(|e| (e.id, format!("{}: {:?}", e.nick(), e.kind)))
+                .collect::<Vec<_>>()
+        };
+        let got = kept(&hub);
+        let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "x: Message(\"x0\")",
+                "m1: Message(\"a\")",
+                "x: Message(\"x1\")",
+                "m1: Message(\"b\")",
+                "x: Message(\"x2\")",
+                "m1: Message(\"c\")",
+            ]
+        );
+        // What was kept keeps its id; what is new has a new one, above every earlier id.
+        assert_eq!((got[1].0, got[3].0, got[5].0), (a.id, b.id, c.id));
+        assert!(got[0].0 > c.id && got[2].0 > c.id && got[4].0 > c.id);
+        // Reading again changes nothing; more than the room keeps leaves the newest.
+        let later =
+            c.at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 10;
+        let again: Vec<_> = (0..12).map(|n| x(later + n, &format!("y{n}"))).collect();
+        hub.load_history("r", again);
+        let got = kept(&hub);
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[0].1, "x: Message(\"y2\")");
+        drop((m1, m2));
+        // An empty read of a room this node has not got makes it; settling forgets it.
+        hub.load_history("new", Vec::new());
+        assert!(lock(&hub.state).room_ids.contains_key("new"));
+        hub.settle("new");
+        assert!(!lock(&hub.state).room_ids.contains_key("new"));
     }
 }
