@@ -56,6 +56,11 @@ const ACK_WAIT: Duration = Duration::from_secs(1);
 /// then, and the difference between this node's clock and the broker's, which stamps the
 /// stream's messages (assumed smaller than this).
 const CATCH_UP_MARGIN: Duration = Duration::from_secs(30);
+/// How long an arrival waits for the room's history to be read from the stream before it is
+/// shown what this node has (docs/CLUSTER.md, "Scrollback and /history").
+pub const LOAD_WAIT: Duration = Duration::from_secs(2);
+/// Events read from the stream per fetch, loading a room's history.
+const LOAD_BATCH: usize = 1000;
 /// Events waiting for their acknowledgement, at most; past it the cluster copy is dropped
 /// and counted, as for the queue.
 const UNACKED: usize = 64 * 1024;
@@ -111,6 +116,9 @@ pub enum Incoming {
     },
     /// The broker connection went down (`false`) or came back (`true`); told once per change.
     Link(bool),
+    /// What the stream holds of a room this node starts following: its last messages,
+    /// oldest first, said here or elsewhere, for the room's history (not to be fanned out).
+    History { room: String, events: Vec<Remote> },
 }
 
 /// A message said on another node, for the local hub.
@@ -257,6 +265,45 @@ enum Out {
 struct Interest {
     wanted: std::sync::Mutex<HashSet<String>>,
     changed: tokio::sync::Notify,
+    loads: std::sync::Mutex<Loads>,
+}
+
+/// The rooms whose history this node has read from the stream since it last started
+/// following them, and the arrivals waiting for that.
+#[derive(Debug, Default)]
+struct Loads {
+    /// Subjects followed, and their history read, since they were last followed.
+    ready: HashSet<String>,
+    /// Subjects followed for someone about to enter (count of [`Hold`]s), whether or not
+    /// anyone here is in the room yet.
+    held: HashMap<String, usize>,
+    /// Who waits for a subject's history: told whether it was read.
+    waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<bool>>>,
+}
+
+/// Keeps a room followed (and its history, once read, kept up to date) until someone has
+/// entered it: from [`Cluster::prepare`].
+#[derive(Debug)]
+pub struct Hold {
+    interest: Arc<Interest>,
+    subject: String,
+    /// Whether the room's history here covers what the stream holds: `false` when it could
+    /// not be read within [`LOAD_WAIT`] (the broker away, or slow).
+    pub loaded: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut loads = lock(&self.interest.loads);
+        if let Some(n) = loads.held.get_mut(&self.subject) {
+            *n -= 1;
+            if *n == 0 {
+                loads.held.remove(&self.subject);
+            }
+        }
+        drop(loads);
+        self.interest.changed.notify_one();
+    }
 }
 
 /// This node's end of the cluster: what sessions ask of it (claims) and the relay the hub
@@ -310,6 +357,9 @@ pub struct Link {
     out: mpsc::Receiver<Out>,
     /// The client's connection events (a handful at a time: one per drop and return).
     events: mpsc::Receiver<async_nats::Event>,
+    /// Messages a room's history holds here (`--history-retain`): what is read of a room
+    /// from the stream when this node starts following it.
+    keep: usize,
 }
 
 /// Connects to the broker and opens (or creates) the nickname bucket.
@@ -419,6 +469,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         boot,
         out: rx,
         events,
+        keep: 0,
     };
     Ok((cluster, link))
 }
@@ -463,6 +514,26 @@ fn nick_subject_key(nick: &str) -> String {
 /// subject into tokens, so it is written `_2e` (and `_` as `__`, so no two rooms meet).
 fn room_subject(room: &str) -> String {
     token_subject(ROOMS, room)
+}
+
+/// The room (its key) a room subject is for: [`room_subject`] undone.
+fn subject_room(subject: &str) -> Option<String> {
+    let token = subject.strip_prefix(ROOMS)?.strip_prefix('.')?;
+    let mut room = String::with_capacity(token.len());
+    let mut rest = token;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("_2e") {
+            room.push('.');
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("__") {
+            room.push('_');
+            rest = after;
+        } else {
+            room.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    Some(room)
 }
 
 /// `prefix.<name>`, the name lower-cased and written as one token (see [`room_subject`]).
@@ -567,6 +638,34 @@ impl Cluster {
         Some(nick)
     }
 
+    /// Makes sure the room called `room` is followed here and its history read from the
+    /// stream before someone enters it, waiting at most [`LOAD_WAIT`]: at once when the room
+    /// is followed already. The room stays followed while the [`Hold`] lives; it is to be
+    /// dropped once the person is in the room (or the entry failed).
+    pub async fn prepare(&self, room: &str) -> Option<Hold> {
+        let (name, _) = crate::core::names::room_name(room).ok()?;
+        let subject = room_subject(name);
+        let waiter = {
+            let mut loads = lock(&self.interest.loads);
+            *loads.held.entry(subject.clone()).or_default() += 1;
+            (!loads.ready.contains(&subject)).then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                loads.waiting.entry(subject.clone()).or_default().push(tx);
+                rx
+            })
+        };
+        let mut hold = Hold {
+            interest: self.interest.clone(),
+            subject,
+            loaded: true,
+        };
+        if let Some(rx) = waiter {
+            self.interest.changed.notify_one();
+            hold.loaded = matches!(tokio::time::timeout(LOAD_WAIT, rx).await, Ok(Ok(true)));
+        }
+        Some(hold)
+    }
+
     /// How many other nodes this node hears from.
     pub fn peers(&self) -> usize {
         lock(&self.peers).len()
@@ -636,6 +735,13 @@ impl Relay for Outbound {
 }
 
 impl Link {
+    /// Reads up to `keep` messages of a room's history from the stream when this node starts
+    /// following it (the hub's `--history-retain`); 0, the default, reads none.
+    pub fn with_history(mut self, keep: usize) -> Self {
+        self.keep = keep;
+        self
+    }
+
     /// Publishes what this node's people do and hands what the others' do to `deliver`,
     /// until `stop`. `people` lists this node's people for its heartbeats.
     pub async fn run(
@@ -676,7 +782,7 @@ impl Link {
                     None => break,
                     Some(out) => self.send(out, &owner, stored.as_ref()).await,
                 },
-                () = self.interest.changed.notified() => self.follow().await,
+                () = self.interest.changed.notified() => self.follow(&*deliver).await,
                 Some(event) = self.events.recv() => {
                     let now = match event {
                         async_nats::Event::Connected => true,
@@ -726,15 +832,29 @@ impl Link {
         let _ = self.client.flush().await;
     }
 
-    /// Subscribes to the rooms the hub wants and not yet followed, and drops those it no
-    /// longer wants.
-    async fn follow(&mut self) {
-        let wanted = self
+    /// Subscribes to the rooms the hub wants (or someone about to enter holds) and not yet
+    /// followed, reads the history of each newly followed one from the stream, and drops
+    /// those no longer wanted.
+    async fn follow(&mut self, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+        let mut wanted = self
             .interest
             .wanted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let retry: Vec<String> = {
+            let mut loads = lock(&self.interest.loads);
+            wanted.extend(loads.held.keys().cloned());
+            // A room no longer followed is read again when it is followed again: what was
+            // said in it meanwhile did not reach this node.
+            loads.ready.retain(|subject| wanted.contains(subject));
+            let Loads { ready, waiting, .. } = &*loads;
+            waiting
+                .keys()
+                .filter(|s| !ready.contains(*s) && wanted.contains(*s))
+                .cloned()
+                .collect()
+        };
         // Aborting a forwarding task drops its subscriber, which unsubscribes.
         self.rooms.retain(|subject, followed| {
             let keep = wanted.contains(subject);
@@ -743,6 +863,7 @@ impl Link {
             }
             keep
         });
+        let mut new = Vec::new();
         for subject in wanted {
             if self.rooms.contains_key(&subject) {
                 continue;
@@ -758,13 +879,93 @@ impl Link {
                         }
                     });
                     let since = SystemTime::now();
-                    self.rooms.insert(subject, Followed { forward, since });
+                    self.rooms
+                        .insert(subject.clone(), Followed { forward, since });
+                    new.push(subject);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, %subject, "cluster: cannot follow a room")
                 }
             }
         }
+        // Rooms someone waits for whose first read failed are read again.
+        for subject in retry {
+            if self.rooms.contains_key(&subject) && !new.contains(&subject) {
+                new.push(subject);
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        // The subscriptions are in at the broker before the stream is read: what is published
+        // from then on arrives live (and is dropped by the marks if the read had it), what was
+        // published before is in the stream. So nothing said around the first arrival here
+        // falls between the two.
+        let flushed = matches!(
+            tokio::time::timeout(LOAD_WAIT, self.client.flush()).await,
+            Ok(Ok(()))
+        );
+        for subject in new {
+            let read = match flushed {
+                true => self.load(&subject, deliver).await,
+                false => Err("the broker did not answer".to_owned()),
+            };
+            if let Err(e) = &read {
+                tracing::warn!(error = %e, %subject, "cluster: a room's history was not read from the stream");
+            }
+            let waiting = {
+                let mut loads = lock(&self.interest.loads);
+                if read.is_ok() {
+                    loads.ready.insert(subject.clone());
+                }
+                loads.waiting.remove(&subject).unwrap_or_default()
+            };
+            for tx in waiting {
+                let _ = tx.send(read.is_ok());
+            }
+        }
+    }
+
+    /// Reads what the stream holds of the room on `subject` and hands its last [`Link::keep`]
+    /// messages to the room's history here, oldest first; every other node's event read sets
+    /// its origin's mark, so none is delivered again live or by a catch-up. Bounded by
+    /// [`LOAD_WAIT`]; how many events were read.
+    async fn load(
+        &mut self,
+        subject: &str,
+        deliver: &(dyn Fn(Incoming) + Send + Sync),
+    ) -> Result<usize, String> {
+        if self.keep == 0 {
+            return Ok(0);
+        }
+        let read = tokio::time::timeout(LOAD_WAIT, read_room(&self.js, subject))
+            .await
+            .map_err(|_| "timed out".to_owned())??;
+        let n = read.len();
+        let mut kept = std::collections::VecDeque::with_capacity(self.keep.min(n));
+        for w in read {
+            if !(w.node == *self.node && w.boot == self.boot) {
+                let mark = self
+                    .marks
+                    .entry((format!("{}.{}", w.node, w.boot), w.room.clone()))
+                    .or_default();
+                *mark = (*mark).max(w.seq);
+            }
+            if !matches!(w.kind.as_str(), "msg" | "act" | "note") {
+                continue;
+            }
+            if kept.len() == self.keep {
+                kept.pop_front();
+            }
+            kept.push_back(w);
+        }
+        // Handed over even when empty: the hub makes the room, so that what arrives live
+        // before the arrival it is read for is kept for it.
+        if let Some(room) = subject_room(subject) {
+            let events = kept.into_iter().filter_map(Wire::into_remote).collect();
+            deliver(Incoming::History { room, events });
+        }
+        Ok(n)
     }
 
     /// One event from another node, live or from the stream: delivered unless this node has
@@ -826,6 +1027,26 @@ impl Link {
             }
         }
         tracing::info!(caught, "cluster: caught up from the stream");
+        // A room first followed while the broker was away has not had its history read: it
+        // is now, after its catch-up, so what was said meanwhile was told live first.
+        let unread: Vec<String> = {
+            let loads = lock(&self.interest.loads);
+            self.rooms
+                .keys()
+                .filter(|s| !loads.ready.contains(*s))
+                .cloned()
+                .collect()
+        };
+        for subject in unread {
+            match self.load(&subject, deliver).await {
+                Ok(_) => {
+                    lock(&self.interest.loads).ready.insert(subject);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %subject, "cluster: a room's history was not read from the stream")
+                }
+            }
+        }
     }
 
     async fn read_since(
@@ -976,6 +1197,49 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
             tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
         }
     }
+}
+
+/// Every event the stream holds on `subject` (one room's; at most [`KEPT_PER_ROOM`]), in the
+/// stream's order, through an ephemeral pull consumer: read up to what it held when the
+/// consumer was made.
+async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, String> {
+    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            filter_subject: subject.to_owned(),
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending = consumer.cached_info().num_pending as usize;
+    let mut read = Vec::with_capacity(pending);
+    while read.len() < pending {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(LOAD_BATCH.min(pending - read.len()))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let before = read.len();
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            match serde_json::from_slice::<Wire>(&msg.payload) {
+                Ok(w) => read.push(w),
+                Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
+            }
+        }
+        if read.len() == before {
+            break;
+        }
+    }
+    // The consumer goes with its inactivity threshold; deleting it now spares the broker.
+    let name = consumer.cached_info().name.clone();
+    let _ = stream.delete_consumer(&name).await;
+    Ok(read)
 }
 
 /// Publishes each room event to the stream, in order, one at a time, each until the broker
@@ -1261,6 +1525,14 @@ mod tests {
         assert_eq!(room_subject("Dev"), "lc.room.dev");
         assert_eq!(room_subject("a.b"), "lc.room.a_2eb");
         assert_ne!(room_subject("a_2eb"), room_subject("a.b"));
+    }
+
+    #[test]
+    fn a_room_subject_gives_back_its_room() {
+        for room in ["dev", "a.b", "a_2eb", "x__y", "a_b.c-d"] {
+            assert_eq!(subject_room(&room_subject(room)).as_deref(), Some(room));
+        }
+        assert_eq!(subject_room("lc.node.a"), None);
     }
 
     #[test]

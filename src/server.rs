@@ -223,6 +223,7 @@ pub async fn serve(
     });
     let stop_link = CancellationToken::new();
     let link_task = link.map(|link| {
+        let link = link.with_history(shared.hub.settings().retain);
         let shared = shared.clone();
         let deliver = shared.clone();
         let people = shared.clone();
@@ -251,6 +252,10 @@ pub async fn serve(
                             deliver.hub.relayed(&room, from.clone(), at, kind);
                         }
                     }
+                }
+                Incoming::History { room, events } => {
+                    let events = events.into_iter().map(|r| (r.from, r.at, r.kind)).collect();
+                    deliver.hub.load_history(&room, events);
                 }
                 // Line-protocol words: a cluster serves the line protocol only so far.
                 Incoming::Link(up) => {

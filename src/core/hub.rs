@@ -222,6 +222,27 @@ pub enum IgnoreError {
 /// Invitations one member holds at most; past it the oldest is forgotten.
 const MAX_INVITATIONS: usize = 32;
 
+/// What tells a kept event apart from the same one read back from the cluster's stream: who
+/// said it and when, to the millisecond (what the stream carries).
+fn same_key(e: &Event) -> Option<(Arc<str>, u128)> {
+    let from = e.from.as_ref()?;
+    let ms =
+        e.at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+    Some((from.nick.clone(), ms))
+}
+
+/// The text of an event rooms keep in their history (a message, action or notice), tagged
+/// by kind so a message and an action with the same words differ.
+fn history_text(kind: &Kind) -> Option<(u8, &str)> {
+    match kind {
+        Kind::Message(t) => Some((0, t)),
+        Kind::Action(t) => Some((1, t)),
+        Kind::Notice(t) => Some((2, t)),
+        _ => None,
+    }
+}
+
 /// `nick!user@host`, what bans and mutes are matched against.
 fn full_name(identity: &Identity) -> String {
     format!("{}!{}@{}", identity.nick, identity.user, identity.host)
@@ -631,9 +652,16 @@ impl State {
     /// their room, until the history fits `budget` bytes. A room left with nothing worth
     /// keeping and nobody in it is forgotten.
     fn record(&mut self, room: RoomId, event: &Arc<Event>, retain: usize, budget: usize) {
+        self.rekeep(room, budget, |r| r.record(event, retain));
+    }
+
+    /// Changes `room`'s history with `change`, keeps the server-wide byte count and the
+    /// index by oldest event in step, then evicts the oldest events server-wide, whatever
+    /// their room, until the history fits `budget` bytes.
+    fn rekeep(&mut self, room: RoomId, budget: usize, change: impl FnOnce(&mut Room)) {
         let r = self.rooms.get_mut(&room).expect("room exists");
         let (oldest, bytes) = (r.oldest_id(), r.history_bytes);
-        r.record(event, retain);
+        change(r);
         self.history_bytes = self.history_bytes - bytes + r.history_bytes;
         if r.oldest_id() != oldest {
             if let Some(old) = oldest {
@@ -1150,6 +1178,93 @@ impl Hub {
         r.presence(&event, self.formats, limit, arrived, REMOTE);
         self.journal(&name, &event);
         0
+    }
+
+    /// Replaces the history of the room called `room` with `loaded`, what the cluster's
+    /// stream holds of it (oldest first, said here or elsewhere), so that whoever enters
+    /// next sees what was said on every node. Creates the room if there is none, so what
+    /// arrives live from now on is kept in it too (the caller enters it next, or calls
+    /// [`Hub::settle`]). An event this room kept already (the same sender, millisecond and
+    /// text) stays as it was, id and all: someone coming back sees as new only what is.
+    /// What was kept here after the last such event and is not in `loaded` (said here while
+    /// the stream was read) stays after it; what was kept before it and is not in `loaded`
+    /// goes (the stream's record of that time replaces it). Nothing is fanned out: it was
+    /// said before.
+    pub fn load_history(&self, room: &str, loaded: Vec<(Arc<Identity>, SystemTime, Kind)>) {
+        let retain = self.settings.retain;
+        if retain == 0 {
+            return;
+        }
+        let mut state = lock(&self.state);
+        let Ok(id) = state.room_or_create(room, REMOTE, 0, self.store.as_ref()) else {
+            return;
+        };
+        let name = state.rooms[&id].name.clone();
+        let kept: Vec<Arc<Event>> = state.rooms[&id].history().cloned().collect();
+        type Key = (Arc<str>, u128, u8, Box<str>);
+        let mut by_key: HashMap<Key, VecDeque<usize>> = HashMap::new();
+        for (i, e) in kept.iter().enumerate() {
+            if let (Some((nick, ms)), Some((tag, text))) = (same_key(e), history_text(&e.kind)) {
+                by_key
+                    .entry((nick, ms, tag, text.into()))
+                    .or_default()
+                    .push_back(i);
+            }
+        }
+        let (mut events, mut fresh, mut last_reused) = (Vec::new(), 0, None);
+        for (from, at, kind) in loaded {
+            let Some((tag, text)) = history_text(&kind) else {
+                continue;
+            };
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let reused = by_key
+                .get_mut(&(from.nick.clone(), ms, tag, text.into()))
+                .and_then(VecDeque::pop_front);
+            match reused {
+                Some(i) => {
+                    last_reused = Some(last_reused.map_or(i, |l: usize| l.max(i)));
+                    events.push(kept[i].clone());
+                }
+                None => {
+                    fresh += 1;
+                    let id = self.next_event.fetch_add(1, Relaxed);
+                    let target = Target::Room(name.clone());
+                    events.push(Event::at(id, at, target, Some(from), kind));
+                }
+            }
+        }
+        // Nothing in common: what this room kept is from before what the stream holds, or
+        // was said here while it was read (when the stream holds nothing, it all stays).
+        let tail: Vec<Arc<Event>> = match (last_reused, events.last()) {
+            (Some(l), _) => {
+                let taken: std::collections::HashSet<u64> = events.iter().map(|e| e.id).collect();
+                kept[l + 1..]
+                    .iter()
+                    .filter(|e| !taken.contains(&e.id))
+                    .cloned()
+                    .collect()
+            }
+            (None, None) => return,
+            (None, Some(newest)) => kept.iter().filter(|e| e.at >= newest.at).cloned().collect(),
+        };
+        events.extend(tail);
+        let budget = self.settings.history_bytes;
+        state.rekeep(id, budget, |r| r.replace_history(events, retain, fresh));
+    }
+
+    /// Forgets the room called `room` if nobody is in it and it holds nothing worth keeping
+    /// (or keeps it as an idle room): after [`Hub::load_history`] made it for an arrival
+    /// that did not happen.
+    pub fn settle(&self, room: &str) {
+        let Ok((_, key)) = room_name(room) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        if let Some(&id) = state.room_ids.get(&key) {
+            state.tidy(id);
+        }
     }
 
     /// The next `guest-N`, which may be taken (the caller checks).
@@ -2422,5 +2537,96 @@ mod tests {
         assert_eq!(seen(3), [2, 3]);
         x.set_invisible(false);
         assert_eq!(seen(3), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_loaded_history_keeps_what_was_kept_in_the_streams_order() {
+        let hub = Hub::new(settings(), &ONE_FORMAT);
+        let (m1, m2) = (member(&hub, 1, 0), member(&hub, 2, 0));
+        hub.enter(1, "r", Arrival::Entered, |_| {}).unwrap();
+        let say = |id, text: &str| {
+            hub.say(id, Whither::Named("r"), Kind::Message(text.into()))
+                .unwrap()
+                .0
+        };
+        let (a, b) = (say(1, "a"), say(1, "b"));
+        let remote = Arc::new(Identity {
+            id: REMOTE,
+            nick: "x".into(),
+            user: "x".into(),
+            host: "node-b".into(),
+            realname: "".into(),
+            account: None,
+        });
+        let x = |n: u64, text: &str| {
+            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(n);
+            (remote.clone(), at, Kind::Message(text.into()))
+        };
+        let own = |e: &Arc<Event>, text: &str| {
+            // As the stream gives it back: a remote identity, the time to the millisecond.
+            let ms =
+                e.at.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+            let from = Arc::new(Identity {
+                host: "node-a".into(),
+                ..remote.renamed(e.nick())
+            });
+            (from, at, Kind::Message(text.into()))
+        };
+        // Said here while the stream was read: not in what was read.
+        let c = say(1, "c");
+        hub.load_history(
+            "R",
+            vec![
+                x(1, "x0"),
+                own(&a, "a"),
+                x(2, "x1"),
+                own(&b, "b"),
+                x(3, "x2"),
+            ],
+        );
+        let kept = |hub: &Hub| {
+            let (_, events) = hub.history(2, Whither::Named("r"), 100).unwrap();
+            events
+                .iter()
+                .rev()
+                .map(|e| (e.id, format!("{}: {:?}", e.nick(), e.kind)))
+                .collect::<Vec<_>>()
+        };
+        let got = kept(&hub);
+        let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "x: Message(\"x0\")",
+                "m1: Message(\"a\")",
+                "x: Message(\"x1\")",
+                "m1: Message(\"b\")",
+                "x: Message(\"x2\")",
+                "m1: Message(\"c\")",
+            ]
+        );
+        // What was kept keeps its id; what is new has a new one, above every earlier id.
+        assert_eq!((got[1].0, got[3].0, got[5].0), (a.id, b.id, c.id));
+        assert!(got[0].0 > c.id && got[2].0 > c.id && got[4].0 > c.id);
+        // Reading again changes nothing; more than the room keeps leaves the newest.
+        let later =
+            c.at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 10;
+        let again: Vec<_> = (0..12).map(|n| x(later + n, &format!("y{n}"))).collect();
+        hub.load_history("r", again);
+        let got = kept(&hub);
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[0].1, "x: Message(\"y2\")");
+        drop((m1, m2));
+        // An empty read of a room this node has not got makes it; settling forgets it.
+        hub.load_history("new", Vec::new());
+        assert!(lock(&hub.state).room_ids.contains_key("new"));
+        hub.settle("new");
+        assert!(!lock(&hub.state).room_ids.contains_key("new"));
     }
 }

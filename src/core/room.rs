@@ -445,6 +445,20 @@ impl Room {
         self.history.push_back((event.clone(), cost));
     }
 
+    /// Replaces the kept events with `events` (oldest first), the newest `retain` of them;
+    /// counts as messages sent here those `fresh` ones it had not kept before.
+    pub fn replace_history(&mut self, events: Vec<Arc<Event>>, retain: usize, fresh: u64) {
+        self.messages += fresh;
+        self.history.clear();
+        self.history_bytes = 0;
+        let skip = events.len().saturating_sub(retain);
+        for event in events.into_iter().skip(skip) {
+            let cost = event.footprint();
+            self.history_bytes += cost;
+            self.history.push_back((event, cost));
+        }
+    }
+
     /// Forgets the oldest kept event, if any; returns the bytes that freed.
     pub fn drop_oldest(&mut self) -> usize {
         let Some((_, cost)) = self.history.pop_front() else {

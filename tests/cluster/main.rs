@@ -163,6 +163,11 @@ async fn a_catch_up_replays_nothing_said_before_the_room_was_followed() {
     let mut alice = Client::join(a.addr, "alice").await;
     alice.send("before bob's node had anyone here").await;
     let mut bob = Client::join(b.addr, "bob").await;
+    // Once, as history (what the stream held when bob's node started following the room).
+    assert_eq!(
+        scrollback(&mut bob).await,
+        ["alice: before bob's node had anyone here"]
+    );
     alice.expect("bob has joined the chat.").await;
     follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
     broker.restart(std::time::Duration::from_millis(500)).await;
@@ -173,6 +178,278 @@ async fn a_catch_up_replays_nothing_said_before_the_room_was_followed() {
     alice.send("after").await;
     // The next thing bob gets is what alice says now: no arrival, no old line.
     bob.expect("alice: after").await;
+}
+
+/// Someone arriving on a node where nobody was in the room sees the scrollback said on the
+/// other nodes, in the order it was said, once: at connect (the lobby) and on `/join`. What
+/// is said next arrives live and only live, and `/history` covers the other nodes' lines,
+/// past the scrollback's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_sees_the_scrollback_of_every_node_once_in_order() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, b, c) = (
+        node(&broker, "a").await,
+        node(&broker, "b").await,
+        node(&broker, "c").await,
+    );
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(c.addr, "carol").await;
+    alice.expect("carol has joined the chat.").await;
+    // Taking turns, each line seen on the other node before the next is said, so the order
+    // the stream holds them in is the order they were said in.
+    let mut said = Vec::new();
+    for k in 0..15 {
+        let (speaker, listener) = match k % 3 {
+            0 | 1 => (&mut alice, &mut carol),
+            _ => (&mut carol, &mut alice),
+        };
+        let line = format!("line {k} from {}", speaker.nick);
+        speaker.send(&line).await;
+        let heard = format!("{}: {line}", speaker.nick);
+        listener.expect(&heard).await;
+        said.push(heard);
+    }
+    alice.send("/me waves").await;
+    carol.expect("* alice waves").await;
+    said.push("* alice waves".to_owned());
+    // Nobody is in the lobby on b: bob's node reads it from the stream before he is in.
+    let mut bob = Client::join(b.addr, "bob").await;
+    // The default scrollback (--history 20) holds all 16.
+    assert_eq!(scrollback(&mut bob).await, said);
+    alice.expect("bob has joined the chat.").await;
+    alice.send("live").await;
+    bob.expect("alice: live").await;
+    said.push("alice: live".to_owned());
+    let got = bob.command("/history 50").await;
+    assert_eq!(
+        got[0],
+        "--- History of lobby: the last 17 messages, times in UTC ---"
+    );
+    let lines: Vec<String> = got[1..got.len() - 1]
+        .iter()
+        .map(|l| l.split_once("] ").expect("stamped").1.to_owned())
+        .collect();
+    assert_eq!(lines, said, "/history on b covers a's and c's lines");
+
+    // A room nobody on b is in, with more said in it than the scrollback shows.
+    alice.send("/join dev").await;
+    alice.expect("You are now in dev (just you so far).").await;
+    let mut dev = Vec::new();
+    for k in 0..30 {
+        alice.send(&format!("dev {k}")).await;
+        dev.push(format!("alice: dev {k}"));
+    }
+    // Whatever the stream held when b read it comes as scrollback (its last 20), whatever it
+    // did not yet comes live: together, every line once, in order.
+    bob.send("/join dev").await;
+    let passed = bob
+        .skip_until("You are now in dev (just you so far).")
+        .await;
+    assert_eq!(passed, ["alice has left the room."]);
+    let mut got = scrollback(&mut bob).await;
+    assert!(got.len() <= 20, "{got:?}");
+    while got.last() != dev.last() {
+        got.push(bob.line().await);
+    }
+    assert_eq!(got, dev[30 - got.len()..], "dev's lines once, in order");
+    let got = bob.command("/history 100").await;
+    assert_eq!(
+        got[0], "--- History of dev: the last 30 messages, times in UTC ---",
+        "/history goes past the scrollback to what the stream held"
+    );
+    drop((a, b, c));
+}
+
+/// A line said around someone's arrival on a node where nobody was in the room is neither
+/// lost nor shown twice: while alice, on a, talks without pause, people arrive on b one at
+/// a time (each the first there), and what each gets, scrollback then live lines, is
+/// alice's lines without a gap or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_said_at_the_first_arrival_is_not_lost() {
+    let Some((broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    const ROUNDS: usize = 12;
+    const MAX_LINES: usize = 20_000;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let talking = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            for k in 0..MAX_LINES {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                alice.send(&format!("n {k}")).await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            alice
+        })
+    };
+    let number = |line: &str| -> usize {
+        let k = line
+            .strip_prefix("alice: n ")
+            .unwrap_or_else(|| panic!("{line}"));
+        k.parse().expect("numbered")
+    };
+    for round in 0..ROUNDS {
+        follows(&broker, "b", &["lc.node.b"]).await;
+        let mut c = Client::join(b.addr, &format!("j{round}")).await;
+        let mut got: Vec<usize> = scrollback(&mut c).await.iter().map(|l| number(l)).collect();
+        assert!(!got.is_empty(), "round {round}: alice had said something");
+        for _ in 0..40 {
+            got.push(number(&c.line().await));
+        }
+        let expected: Vec<usize> = (got[0]..got[0] + got.len()).collect();
+        assert_eq!(
+            got, expected,
+            "round {round}: each of alice's lines once, in order"
+        );
+        c.send("/quit").await;
+        c.expect_closed().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(talking.await.expect("alice"));
+}
+
+/// Someone moving into a room nobody on their node is in while the broker is away is shown
+/// what their node has, and told so; once the broker is back the room's history from the
+/// stream is read, and `/history` has what was said elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrival_while_the_broker_is_away_gets_the_history_once_it_is_back() {
+    let Some((mut broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.send("/join dev").await;
+    alice.expect("You are now in dev (just you so far).").await;
+    alice.send("said on a before the outage").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    // The line is stored once a's own scrollback of dev, read back from the stream, has it.
+    let mut check = Client::join(a.addr, "check").await;
+    check.send("/join dev").await;
+    check
+        .skip_until("You are now in dev (2 people here).")
+        .await;
+    assert_eq!(
+        scrollback(&mut check).await,
+        ["alice: said on a before the outage"]
+    );
+    drop(check);
+    bob.wait = std::time::Duration::from_secs(20);
+    let down = "Server: the cluster link is down; chat goes on among the people on this server.";
+    let back = "Server: the cluster link is back; you are chatting with every server again.";
+    let moving = async {
+        bob.skip_until(down).await;
+        bob.send("/join dev").await;
+        bob.expect("You are now in dev (just you so far).").await;
+        bob.expect("Server: the cluster's history of dev could not be read just now; the scrollback holds only what this server has.")
+            .await;
+    };
+    tokio::join!(broker.restart(std::time::Duration::from_secs(4)), moving);
+    bob.skip_until(back).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = bob.command("/history").await;
+        if got
+            .iter()
+            .any(|l| l.ends_with("] alice: said on a before the outage"))
+        {
+            assert_eq!(got.len(), 3, "one line of history, once: {got:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not read: {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Not a check: what reading a full room (the stream keeps 10 000 events per room) costs an
+/// arrival, against the same arrival on a node that follows the room already (no read).
+/// Prints the medians of 5 of each; run alone with
+/// `cargo test --release --test cluster -- --ignored --nocapture reading_a_full_room`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn reading_a_full_room_costs_an_arrival() {
+    let Some((broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    const LINES: usize = 10_000;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    for c in [&mut alice, &mut carol] {
+        c.send("/join big").await;
+        c.skip_until("You are now in big (just you so far).").await;
+    }
+    // Every line stored before the arrivals are timed: carol, on b, has had the last one.
+    alice
+        .flood(
+            LINES,
+            "a line of about sixty-four bytes, as the benchmarks send...",
+        )
+        .await;
+    carol.wait = std::time::Duration::from_secs(60);
+    carol
+        .skip_until(&format!(
+            "alice: {} a line of about sixty-four bytes, as the benchmarks send...",
+            LINES - 1
+        ))
+        .await;
+    let arrive = |nick: String| async move {
+        let started = std::time::Instant::now();
+        let mut c = Client::join(b.addr, &nick).await;
+        c.send("/join big").await;
+        c.skip_until("--- End of history ---").await;
+        let took = started.elapsed();
+        c.send("/quit").await;
+        c.expect_closed().await;
+        took
+    };
+    let mut followed = Vec::new();
+    for i in 0..5 {
+        followed.push(arrive(format!("f{i}")).await);
+    }
+    carol.send("/leave").await;
+    let mut read = Vec::new();
+    for i in 0..5 {
+        follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
+        read.push(arrive(format!("r{i}")).await);
+    }
+    followed.sort();
+    read.sort();
+    println!(
+        "arrival in a room of {LINES} events, connect to end of scrollback, median of 5: \
+         followed already {:?}, read from the stream {:?} (ratio {:.1}); all: {followed:?} {read:?}",
+        followed[2],
+        read[2],
+        read[2].as_secs_f64() / followed[2].as_secs_f64()
+    );
+}
+
+/// The scrollback block that comes next, its lines without their times.
+async fn scrollback(c: &mut Client) -> Vec<String> {
+    let head = c.line().await;
+    assert!(
+        head.starts_with("--- History of "),
+        "{}: a scrollback should come next, not {head}",
+        c.nick
+    );
+    history_lines(c).await
+}
+
+/// The lines of a history block whose header has been read, up to its end, without times.
+async fn history_lines(c: &mut Client) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = c.line().await;
+        if line == "--- End of history ---" {
+            return lines;
+        }
+        let (_, text) = line.split_once("] ").expect("a stamped history line");
+        lines.push(text.to_owned());
+    }
 }
 
 /// Each listener reads until three senders (`s0`-`s2`) have said `done`, and must have had

@@ -211,6 +211,11 @@ impl Session {
                 nick: &nick,
                 motd: live.motd.as_deref().unwrap_or_default(),
             };
+            // On a cluster, the lobby's history from every node is read first (bounded).
+            let hold = match &shared.cluster {
+                Some(cluster) => cluster.prepare(LOBBY).await,
+                None => None,
+            };
             let entered = shared
                 .hub
                 .enter(member.id, LOBBY, Arrival::Connected, |view| {
@@ -220,6 +225,9 @@ impl Session {
                 });
             if let Err(e) = entered {
                 tracing::error!(error = %e, "cannot enter the lobby");
+            }
+            if hold.is_some_and(|h| !h.loaded) {
+                let _ = member.push(words::history_unread(LOBBY).into());
             }
             return Ok(nick);
         }
@@ -351,6 +359,18 @@ impl Session {
             Flow::Quit | Flow::Continue => {}
             Flow::Account(request) => self.account(request, nick).await,
             Flow::Claim { name, password } => self.claim(name, password, nick).await,
+            Flow::Move { room, leave } => {
+                let shared = self.conn.shared.clone();
+                let hold = match &shared.cluster {
+                    Some(cluster) => cluster.prepare(&room).await,
+                    None => None,
+                };
+                cmd::join::moved(&mut self.ctx(&shared, nick), &room, leave);
+                shared.hub.settle(&room);
+                if hold.is_some_and(|h| !h.loaded) {
+                    self.reply(words::history_unread(&room).trim_end());
+                }
+            }
             Flow::KeepIgnores => {
                 let member = self.conn.member.clone();
                 if let Err(e) = crate::proto::ignore::keep(&self.conn.shared, &member).await {

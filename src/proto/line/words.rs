@@ -101,3 +101,11 @@ pub fn cluster_link(up: bool) -> &'static str {
         "Server: the cluster link is down; chat goes on among the people on this server.\n"
     }
 }
+
+/// Told after the scrollback when the cluster's history of `room` could not be read in time
+/// (docs/CLUSTER.md, "Scrollback and /history"): what was shown is this server's alone.
+pub fn history_unread(room: &str) -> String {
+    format!(
+        "Server: the cluster's history of {room} could not be read just now; the scrollback holds only what this server has.\n"
+    )
+}

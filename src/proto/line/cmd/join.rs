@@ -27,10 +27,26 @@ pub const SPEC: Spec = Spec {
 
 impl Join {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        if let Err(e) = move_to(ctx, &self.room) {
-            ctx.reply(words::room_error(&e));
+        if ctx.shared.cluster.is_some() {
+            return Flow::Move {
+                room: self.room,
+                leave: false,
+            };
         }
+        moved(ctx, &self.room, false);
         Flow::Continue
+    }
+}
+
+/// Moves the caller to `room` (`leave`: back to the lobby, with `/leave`'s words) and says
+/// what went wrong, if anything.
+pub fn moved(ctx: &mut Ctx<'_>, room: &str, leave: bool) {
+    match move_to(ctx, room) {
+        Ok(()) => {}
+        Err(RoomError::AlreadyThere(_)) if leave => {
+            ctx.reply("You are already in lobby; /quit leaves the chat.")
+        }
+        Err(e) => ctx.reply(words::room_error(&e)),
     }
 }
 

@@ -1,10 +1,8 @@
 //! `/leave` — back to the lobby, as `/join lobby` would.
 
-use super::join::move_to;
+use super::join::moved;
 use super::{no_args, Command, Ctx, Flow, Spec};
-use crate::core::names::RoomError;
 use crate::core::room::LOBBY;
-use crate::proto::line::words;
 
 pub const SPEC: Spec = Spec {
     name: "leave",
@@ -14,12 +12,12 @@ pub const SPEC: Spec = Spec {
 };
 
 pub fn run(ctx: &mut Ctx<'_>) -> Flow {
-    match move_to(ctx, LOBBY) {
-        Ok(()) => {}
-        Err(RoomError::AlreadyThere(_)) => {
-            ctx.reply("You are already in lobby; /quit leaves the chat.")
-        }
-        Err(e) => ctx.reply(words::room_error(&e)),
+    if ctx.shared.cluster.is_some() {
+        return Flow::Move {
+            room: LOBBY.to_owned(),
+            leave: true,
+        };
     }
+    moved(ctx, LOBBY, true);
     Flow::Continue
 }

@@ -14,7 +14,7 @@ mod echo;
 mod help;
 mod history;
 mod ignore;
-mod join;
+pub mod join;
 mod leave;
 mod me;
 mod metrics;
@@ -173,6 +173,12 @@ pub enum Flow {
     Quit,
     /// An account request, which the session awaits (hashing runs off the runtime thread).
     Account(account::Request),
+    /// `/join` or (`leave`) `/leave` on a cluster: the session reads the room's history from
+    /// the stream first, then moves (docs/CLUSTER.md, "Scrollback and /history").
+    Move {
+        room: String,
+        leave: bool,
+    },
     /// Whom the caller ignores changed: the session writes it to the caller's account.
     KeepIgnores,
     /// `/nick` to a registered name: the session asks for (or checks) its password.
