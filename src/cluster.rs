@@ -959,9 +959,11 @@ impl Link {
             }
             kept.push_back(w);
         }
-        // Handed over even when empty: the hub makes the room, so that what arrives live
-        // before the arrival it is read for is kept for it.
-        if let Some(room) = subject_room(subject) {
+        // Handed over even with no messages when the room exists in the cluster (someone's
+        // arrival is in the stream): the hub makes it, so that what arrives live before the
+        // arrival it is read for is kept for it. A room the stream knows nothing of is made
+        // by the entry, within the creation limit (`--rooms-per-minute`).
+        if let (Some(room), true) = (subject_room(subject), n > 0) {
             let events = kept.into_iter().filter_map(Wire::into_remote).collect();
             deliver(Incoming::History { room, events });
         }
@@ -1216,23 +1218,25 @@ async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, 
         .await
         .map_err(|e| e.to_string())?;
     let pending = consumer.cached_info().num_pending as usize;
-    let mut read = Vec::with_capacity(pending);
-    while read.len() < pending {
+    let (mut read, mut got) = (Vec::with_capacity(pending), 0);
+    while got < pending {
         let mut batch = consumer
             .fetch()
-            .max_messages(LOAD_BATCH.min(pending - read.len()))
+            .max_messages(LOAD_BATCH.min(pending - got))
             .messages()
             .await
             .map_err(|e| e.to_string())?;
-        let before = read.len();
+        let before = got;
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| e.to_string())?;
+            got += 1;
             match serde_json::from_slice::<Wire>(&msg.payload) {
                 Ok(w) => read.push(w),
                 Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
             }
         }
-        if read.len() == before {
+        // A fetch that does not wait comes back empty only when nothing is left to read.
+        if got == before {
             break;
         }
     }

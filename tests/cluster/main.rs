@@ -315,6 +315,49 @@ async fn a_line_said_at_the_first_arrival_is_not_lost() {
     drop(talking.await.expect("alice"));
 }
 
+/// Reading a room from the stream does not make rooms around the creation limit: a room the
+/// stream knows of is joined, one it does not is created by the entry, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_creation_limit_holds_on_a_cluster() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let b = Server::start(Options {
+        args: &[
+            "--cluster",
+            &broker.url,
+            "--node-name",
+            "b",
+            "--rate-limit",
+            "0",
+            "--rooms-per-minute",
+            "1",
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.send("/join dev").await;
+    alice.expect("You are now in dev (just you so far).").await;
+    alice.send("in dev").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    // Joining dev, which the cluster has, creates nothing here.
+    bob.send("/join dev").await;
+    bob.expect("You are now in dev (just you so far).").await;
+    assert_eq!(scrollback(&mut bob).await, ["alice: in dev"]);
+    bob.send("/join new1").await;
+    bob.skip_until("You are now in new1 (just you so far).")
+        .await;
+    bob.send("/join new2").await;
+    let refused = bob.line().await;
+    assert!(
+        refused.starts_with("Error: you have created 1 rooms in the last minute"),
+        "{refused}"
+    );
+}
+
 /// Someone moving into a room nobody on their node is in while the broker is away is shown
 /// what their node has, and told so; once the broker is back the room's history from the
 /// stream is read, and `/history` has what was said elsewhere.
