@@ -56,11 +56,6 @@ const ACK_WAIT: Duration = Duration::from_secs(1);
 /// then, and the difference between this node's clock and the broker's, which stamps the
 /// stream's messages (assumed smaller than this).
 const CATCH_UP_MARGIN: Duration = Duration::from_secs(30);
-/// How long an arrival waits for the room's history to be read from the stream before it is
-/// shown what this node has (docs/CLUSTER.md, "Scrollback and /history").
-pub const LOAD_WAIT: Duration = Duration::from_secs(2);
-/// Events read from the stream per fetch, loading a room's history.
-const LOAD_BATCH: usize = 1000;
 /// Events waiting for their acknowledgement, at most; past it the cluster copy is dropped
 /// and counted, as for the queue.
 const UNACKED: usize = 64 * 1024;
@@ -70,6 +65,12 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a claim or release may wait for the broker before the person is told no.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an arrival waits for the room's history to be read from the stream before it is
+/// shown what this node has (docs/CLUSTER.md, "Scrollback and /history").
+pub const LOAD_WAIT: Duration = Duration::from_secs(2);
+/// Events read from the stream per fetch, loading a room's history.
+const LOAD_BATCH: usize = 1000;
 
 /// How to reach the broker, from `--cluster`, `--node-name` and `--cluster-creds`.
 #[derive(Debug, Clone)]
@@ -348,6 +349,9 @@ pub struct Link {
     incoming_tx: mpsc::Sender<async_nats::Message>,
     /// One forwarding task per room this node has members in.
     rooms: HashMap<String, Followed>,
+    /// Messages a room's history holds here (`--history-retain`): what is read of a room
+    /// from the stream when this node starts following it.
+    keep: usize,
     interest: Arc<Interest>,
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     seq: Arc<AtomicU64>,
@@ -357,9 +361,6 @@ pub struct Link {
     out: mpsc::Receiver<Out>,
     /// The client's connection events (a handful at a time: one per drop and return).
     events: mpsc::Receiver<async_nats::Event>,
-    /// Messages a room's history holds here (`--history-retain`): what is read of a room
-    /// from the stream when this node starts following it.
-    keep: usize,
 }
 
 /// Connects to the broker and opens (or creates) the nickname bucket.
@@ -461,6 +462,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         incoming,
         incoming_tx,
         rooms: HashMap::new(),
+        keep: 0,
         interest,
         peers,
         seq,
@@ -469,7 +471,6 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         boot,
         out: rx,
         events,
-        keep: 0,
     };
     Ok((cluster, link))
 }
@@ -842,6 +843,9 @@ impl Link {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // The rooms to read from the stream: those followed from now on, and those someone
+        // waits for whose first read failed.
+        let mut new = Vec::new();
         let retry: Vec<String> = {
             let mut loads = lock(&self.interest.loads);
             wanted.extend(loads.held.keys().cloned());
@@ -863,7 +867,6 @@ impl Link {
             }
             keep
         });
-        let mut new = Vec::new();
         for subject in wanted {
             if self.rooms.contains_key(&subject) {
                 continue;
@@ -888,7 +891,6 @@ impl Link {
                 }
             }
         }
-        // Rooms someone waits for whose first read failed are read again.
         for subject in retry {
             if self.rooms.contains_key(&subject) && !new.contains(&subject) {
                 new.push(subject);
@@ -944,13 +946,7 @@ impl Link {
         let n = read.len();
         let mut kept = std::collections::VecDeque::with_capacity(self.keep.min(n));
         for w in read {
-            if !(w.node == *self.node && w.boot == self.boot) {
-                let mark = self
-                    .marks
-                    .entry((format!("{}.{}", w.node, w.boot), w.room.clone()))
-                    .or_default();
-                *mark = (*mark).max(w.seq);
-            }
+            self.had(&w);
             if !matches!(w.kind.as_str(), "msg" | "act" | "note") {
                 continue;
             }
@@ -959,13 +955,28 @@ impl Link {
             }
             kept.push_back(w);
         }
-        // Handed over even when empty: the hub makes the room, so that what arrives live
-        // before the arrival it is read for is kept for it.
-        if let Some(room) = subject_room(subject) {
+        // Handed over even with no messages when the room exists in the cluster (someone's
+        // arrival is in the stream): the hub makes it, so that what arrives live before the
+        // arrival it is read for is kept for it. A room the stream knows nothing of is made
+        // by the entry, within the creation limit (`--rooms-per-minute`).
+        if let (Some(room), true) = (subject_room(subject), n > 0) {
             let events = kept.into_iter().filter_map(Wire::into_remote).collect();
             deliver(Incoming::History { room, events });
         }
         Ok(n)
+    }
+
+    /// Notes that `w`, read from the stream for a room's history, is delivered: neither it
+    /// nor anything before it from its origin in its room is to be delivered again.
+    fn had(&mut self, w: &Wire) {
+        if w.node == *self.node && w.boot == self.boot {
+            return;
+        }
+        let mark = self
+            .marks
+            .entry((format!("{}.{}", w.node, w.boot), w.room.clone()))
+            .or_default();
+        *mark = (*mark).max(w.seq);
     }
 
     /// One event from another node, live or from the stream: delivered unless this node has
@@ -1199,49 +1210,6 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
     }
 }
 
-/// Every event the stream holds on `subject` (one room's; at most [`KEPT_PER_ROOM`]), in the
-/// stream's order, through an ephemeral pull consumer: read up to what it held when the
-/// consumer was made.
-async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, String> {
-    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            filter_subject: subject.to_owned(),
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let pending = consumer.cached_info().num_pending as usize;
-    let mut read = Vec::with_capacity(pending);
-    while read.len() < pending {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(LOAD_BATCH.min(pending - read.len()))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let before = read.len();
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| e.to_string())?;
-            match serde_json::from_slice::<Wire>(&msg.payload) {
-                Ok(w) => read.push(w),
-                Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
-            }
-        }
-        if read.len() == before {
-            break;
-        }
-    }
-    // The consumer goes with its inactivity threshold; deleting it now spares the broker.
-    let name = consumer.cached_info().name.clone();
-    let _ = stream.delete_consumer(&name).await;
-    Ok(read)
-}
-
 /// Publishes each room event to the stream, in order, one at a time, each until the broker
 /// acknowledges it: so an event in flight when the broker went away is sent again, stored
 /// once (`Nats-Msg-Id`), and never overtaken by the next. Repeats that reach the other nodes
@@ -1456,6 +1424,51 @@ fn lost(beats: &Beats, key: &str) {
             people,
         });
     }
+}
+
+/// Every event the stream holds on `subject` (one room's; at most [`KEPT_PER_ROOM`]), in the
+/// stream's order, through an ephemeral pull consumer: read up to what it held when the
+/// consumer was made.
+async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, String> {
+    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            filter_subject: subject.to_owned(),
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending = consumer.cached_info().num_pending as usize;
+    let (mut read, mut got) = (Vec::with_capacity(pending), 0);
+    while got < pending {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(LOAD_BATCH.min(pending - got))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let before = got;
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            got += 1;
+            match serde_json::from_slice::<Wire>(&msg.payload) {
+                Ok(w) => read.push(w),
+                Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
+            }
+        }
+        // A fetch that does not wait comes back empty only when nothing is left to read.
+        if got == before {
+            break;
+        }
+    }
+    // The consumer goes with its inactivity threshold; deleting it now spares the broker.
+    let name = consumer.cached_info().name.clone();
+    let _ = stream.delete_consumer(&name).await;
+    Ok(read)
 }
 
 fn ms_since_epoch(at: SystemTime) -> u64 {

@@ -315,6 +315,129 @@ async fn a_line_said_at_the_first_arrival_is_not_lost() {
     drop(talking.await.expect("alice"));
 }
 
+/// Coming back to a room nobody on one's node stayed in shows as new only what was said
+/// since, on any node: what the room's history here held keeps its place when the room is
+/// read again from the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coming_back_shows_only_what_any_node_said_since() {
+    let Some((broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    for c in [&mut alice, &mut bob] {
+        c.send("/join dev").await;
+        c.skip_until("You are now in dev (just you so far).").await;
+    }
+    alice.skip_until("bob has joined the room.").await;
+    alice.send("seen by bob").await;
+    bob.expect("alice: seen by bob").await;
+    bob.send("said by bob").await;
+    alice.expect("bob: said by bob").await;
+    bob.send("/leave").await;
+    bob.skip_until("You are now in lobby (just you so far).")
+        .await;
+    alice.expect("bob has left the room.").await;
+    follows(&broker, "b", &["lc.node.b", "lc.room.lobby"]).await;
+    alice.send("said while bob was away").await;
+    alice.send("/me waits").await;
+    // Both stored before bob comes back: someone on a third node, which reads dev from the
+    // stream as they enter it, has them.
+    let c = node(&broker, "c").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for round in 0.. {
+        follows(&broker, "c", &["lc.node.c"]).await;
+        let mut check = Client::join(c.addr, &format!("check{round}")).await;
+        check.send("/join dev").await;
+        check
+            .skip_until("You are now in dev (just you so far).")
+            .await;
+        let stored = scrollback(&mut check).await;
+        check.send("/quit").await;
+        check.expect_closed().await;
+        if stored.len() == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not stored: {stored:?}"
+        );
+    }
+    bob.send("/join dev").await;
+    let passed = bob
+        .skip_until("You are now in dev (just you so far).")
+        .await;
+    assert!(
+        passed.iter().all(|l| l.starts_with("check")),
+        "only the checkers' comings and goings: {passed:?}"
+    );
+    bob.expect("--- History of dev: 2 new messages since you were last here, times in UTC ---")
+        .await;
+    assert_eq!(
+        history_lines(&mut bob).await,
+        ["alice: said while bob was away", "* alice waits"]
+    );
+    let got = bob.command("/history").await;
+    let lines: Vec<&str> = got[1..got.len() - 1]
+        .iter()
+        .map(|l| l.split_once("] ").expect("stamped").1)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "alice: seen by bob",
+            "bob: said by bob",
+            "alice: said while bob was away",
+            "* alice waits"
+        ],
+        "each once, in order"
+    );
+}
+
+/// Reading a room from the stream does not make rooms around the creation limit: a room the
+/// stream knows of is joined, one it does not is created by the entry, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_creation_limit_holds_on_a_cluster() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let b = Server::start(Options {
+        args: &[
+            "--cluster",
+            &broker.url,
+            "--node-name",
+            "b",
+            "--rate-limit",
+            "0",
+            "--rooms-per-minute",
+            "1",
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.send("/join dev").await;
+    alice.expect("You are now in dev (just you so far).").await;
+    alice.send("in dev").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    // Joining dev, which the cluster has, creates nothing here.
+    bob.send("/join dev").await;
+    bob.expect("You are now in dev (just you so far).").await;
+    assert_eq!(scrollback(&mut bob).await, ["alice: in dev"]);
+    bob.send("/join new1").await;
+    bob.skip_until("You are now in new1 (just you so far).")
+        .await;
+    bob.send("/join new2").await;
+    let refused = bob.line().await;
+    assert!(
+        refused.starts_with("Error: you have created 1 rooms in the last minute"),
+        "{refused}"
+    );
+}
+
 /// Someone moving into a room nobody on their node is in while the broker is away is shown
 /// what their node has, and told so; once the broker is back the room's history from the
 /// stream is read, and `/history` has what was said elsewhere.
