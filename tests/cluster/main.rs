@@ -886,3 +886,57 @@ async fn futures_join<T: Send + 'static>(
     }
     out
 }
+
+/// Events of one origin that reach a node out of order (a publish that failed mid-window was
+/// sent again after a later one had been stored) are put back in order by their `rseq`, each
+/// once; a missing one is waited for, then given up, and not shown when it comes after all.
+/// The events are published by hand, as a node of the past would have, so the order is the
+/// test's to choose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_out_of_order_reach_people_in_order_once() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let mut bob = Client::join(a.addr, "bob").await;
+    follows(&broker, "a", &["lc.node.a", "lc.room.lobby"]).await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let publish = |rseq: u64, text: &str| {
+        let event = serde_json::json!({
+            "node": "x", "boot": 1, "seq": rseq, "rseq": rseq, "room": "lobby", "nick": "zed",
+            "kind": "msg", "text": text, "at_ms": 0,
+        });
+        let nats = nats.clone();
+        async move {
+            nats.publish("lc.room.lobby", event.to_string().into())
+                .await
+                .expect("publish");
+            nats.flush().await.expect("flush");
+        }
+    };
+    for (rseq, text) in [
+        (1, "one"),
+        (3, "three"),
+        (2, "two"),
+        (2, "two again"),
+        (1, "one again"),
+        (4, "four"),
+    ] {
+        publish(rseq, text).await;
+    }
+    for want in ["zed: one", "zed: two", "zed: three", "zed: four"] {
+        bob.expect(want).await;
+    }
+    // 5 is missing: 6 waits for it (GAP_WAIT, 5 s), then comes without it.
+    publish(6, "six").await;
+    let held = tokio::time::timeout(std::time::Duration::from_secs(1), bob.line()).await;
+    assert!(held.is_err(), "six was not held back: {held:?}");
+    bob.wait = std::time::Duration::from_secs(15);
+    bob.expect("zed: six").await;
+    publish(5, "five, too late").await;
+    publish(7, "seven").await;
+    bob.expect("zed: seven").await;
+}
