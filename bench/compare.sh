@@ -36,6 +36,7 @@
 #                       c) on PORT+1..PORT+3 with --cluster; the bench spreads the clients over
 #                       the nodes round-robin, counts the CPU of all four processes, and reports
 #                       the latency of the deliveries that crossed between nodes apart.
+#                       linechat-cluster-before: the same cluster of BEFORE_BIN nodes.
 #   TLS_KEY=ec          the TLS servers' key: ec (ECDSA P-256, the default) or rsa (RSA 2048)
 #   RECORD=1            write the report to <repo>/BENCHMARKS.md (otherwise it is only printed
 #                       and kept in the results directory)
@@ -81,7 +82,7 @@ awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must
 for s in $SCENARIOS; do
     case $s in S1 | S2 | S3 | S4 | S5) ;; *) die "unknown scenario $s (use S1 S2 S3 S4 S5)" ;; esac
 done
-ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs linechat-ws-line linechat-ws-irc linechat-cluster"
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs linechat-ws-line linechat-ws-irc linechat-cluster linechat-cluster-before"
 for s in $SERVERS; do
     [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
@@ -121,7 +122,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 # --- tools ------------------------------------------------------------------------------------
 pkgs=()
 has_server redis && ! command -v redis-server >/dev/null && pkgs+=(redis-server)
-{ has_server nats || has_server linechat-cluster; } && ! command -v nats-server >/dev/null && pkgs+=(nats-server)
+{ has_server nats || has_server linechat-cluster || has_server linechat-cluster-before; } && ! command -v nats-server >/dev/null && pkgs+=(nats-server)
 has_server ngircd && ! command -v ngircd >/dev/null && pkgs+=(ngircd)
 has_server inspircd && ! command -v inspircd >/dev/null && pkgs+=(inspircd)
 if ((${#pkgs[@]})); then
@@ -146,7 +147,7 @@ if has_server linechat || has_server linechat-irc || has_server linechat-mixed |
     has_server linechat-cluster; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
 fi
-if has_server linechat-before; then
+if has_server linechat-before || has_server linechat-cluster-before; then
     [[ -n $BEFORE_BIN && -x $BEFORE_BIN ]] || die "linechat-before needs BEFORE_BIN, an earlier linechat binary"
 fi
 
@@ -277,10 +278,10 @@ server_cmd() {
     ngircd) echo "ngircd --nodaemon --config $conf/ngircd.conf" ;;
     inspircd) echo "inspircd --nofork --runasroot --config $conf/inspircd.conf" ;;
     # Shown in the report; start_cluster runs the same commands one by one.
-    linechat-cluster)
+    linechat-cluster | linechat-cluster-before)
         local all n
         all="$(broker_cmd "$2" "$conf")"
-        for n in 1 2 3; do all+="; $(node_cmd "$2" "$n")"; done
+        for n in 1 2 3; do all+="; $(node_cmd "$2" "$n" "$(cluster_bin "$1")")"; done
         echo "$all"
         ;;
     esac
@@ -288,15 +289,16 @@ server_cmd() {
 
 # The cluster's broker on $1 (its store under $2) and its node $2 (1, 2, 3: a, b, c) on $1+$2.
 broker_cmd() { echo "nats-server -a 127.0.0.1 -p $1 -js -sd $2/js"; }
-node_cmd() {
+cluster_bin() { if [[ $1 == linechat-cluster-before ]]; then echo "$BEFORE_BIN"; else echo "$LINECHAT_BIN"; fi; }
+node_cmd() { # $1 broker port, $2 node number, $3 binary
     local name port
     name=$(echo "a b c" | cut -d' ' -f"$2")
     if [[ $1 =~ ^[0-9]+$ ]]; then port=$(($1 + $2)); else port="$1+$2"; fi
-    echo "$LINECHAT_BIN --rate-limit 0 --listen 127.0.0.1:$port --max-clients 20000 --cluster nats://127.0.0.1:$1 --node-name $name"
+    echo "$3 --rate-limit 0 --listen 127.0.0.1:$port --max-clients 20000 --cluster nats://127.0.0.1:$1 --node-name $name"
 }
 # --addr of each node the bench's clients are spread over.
 bench_addr_args() { # $1 server, $2 port
-    if [[ $1 == linechat-cluster ]]; then
+    if [[ $1 == linechat-cluster* ]]; then
         local n
         for n in 1 2 3; do
             if [[ $2 =~ ^[0-9]+$ ]]; then echo "--addr 127.0.0.1:$(($2 + n))"; else echo "--addr 127.0.0.1:$2+$n"; fi
@@ -306,7 +308,7 @@ bench_addr_args() { # $1 server, $2 port
     fi
 }
 # For the report: the PIDs the bench is given.
-pid_args() { if [[ $1 == linechat-cluster ]]; then echo "PID_BROKER,PID_A,PID_B,PID_C"; else echo PID; fi; }
+pid_args() { if [[ $1 == linechat-cluster* ]]; then echo "PID_BROKER,PID_A,PID_B,PID_C"; else echo PID; fi; }
 
 # $1 server, $2 port, $3 second port -> linechat-bench's protocol arguments
 bench_proto_args() {
@@ -319,7 +321,7 @@ bench_proto_args() {
     linechat-ircs) echo "--proto irc --tls" ;;
     linechat-ws-line) echo "--proto ws-line" ;;
     linechat-ws-irc) echo "--proto ws-irc" ;;
-    linechat-cluster) echo "--proto linechat" ;;
+    linechat-cluster | linechat-cluster-before) echo "--proto linechat" ;;
     # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
     # backlog of 10 and accepts one connection per loop pass: more connects at once overflow
     # the backlog, and the dropped SYNs cost seconds of retries (setup only, not measured).
@@ -333,6 +335,9 @@ server_version() {
     case $1 in
     linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync | linechat-tls | linechat-ircs | linechat-ws-*)
         "$LINECHAT_BIN" --version 2>/dev/null | head -n1
+        ;;
+    linechat-cluster-before)
+        echo "$("$BEFORE_BIN" --version 2>/dev/null | head -n1) ×3 with $(nats-server --version 2>/dev/null | head -n1) -js"
         ;;
     linechat-cluster)
         echo "$("$LINECHAT_BIN" --version 2>/dev/null | head -n1) ×3 with $(nats-server --version 2>/dev/null | head -n1) -js"
@@ -367,19 +372,19 @@ start_one() {
 
 # The broker and three nodes, each waited for in turn (a node connects to the broker before
 # it listens).
-start_cluster() { # $1 port, $2 log file base
+start_cluster() { # $1 port, $2 log file base, $3 the nodes' binary
     local conf=$CONF_DIR/linechat-cluster-$1 n
     mkdir -p "$conf/js"
     start_one "$(broker_cmd "$1" "$conf")" "$2.broker.log" "$1" || { stop_server; return 1; }
     for n in 1 2 3; do
-        start_one "$(node_cmd "$1" "$n")" "$2.node$n.log" "$(($1 + n))" || { stop_server; return 1; }
+        start_one "$(node_cmd "$1" "$n" "$3")" "$2.node$n.log" "$(($1 + n))" || { stop_server; return 1; }
     done
 }
 
 start_server() { # $1 server, $2 port, $3 second port, $4 log file; sets SERVER_PIDS
     local conf=$CONF_DIR/$1-$2 cmd
-    if [[ $1 == linechat-cluster ]]; then
-        start_cluster "$2" "${4%.log}"
+    if [[ $1 == linechat-cluster* ]]; then
+        start_cluster "$2" "${4%.log}" "$(cluster_bin "$1")"
         return
     fi
     mkdir -p "$conf"
@@ -448,7 +453,7 @@ for sc in $SCENARIOS; do
             done
             stop_server
             [[ $srv == linechat-mixed ]] && port=$port2
-            [[ $srv == linechat-cluster ]] && port=$((port + 3))
+            [[ $srv == linechat-cluster* ]] && port=$((port + 3))
             sleep 1
         done
     done
@@ -517,8 +522,9 @@ LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
          "linechat-tls": "linechat's line protocol over TLS", "linechat-ircs": "linechat's IRC over TLS",
          "linechat-ws-line": "linechat, line protocol over WebSocket",
          "linechat-ws-irc": "linechat, IRC over WebSocket",
-         "linechat-cluster": "three linechat nodes over NATS JetStream"}
-cluster = "linechat-cluster" in servers
+         "linechat-cluster": "three linechat nodes over NATS JetStream",
+         "linechat-cluster-before": "the same cluster of BEFORE_BIN nodes"}
+cluster = any(s.startswith("linechat-cluster") for s in servers)
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):
@@ -695,8 +701,10 @@ for sc in scenarios:
             w(f"| {srv} | {ok[srv]}/{reps} | {num(med(r, 'deliveries_per_s'))} | {num(med(r, 'server.deliveries_per_cpu_s'))} | "
               f"{'n/a' if cpu is None else f'{cpu * 100:.0f}%'} | {us(med(r, 'latency_us.p50'))} | {us(med(r, 'latency_us.p99'))} | "
               f"{us(med(r, 'latency_us.p999'))} |{xv} {ldr} | {mib(med(r, 'server.vm_hwm_kib'))} | {num(med(r, 'sent_per_s'))} |")
-        if cluster and "linechat" in servers and sc in ("S1", "S2", "S3"):
-            cl, one = data["linechat-cluster"], data["linechat"]
+        for cs in [s for s in servers if s.startswith("linechat-cluster")]:
+            if "linechat" not in servers or sc not in ("S1", "S2", "S3"):
+                break
+            cl, one = data[cs], data["linechat"]
             a, b = med(cl, "server.deliveries_per_cpu_s"), med(one, "server.deliveries_per_cpu_s")
             x99 = med(cl, "cross_node.latency_us.p99")
             failed = sum(1 for r in cl if "failed" in r)
@@ -704,8 +712,8 @@ for sc in scenarios:
             expected = tot(cl, "expected_deliveries") or 0
             got = tot(cl, "deliveries") or 0
             w("")
-            w(f"Cluster against one node (issue 16's bars): deliveries per CPU-second {num(a)} vs {num(b)}, "
-              f"**{ratio(a, b)}** (bar ≥ 0.6×: {'met' if a and b and a / b >= 0.6 else 'NOT met'}); "
+            w(f"{cs} against one node (issue 16's bars): deliveries per CPU-second {num(a)} vs {num(b)}, "
+              f"**{'n/a' if not (a and b) else f'{a / b:.3f}×'}** (bar ≥ 0.6×: {'met' if a and b and a / b >= 0.6 else 'NOT met'}); "
               f"{got:,} of {expected:,} expected deliveries counted over {reps - failed} runs, "
               f"lost/duplicated/reordered {lost} (bar 0: {'met' if lost == 0 and got == expected and failed == 0 else 'NOT met'})"
               + (f"; cross-node p99 {us(x99)} (bar < 5 ms: {'met' if x99 is not None and x99 < 5000 else 'NOT met'})" if sc == "S1" else
