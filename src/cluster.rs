@@ -1297,6 +1297,11 @@ async fn recover(
     stop: &CancellationToken,
     dropped: &AtomicU64,
 ) {
+    // Once per failure, not per event: an outage does not flood the log.
+    tracing::info!(
+        events = window.len(),
+        "cluster: an acknowledgement failed; sending the window again, in order"
+    );
     while let Some(InFlight { event, .. }) = window.pop_front() {
         publish_until_acked(js, &event, stop, dropped).await;
     }
