@@ -157,6 +157,13 @@ if (($(ulimit -n) < 20100)) && [[ " $SCENARIOS " == *" S4 "* ]]; then
     log "warning: open-file limit $(ulimit -n) may be too low for S4 (10000 clients)"
 fi
 
+# Ports in the kernel's ephemeral range may be held by the bench's own client sockets from
+# the run before (S3's 2 000), and a server then cannot listen there.
+if read -r eph_lo eph_hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null &&
+    ((BASE_PORT + 1000 >= eph_lo && BASE_PORT <= eph_hi)); then
+    log "warning: BASE_PORT $BASE_PORT is near or inside the ephemeral port range $eph_lo-$eph_hi; servers may find their port taken"
+fi
+
 mkdir -p "$RESULTS"
 : >"$RESULTS/commands.txt"
 

@@ -1432,9 +1432,13 @@ async fn publish_stored(
 ) {
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(IN_FLIGHT);
     let mut open = true;
+    // Nothing more is sent behind an event whose publish failed: it is sent again first.
+    let room = |window: &VecDeque<InFlight>| {
+        window.len() < IN_FLIGHT && window.back().is_none_or(|f| f.ack.is_some())
+    };
     loop {
         // Fill the window with what is queued, waiting only when it is empty.
-        while open && window.len() < IN_FLIGHT {
+        while open && room(&window) {
             let next = if window.is_empty() {
                 rx.recv().await
             } else {
@@ -1448,12 +1452,9 @@ async fn publish_stored(
                 open = false;
                 break;
             };
-            let failed = push(&js, &mut window, event).await;
-            if failed {
-                break;
-            }
+            push(&js, &mut window, event).await;
         }
-        let more = open && window.len() < IN_FLIGHT;
+        let more = open && room(&window);
         let Some(front) = window.front_mut() else {
             if open {
                 continue;
@@ -1486,17 +1487,15 @@ async fn publish_stored(
         }
     }
 }
-/// Publishes `event` and puts it at the end of the window; true if the publish itself
-/// failed (the window is then recovered from its oldest event).
-async fn push(js: &jetstream::Context, window: &mut VecDeque<InFlight>, event: Stored) -> bool {
+/// Publishes `event` and puts it at the end of the window (without an acknowledgement to
+/// come if the publish itself failed: the window is recovered when it reaches the front).
+async fn push(js: &jetstream::Context, window: &mut VecDeque<InFlight>, event: Stored) {
     let ack = publish_once(js, &event).await;
-    let failed = ack.is_none();
     window.push_back(InFlight {
         event,
         sent: Instant::now(),
         ack,
     });
-    failed
 }
 
 /// One publish of `event` with its `Nats-Msg-Id`: its acknowledgement to come, or `None` if it
