@@ -1,6 +1,6 @@
 # For people used to the original server's `make run`. Cargo does the work.
 
-.PHONY: run test release bench bench-record bench-irc bench-tls check faults fuzz soak irctest
+.PHONY: run test release bench bench-record bench-irc bench-tls bench-cluster check faults fuzz soak irctest
 
 run:
 	cargo run --release
@@ -35,6 +35,13 @@ bench-irc: release
 # and S5, new connections per second and per server CPU-second (with TLS: full handshakes).
 bench-tls: release
 	SERVERS="$${SERVERS:-linechat-tls linechat}" SCENARIOS="$${SCENARIOS:-S1 S3 S5}" \
+	SKIP_BUILD=1 bench/compare.sh
+
+# The cluster (issue 16) against one node, interleaved in one run: nats-server -js and three
+# linechat nodes with the clients spread over them, S1 and S3; deliveries per CPU-second of
+# all four processes against one node's, loss, and the latency of the cross-node deliveries.
+bench-cluster: release
+	SERVERS="$${SERVERS:-linechat-cluster linechat}" SCENARIOS="$${SCENARIOS:-S1 S3}" \
 	SKIP_BUILD=1 bench/compare.sh
 
 # What CI runs.

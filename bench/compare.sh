@@ -11,6 +11,8 @@
 #        SERVERS="linechat-irc ngircd inspircd linechat-mixed" SCENARIOS="S1 S2 S3" bench/compare.sh
 #        SERVERS="linechat-tls linechat" SCENARIOS="S1 S3 S5" bench/compare.sh   (TLS vs plaintext;
 #                                                         make bench-tls)
+#        SERVERS="linechat-cluster linechat" SCENARIOS="S1 S3" bench/compare.sh   (three nodes over
+#                                                         NATS JetStream vs one; make bench-cluster)
 # Environment overrides:
 #   SCENARIOS="S1 S2"   which scenarios (S1 room, S2 saturate, S3 crowd, S4 idle, S5 churn:
 #                       connections opened, shown the prompt and closed, 32 at once)
@@ -30,6 +32,11 @@
 #                       for a redesign's before-and-after in one session.
 #                       linechat-tls, linechat-ircs: the line protocol over line+tls://, IRC
 #                       over ircs://, with a certificate made for the run (TLS_KEY).
+#                       linechat-cluster: nats-server -js on PORT and three linechat nodes (a, b,
+#                       c) on PORT+1..PORT+3 with --cluster; the bench spreads the clients over
+#                       the nodes round-robin, counts the CPU of all four processes, and reports
+#                       the latency of the deliveries that crossed between nodes apart.
+#                       linechat-cluster-before: the same cluster of BEFORE_BIN nodes.
 #   TLS_KEY=ec          the TLS servers' key: ec (ECDSA P-256, the default) or rsa (RSA 2048)
 #   RECORD=1            write the report to <repo>/BENCHMARKS.md (otherwise it is only printed
 #                       and kept in the results directory)
@@ -75,18 +82,26 @@ awk -v d="$DURATION" 'BEGIN { exit !(d > 0 && d <= 600) }' || die "DURATION must
 for s in $SCENARIOS; do
     case $s in S1 | S2 | S3 | S4 | S5) ;; *) die "unknown scenario $s (use S1 S2 S3 S4 S5)" ;; esac
 done
-ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs linechat-ws-line linechat-ws-irc"
+ALL_SERVERS="linechat redis nats linechat-irc ngircd inspircd linechat-mixed linechat-before linechat-store linechat-fsync linechat-tls linechat-ircs linechat-ws-line linechat-ws-irc linechat-cluster linechat-cluster-before"
 for s in $SERVERS; do
     [[ " $ALL_SERVERS " == *" $s "* ]] || die "unknown server $s (use $ALL_SERVERS)"
 done
 has_server() { [[ " $SERVERS " == *" $1 "* ]]; }
 
-# --- cleanup: stop only the server this script started, by its PID ---------------------------
-SERVER_PID=""
+# --- cleanup: stop only the servers this script started, by their PIDs -------------------------
+# SERVER_PIDS: the processes of the server under test (a cluster: its broker, then its nodes);
+# stopped last first, so a cluster's nodes leave while their broker is still there.
+SERVER_PIDS=()
 CONF_DIR=$(mktemp -d "${TMPDIR:-/tmp}/linechat-compare.XXXXXX")
 stop_server() {
-    local pid=$SERVER_PID
-    SERVER_PID=""
+    local i
+    for ((i = ${#SERVER_PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${SERVER_PIDS[i]}"
+    done
+    SERVER_PIDS=()
+}
+stop_pid() {
+    local pid=$1
     [[ -n $pid ]] || return 0
     if kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null || true
@@ -107,7 +122,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 # --- tools ------------------------------------------------------------------------------------
 pkgs=()
 has_server redis && ! command -v redis-server >/dev/null && pkgs+=(redis-server)
-has_server nats && ! command -v nats-server >/dev/null && pkgs+=(nats-server)
+{ has_server nats || has_server linechat-cluster || has_server linechat-cluster-before; } && ! command -v nats-server >/dev/null && pkgs+=(nats-server)
 has_server ngircd && ! command -v ngircd >/dev/null && pkgs+=(ngircd)
 has_server inspircd && ! command -v inspircd >/dev/null && pkgs+=(inspircd)
 if ((${#pkgs[@]})); then
@@ -128,10 +143,11 @@ fi
 [[ -x $BENCH_BIN ]] || die "no bench binary at $BENCH_BIN"
 if has_server linechat || has_server linechat-irc || has_server linechat-mixed ||
     has_server linechat-store || has_server linechat-fsync || has_server linechat-tls ||
-    has_server linechat-ircs || has_server linechat-ws-line || has_server linechat-ws-irc; then
+    has_server linechat-ircs || has_server linechat-ws-line || has_server linechat-ws-irc ||
+    has_server linechat-cluster; then
     [[ -x $LINECHAT_BIN ]] || die "no linechat binary at $LINECHAT_BIN"
 fi
-if has_server linechat-before; then
+if has_server linechat-before || has_server linechat-cluster-before; then
     [[ -n $BEFORE_BIN && -x $BEFORE_BIN ]] || die "linechat-before needs BEFORE_BIN, an earlier linechat binary"
 fi
 
@@ -261,8 +277,38 @@ server_cmd() {
     linechat-ws-line | linechat-ws-irc) echo "$LINECHAT_BIN --rate-limit 0 --listen http://127.0.0.1:$2 --max-clients 20000" ;;
     ngircd) echo "ngircd --nodaemon --config $conf/ngircd.conf" ;;
     inspircd) echo "inspircd --nofork --runasroot --config $conf/inspircd.conf" ;;
+    # Shown in the report; start_cluster runs the same commands one by one.
+    linechat-cluster | linechat-cluster-before)
+        local all n
+        all="$(broker_cmd "$2" "$conf")"
+        for n in 1 2 3; do all+="; $(node_cmd "$2" "$n" "$(cluster_bin "$1")")"; done
+        echo "$all"
+        ;;
     esac
 }
+
+# The cluster's broker on $1 (its store under $2) and its node $2 (1, 2, 3: a, b, c) on $1+$2.
+broker_cmd() { echo "nats-server -a 127.0.0.1 -p $1 -js -sd $2/js"; }
+cluster_bin() { if [[ $1 == linechat-cluster-before ]]; then echo "$BEFORE_BIN"; else echo "$LINECHAT_BIN"; fi; }
+node_cmd() { # $1 broker port, $2 node number, $3 binary
+    local name port
+    name=$(echo "a b c" | cut -d' ' -f"$2")
+    if [[ $1 =~ ^[0-9]+$ ]]; then port=$(($1 + $2)); else port="$1+$2"; fi
+    echo "$3 --rate-limit 0 --listen 127.0.0.1:$port --max-clients 20000 --cluster nats://127.0.0.1:$1 --node-name $name"
+}
+# --addr of each node the bench's clients are spread over.
+bench_addr_args() { # $1 server, $2 port
+    if [[ $1 == linechat-cluster* ]]; then
+        local n
+        for n in 1 2 3; do
+            if [[ $2 =~ ^[0-9]+$ ]]; then echo "--addr 127.0.0.1:$(($2 + n))"; else echo "--addr 127.0.0.1:$2+$n"; fi
+        done | paste -sd' '
+    else
+        echo "--addr 127.0.0.1:$2"
+    fi
+}
+# For the report: the PIDs the bench is given.
+pid_args() { if [[ $1 == linechat-cluster* ]]; then echo "PID_BROKER,PID_A,PID_B,PID_C"; else echo PID; fi; }
 
 # $1 server, $2 port, $3 second port -> linechat-bench's protocol arguments
 bench_proto_args() {
@@ -275,6 +321,7 @@ bench_proto_args() {
     linechat-ircs) echo "--proto irc --tls" ;;
     linechat-ws-line) echo "--proto ws-line" ;;
     linechat-ws-irc) echo "--proto ws-irc" ;;
+    linechat-cluster | linechat-cluster-before) echo "--proto linechat" ;;
     # +F: no command throttling, and only an operator may set it. ngIRCd listens with a
     # backlog of 10 and accepts one connection per loop pass: more connects at once overflow
     # the backlog, and the dropped SYNs cost seconds of retries (setup only, not measured).
@@ -289,6 +336,12 @@ server_version() {
     linechat | linechat-irc | linechat-mixed | linechat-store | linechat-fsync | linechat-tls | linechat-ircs | linechat-ws-*)
         "$LINECHAT_BIN" --version 2>/dev/null | head -n1
         ;;
+    linechat-cluster-before)
+        echo "$("$BEFORE_BIN" --version 2>/dev/null | head -n1) ×3 with $(nats-server --version 2>/dev/null | head -n1) -js"
+        ;;
+    linechat-cluster)
+        echo "$("$LINECHAT_BIN" --version 2>/dev/null | head -n1) ×3 with $(nats-server --version 2>/dev/null | head -n1) -js"
+        ;;
     linechat-before) "$BEFORE_BIN" --version 2>/dev/null | head -n1 ;;
     redis) redis-server --version 2>/dev/null | head -n1 ;;
     nats) nats-server --version 2>/dev/null | head -n1 ;;
@@ -297,8 +350,43 @@ server_version() {
     esac
 }
 
-start_server() { # $1 server, $2 port, $3 second port, $4 log file; sets SERVER_PID
+# Starts $1 (a command line) with its output to $2 and waits until 127.0.0.1:$3 listens;
+# adds its PID to SERVER_PIDS.
+start_one() {
+    local pid
+    # The command line is split into its words on purpose; a simple command run with & is
+    # the process itself, so $! is the PID to measure and stop.
+    # shellcheck disable=SC2086
+    $1 >"$2" 2>&1 &
+    pid=$!
+    SERVER_PIDS+=("$pid")
+    for _ in $(seq 100); do
+        port_listening "$3" && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "'$1' did not start listening on 127.0.0.1:$3; its log:"
+    tail -n 20 "$2" >&2 || true
+    return 1
+}
+
+# The broker and three nodes, each waited for in turn (a node connects to the broker before
+# it listens).
+start_cluster() { # $1 port, $2 log file base, $3 the nodes' binary
+    local conf=$CONF_DIR/linechat-cluster-$1 n
+    mkdir -p "$conf/js"
+    start_one "$(broker_cmd "$1" "$conf")" "$2.broker.log" "$1" || { stop_server; return 1; }
+    for n in 1 2 3; do
+        start_one "$(node_cmd "$1" "$n" "$3")" "$2.node$n.log" "$(($1 + n))" || { stop_server; return 1; }
+    done
+}
+
+start_server() { # $1 server, $2 port, $3 second port, $4 log file; sets SERVER_PIDS
     local conf=$CONF_DIR/$1-$2 cmd
+    if [[ $1 == linechat-cluster* ]]; then
+        start_cluster "$2" "${4%.log}" "$(cluster_bin "$1")"
+        return
+    fi
     mkdir -p "$conf"
     case $1 in
     ngircd) write_ngircd_conf "$2" "$conf/ngircd.conf" ;;
@@ -308,12 +396,12 @@ start_server() { # $1 server, $2 port, $3 second port, $4 log file; sets SERVER_
     # eval for redis's '' (an empty argument); exec so that $! is the server itself, the PID
     # the bench measures and stop_server signals.
     eval "exec $cmd" >"$4" 2>&1 &
-    SERVER_PID=$!
+    SERVER_PIDS=("$!")
     for _ in $(seq 100); do
         if port_listening "$2" && { [[ $1 != linechat-mixed ]] || port_listening "$3"; }; then
             return 0
         fi
-        kill -0 "$SERVER_PID" 2>/dev/null || break
+        kill -0 "${SERVER_PIDS[0]}" 2>/dev/null || break
         sleep 0.1
     done
     log "$1 did not start listening on 127.0.0.1:$2; its log:"
@@ -338,13 +426,15 @@ for sc in $SCENARIOS; do
                 echo "{\"failed\": \"server did not start\"}" >"$base.json"
                 continue
             fi
-            pid=$SERVER_PID
+            pids=("${SERVER_PIDS[@]}")
             # shellcheck disable=SC2207
             args=($(scenario_args "$sc"))
             # shellcheck disable=SC2207
             pargs=($(bench_proto_args "$srv" "$port" "$port2"))
-            bench=("$BENCH_BIN" --addr "127.0.0.1:$port" "${pargs[@]}" "${args[@]}"
-                --msg-size "$MSG_SIZE" --duration "$DURATION" --server-pid "$pid" --json)
+            # shellcheck disable=SC2207
+            aargs=($(bench_addr_args "$srv" "$port"))
+            bench=("$BENCH_BIN" "${aargs[@]}" "${pargs[@]}" "${args[@]}"
+                --msg-size "$MSG_SIZE" --duration "$DURATION" --server-pid "$(IFS=,; echo "${pids[*]}")" --json)
             echo "$sc $srv rep $rep: $(server_cmd "$srv" "$port" "$port2")" >>"$RESULTS/commands.txt"
             echo "$sc $srv rep $rep: ${bench[*]}" >>"$RESULTS/commands.txt"
             # Bounded: duration + warmup/drain/setup allowance.
@@ -356,11 +446,14 @@ for sc in $SCENARIOS; do
                 python3 -c 'import json,sys; print(json.dumps({"failed": sys.argv[1]}))' \
                     "exit $rc: $(tail -n 3 "$base.err")" >"$base.json"
             fi
-            if ! kill -0 "$pid" 2>/dev/null; then
-                log "warning: $srv (pid $pid) was no longer running after the bench"
-            fi
+            for pid in "${pids[@]}"; do
+                if ! kill -0 "$pid" 2>/dev/null; then
+                    log "warning: $srv (pid $pid) was no longer running after the bench"
+                fi
+            done
             stop_server
             [[ $srv == linechat-mixed ]] && port=$port2
+            [[ $srv == linechat-cluster* ]] && port=$((port + 3))
             sleep 1
         done
     done
@@ -383,7 +476,7 @@ for sc in $SCENARIOS; do
     for srv in $SERVERS; do
         printf '%s\t%s\t%s\t%s\t%s\n' "$sc" "$(scenario_title "$sc")" "$srv" \
             "$(server_cmd "$srv" PORT IRCPORT)" \
-            "linechat-bench --addr 127.0.0.1:PORT $(bench_proto_args "$srv" PORT IRCPORT) $(scenario_args "$sc") --msg-size $MSG_SIZE --duration $DURATION --server-pid PID --json" \
+            "linechat-bench $(bench_addr_args "$srv" PORT) $(bench_proto_args "$srv" PORT IRCPORT) $(scenario_args "$sc") --msg-size $MSG_SIZE --duration $DURATION --server-pid $(pid_args "$srv") --json" \
             >>"$RESULTS/meta.tsv"
     done
 done
@@ -428,7 +521,10 @@ LABEL = {"linechat": "linechat", "redis": "Redis pub/sub", "nats": "NATS",
          "linechat-fsync": "linechat with --data-dir --fsync-interval always",
          "linechat-tls": "linechat's line protocol over TLS", "linechat-ircs": "linechat's IRC over TLS",
          "linechat-ws-line": "linechat, line protocol over WebSocket",
-         "linechat-ws-irc": "linechat, IRC over WebSocket"}
+         "linechat-ws-irc": "linechat, IRC over WebSocket",
+         "linechat-cluster": "three linechat nodes over NATS JetStream",
+         "linechat-cluster-before": "the same cluster of BEFORE_BIN nodes"}
+cluster = any(s.startswith("linechat-cluster") for s in servers)
 versions = dict(p.split("=", 1) for p in E["R_VERSIONS"].split(";") if p)
 
 def load(sc, srv):
@@ -534,6 +630,14 @@ if any(s.startswith("linechat-ws-") for s in servers):
     w("- **linechat-ws-line / linechat-ws-irc**: the same chat over WebSocket to linechat's http:// listener: the")
     w("  line protocol (no subprotocol) or IRC (`text.ircv3.net`), one masked text message per line, as a browser")
     w("  sends them; N-1 deliveries per message.")
+if cluster:
+    w("- **linechat-cluster**: `nats-server -js` and three linechat nodes (a, b, c) with `--cluster`; client i")
+    w("  connects to node i mod 3, so every room has people and senders on all three nodes. Deliveries are")
+    w("  counted as on one server (each message to every other client, N-1), and **deliv/CPU-s** divides")
+    w("  them by the CPU of all four processes: the three nodes and the broker. **x-node p99** is the")
+    w("  latency of the deliveries whose sender is on another node than the receiver (they crossed the")
+    w("  broker); the bench knows each client's node. The bars (issue 16): zero loss, x-node p99 under")
+    w("  5 ms in S1, and deliv/CPU-s at least 0.6× one node's.")
 if "linechat-mixed" in servers:
     w("- **linechat-mixed**: one linechat server, one room; even clients use the line protocol (as netcat does),")
     w("  odd ones IRC, so half the senders and half the receivers are on each side.")
@@ -586,15 +690,34 @@ for sc in scenarios:
         metrics = [("RSS / connection", "server.rss_bytes_per_conn", False),
                    ("peak RSS", "server.vm_hwm_kib", False)]
     else:
-        w("| server | runs ok | deliveries/s | deliv/CPU-s | server CPU | p50 | p99 | p99.9 | lost/dup/reord | peak RSS | sent/s |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        xh, xs = (" x-node p99 |", "---|") if cluster else ("", "")
+        w(f"| server | runs ok | deliveries/s | deliv/CPU-s | server CPU | p50 | p99 | p99.9 |{xh} lost/dup/reord | peak RSS | sent/s |")
+        w(f"|---|---|---|---|---|---|---|---|{xs}---|---|---|")
         for srv in servers:
             r = data[srv]
             cpu = med(r, "server.cpu_util")
             ldr = "/".join(num(tot(r, k)) for k in ("lost", "duplicated", "reordered"))
+            xv = f" {us(med(r, 'cross_node.latency_us.p99'))} |" if cluster else ""
             w(f"| {srv} | {ok[srv]}/{reps} | {num(med(r, 'deliveries_per_s'))} | {num(med(r, 'server.deliveries_per_cpu_s'))} | "
               f"{'n/a' if cpu is None else f'{cpu * 100:.0f}%'} | {us(med(r, 'latency_us.p50'))} | {us(med(r, 'latency_us.p99'))} | "
-              f"{us(med(r, 'latency_us.p999'))} | {ldr} | {mib(med(r, 'server.vm_hwm_kib'))} | {num(med(r, 'sent_per_s'))} |")
+              f"{us(med(r, 'latency_us.p999'))} |{xv} {ldr} | {mib(med(r, 'server.vm_hwm_kib'))} | {num(med(r, 'sent_per_s'))} |")
+        for cs in [s for s in servers if s.startswith("linechat-cluster")]:
+            if "linechat" not in servers or sc not in ("S1", "S2", "S3"):
+                break
+            cl, one = data[cs], data["linechat"]
+            a, b = med(cl, "server.deliveries_per_cpu_s"), med(one, "server.deliveries_per_cpu_s")
+            x99 = med(cl, "cross_node.latency_us.p99")
+            failed = sum(1 for r in cl if "failed" in r)
+            lost = sum((tot(cl, k) or 0) for k in ("lost", "duplicated", "reordered"))
+            expected = tot(cl, "expected_deliveries") or 0
+            got = tot(cl, "deliveries") or 0
+            w("")
+            w(f"{cs} against one node (issue 16's bars): deliveries per CPU-second {num(a)} vs {num(b)}, "
+              f"**{'n/a' if not (a and b) else f'{a / b:.3f}×'}** (bar ≥ 0.6×: {'met' if a and b and a / b >= 0.6 else 'NOT met'}); "
+              f"{got:,} of {expected:,} expected deliveries counted over {reps - failed} runs, "
+              f"lost/duplicated/reordered {lost} (bar 0: {'met' if lost == 0 and got == expected and failed == 0 else 'NOT met'})"
+              + (f"; cross-node p99 {us(x99)} (bar < 5 ms: {'met' if x99 is not None and x99 < 5000 else 'NOT met'})" if sc == "S1" else
+                 f"; cross-node p99 {us(x99)}") + ".")
         metrics = [("deliveries/s", "deliveries_per_s", True),
                    ("deliveries per CPU-s", "server.deliveries_per_cpu_s", True),
                    ("p99 latency", "latency_us.p99", False),

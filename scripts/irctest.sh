@@ -22,16 +22,21 @@ vendor_rel=${IRCTEST_DIR:-../shared/vendor/irctest}
 min_rate=${IRCTEST_MIN_PASS_RATE:-97.3}
 min_passed=${IRCTEST_MIN_PASSED:-90}
 base_modules="connection_registration pingpong join part names topic who messages quit regressions isupport buffering utf8 statusmsg websocket"
-# Moderation (issue 15), for linechat only: ngIRCd's baseline below is for the base modules.
-# chmodes/modeis and chmodes/no_external are left out: both turn `n` off, which linechat keeps
-# on (TESTING.md, "IRC conformance"); sasl and account_tag are `services` tests.
-moderation_modules="kick invite chmodes/ban chmodes/moderated chmodes/secret chmodes/operator"
+# Accounts and moderation (issue 15), for linechat only: ngIRCd's baseline below is for the
+# base modules. chmodes/modeis and chmodes/no_external are left out: both turn `n` off, which
+# linechat keeps on (TESTING.md, "IRC conformance").
+moderation_modules="kick invite chmodes/ban chmodes/moderated chmodes/secret chmodes/operator sasl account_tag"
 if [ "$server" = linechat ]; then
   modules=${IRCTEST_MODULES:-$base_modules $moderation_modules}
+  # linechat's accounts are built in: the controller registers them (`registerUser`) over the
+  # line protocol, so irctest's `services` tests (sasl, account_tag, and WHOX's account field
+  # in who) run too. ngIRCd has no services.
+  default_markers="not implementation-specific and not deprecated and not strict"
 else
   modules=${IRCTEST_MODULES:-$base_modules}
+  default_markers="not services and not implementation-specific and not deprecated and not strict"
 fi
-markers=${IRCTEST_MARKERS:-not services and not implementation-specific and not deprecated and not strict}
+markers=${IRCTEST_MARKERS:-$default_markers}
 test_timeout=${IRCTEST_TEST_TIMEOUT:-60}  # seconds per test (pytest-timeout)
 run_timeout=${IRCTEST_RUN_TIMEOUT:-1200}  # seconds for the whole pytest run
 venv=$root/target/irctest-venv

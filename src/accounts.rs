@@ -34,9 +34,13 @@ pub const PER_ACCOUNT: u32 = 5;
 pub const PER_ADDRESS: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(60);
 
+/// The default shortest password, in characters (`--min-password-length` changes it).
 pub const MIN_PASSWORD: usize = 8;
-/// Longer passwords are refused before hashing, so nobody can make a hash cost more.
-pub const MAX_PASSWORD: usize = 256;
+/// The longest password, in bytes. Longer ones are refused before hashing, so nobody can make
+/// a hash cost more. 600 bytes and two nicknames fit one SASL PLAIN reply (the IRC listener
+/// gathers 1 200 base64 characters, 900 bytes) and a netcat line (1 024 bytes by default), so
+/// any password registered here can be given every way a password is given.
+pub const MAX_PASSWORD: usize = 600;
 
 /// Why an account request was refused. `Display` is the one line the client sees; none of
 /// them holds a password.
@@ -54,8 +58,9 @@ pub enum AccountError {
     Wrong(String),
     #[error("Error: too many failed attempts {0}; try again in {1} s.")]
     Throttled(String, u64),
-    #[error("Error: a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters and no spaces.")]
-    BadPassword,
+    /// The shortest length this server accepts.
+    #[error("Error: a password needs {0} characters or more ({MAX_PASSWORD} bytes at most) and no spaces.")]
+    BadPassword(usize),
     #[error("Error: the account could not be saved ({0}); nothing changed.")]
     Io(String),
 }
@@ -128,6 +133,8 @@ pub struct Accounts {
     /// One rewrite of the file at a time, in the order the changes were made.
     writer: tokio::sync::Mutex<()>,
     hashers: Arc<Semaphore>,
+    /// The shortest password accepted, in characters.
+    min_password: usize,
     failures: Mutex<HashMap<String, Failures>>,
     /// Failed attempts (a wrong password), and attempts refused unheard (throttled), since start.
     pub failed: AtomicU64,
@@ -138,10 +145,12 @@ fn key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-fn check_password(password: &str) -> Result<(), AccountError> {
-    let n = password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) || password.contains(char::is_whitespace) {
-        return Err(AccountError::BadPassword);
+fn check_password(password: &str, min: usize) -> Result<(), AccountError> {
+    if password.chars().count() < min
+        || password.len() > MAX_PASSWORD
+        || password.contains(char::is_whitespace)
+    {
+        return Err(AccountError::BadPassword(min));
     }
     Ok(())
 }
@@ -223,10 +232,18 @@ impl Accounts {
             map: Mutex::new(map),
             writer: tokio::sync::Mutex::new(()),
             hashers: Arc::new(Semaphore::new(hashers)),
+            min_password: MIN_PASSWORD,
             failures: Mutex::new(HashMap::new()),
             failed: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
         }
+    }
+
+    /// The shortest password `register` and `set_password` accept (`--min-password-length`).
+    /// Passwords already registered are not judged again.
+    pub fn with_min_password(mut self, min: usize) -> Accounts {
+        self.min_password = min;
+        self
     }
 
     fn read(path: &Path) -> Result<Vec<Account>, String> {
@@ -284,7 +301,7 @@ impl Accounts {
     /// Registers `name` with `password`; returns once the account is on disk.
     pub async fn register(&self, name: &str, password: &str) -> Result<(), AccountError> {
         let dir = self.usable()?.to_owned();
-        check_password(password)?;
+        check_password(password, self.min_password)?;
         if self.is_registered(name) {
             return Err(AccountError::Registered(name.to_owned()));
         }
@@ -453,7 +470,7 @@ impl Accounts {
     /// Replaces `name`'s password (the caller has proved it is theirs).
     pub async fn set_password(&self, name: &str, password: &str) -> Result<(), AccountError> {
         let dir = self.usable()?.to_owned();
-        check_password(password)?;
+        check_password(password, self.min_password)?;
         let password = password.to_owned();
         let hash = self.blocking(move || hash(&password)).await??;
         self.change(&dir, name, |map| match map.get_mut(&key(name)) {

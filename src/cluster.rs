@@ -8,7 +8,7 @@
 //! with `create`, which the broker applies atomically: of two nodes claiming one name at once,
 //! exactly one succeeds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -59,6 +59,16 @@ const CATCH_UP_MARGIN: Duration = Duration::from_secs(30);
 /// Events waiting for their acknowledgement, at most; past it the cluster copy is dropped
 /// and counted, as for the queue.
 const UNACKED: usize = 64 * 1024;
+/// Events published to the stream and not yet acknowledged, at most: the publishing window
+/// (docs/CLUSTER.md, "Exactly once, in order").
+const IN_FLIGHT: usize = 256;
+/// How long a receiver holds an origin's events back behind a missing one (a publish that
+/// failed mid-window and is being sent again) before it gives the missing one up.
+const GAP_WAIT: Duration = Duration::from_secs(5);
+/// Events held back per origin and room at most; past it the gap is given up at once.
+const HELD_MAX: usize = 8 * IN_FLIGHT;
+/// How often held-back events are looked at for a gap that has waited [`GAP_WAIT`].
+const GAP_TICK: Duration = Duration::from_millis(250);
 
 /// How often the client pings the broker; two unanswered and it reconnects.
 const PING_EVERY: Duration = Duration::from_secs(2);
@@ -136,8 +146,12 @@ pub struct Remote {
 struct Wire {
     node: String,
     boot: u64,
-    /// Gapless per origin and boot: what a receiver will use to notice a gap.
+    /// Increasing per origin and boot, over all its rooms and private messages.
     seq: u64,
+    /// Gapless per origin, boot and room, from 1 (0: a private message, or a node from before
+    /// it): what a receiver puts the room's events back in order by, and notices a gap with.
+    #[serde(default)]
+    rseq: u64,
     room: String,
     nick: String,
     /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
@@ -316,6 +330,8 @@ pub struct Cluster {
     nicks: kv::Store,
     out: mpsc::Sender<Out>,
     seq: Arc<AtomicU64>,
+    /// Each room's last `rseq` (by subject): the events of this node in it handed to the link.
+    room_seqs: std::sync::Mutex<HashMap<String, u64>>,
     interest: Arc<Interest>,
     /// The other nodes' people, by `<node>.<boot>`.
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
@@ -330,6 +346,145 @@ struct Followed {
     since: SystemTime,
 }
 
+/// One origin's events in one room, as this node delivers them: in `rseq` order, each once.
+#[derive(Debug, Default)]
+struct Order {
+    /// The last `rseq` delivered here (0: none yet; the first heard sets where this node
+    /// starts, since it need not have followed the room from the origin's first event).
+    last: u64,
+    /// Events that arrived ahead of a missing one, by `rseq`.
+    held: BTreeMap<u64, Wire>,
+    /// Since when the first gap has been waited for (set while `held` is not empty).
+    since: Option<Instant>,
+}
+
+/// The events with an `rseq`, put in order per origin and room: each delivered once, in its
+/// origin's order, however the stream or the live subscription had them. Apart from the link
+/// so it can be tested without a broker.
+#[derive(Debug, Default)]
+struct Reorder {
+    orders: HashMap<(String, String), Order>,
+    /// How many of `orders` hold events back.
+    holding: usize,
+}
+
+type Ready = Vec<(String, Wire)>;
+
+impl Reorder {
+    fn holding(&self) -> bool {
+        self.holding > 0
+    }
+
+    /// Takes one event from `origin`; returns what is to be delivered now, in order: nothing
+    /// for a repeat or an event ahead of a missing one, else it and whatever it lets follow.
+    fn accept(&mut self, origin: String, w: Wire, now: Instant) -> Ready {
+        let key = (origin, w.room.clone());
+        let order = self.orders.entry(key.clone()).or_default();
+        if order.last == 0 {
+            order.last = w.rseq - 1;
+        }
+        if w.rseq <= order.last || order.held.contains_key(&w.rseq) {
+            return Vec::new();
+        }
+        if w.rseq > order.last + 1 {
+            if order.held.is_empty() {
+                order.since = Some(now);
+                self.holding += 1;
+            }
+            order.held.insert(w.rseq, w);
+            if order.held.len() > HELD_MAX {
+                return self.give_up_gap(&key, now);
+            }
+            return Vec::new();
+        }
+        order.last = w.rseq;
+        let mut ready = vec![(key.0.clone(), w)];
+        ready.extend(self.release(&key, now));
+        ready
+    }
+
+    /// What `key`'s order holds that now follows on what was delivered, up to the next gap
+    /// (whose wait then starts).
+    fn release(&mut self, key: &(String, String), now: Instant) -> Ready {
+        let Some(order) = self.orders.get_mut(key) else {
+            return Vec::new();
+        };
+        if order.held.is_empty() {
+            return Vec::new();
+        }
+        let mut ready = Vec::new();
+        while let Some(entry) = order.held.first_entry() {
+            if *entry.key() != order.last + 1 {
+                break;
+            }
+            order.last += 1;
+            ready.push((key.0.clone(), entry.remove()));
+        }
+        if order.held.is_empty() {
+            order.since = None;
+            self.holding -= 1;
+        } else if !ready.is_empty() {
+            order.since = Some(now);
+        }
+        ready
+    }
+
+    /// The events missing ahead of what `key`'s order holds are given up: not stored in time
+    /// (dropped by their sender), or dropped by the broker on the way here.
+    fn give_up_gap(&mut self, key: &(String, String), now: Instant) -> Ready {
+        let Some(order) = self.orders.get_mut(key) else {
+            return Vec::new();
+        };
+        let Some(&first) = order.held.keys().next() else {
+            return Vec::new();
+        };
+        tracing::warn!(
+            origin = %key.0,
+            room = %key.1,
+            missing = first - order.last - 1,
+            "cluster: events from another server never arrived; going on without them"
+        );
+        order.last = first - 1;
+        self.release(key, now)
+    }
+
+    /// Gives up every gap waited for since [`GAP_WAIT`] before `now`.
+    fn give_up(&mut self, now: Instant) -> Ready {
+        let expired: Vec<(String, String)> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.since.is_some_and(|t| now.duration_since(t) >= GAP_WAIT))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut ready = Vec::new();
+        for key in expired {
+            ready.extend(self.give_up_gap(&key, now));
+        }
+        ready
+    }
+
+    /// Every open gap waits [`GAP_WAIT`] from `now` (the link is back: what fills it can come).
+    fn wait_anew(&mut self, now: Instant) {
+        for order in self.orders.values_mut() {
+            if order.since.is_some() {
+                order.since = Some(now);
+            }
+        }
+    }
+
+    /// Forgets the rooms `keep` says no to: followed again, a room starts afresh.
+    fn retain_rooms(&mut self, keep: impl Fn(&str) -> bool) {
+        let holding = &mut self.holding;
+        self.orders.retain(|(_, room), order| {
+            let kept = keep(room);
+            if !kept && !order.held.is_empty() {
+                *holding -= 1;
+            }
+            kept
+        });
+    }
+}
+
 /// An event for the stream, waiting for its acknowledgement.
 type Stored = (String, Bytes, String, Instant);
 
@@ -342,6 +497,8 @@ pub struct Link {
     /// The last `seq` delivered here per origin (`<node>.<boot>`) and room: what a repeat
     /// (a publish retried, a catch-up overlapping live delivery) is told apart by.
     marks: HashMap<(String, String), u64>,
+    /// Events with an `rseq`, put in order per origin and room.
+    reorder: Reorder,
     client: async_nats::Client,
     nodes: kv::Store,
     /// What the rooms' subscriptions receive, in one queue (each room's in its order).
@@ -449,6 +606,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         nicks: nicks.clone(),
         out: tx,
         seq: seq.clone(),
+        room_seqs: Default::default(),
         interest: interest.clone(),
         peers: peers.clone(),
         dropped: Arc::default(),
@@ -457,6 +615,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         dropped: cluster.dropped.clone(),
         js,
         marks: HashMap::new(),
+        reorder: Reorder::default(),
         client,
         nodes,
         incoming,
@@ -619,6 +778,7 @@ impl Cluster {
             node: self.node.to_string(),
             boot: self.boot,
             seq: self.seq.fetch_add(1, Relaxed) + 1,
+            rseq: 0,
             room: String::new(),
             nick: from.nick.to_string(),
             kind: kind.to_owned(),
@@ -695,10 +855,16 @@ impl Relay for Outbound {
             _ => return,
         };
         let seq = c.seq.fetch_add(1, Relaxed) + 1;
+        let subject = room_subject(room);
+        // Held until the event is in the queue, so only what the link was handed is numbered:
+        // a copy dropped here leaves no gap for the receivers to wait on.
+        let mut room_seqs = lock(&c.room_seqs);
+        let rseq = room_seqs.get(&subject).copied().unwrap_or(0) + 1;
         let wire = Wire {
             node: c.node.to_string(),
             boot: c.boot,
             seq,
+            rseq,
             room: room.to_string(),
             nick: event.nick().to_owned(),
             kind: kind.to_owned(),
@@ -711,9 +877,11 @@ impl Relay for Outbound {
             return;
         };
         if c.out
-            .try_send(Out::Store(room_subject(room), body.into(), seq))
-            .is_err()
+            .try_send(Out::Store(subject.clone(), body.into(), seq))
+            .is_ok()
         {
+            room_seqs.insert(subject, rseq);
+        } else {
             c.dropped.fetch_add(1, Relaxed);
         }
     }
@@ -776,9 +944,17 @@ impl Link {
         // so, once each way (the client reports every failed attempt as another disconnect).
         let mut up = true;
         let mut down_at = SystemTime::now();
+        let mut gap_tick = tokio::time::interval(GAP_TICK);
+        gap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                // Not while the link is down: what fills a gap then comes with the catch-up.
+                _ = gap_tick.tick(), if up && self.reorder.holding() => {
+                    for (origin, w) in self.reorder.give_up(Instant::now()) {
+                        self.hand(origin, w, &*deliver);
+                    }
+                }
                 out = self.out.recv() => match out {
                     None => break,
                     Some(out) => self.send(out, &owner, stored.as_ref()).await,
@@ -803,6 +979,8 @@ impl Link {
                             // what arrives live meanwhile waits in the queue, and repeats of
                             // either are dropped by the marks.
                             self.catch_up(down_at, &*deliver).await;
+                            // A gap still open was waited for while nothing could fill it.
+                            self.reorder.wait_anew(Instant::now());
                         } else {
                             down_at = SystemTime::now();
                             tracing::warn!("cluster: the link to the broker is down; chat goes on on this server");
@@ -867,6 +1045,10 @@ impl Link {
             }
             keep
         });
+        // A room followed again starts where its events are then: what was said meanwhile
+        // is no gap to wait for.
+        self.reorder
+            .retain_rooms(|room| wanted.contains(&room_subject(room)));
         for subject in wanted {
             if self.rooms.contains_key(&subject) {
                 continue;
@@ -993,14 +1175,25 @@ impl Link {
             return;
         }
         let origin = format!("{}.{}", w.node, w.boot);
-        let mark = self
-            .marks
-            .entry((origin.clone(), w.room.clone()))
-            .or_default();
-        if w.seq <= *mark {
+        if w.rseq == 0 {
+            let mark = self
+                .marks
+                .entry((origin.clone(), w.room.clone()))
+                .or_default();
+            if w.seq <= *mark {
+                return;
+            }
+            *mark = w.seq;
+            self.hand(origin, w, deliver);
             return;
         }
-        *mark = w.seq;
+        for (origin, w) in self.reorder.accept(origin, w, Instant::now()) {
+            self.hand(origin, w, deliver);
+        }
+    }
+
+    /// Hands one event from `origin` to this node, in its order.
+    fn hand(&mut self, origin: String, w: Wire, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
         if let Some(change) = w.change() {
             let mut peers = lock(&self.peers);
             let peer = peers.entry(origin).or_default();
@@ -1210,43 +1403,171 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
     }
 }
 
-/// Publishes each room event to the stream, in order, one at a time, each until the broker
-/// acknowledges it: so an event in flight when the broker went away is sent again, stored
-/// once (`Nats-Msg-Id`), and never overtaken by the next. Repeats that reach the other nodes
-/// live are dropped there by their marks. Once `stop` is set, one try each.
+/// A stream publish's acknowledgement to come.
+type AckFuture = <jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture;
+
+/// An event published to the stream, and its acknowledgement to come (`None`: the publish
+/// itself failed).
+struct InFlight {
+    event: Stored,
+    sent: Instant,
+    ack: Option<AckFuture>,
+}
+
+/// Publishes the room events to the stream, in order, up to [`IN_FLIGHT`] at a time, their
+/// acknowledgements awaited in the order they were sent. One connection delivers them to
+/// the broker in that order, so while nothing fails the stream holds each sender's events in
+/// its order. When the oldest one fails or is not acknowledged within [`ACK_WAIT`], every
+/// event of the window from it on is sent again, in order, one at a time and each until
+/// acknowledged (stored once, `Nats-Msg-Id`), and only then does the window open again. A
+/// later event may have been stored before the one that failed (it went out on the
+/// connection after a reconnect, where the failed one was lost with the old one); receivers
+/// put those back in order by `rseq` (docs/CLUSTER.md, "Exactly once, in order"). Once `stop`
+/// is set, one try each in the recovery.
 async fn publish_stored(
     js: jetstream::Context,
     mut rx: mpsc::Receiver<Stored>,
     stop: CancellationToken,
     dropped: Arc<AtomicU64>,
 ) {
-    while let Some((subject, body, id, queued)) = rx.recv().await {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            // Past the duplicate window a try could be stored twice, and an outage that long
-            // must not hold every later event behind this one: given up, and counted.
-            if queued.elapsed() >= DUPLICATE_WINDOW {
-                dropped.fetch_add(1, Relaxed);
+    let mut window: VecDeque<InFlight> = VecDeque::with_capacity(IN_FLIGHT);
+    let mut open = true;
+    loop {
+        // Fill the window with what is queued, waiting only when it is empty.
+        while open && window.len() < IN_FLIGHT {
+            let next = if window.is_empty() {
+                rx.recv().await
+            } else {
+                match rx.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(event) = next else {
+                open = false;
+                break;
+            };
+            let failed = push(&js, &mut window, event).await;
+            if failed {
                 break;
             }
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let sent = tokio::time::timeout(ACK_WAIT, async {
-                js.publish_with_headers(subject.clone(), headers, body.clone())
-                    .await?
-                    .await
-            })
-            .await;
-            match sent {
-                Ok(Ok(_)) => break,
+        }
+        let more = open && window.len() < IN_FLIGHT;
+        let Some(front) = window.front_mut() else {
+            if open {
+                continue;
+            }
+            return;
+        };
+        let Some(ack) = front.ack.as_mut() else {
+            recover(&js, &mut window, &stop, &dropped).await;
+            continue;
+        };
+        let deadline = front.sent + ACK_WAIT;
+        tokio::select! {
+            biased;
+            acked = tokio::time::timeout_at(deadline, ack) => match acked {
+                Ok(Ok(_)) => {
+                    window.pop_front();
+                }
+                failed => {
+                    let id = window.front().map(|f| f.event.2.clone()).unwrap_or_default();
+                    tracing::debug!(?failed, %id, "cluster: not acknowledged; sending the window again");
+                    recover(&js, &mut window, &stop, &dropped).await;
+                }
+            },
+            event = rx.recv(), if more => match event {
+                Some(event) => {
+                    push(&js, &mut window, event).await;
+                }
+                None => open = false,
+            },
+        }
+    }
+}
+/// Publishes `event` and puts it at the end of the window; true if the publish itself
+/// failed (the window is then recovered from its oldest event).
+async fn push(js: &jetstream::Context, window: &mut VecDeque<InFlight>, event: Stored) -> bool {
+    let ack = publish_once(js, &event).await;
+    let failed = ack.is_none();
+    window.push_back(InFlight {
+        event,
+        sent: Instant::now(),
+        ack,
+    });
+    failed
+}
+
+/// One publish of `event` with its `Nats-Msg-Id`: its acknowledgement to come, or `None` if it
+/// could not even be handed to the client within [`ACK_WAIT`].
+async fn publish_once(js: &jetstream::Context, event: &Stored) -> Option<AckFuture> {
+    let (subject, body, id, _) = event;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    match tokio::time::timeout(
+        ACK_WAIT,
+        js.publish_with_headers(subject.clone(), headers, body.clone()),
+    )
+    .await
+    {
+        Ok(Ok(ack)) => Some(std::future::IntoFuture::into_future(ack)),
+        failed => {
+            tracing::debug!(?failed, %id, "cluster: not published");
+            None
+        }
+    }
+}
+
+/// After a failure at the front of the window: every event in it, oldest first, sent again
+/// one at a time, each until acknowledged. Whatever of them the broker already stored it
+/// acknowledges as a duplicate and does not store again, and none is sent before the one
+/// ahead of it is in the stream, so from here on the stream has them in order.
+async fn recover(
+    js: &jetstream::Context,
+    window: &mut VecDeque<InFlight>,
+    stop: &CancellationToken,
+    dropped: &AtomicU64,
+) {
+    // Once per failure, not per event: an outage does not flood the log.
+    tracing::info!(
+        events = window.len(),
+        "cluster: an acknowledgement failed; sending the window again, in order"
+    );
+    while let Some(InFlight { event, .. }) = window.pop_front() {
+        publish_until_acked(js, &event, stop, dropped).await;
+    }
+}
+
+/// Publishes `event` until the broker acknowledges it (1 s per try, 50 ms-1 s apart), so an
+/// event in flight when the broker went away is sent again, stored once (`Nats-Msg-Id`).
+/// Once `stop` is set, one try.
+async fn publish_until_acked(
+    js: &jetstream::Context,
+    event: &Stored,
+    stop: &CancellationToken,
+    dropped: &AtomicU64,
+) {
+    let (_, _, id, queued) = event;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        // Past the duplicate window a try could be stored twice, and an outage that long
+        // must not hold every later event behind this one: given up, and counted.
+        if queued.elapsed() >= DUPLICATE_WINDOW {
+            dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        if let Some(ack) = publish_once(js, event).await {
+            match tokio::time::timeout(ACK_WAIT, ack).await {
+                Ok(Ok(_)) => return,
                 failed => tracing::debug!(?failed, %id, "cluster: not acknowledged; sending again"),
             }
-            if stop.is_cancelled() {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
         }
+        if stop.is_cancelled() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -1538,6 +1859,119 @@ mod tests {
         assert_eq!(room_subject("Dev"), "lc.room.dev");
         assert_eq!(room_subject("a.b"), "lc.room.a_2eb");
         assert_ne!(room_subject("a_2eb"), room_subject("a.b"));
+    }
+
+    fn wire(room: &str, rseq: u64) -> Wire {
+        Wire {
+            node: "a".into(),
+            boot: 1,
+            seq: rseq,
+            rseq,
+            room: room.into(),
+            nick: "alice".into(),
+            kind: "msg".into(),
+            text: format!("line {rseq}"),
+            reason: String::new(),
+            to: String::new(),
+            at_ms: 0,
+        }
+    }
+
+    fn take(r: &mut Reorder, room: &str, rseq: u64, now: Instant) -> Vec<u64> {
+        seqs(r.accept("a.1".into(), wire(room, rseq), now))
+    }
+
+    fn seqs(ready: Ready) -> Vec<u64> {
+        ready.into_iter().map(|(_, w)| w.rseq).collect()
+    }
+
+    /// A later event stored before an earlier one (the earlier one's publish failed mid-window
+    /// and was sent again) is held until the earlier one comes; repeats go.
+    #[test]
+    fn events_are_put_back_in_order_once() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        assert_eq!(take(&mut r, "lobby", 3, t), Vec::<u64>::new());
+        assert_eq!(take(&mut r, "lobby", 4, t), Vec::<u64>::new());
+        assert!(r.holding());
+        assert_eq!(
+            take(&mut r, "lobby", 3, t),
+            Vec::<u64>::new(),
+            "a repeat while held"
+        );
+        assert_eq!(take(&mut r, "lobby", 2, t), [2, 3, 4]);
+        assert!(!r.holding());
+        for again in 1..=4 {
+            assert_eq!(take(&mut r, "lobby", again, t), Vec::<u64>::new());
+        }
+        assert_eq!(take(&mut r, "lobby", 5, t), [5]);
+    }
+
+    /// Rooms and origins are ordered apart: a gap in one holds nothing of another.
+    #[test]
+    fn a_gap_holds_only_its_origin_and_room() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        assert_eq!(take(&mut r, "lobby", 3, t), Vec::<u64>::new());
+        assert_eq!(take(&mut r, "dev", 1, t), [1]);
+        assert_eq!(take(&mut r, "dev", 2, t), [2]);
+        let other = seqs(r.accept("b.7".into(), wire("lobby", 1), t));
+        assert_eq!(other, [1]);
+    }
+
+    /// A node that starts following a room mid-conversation starts at the first event it
+    /// hears, and one followed again starts afresh.
+    #[test]
+    fn the_first_event_heard_is_where_a_room_starts() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert_eq!(take(&mut r, "lobby", 57, t), [57]);
+        assert_eq!(take(&mut r, "lobby", 58, t), [58]);
+        assert_eq!(take(&mut r, "lobby", 60, t), Vec::<u64>::new());
+        r.retain_rooms(|room| room != "lobby");
+        assert!(!r.holding());
+        assert_eq!(take(&mut r, "lobby", 90, t), [90]);
+    }
+
+    /// A missing event is waited for GAP_WAIT, then given up; if it comes after all it is
+    /// not delivered out of order. The wait starts again when the link comes back.
+    #[test]
+    fn a_gap_is_given_up_after_the_wait() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        assert_eq!(take(&mut r, "lobby", 3, t), Vec::<u64>::new());
+        assert_eq!(take(&mut r, "lobby", 5, t), Vec::<u64>::new());
+        assert!(seqs(r.give_up(t + GAP_WAIT / 2)).is_empty());
+        r.wait_anew(t + GAP_WAIT / 2);
+        assert!(seqs(r.give_up(t + GAP_WAIT)).is_empty());
+        let later = t + GAP_WAIT / 2 + GAP_WAIT;
+        assert_eq!(seqs(r.give_up(later)), [3], "the first gap only");
+        assert!(r.holding(), "5 still waits for 4, from now");
+        assert!(seqs(r.give_up(later + GAP_WAIT / 2)).is_empty());
+        assert_eq!(
+            take(&mut r, "lobby", 2, later),
+            Vec::<u64>::new(),
+            "too late"
+        );
+        assert_eq!(take(&mut r, "lobby", 4, later), [4, 5]);
+        assert!(!r.holding());
+    }
+
+    /// More than HELD_MAX events behind one gap: it is given up at once.
+    #[test]
+    fn a_gap_with_too_much_behind_it_is_given_up() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        let mut got = Vec::new();
+        for q in 3..=(HELD_MAX as u64 + 3) {
+            got.extend(take(&mut r, "lobby", q, t));
+        }
+        assert_eq!(got, (3..=(HELD_MAX as u64 + 3)).collect::<Vec<_>>());
+        assert!(!r.holding());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct Config {
     pub motd: Option<Arc<[String]>>,
     /// Server operators from `--opers FILE`: `(name, argon2 hash)`.
     pub oper_hashes: Vec<(String, String)>,
+    /// The shortest password `/register` and `/password` accept, in characters
+    /// (`--min-password-length`).
+    pub min_password: usize,
     /// A connection to a TLS listener that has not completed its handshake in this time is
     /// closed (it holds a prompt slot meanwhile, as a silent prompt does).
     pub tls_handshake_timeout: Duration,
@@ -147,6 +150,7 @@ impl Default for Config {
             opers: Vec::new(),
             motd: None,
             oper_hashes: Vec::new(),
+            min_password: crate::accounts::MIN_PASSWORD,
             // A handshake is two round trips; ten seconds covers a satellite link and a slow
             // client machine, and bounds what a client that opens and says nothing holds.
             tls_handshake_timeout: Duration::from_secs(10),

@@ -187,9 +187,10 @@ pub async fn serve(
             None
         }
     };
-    let accounts = extras
-        .accounts
-        .unwrap_or_else(|| crate::accounts::Accounts::open(config.data_dir.as_deref()));
+    let accounts = extras.accounts.unwrap_or_else(|| {
+        crate::accounts::Accounts::open(config.data_dir.as_deref())
+            .with_min_password(config.min_password)
+    });
     let (cluster, link) = match extras.cluster {
         Some((cluster, link)) => {
             hub = hub.with_relay(cluster.relay());

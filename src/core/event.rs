@@ -219,4 +219,10 @@ pub trait Render: Send + Sync + fmt::Debug {
     fn every_presence(&self) -> bool {
         false
     }
+
+    /// Whether members of this format are always in exactly one room (netcat's grammar has
+    /// no other): put out of their room, they land in the lobby.
+    fn always_in_a_room(&self) -> bool {
+        false
+    }
 }

@@ -1641,7 +1641,7 @@ impl Hub {
         state.remove(victim, room);
         state.tidy(room);
         let homeless = state.members[&victim].rooms.is_empty();
-        if homeless && member.always_in_a_room() {
+        if homeless && member.always_in_a_room(self.formats) {
             let _ = self.enter_locked(state, victim, LOBBY_ID, Arrival::Entered, |view| {
                 land(&member, view)
             });

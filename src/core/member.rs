@@ -275,10 +275,10 @@ impl Member {
         self.ignoring.swap(on, Relaxed) != on
     }
 
-    /// Whether this member is always in exactly one room (a netcat user): put out of one, it
-    /// lands in the lobby.
-    pub fn always_in_a_room(&self) -> bool {
-        self.kind.protocol == "line"
+    /// Whether this member is always in exactly one room, as its format says (the line
+    /// protocol, over TCP or WebSocket): put out of one, it lands in the lobby.
+    pub fn always_in_a_room(&self, formats: &[&'static dyn Render]) -> bool {
+        formats[self.format()].always_in_a_room()
     }
 
     /// The transport's current figures, where it has any.

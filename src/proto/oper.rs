@@ -65,7 +65,7 @@ pub fn kill(
     }
     let nick = target.nick().clone();
     let why = reason.map_or_else(String::new, |r| format!(": {r}"));
-    let farewell = if target.member.always_in_a_room() {
+    let farewell = if target.member.always_in_a_room(&crate::proto::FORMATS) {
         format!("You were disconnected by server operator {by}{why}\n")
     } else {
         let text = match reason {

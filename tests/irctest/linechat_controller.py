@@ -64,7 +64,7 @@ CAPABILITIES = frozenset(
         Capabilities.MULTI_PREFIX,  # REQUIRED
         Capabilities.BATCH,  # REQUIRED
         Capabilities.AWAY_NOTIFY,  # REQUIRED
-        Capabilities.ACCOUNT_TAG,  # issue 15 (its irctest tests need services: deselected)
+        Capabilities.ACCOUNT_TAG,  # issue 15
         Capabilities.ACCOUNT_NOTIFY,  # issue 15
         # Capabilities.EXTENDED_JOIN,     # LATER: not in the contract
         # Capabilities.LABELED_RESPONSE,  # LATER: not in the contract
@@ -75,9 +75,9 @@ CAPABILITIES = frozenset(
 # (cap-notify and draft/chathistory are REQUIRED too, but irctest has no enum entry for them:
 # its cap.py and chathistory.py tests find out from CAP LS.)
 
-# SASL PLAIN (issue 15). irctest's SASL tests are marked `services` (deselected): they register
-# accounts through a services controller, with 6-character passwords below linechat's minimum
-# of 8; tests/it/accounts.rs covers SASL instead.
+# SASL PLAIN (issue 15). irctest's SASL and account-tag tests are marked `services`: they
+# register accounts through the controller (`registerUser`, below), which linechat does over its
+# own line protocol, since accounts are built in rather than a separate NickServ.
 SUPPORTED_SASL_MECHANISMS: Set[str] = {"PLAIN"}
 
 # Strict Transport Security: not planned.
@@ -133,6 +133,11 @@ BASE_ARGS = [
     "--shutdown-grace", "1",  # kill() sends SIGTERM with clients still connected: be quick
     "--oper", "operuser:operpassword",  # the credentials irctest's WHO tests OPER up with
 ]
+# With `run_services` (irctest's tests that register accounts): a data directory for the
+# accounts, a line-protocol listener that `registerUser` registers through, and the shortest
+# password the suite registers with (`bar`, in the re-authentication tests), below linechat's
+# default of 8.
+SERVICES_ARGS = ["--min-password-length", "3"]
 # More flags without editing this file: LINECHAT_IRCTEST_ARGS="--history 0 --foo bar".
 EXTRA_ARGS_ENV = "LINECHAT_IRCTEST_ARGS"
 
@@ -172,9 +177,11 @@ class LinechatController(BaseServerController, DirectoryBasedController):
     optional_behaviors = OPTIONAL_BEHAVIORS
     isupport = ISUPPORT
     extban_mute_char = EXTBAN_MUTE_CHAR
-    nickserv = "NickServ"  # none; only the services tests (deselected) talk to it
+    nickserv = "NickServ"  # none: accounts are built in (registerUser uses the line protocol)
     _port_wait_interval = 0.02
     log_path: Optional[Path] = None
+    # The line-protocol listener `registerUser` registers through (only with run_services).
+    line_port: Optional[int] = None
 
     def get_hostname_and_port(self) -> Tuple[str, int]:
         # irctest picks ports by binding "" (0.0.0.0) and hands that host to both the server and
@@ -190,6 +197,7 @@ class LinechatController(BaseServerController, DirectoryBasedController):
         password: Optional[str] = None,
         ssl: bool = False,
         websocket: Optional[Tuple[str, int]] = None,
+        services: Optional[Tuple[Path, int]] = None,
     ) -> List[str]:
         """The command line for one server; kept separate so `--show` can print it."""
         scheme = "ircs" if ssl else "irc"
@@ -205,6 +213,10 @@ class LinechatController(BaseServerController, DirectoryBasedController):
             args += ["--listen", f"http://{websocket[0]}:{websocket[1]}"]
         if password:
             args += ["--server-password", password]
+        if services is not None:
+            (data_dir, line_port) = services
+            args += ["--data-dir", str(data_dir), "--listen", f"line://{hostname}:{line_port}"]
+            args += SERVICES_ARGS
         args += shlex.split(os.environ.get(EXTRA_ARGS_ENV, ""))
         return args
 
@@ -220,8 +232,6 @@ class LinechatController(BaseServerController, DirectoryBasedController):
         websocket_hostname: Optional[str],
         websocket_port: Optional[int],
     ) -> None:
-        if run_services:
-            raise NotImplementedByController("services (NickServ)")
         if ssl and not TLS_LISTENER:
             raise NotImplementedByController("TLS (ircs:// listener)")
         websocket = None
@@ -244,6 +254,11 @@ class LinechatController(BaseServerController, DirectoryBasedController):
         assert self.directory
         if ssl:
             self.gen_ssl()
+        services = None
+        self.line_port = None
+        if run_services:
+            (_any, self.line_port) = super().get_hostname_and_port()
+            services = (self.directory / "data", self.line_port)
 
         faketime_cmd: List[str] = []
         if faketime and shutil.which("faketime"):
@@ -251,7 +266,7 @@ class LinechatController(BaseServerController, DirectoryBasedController):
             self.faketime_enabled = True
 
         cmd = faketime_cmd + self.command(
-            hostname, port, password=password, ssl=ssl, websocket=websocket
+            hostname, port, password=password, ssl=ssl, websocket=websocket, services=services
         )
         self._cmd = cmd
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
@@ -273,6 +288,31 @@ class LinechatController(BaseServerController, DirectoryBasedController):
                     stdout=log,
                     stderr=log,
                 )
+
+    def wait_for_services(self) -> None:
+        """Accounts are built in: they are up once the line listener accepts, which opens with
+        the IRC one."""
+        self.wait_for_port()
+        assert self.line_port is not None
+        self._wait_until_accepts(self.line_port, "its line listener")
+
+    def registerUser(self, case, username: str, password: Optional[str] = None) -> None:  # type: ignore[no-untyped-def]
+        """Registers `username` with `password` the way a netcat user would: the nickname at the
+        prompt, then `/register`. The IRC tests then prove it with SASL PLAIN or PASS."""
+        if not case.run_services:
+            raise ValueError("Attempted to register a nick, but `run_services` is not True.")
+        assert password and self.line_port is not None
+        self.wait_for_services()
+        with socket.create_connection((self.hostname, self.line_port), timeout=5.0) as s:
+            reader = s.makefile("rb")
+            prompt = reader.read(len(b"Please enter your nickname: "))
+            assert prompt == b"Please enter your nickname: ", prompt
+            s.sendall(f"{username}\n".encode())
+            _read_until(reader, f"Welcome to the chat, {username}!")
+            s.sendall(f"/register {password}\n".encode())
+            reply = _read_until(reader, f"Your nickname {username} is registered.", "Error: ")
+            assert reply.startswith("Your nickname"), f"/register {username}: {reply}"
+            s.sendall(b"/quit\n")
 
     # --- failures that say why -------------------------------------------------------
 
@@ -299,24 +339,38 @@ class LinechatController(BaseServerController, DirectoryBasedController):
         with its log, instead of irctest's 60 s and a bare ConnectionRefusedError."""
         if self.port_open:
             return
+        self._wait_until_accepts(self.port, "connections")
+        # The port accepts: let irctest do its QUIT probe (it needs the port open already, so
+        # its own 60 s refused-loop cannot start).
+        super().wait_for_port()
+
+    def _wait_until_accepts(self, port: int, what: str) -> None:
+        """Until `port` accepts a connection, failing after START_TIMEOUT_SECS with the log."""
         deadline = time.monotonic() + START_TIMEOUT_SECS
-        while not self.port_open:
+        while True:
             self.check_is_alive()
             try:
-                with socket.create_connection((self.hostname, self.port), timeout=1.0):
-                    pass
+                with socket.create_connection((self.hostname, port), timeout=1.0):
+                    return
             except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"linechat did not accept connections on {self.hostname}:{self.port} "
+                        f"linechat did not accept {what} on {self.hostname}:{port} "
                         f"within {START_TIMEOUT_SECS:.0f} s; command: {shlex.join(self._cmd)}\n"
                         f"--- linechat's output ---\n{self.log_tail()}"
                     ) from None
                 time.sleep(self._port_wait_interval)
-                continue
-            # The port accepts: let irctest do its QUIT probe (it needs the port open already,
-            # so its own 60 s refused-loop cannot start).
-            super().wait_for_port()
+
+
+def _read_until(reader, *starts: str) -> str:  # type: ignore[no-untyped-def]
+    """The first line from `reader` that starts with one of `starts` (5 s socket timeout)."""
+    while True:
+        line = reader.readline()
+        if not line:
+            raise ConnectionError(f"linechat closed the line listener before {starts!r}")
+        text = line.decode(errors="replace").rstrip("\r\n")
+        if text.startswith(starts):
+            return text
 
 
 def get_irctest_controller_class() -> Type[LinechatController]:

@@ -84,7 +84,7 @@ async fn a_registered_nick_needs_its_password_at_the_prompt_even_after_a_restart
     let mut alice = server.join("alice").await;
     assert_eq!(
         alice.command("/register short").await,
-        ["Error: a password needs 8 to 256 characters and no spaces."]
+        ["Error: a password needs 8 characters or more (600 bytes at most) and no spaces."]
     );
     assert_eq!(
         alice.command(&format!("/register {PW}")).await,
@@ -306,6 +306,15 @@ async fn irc_proves_accounts_with_sasl_plain_or_pass_and_refuses_a_registered_ni
     s.send("CAP END").await;
     let welcome = s.expect_command("001").await;
     assert!(welcome.contains(" alice "), "{welcome}");
+    // WHOX's `a` field is the account (it said "0" for everyone, which irctest's
+    // who.py::testWhoxAccount caught).
+    s.send("WHO alice %na").await;
+    assert!(
+        s.expect_command("354")
+            .await
+            .ends_with(" 354 alice alice alice"),
+        "the account in WHOX"
+    );
     drop(s);
 
     // PASS, on a server without a server password.
@@ -474,5 +483,77 @@ async fn account_tag_and_account_notify_tell_irc_clients_who_is_logged_in() {
         "{ls}"
     );
     drop((alice, bob, tagged, plain, notified, other));
+    server.stop().await;
+}
+
+/// The shortest password is the operator's to set (`--min-password-length`); the longest is
+/// fixed at 600 bytes, which a netcat line and one SASL PLAIN reply both carry: a 600-byte
+/// password registered at the prompt proves the account over IRC, a 601-byte one is refused;
+/// a SASL reply too long in one chunk or in all is refused without gathering it.
+#[tokio::test]
+async fn the_shortest_password_is_configurable_and_the_longest_fits_sasl() {
+    let tmp = TempPath::new("accounts-lengths");
+    let dir = tmp.with_name("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = TestServer::with_irc(Config {
+        min_password: 6,
+        ..config(&dir)
+    })
+    .await;
+    let mut alice = server.join("alice").await;
+    assert_eq!(
+        alice.command("/register short").await,
+        ["Error: a password needs 6 characters or more (600 bytes at most) and no spaces."]
+    );
+    assert_eq!(
+        alice.command("/register sesame").await[0],
+        "Your nickname alice is registered. Next time, answer the prompt with 'alice <password>' or /identify <password>."
+    );
+    let mut bob = server.join("bob").await;
+    assert_eq!(
+        bob.command(&format!("/register {}", "x".repeat(601))).await,
+        ["Error: a password needs 6 characters or more (600 bytes at most) and no spaces."]
+    );
+    let long = "x".repeat(600);
+    assert!(bob.command(&format!("/register {long}")).await[0]
+        .starts_with("Your nickname bob is registered."));
+
+    let mut irc = server.irc().await;
+    irc.send("CAP REQ :sasl").await;
+    irc.expect_command("CAP").await;
+    // One chunk over 400 bytes breaks SASL's framing: 905. Chunks that add up past any PLAIN
+    // reply are a failed attempt: 904, and nothing more is gathered. Either way a new
+    // attempt starts clean.
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect("AUTHENTICATE +").await;
+    irc.send(&format!("AUTHENTICATE {}", "A".repeat(401))).await;
+    assert!(irc
+        .expect_command("905")
+        .await
+        .contains("at most 400 bytes"));
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect("AUTHENTICATE +").await;
+    for _ in 0..4 {
+        irc.send(&format!("AUTHENTICATE {}", "A".repeat(400))).await;
+    }
+    assert!(irc
+        .expect_command("904")
+        .await
+        .contains("longer than any PLAIN reply"));
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect("AUTHENTICATE +").await;
+    let reply = plain("bob", &long);
+    for chunk in reply.as_bytes().chunks(400) {
+        irc.send(&format!(
+            "AUTHENTICATE {}",
+            std::str::from_utf8(chunk).unwrap()
+        ))
+        .await;
+    }
+    if reply.len() % 400 == 0 {
+        irc.send("AUTHENTICATE +").await;
+    }
+    irc.expect_command("903").await;
+    drop((alice, bob, irc));
     server.stop().await;
 }

@@ -716,3 +716,39 @@ async fn shutdown_closes_idle_http_connections_at_once() {
     );
     assert_eq!(stream.read(&mut [0; 16]).await.unwrap(), 0, "closed");
 }
+
+/// A line-protocol user on the web is a netcat user in every way that matters to moderation:
+/// kicked, they land in the lobby (their grammar has no "in no room"), and killed, they read
+/// the sentence, not an IRC `KILL` line. Both keyed on the protocol name once, which is `line`
+/// over TCP only, so a web user was left in no room and read `:server KILL …`.
+#[tokio::test]
+async fn a_web_line_user_kicked_lands_in_the_lobby_and_killed_reads_why() {
+    let server = WebServer::start(Config {
+        rate_limit: None,
+        opers: vec![("root".into(), "root-password".into())],
+        ..Config::default()
+    })
+    .await;
+    let mut alice = server.netcat("alice").await;
+    alice.command("/join dev").await;
+    let mut bob = web_line(&server, "bob").await;
+    bob.send("/join dev").await;
+    bob.until("You are now in dev").await;
+    alice.skip_until("bob has joined the room.").await;
+
+    assert_eq!(
+        alice.command("/kick bob enough").await,
+        ["alice kicked bob out of dev (enough)."]
+    );
+    bob.expect("alice kicked bob out of dev (enough).").await;
+    bob.expect("You are now in lobby (just you so far).").await;
+    bob.send("/who").await;
+    assert_eq!(bob.text().await, "In lobby (1): bob (web)");
+
+    alice.command("/oper root root-password").await;
+    alice.command("/kill bob go away").await;
+    assert_eq!(
+        bob.text().await,
+        "You were disconnected by server operator alice: go away"
+    );
+}

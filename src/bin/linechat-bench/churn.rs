@@ -28,7 +28,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
     let setup_us = Arc::new(Mutex::new(new_histogram()));
-    let before = sample(args.server_pid);
+    let before = sample(&args.server_pid);
     let start = Instant::now();
     let end = start + duration;
     let workers: Vec<_> = (0..args.connect_concurrency)
@@ -70,7 +70,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
         w.await?;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = sample(args.server_pid);
+    let after = sample(&args.server_pid);
     let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     if done == 0 {
         let why = first_error

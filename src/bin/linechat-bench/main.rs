@@ -78,9 +78,11 @@ const MAX_MSG_SIZE: usize = 65_536;
 )]
 pub struct Args {
     /// Server address; must be loopback (127.0.0.0/8, ::1 or localhost). With --proto mixed,
-    /// the line-protocol listener.
-    #[arg(long, default_value = "127.0.0.1:4000")]
-    pub addr: String,
+    /// the line-protocol listener. Given more than once (or as a comma-separated list), with
+    /// --proto linechat: the nodes of one cluster, client i on node i mod the count; the
+    /// report then also gives the latency of the deliveries that crossed between nodes.
+    #[arg(long = "addr", value_delimiter = ',', default_value = "127.0.0.1:4000")]
+    pub addrs: Vec<String>,
     /// --proto mixed: the server's IRC listener (same server, same room as --addr).
     #[arg(long)]
     pub irc_addr: Option<String>,
@@ -102,9 +104,10 @@ pub struct Args {
     /// Wire protocol of the server under test.
     #[arg(long, value_enum, default_value_t = ProtoArg::Linechat)]
     pub proto: ProtoArg,
-    /// PID of the server process: report its CPU time and memory.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server process: report its CPU time and memory. Given more than once (or
+    /// as a comma-separated list), the sum over them: a cluster's nodes and its broker.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -209,7 +212,11 @@ fn real_main() -> Result<()> {
 
 /// Checks the arguments; returns the protocols and loopback addresses of the run.
 fn validate(a: &Args) -> Result<Plan> {
-    let addr = parse_loopback(&a.addr)?;
+    let addrs = a
+        .addrs
+        .iter()
+        .map(|s| parse_loopback(s))
+        .collect::<Result<Vec<_>>>()?;
     let irc_addr = a.irc_addr.as_deref().map(parse_loopback).transpose()?;
     if a.clients == 0 || a.clients > MAX_CLIENTS {
         bail!("--clients must be between 1 and {MAX_CLIENTS}");
@@ -267,13 +274,16 @@ fn validate(a: &Args) -> Result<Plan> {
         irc_oper,
         irc_sender_modes: a.irc_sender_modes.clone(),
     };
+    if a.churn && addrs.len() > 1 {
+        bail!("--churn takes one --addr");
+    }
     if a.churn && a.proto != ProtoArg::Linechat {
         bail!("--churn drives linechat's line protocol only (it waits for the nickname prompt)");
     }
     let tls = a.tls.then(tls::client_config);
-    let plan = Plan::new(a.proto, addr, irc_addr, tls, &setup)?;
+    let plan = Plan::new(a.proto, &addrs, irc_addr, tls, &setup)?;
     plan.check(a.clients)?;
-    if let Some(pid) = a.server_pid {
+    for &pid in &a.server_pid {
         procfs::cpu_seconds(Some(pid))
             .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}/stat"))?;
     }

@@ -49,23 +49,48 @@ pub struct Endpoint {
 }
 
 /// The protocols of a run: client i uses `endpoints[i % endpoints.len()]`, so in a mixed run
-/// the senders (the first clients) are split between the protocols too.
+/// the senders (the first clients) are split between the protocols too, and on a cluster
+/// between the nodes.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     pub expected_definition: &'static str,
+    /// Cluster nodes the clients are spread over (1: one server); endpoint i is node i.
+    pub nodes: usize,
 }
 
 impl Plan {
     /// The constructor: the only place that looks at which protocol was asked for.
     pub fn new(
         arg: ProtoArg,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         irc_addr: Option<SocketAddr>,
         tls: Option<Arc<ClientConfig>>,
         s: &Setup,
     ) -> Result<Plan> {
+        let addr = *addrs.first().ok_or_else(|| anyhow!("no --addr"))?;
+        if addrs.len() > 1 {
+            if arg != ProtoArg::Linechat {
+                return Err(anyhow!(
+                    "several --addr (a cluster's nodes) need --proto linechat, the one protocol a cluster serves"
+                ));
+            }
+            let proto: Arc<dyn Protocol> = Arc::new(line::Line::new(s));
+            return Ok(Plan {
+                name: format!("linechat cluster of {}", addrs.len()),
+                endpoints: addrs
+                    .iter()
+                    .map(|&addr| Endpoint {
+                        proto: proto.clone(),
+                        addr,
+                        tls: tls.clone(),
+                    })
+                    .collect(),
+                expected_definition: "each message to every other client (N-1) on every node: client i is on node i mod the node count, and no node echoes to the sender",
+                nodes: addrs.len(),
+            });
+        }
         let one = |proto: Arc<dyn Protocol>| {
             vec![Endpoint {
                 proto,
@@ -126,6 +151,7 @@ impl Plan {
             name: arg.name(),
             endpoints,
             expected_definition,
+            nodes: 1,
         })
     }
 

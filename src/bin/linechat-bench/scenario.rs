@@ -63,10 +63,14 @@ struct Shared {
     /// Wakes sender s when one of its messages has reached every receiver.
     wake: Vec<Notify>,
     hist: Vec<Mutex<Histogram<u64>>>,
+    /// Cluster nodes the clients are spread over (client i on node i mod nodes; 1: one server).
+    nodes: usize,
+    /// The same, for the deliveries whose sender is on another node than the receiver.
+    cross_hist: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl Shared {
-    fn new(start: Instant, senders: usize, window: Option<u32>) -> Self {
+    fn new(start: Instant, senders: usize, window: Option<u32>, nodes: usize) -> Self {
         Shared {
             start,
             senders,
@@ -89,6 +93,10 @@ impl Shared {
                 .collect(),
             wake: (0..senders).map(|_| Notify::new()).collect(),
             hist: (0..HIST_SHARDS)
+                .map(|_| Mutex::new(new_histogram()))
+                .collect(),
+            nodes: nodes.max(1),
+            cross_hist: (0..HIST_SHARDS)
                 .map(|_| Mutex::new(new_histogram()))
                 .collect(),
         }
@@ -120,7 +128,36 @@ thread_local! {
     /// owns no buffer at all, a busy one reads up to 256 KiB per syscall.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Latency samples of the read being parsed, flushed to a histogram shard after it.
-    static LAT: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static LAT: RefCell<Lat> = const { RefCell::new(Lat { all: Vec::new(), cross: Vec::new() }) };
+}
+
+/// One read's latency samples: every measured delivery, and those that crossed between nodes.
+#[derive(Debug, Default)]
+pub(crate) struct Lat {
+    all: Vec<u64>,
+    cross: Vec<u64>,
+}
+
+impl Lat {
+    fn clear(&mut self) {
+        self.all.clear();
+        self.cross.clear();
+    }
+
+    fn flush(&mut self, sh: &Shared, shard: usize) {
+        for (samples, hist) in [(&self.all, &sh.hist), (&self.cross, &sh.cross_hist)] {
+            if samples.is_empty() {
+                continue;
+            }
+            let mut h = hist[shard % HIST_SHARDS]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for &v in samples {
+                h.saturating_record(v);
+            }
+        }
+        self.clear();
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -172,7 +209,7 @@ struct Rx<'a> {
     core: &'a mut RecvCore,
     now: u64,
     sh: &'a Shared,
-    lat: &'a mut Vec<u64>,
+    lat: &'a mut Lat,
 }
 
 impl Events for Rx<'_> {
@@ -201,7 +238,7 @@ impl Events for Rx<'_> {
 }
 
 impl RecvCore {
-    fn on_payload(&mut self, p: &[u8], now: u64, sh: &Shared, lat: &mut Vec<u64>) {
+    fn on_payload(&mut self, p: &[u8], now: u64, sh: &Shared, lat: &mut Lat) {
         let Some((s, q, ts)) = wire::parse_payload(p) else {
             self.b_other += 1;
             return;
@@ -231,7 +268,12 @@ impl RecvCore {
         let me = sh.measure_end_ns.load(Ordering::Relaxed);
         if ts >= ms && ts < me {
             self.b_measured += 1;
-            lat.push(now.saturating_sub(ts).max(1));
+            let l = now.saturating_sub(ts).max(1);
+            lat.all.push(l);
+            // Sender s is client s, on node s mod nodes.
+            if sh.nodes > 1 && s % sh.nodes != self.idx % sh.nodes {
+                lat.cross.push(l);
+            }
         }
         if let Some(w) = sh.window {
             let slot = &sh.acks[s][(q % u64::from(w)) as usize];
@@ -278,7 +320,7 @@ impl Receiver {
         buf: &[u8],
         now: u64,
         sh: &Shared,
-        lat: &mut Vec<u64>,
+        lat: &mut Lat,
     ) -> Result<usize, String> {
         let mut rx = Rx {
             core: &mut self.core,
@@ -341,15 +383,7 @@ impl Receiver {
                 if self.partial.capacity() > 64 * 1024 && self.partial.len() < 4096 {
                     self.partial.shrink_to(4096);
                 }
-                if !lat.is_empty() {
-                    let mut h = sh.hist[self.core.idx % HIST_SHARDS]
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    for &v in lat.iter() {
-                        h.saturating_record(v);
-                    }
-                    lat.clear();
-                }
+                lat.flush(sh, self.core.idx);
                 Ok::<(), std::io::Error>(())
             });
             if let Err(e) = parsed {
@@ -629,12 +663,12 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
     let n = args.clients;
     let s_count = args.senders;
     let window = (args.rate == 0.0 && s_count > 0).then_some(args.window);
-    let sh = Arc::new(Shared::new(start, s_count, window));
+    let sh = Arc::new(Shared::new(start, s_count, window, plan.nodes));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut warnings: Vec<String> = Vec::new();
 
     // --- connect -------------------------------------------------------------------------
-    let before = sample(args.server_pid);
+    let before = sample(&args.server_pid);
     let pb = progress_bar(
         n as u64,
         "connecting {bar:40} {pos}/{len} connections [{elapsed}]",
@@ -750,7 +784,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
             n - sh.live.load(Ordering::Acquire)
         ));
     }
-    let after_join = sample(args.server_pid);
+    let after_join = sample(&args.server_pid);
 
     // --- run ------------------------------------------------------------------------------
     let warmup = if s_count == 0 { 0.0 } else { args.warmup };
@@ -796,11 +830,13 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
     let pb = progress_bar(total_ms, "{spinner} {bar:40} {elapsed}/{duration} {msg}");
     pb.enable_steady_tick(Duration::from_millis(200));
     let mut m_start: Option<Sample> = None;
+    let mut cpu_each_start = Vec::new();
     let mut rate_probe = (Instant::now(), 0u64);
     loop {
         let now = Instant::now();
         if m_start.is_none() && now >= measure_start {
-            m_start = Some(sample(args.server_pid));
+            m_start = Some(sample(&args.server_pid));
+            cpu_each_start = cpu_each(&args.server_pid);
         }
         if now >= measure_end {
             break;
@@ -831,7 +867,8 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
             });
         sleep_until(next.into()).await;
     }
-    let m_end = sample(args.server_pid);
+    let m_end = sample(&args.server_pid);
+    let cpu_each_end = cpu_each(&args.server_pid);
     let m_start = m_start.unwrap_or(after_join);
     pb.finish_and_clear();
 
@@ -859,7 +896,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
             rstats.push(r);
         }
     }
-    let end = sample(args.server_pid);
+    let end = sample(&args.server_pid);
     let bench_mem = procfs::mem_kib(None);
     drop(writers);
 
@@ -905,11 +942,16 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
             first_io_error.get_or_insert_with(|| e.clone());
         }
     }
-    let mut hist = new_histogram();
-    for h in &sh.hist {
-        let h = h.lock().unwrap_or_else(|e| e.into_inner());
-        hist.add(&*h).ok();
-    }
+    let merge = |shards: &[Mutex<Histogram<u64>>]| {
+        let mut hist = new_histogram();
+        for h in shards {
+            let h = h.lock().unwrap_or_else(|e| e.into_inner());
+            hist.add(&*h).ok();
+        }
+        hist
+    };
+    let hist = merge(&sh.hist);
+    let cross_hist = merge(&sh.cross_hist);
     let sent: u64 = sent_by.iter().sum();
     let sent_measured: u64 = sstats.iter().map(|s| s.sent_measured).sum();
     let stalls: u64 = sstats.iter().map(|s| s.stalls).sum();
@@ -966,7 +1008,7 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
             ));
         }
     }
-    if let Some(pid) = args.server_pid {
+    for &pid in &args.server_pid {
         if !procfs::alive(pid) {
             warnings.push(format!("the server process {pid} exited during the run"));
         }
@@ -1015,19 +1057,16 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
     warnings.extend(plan.warnings());
 
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
-    let latency = if hist.is_empty() {
-        Value::Null
-    } else {
+    let latency = latency_json(&hist);
+    // On a cluster: the deliveries whose sender is on another node than the receiver, the
+    // ones that went through the broker.
+    let cross_node = (plan.nodes > 1).then(|| {
         json!({
-            "samples": hist.len(),
-            "mean": round2(hist.mean() / 1000.0),
-            "p50": round2(q(0.50)),
-            "p90": round2(q(0.90)),
-            "p99": round2(q(0.99)),
-            "p999": round2(q(0.999)),
-            "max": round2(hist.max() as f64 / 1000.0),
+            "nodes": plan.nodes,
+            "deliveries_measured": cross_hist.len(),
+            "latency_us": latency_json(&cross_hist),
         })
-    };
+    });
     let rss_per_conn = match (before.server_mem, after_join.server_mem) {
         (Some((_, b)), Some((_, a))) => Some((a as f64 - b as f64) * 1024.0 / n as f64),
         _ => None,
@@ -1088,11 +1127,24 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
         "connection_errors": io_errors,
         "server_errors": tot.server_errors,
         "latency_us": latency,
+        "cross_node": cross_node,
     });
     let extra = json!({
         "server": {
-            "pid": args.server_pid,
+            "pid": match args.server_pid.as_slice() {
+                [] => Value::Null,
+                [p] => json!(p),
+                ps => json!(ps),
+            },
             "cpu_s": server_cpu.map(round3),
+            // Each PID's share, in --server-pid's order (a cluster: where the CPU went).
+            "cpu_s_each": (args.server_pid.len() > 1).then(|| {
+                cpu_each_start
+                    .iter()
+                    .zip(&cpu_each_end)
+                    .map(|(a, b)| a.zip(*b).map(|(a, b)| round3(b - a)))
+                    .collect::<Vec<_>>()
+            }),
             "cpu_util": server_util.map(round3),
             "deliveries_per_cpu_s": per_cpu_s.map(round2),
             "vm_hwm_kib": peak_hwm,
@@ -1167,15 +1219,31 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
                 fmt_us(hist.max() as f64 / 1000.0)
             );
         }
+        if plan.nodes > 1 && !cross_hist.is_empty() {
+            let xq = |p: f64| cross_hist.value_at_quantile(p) as f64 / 1000.0;
+            let _ = writeln!(
+                t,
+                "  {:<22} {} deliveries across {} nodes: p50 {}  p99 {}  p99.9 {}  max {}",
+                "cross-node latency",
+                cross_hist.len(),
+                plan.nodes,
+                fmt_us(xq(0.5)),
+                fmt_us(xq(0.99)),
+                fmt_us(xq(0.999)),
+                fmt_us(cross_hist.max() as f64 / 1000.0)
+            );
+        }
         if window.is_some() {
             let _ = writeln!(t, "  {:<22} {}", "window stalls", stalls);
         }
     }
-    if let Some(pid) = args.server_pid {
+    if !args.server_pid.is_empty() {
+        let pids: Vec<String> = args.server_pid.iter().map(u32::to_string).collect();
         let _ = writeln!(
             t,
-            "  {:<22} pid {pid}: CPU {} s ({}% of a core){}",
+            "  {:<22} pid {}: CPU {} s ({}% of a core){}",
             "server",
+            pids.join("+"),
             server_cpu.map_or("?".into(), |c| format!("{c:.2}")),
             server_util.map_or("?".into(), |u| format!("{:.0}", u * 100.0)),
             per_cpu_s.map_or(String::new(), |d| format!(
@@ -1221,6 +1289,28 @@ pub async fn run(args: Args, plan: Plan) -> Result<Report> {
     })
 }
 
+/// Each server process's CPU seconds so far.
+fn cpu_each(pids: &[u32]) -> Vec<Option<f64>> {
+    pids.iter().map(|&p| procfs::cpu_seconds(Some(p))).collect()
+}
+
+/// A latency histogram in µs for the JSON report (null when empty).
+fn latency_json(hist: &Histogram<u64>) -> Value {
+    if hist.is_empty() {
+        return Value::Null;
+    }
+    let q = |p: f64| round2(hist.value_at_quantile(p) as f64 / 1000.0);
+    json!({
+        "samples": hist.len(),
+        "mean": round2(hist.mean() / 1000.0),
+        "p50": q(0.50),
+        "p90": q(0.90),
+        "p99": q(0.99),
+        "p999": q(0.999),
+        "max": round2(hist.max() as f64 / 1000.0),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1247,12 +1337,12 @@ mod tests {
     ) -> Vec<(RecvStats, Vec<u8>)> {
         let mut out = Vec::new();
         for cut in 0..=data.len() {
-            let sh = Shared::new(Instant::now(), 2, Some(4));
+            let sh = Shared::new(Instant::now(), 2, Some(4), 1);
             sh.measure_start_ns.store(0, Ordering::Relaxed);
             sh.measure_end_ns.store(u64::MAX, Ordering::Relaxed);
             sh.live.store(3, Ordering::Relaxed);
             let mut r = Receiver::new(proto.clone(), 0, own, false, Vec::new());
-            let mut lat = Vec::new();
+            let mut lat = Lat::default();
             for chunk in [&data[..cut], &data[cut..]] {
                 let mut buf = std::mem::take(&mut r.partial);
                 buf.extend_from_slice(chunk);
@@ -1261,7 +1351,7 @@ mod tests {
                 r.flush_counters(&sh);
             }
             assert!(r.partial.is_empty(), "cut {cut}: tail left");
-            assert_eq!(lat.len() as u64, r.core.st.distinct, "cut {cut}");
+            assert_eq!(lat.all.len() as u64, r.core.st.distinct, "cut {cut}");
             assert_eq!(sh.acks[0][1].load(Ordering::Relaxed), 1, "cut {cut}");
             out.push((r.core.st, r.core.replies));
         }
@@ -1277,6 +1367,32 @@ mod tests {
             assert_eq!(st.self_deliveries, 1);
             assert_eq!(st.other, 2);
         }
+    }
+
+    /// On a cluster (client i on node i mod 3), only the deliveries from senders on another
+    /// node than the receiver's are put in the cross-node histogram.
+    #[test]
+    fn cross_node_latency_counts_only_other_nodes_senders() {
+        let sh = Shared::new(Instant::now(), 4, None, 3);
+        sh.measure_start_ns.store(0, Ordering::Relaxed);
+        sh.measure_end_ns.store(u64::MAX, Ordering::Relaxed);
+        // Client 4 is on node 1, as sender 1 is; senders 0 and 3 are on node 0, 2 on node 2.
+        let mut r = Receiver::new(
+            Arc::new(line::Line::new(&setup())),
+            4,
+            None,
+            false,
+            Vec::new(),
+        );
+        let data = b"b0: ~B0,1,5,x\nb1: ~B1,1,5,x\nb2: ~B2,1,5,x\nb3: ~B3,1,5,x\nb1: ~B1,2,5,x\n";
+        let mut lat = Lat::default();
+        let used = r.process(data, 1_000_000, &sh, &mut lat).unwrap();
+        assert_eq!(used, data.len());
+        assert_eq!(lat.all.len(), 5);
+        assert_eq!(lat.cross.len(), 3, "senders 0, 2 and 3, not 1");
+        lat.flush(&sh, 4);
+        assert_eq!(sh.cross_hist[4].lock().unwrap().len(), 3);
+        assert_eq!(sh.hist[4].lock().unwrap().len(), 5);
     }
 
     #[test]

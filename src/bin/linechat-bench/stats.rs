@@ -76,12 +76,28 @@ pub struct Sample {
     pub server_mem: Option<(u64, u64)>,
 }
 
-pub fn sample(pid: Option<u32>) -> Sample {
+/// The server's figures are the sums over `pids` (a cluster: every node and the broker), and
+/// none at all if any of them cannot be read: a partial sum would pass for a cheap server.
+pub fn sample(pids: &[u32]) -> Sample {
+    let sum = |f: &dyn Fn(u32) -> Option<f64>| -> Option<f64> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&p| f(p)).sum()
+    };
+    let mem = || -> Option<(u64, u64)> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter()
+            .map(|&p| procfs::mem_kib(Some(p)))
+            .try_fold((0, 0), |(h, r), m| m.map(|(mh, mr)| (h + mh, r + mr)))
+    };
     Sample {
         at: Some(Instant::now()),
-        server_cpu: pid.and_then(|p| procfs::cpu_seconds(Some(p))),
+        server_cpu: sum(&|p| procfs::cpu_seconds(Some(p))),
         bench_cpu: procfs::cpu_seconds(None),
-        server_mem: pid.and_then(|p| procfs::mem_kib(Some(p))),
+        server_mem: mem(),
     }
 }
 

@@ -141,6 +141,13 @@ struct Args {
           value_parser = register_timeout)]
     register_timeout: u64,
 
+    /// The shortest password /register and /password accept, in characters (passwords
+    /// registered before are not judged again).
+    #[arg(long, env = "LINECHAT_MIN_PASSWORD_LENGTH", value_name = "N",
+          default_value_t = Config::default().min_password,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=64))]
+    min_password_length: usize,
+
     /// Most open connections at once, counting those still at the nickname prompt.
     #[arg(long, env = "LINECHAT_MAX_CLIENTS", default_value_t = Config::default().max_clients,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
@@ -394,6 +401,7 @@ impl Args {
             ip_exempt,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             register_timeout: Duration::from_secs(self.register_timeout),
+            min_password: self.min_password_length,
             max_clients: self.max_clients,
             queue_bytes: self.queue_bytes,
             rate_limit: (self.rate_limit > 0.0).then_some(self.rate_limit),
@@ -676,7 +684,8 @@ fn run(args: Args, reloader: service::FileReloader) -> anyhow::Result<()> {
     };
     // A damaged accounts file would leave registered nicknames to whoever asks first.
     let accounts = linechat::accounts::Accounts::load(config.data_dir.as_deref())
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)?
+        .with_min_password(config.min_password);
     // rustls is built with ring alone; installing it as the process default is what makes
     // that explicit for anything that asks for the default (linechat's own configs name it).
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();

@@ -1199,7 +1199,12 @@ impl Session {
                             'f' => flags.to_owned(),
                             'd' => "0".to_owned(),
                             'l' => m.member.stats.idle(now).as_secs().to_string(),
-                            'a' => "0".to_owned(),
+                            // The account name, or "0" for none (WHOX, as ircu and
+                            // solanum answer).
+                            'a' => m
+                                .member
+                                .account()
+                                .map_or_else(|| "0".to_owned(), |a| a.to_string()),
                             'o' => "n/a".to_owned(),
                             _ => id.realname.to_string(),
                         });

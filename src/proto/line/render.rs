@@ -23,6 +23,10 @@ pub struct Line;
 pub static LINE: Line = Line;
 
 impl Render for Line {
+    fn always_in_a_room(&self) -> bool {
+        true
+    }
+
     fn render(&self, event: &Event) -> Bytes {
         let nick = event.nick();
         let prefix: &str = match (&event.target, &event.kind) {

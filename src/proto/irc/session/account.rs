@@ -12,7 +12,8 @@ use crate::accounts::{AccountError, OperError};
 pub const REGISTERED: &str =
     "Nickname is registered to an account; log in with SASL PLAIN (or PASS) to use it";
 
-/// The longest SASL reply gathered, in base64: a PLAIN reply holds two names and a password.
+/// The longest SASL reply gathered, in base64: a PLAIN reply holds two names and a password
+/// (2 × 32 + 2 + 600 bytes at most: 888 characters of base64).
 const MAX_SASL: usize = 1200;
 
 /// What waits for a hash.
@@ -62,11 +63,23 @@ impl Session {
         if arg == "*" {
             return self.reply(906, &["SASL authentication aborted"]);
         }
+        // One chunk over 400 breaks the framing (905, as SASL 3.1 says); many chunks that add
+        // up to more than any PLAIN reply can be are a failed attempt (904, as ergo and
+        // solanum answer), so that nobody can make the server gather without end.
+        if arg.len() > 400 {
+            return self.reply(
+                905,
+                &["SASL message too long: a chunk is at most 400 bytes"],
+            );
+        }
         if arg != "+" {
             gathered.push_str(arg);
         }
         if gathered.len() > MAX_SASL {
-            return self.reply(905, &["SASL message too long"]);
+            return self.reply(
+                904,
+                &["SASL authentication failed: the reply is longer than any PLAIN reply"],
+            );
         }
         if arg.len() == 400 {
             // A chunk of exactly 400 means more follows (or `+` to end).
@@ -196,7 +209,7 @@ fn plain(e: &AccountError) -> &'static str {
         AccountError::NotRegistered(_) => "Account is not registered",
         AccountError::Wrong(_) => "Password incorrect for the registered nickname",
         AccountError::Throttled(..) => "Too many failed attempts; try again in a minute",
-        AccountError::BadPassword => "Password has the wrong length",
+        AccountError::BadPassword(_) => "Password has the wrong length",
         AccountError::Io(_) => "The account could not be read",
     }
 }
