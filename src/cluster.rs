@@ -472,6 +472,20 @@ impl Reorder {
         }
     }
 
+    /// Notes that `origin`'s events in `room` up to `rseq` are delivered (read from the
+    /// stream for the room's history): none of them is delivered again, and the next one
+    /// expected is the one after.
+    fn had(&mut self, origin: String, room: &str, rseq: u64) {
+        let order = self.orders.entry((origin, room.to_owned())).or_default();
+        order.last = order.last.max(rseq);
+        let was_holding = !order.held.is_empty();
+        order.held.retain(|&k, _| k > order.last);
+        if was_holding && order.held.is_empty() {
+            order.since = None;
+            self.holding -= 1;
+        }
+    }
+
     /// Forgets the rooms `keep` says no to: followed again, a room starts afresh.
     fn retain_rooms(&mut self, keep: impl Fn(&str) -> bool) {
         let holding = &mut self.holding;
@@ -1149,15 +1163,19 @@ impl Link {
     }
 
     /// Notes that `w`, read from the stream for a room's history, is delivered: neither it
-    /// nor anything before it from its origin in its room is to be delivered again.
+    /// nor anything before it from its origin in its room is to be delivered again. A
+    /// numbered event (`rseq`) tells the reorder where that origin's room now stands: the
+    /// marks are only for events without one.
     fn had(&mut self, w: &Wire) {
         if w.node == *self.node && w.boot == self.boot {
             return;
         }
-        let mark = self
-            .marks
-            .entry((format!("{}.{}", w.node, w.boot), w.room.clone()))
-            .or_default();
+        let origin = format!("{}.{}", w.node, w.boot);
+        if w.rseq > 0 {
+            self.reorder.had(origin, &w.room, w.rseq);
+            return;
+        }
+        let mark = self.marks.entry((origin, w.room.clone())).or_default();
         *mark = (*mark).max(w.seq);
     }
 
@@ -1932,6 +1950,25 @@ mod tests {
         r.retain_rooms(|room| room != "lobby");
         assert!(!r.holding());
         assert_eq!(take(&mut r, "lobby", 90, t), [90]);
+    }
+
+    /// What a room's history read had is where its origin stands: the live copies of those
+    /// events (the subscription was in before the read) go, the next one is delivered at
+    /// once, and what was held behind a gap the read filled goes too.
+    #[test]
+    fn what_the_history_read_had_is_not_delivered_again() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        r.had("a.1".into(), "lobby", 20);
+        for again in [19, 20] {
+            assert_eq!(take(&mut r, "lobby", again, t), Vec::<u64>::new());
+        }
+        assert_eq!(take(&mut r, "lobby", 21, t), [21]);
+        assert_eq!(take(&mut r, "lobby", 23, t), Vec::<u64>::new());
+        assert!(r.holding());
+        r.had("a.1".into(), "lobby", 23);
+        assert!(!r.holding());
+        assert_eq!(take(&mut r, "lobby", 24, t), [24]);
     }
 
     /// A missing event is waited for GAP_WAIT, then given up; if it comes after all it is
