@@ -128,7 +128,6 @@ impl Session {
                         super::write(&mut out, &[], Some(&me), "MODE", &[&me, "+o"]);
                         self.send(out);
                     }
-                    Err(OperError::NoSuchOper(_)) => self.reply(491, &["No O-lines for your host"]),
                     Err(OperError::Wrong(_)) => self.reply(464, &["Password incorrect"]),
                     Err(e @ OperError::Throttled(..)) => {
                         let text = e.to_string();
