@@ -156,7 +156,8 @@ fn check_password(password: &str, min: usize) -> Result<(), AccountError> {
 
 fn hash(password: &str) -> Result<String, AccountError> {
     let mut salt = [0u8; 16];
-    getrandom(&mut salt).map_err(|e| AccountError::Io(format!("no random salt: {e}")))?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| AccountError::Io("no random salt from the system".into()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Io(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -170,24 +171,6 @@ fn verify(password: &str, hash: &str) -> bool {
             .verify_password(password.as_bytes(), &h)
             .is_ok()
     })
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled rest of `buf`.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            continue;
-        }
-        filled += n as usize;
-    }
-    Ok(())
 }
 
 impl Accounts {
