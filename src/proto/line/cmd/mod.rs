@@ -270,6 +270,20 @@ fn no_args(args: &str, command: Command) -> Option<Command> {
     args.is_empty().then_some(command)
 }
 
+/// For commands that take exactly one word (a nickname, a room, a mask, a password).
+fn one_word(args: &str) -> Option<String> {
+    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| args.to_owned())
+}
+
+/// For commands that take one word or, to list something, none: `Some(None)` for none.
+fn at_most_one_word(args: &str) -> Option<Option<String>> {
+    if args.is_empty() {
+        Some(None)
+    } else {
+        one_word(args).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
