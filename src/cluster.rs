@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -337,6 +337,10 @@ pub struct Cluster {
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     /// Cluster copies dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
+    /// Whether the link to the broker is up, as last told to this node's people.
+    link_up: Arc<AtomicBool>,
+    /// Other nodes' events given up by the receivers' order (never arrived within the wait).
+    given_up: Arc<AtomicU64>,
 }
 
 /// A room this node follows: the task forwarding its subscription, and since when.
@@ -368,6 +372,8 @@ struct Reorder {
     orders: Orders,
     /// How many of `orders` hold events back.
     holding: usize,
+    /// Events given up so far (`/metrics` and Prometheus).
+    given_up: Arc<AtomicU64>,
 }
 
 /// Which order: the origin's node and boot, and the room (owned only on the rare paths that
@@ -496,6 +502,7 @@ impl Reorder {
             missing = first - order.last - 1,
             "cluster: events from another server never arrived; going on without them"
         );
+        self.given_up.fetch_add(first - order.last - 1, Relaxed);
         order.last = first - 1;
         let rest = Self::release(order, &mut self.holding, now);
         Ready { first: None, rest }
@@ -581,6 +588,8 @@ pub struct Link {
     js: jetstream::Context,
     /// The cluster's count of events not relayed.
     dropped: Arc<AtomicU64>,
+    /// The cluster's view of whether the link is up.
+    link_up: Arc<AtomicBool>,
     /// The last `seq` delivered here per origin (`<node>.<boot>`) and room: what a repeat
     /// (a publish retried, a catch-up overlapping live delivery) is told apart by.
     marks: HashMap<(String, String), u64>,
@@ -697,12 +706,18 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         interest: interest.clone(),
         peers: peers.clone(),
         dropped: Arc::default(),
+        link_up: Arc::new(AtomicBool::new(true)),
+        given_up: Arc::default(),
     });
     let link = Link {
         dropped: cluster.dropped.clone(),
+        link_up: cluster.link_up.clone(),
         js,
         marks: HashMap::new(),
-        reorder: Reorder::default(),
+        reorder: Reorder {
+            given_up: cluster.given_up.clone(),
+            ..Reorder::default()
+        },
         client,
         nodes,
         incoming,
@@ -919,6 +934,29 @@ impl Cluster {
         lock(&self.peers).len()
     }
 
+    /// How many people each other node has, by node name, in name order.
+    pub fn people_by_node(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for (node, _) in self.people() {
+            match counts.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((node, 1)),
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    /// Whether the link to the broker is up (as this node's people were last told).
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Relaxed)
+    }
+
+    /// Other nodes' events this node gave up waiting for (a gap in an origin's order).
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(Relaxed)
+    }
+
     /// The relay the hub hands local room events and departures to.
     pub fn relay(self: &Arc<Self>) -> Box<dyn Relay> {
         Box::new(Outbound(self.clone()))
@@ -1055,6 +1093,7 @@ impl Link {
                     };
                     if now != up {
                         up = now;
+                        self.link_up.store(up, Relaxed);
                         if up {
                             // The client reports the connection before it has subscribed
                             // again; a round trip behind those subscriptions makes "back"
