@@ -455,12 +455,6 @@ impl Args {
             "--cluster cannot be used with --data-dir yet: accounts and history there are this \
              server's alone (docs/CLUSTER.md)"
         );
-        if let Some((url, _)) = listeners.iter().find(|(u, _)| u.scheme != Scheme::Line) {
-            anyhow::bail!(
-                "--cluster serves line:// and line+tls:// listeners only so far, not {url} \
-                 (docs/CLUSTER.md); give --listen line://HOST:PORT"
-            );
-        }
         let node = match &self.node_name {
             Some(name) => name.clone(),
             None => {

@@ -10,7 +10,7 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 use super::message::{write, write_text, Tag};
-use crate::core::event::{Event, Identity, Kind, Render, Target};
+use crate::core::event::{Event, Identity, Kind, Notice, Render, Target};
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
 
@@ -229,6 +229,20 @@ impl Render for Irc {
 
     fn every_presence(&self) -> bool {
         true
+    }
+
+    /// A NOTICE from the server in the line protocol's words; a rename is first the NICK
+    /// the client keeps its own nickname by.
+    fn notice(&self, server: &str, to: &str, notice: &Notice<'_>) -> Bytes {
+        let mut out = BytesMut::new();
+        if let Notice::ClusterRenamed { old, new, .. } = notice {
+            write(&mut out, &[], Some(&source(old)), "NICK", &[new]);
+        }
+        let words = crate::proto::line::words::notice(notice);
+        let text = words.trim_end();
+        let text = text.strip_prefix("Server: ").unwrap_or(text);
+        write_text(&mut out, &[], Some(server), "NOTICE", &[to, text]);
+        out.freeze()
     }
 }
 

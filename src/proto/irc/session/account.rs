@@ -29,6 +29,8 @@ pub enum Pending {
     Oper { name: String, password: String },
     /// `SILENCE` changed whom this connection ignores: write it to its account.
     KeepIgnores,
+    /// `JOIN` on a cluster: these channels, each once its history is read from the stream.
+    Join(String),
 }
 
 fn plain_text(line: &str) -> &str {
@@ -160,10 +162,11 @@ impl Session {
                 }
             }
             Pending::Complete => {
-                if self.prove_wanted().await {
+                if self.prove_wanted().await && self.claim_wanted().await {
                     self.complete_registration();
                 }
             }
+            Pending::Join(targets) => self.join_across(&targets).await,
         }
     }
 

@@ -1,0 +1,235 @@
+//! IRC on a cluster: IRC clients (raw TCP) on one node see, reach and are told what the
+//! other nodes' people do, as line users are (docs/CLUSTER.md, "What listings show").
+
+use std::net::SocketAddr;
+
+use crate::broker::{self, Broker};
+use crate::proc::{Options, Server};
+use crate::support::{irc_command, Client, IrcClient, WAIT};
+
+/// A node of the cluster on `broker` named `name`, with an IRC listener besides the line one;
+/// the IRC listener's address.
+pub async fn irc_node(broker: &Broker, name: &str) -> (Server, SocketAddr) {
+    let server = Server::start(Options {
+        args: &[
+            "--listen",
+            "irc://127.0.0.1:0",
+            "--cluster",
+            &broker.url,
+            "--node-name",
+            name,
+            "--rate-limit",
+            "0",
+        ],
+        ..Default::default()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let irc = server.log.lock().unwrap().iter().find_map(|l| {
+            l.contains("protocol=\"irc\"")
+                .then(|| crate::support::listening_addr(l))
+                .flatten()
+        });
+        if let Some(addr) = irc {
+            return (server, addr);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no IRC listener logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `command` until one line of its reply satisfies `want` (within WAIT): for what the
+/// other nodes' heartbeats bring, every 2 s. Returns the whole reply.
+async fn irc_until(irc: &mut IrcClient, command: &str, want: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        irc.send(command).await;
+        let got = irc.sync().await;
+        if got.iter().any(|l| want(l)) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {command} says {got:?}",
+            irc.nick
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An IRC client on node b and a netcat user on node a share the lobby: what alice said
+/// before bob's node had anyone there is in CHATHISTORY; NAMES, WHO, WHOIS and LIST show her
+/// with node a as her host; her lines reach bob and his PRIVMSG reaches her; a nick nobody
+/// has anywhere is 401, and renaming is refused on a cluster, clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_irc_user_sees_and_reaches_the_whole_cluster() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice
+        .send("said before bob's node followed the lobby")
+        .await;
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    let joined = bob.until(|l| irc_command(l) == "366").await;
+    assert!(
+        joined[0].starts_with(":bob!~bob@") && joined[0].ends_with(" JOIN #lobby"),
+        "{joined:?}"
+    );
+    alice.expect("bob has joined the room.").await;
+    // CHATHISTORY reads the room's history here, which the JOIN read from the stream.
+    bob.send("CHATHISTORY LATEST #lobby * 10").await;
+    let history = bob.sync().await;
+    assert_eq!(
+        history,
+        [":alice!alice@a PRIVMSG #lobby :said before bob's node followed the lobby"],
+        "{history:?}"
+    );
+    // b knows of alice from a's heartbeat (within 2 s of her arrival).
+    let names = irc_until(&mut bob, "NAMES #lobby", |l| {
+        irc_command(l) == "353" && l.contains("alice")
+    })
+    .await;
+    let listed = names.iter().find(|l| irc_command(l) == "353").unwrap();
+    let mut nicks: Vec<&str> = listed.rsplit(':').next().unwrap().split(' ').collect();
+    nicks.sort();
+    assert_eq!(nicks, ["alice", "bob"], "{names:?}");
+    bob.send("WHO #lobby").await;
+    let who = bob.sync().await;
+    assert!(
+        who.iter()
+            .any(|l| l.ends_with(" 352 bob #lobby alice a a alice H :0 ")),
+        "{who:?}"
+    );
+    assert!(
+        who.iter()
+            .any(|l| irc_command(l) == "352" && l.contains(" bob H")),
+        "{who:?}"
+    );
+    bob.send("WHO alice %nhs").await;
+    let whox = bob.sync().await;
+    assert!(
+        whox.iter().any(|l| l.ends_with(" 354 bob a a alice")),
+        "{whox:?}"
+    );
+    bob.send("WHOIS alice").await;
+    let whois = bob.sync().await;
+    assert!(
+        whois
+            .iter()
+            .any(|l| l.ends_with(" 311 bob alice alice a * :")),
+        "{whois:?}"
+    );
+    assert!(
+        whois.iter().any(|l| l.ends_with(" 319 bob alice #lobby")),
+        "{whois:?}"
+    );
+    assert!(
+        whois
+            .iter()
+            .any(|l| irc_command(l) == "312" && l.contains(" alice a ")),
+        "{whois:?}"
+    );
+    bob.send("LIST").await;
+    let list = bob.sync().await;
+    assert!(
+        list.iter().any(|l| l.ends_with(" 322 bob #lobby 2 :")),
+        "{list:?}"
+    );
+    bob.send("ISON alice nobody").await;
+    assert!(bob
+        .sync()
+        .await
+        .iter()
+        .any(|l| l.ends_with(" 303 bob alice")));
+    // Live, both ways.
+    alice.send("hi bob").await;
+    bob.expect(":alice!alice@a PRIVMSG #lobby :hi bob").await;
+    bob.send("PRIVMSG #lobby :hi alice").await;
+    alice.expect("bob: hi alice").await;
+    bob.send("PRIVMSG alice :psst").await;
+    alice.expect("[private] bob: psst").await;
+    bob.send("PRIVMSG nobody :hello?").await;
+    let missing = bob.sync().await;
+    assert!(
+        missing
+            .iter()
+            .any(|l| l.ends_with(" 401 bob nobody :No such nick/channel")),
+        "{missing:?}"
+    );
+    // How bob came is in b's next heartbeat.
+    crate::until(
+        &mut alice,
+        "/who",
+        "In lobby (2): alice (on a), bob (irc, on b)",
+    )
+    .await;
+    bob.send("NICK robert").await;
+    let refused = bob.sync().await;
+    assert!(
+        refused.iter().any(|l| irc_command(l) == "400"
+            && l.contains(" NICK :Cannot change to robert: on this cluster")),
+        "{refused:?}"
+    );
+}
+
+/// A nickname held on another node is 433 at registration, and two IRC clients taking the
+/// same name on two nodes at the same instant: exactly one gets it, each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_irc_nick_is_unique_across_the_cluster() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, a_irc) = irc_node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let _alice = Client::join(a.addr, "alice").await;
+    let mut other = IrcClient::connect(b_irc).await;
+    other.send("NICK alice").await;
+    other.send("USER alice 0 * :Alice").await;
+    let refused = other
+        .until(|l| matches!(irc_command(l), "001" | "433"))
+        .await;
+    assert!(
+        refused
+            .last()
+            .unwrap()
+            .ends_with(" 433 * alice :Nickname is already in use"),
+        "{refused:?}"
+    );
+    // The name is free to choose again: another is taken, and registration completes.
+    other.send("NICK alicia").await;
+    other.expect_command("001").await;
+    drop(other);
+    let mut keep = Vec::new();
+    for round in 0..10 {
+        let name = format!("Racer{round}");
+        let (mut x, mut y) = (
+            IrcClient::connect(a_irc).await,
+            IrcClient::connect(b_irc).await,
+        );
+        // Case differs on the second node: names are compared case-blind across the cluster.
+        let lower = name.to_ascii_lowercase();
+        let (nx, ny) = (
+            format!("NICK {name}\r\nUSER x 0 * :x"),
+            format!("NICK {lower}\r\nUSER y 0 * :y"),
+        );
+        tokio::join!(x.send(&nx), y.send(&ny));
+        let done = |l: &str| matches!(irc_command(l), "001" | "433");
+        let (rx, ry) = tokio::join!(x.until(done), y.until(done));
+        let outcome = |lines: &[String]| irc_command(lines.last().unwrap()).to_owned();
+        let mut got = [outcome(&rx), outcome(&ry)];
+        got.sort();
+        assert_eq!(got, ["001", "433"], "round {round}: {rx:?} / {ry:?}");
+        keep.push((x, y));
+    }
+}
