@@ -233,3 +233,79 @@ async fn an_irc_nick_is_unique_across_the_cluster() {
         keep.push((x, y));
     }
 }
+
+/// The server's own notices reach an IRC user in IRC terms: the link down and back as a
+/// NOTICE from the server, and the conflict rule's rename (their node was silent past the
+/// liveness bound, and someone on another node took the name meanwhile) as a NICK to
+/// themselves, then a NOTICE saying why; replies follow the new name, and they chat on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_irc_user_is_told_of_the_link_and_a_lost_name_in_irc_terms() {
+    if !broker::available() {
+        return;
+    }
+    let mut broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (b, b_irc) = irc_node(&broker, "b").await;
+    let mut carol = Client::join(a.addr, "carol").await;
+    let mut alice = IrcClient::connect(b_irc).await;
+    let welcome = alice.register("alice", &[]).await;
+    let server = welcome[0].split(' ').next().unwrap().to_owned();
+    alice.send("JOIN #lobby").await;
+    alice.expect_command("366").await;
+    carol.expect("alice has joined the room.").await;
+
+    broker.restart(std::time::Duration::from_millis(500)).await;
+    alice
+        .expect(&format!(
+            "{server} NOTICE alice :the cluster link is down; chat goes on among the people on this server."
+        ))
+        .await;
+    alice
+        .expect(&format!(
+            "{server} NOTICE alice :the cluster link is back; you are chatting with every server again."
+        ))
+        .await;
+
+    carol
+        .expect("Server: the cluster link is down; chat goes on among the people on this server.")
+        .await;
+    carol
+        .expect("Server: the cluster link is back; you are chatting with every server again.")
+        .await;
+
+    crate::signal(b.pid, "-STOP");
+    carol.wait = std::time::Duration::from_secs(20);
+    carol
+        .expect("alice has left the chat (connection to their server lost).")
+        .await;
+    let mut other = Client::connect(a.addr).await;
+    other.expect_prompt().await;
+    crate::take_when_free(&mut other, "alice", tokio::time::Instant::now() + WAIT).await;
+    carol.expect("alice has joined the chat.").await;
+    crate::signal(b.pid, "-CONT");
+    alice.wait = std::time::Duration::from_secs(10);
+    // What b missed while stopped may come first: the other alice's arrival.
+    let got = alice.until(|l| irc_command(l) == "NICK").await;
+    let (nick, before) = got.split_last().unwrap();
+    assert!(
+        before.iter().all(|l| l.ends_with(" JOIN #lobby")),
+        "{before:?}"
+    );
+    assert_eq!(nick, ":alice!~alice@127.0.0.1 NICK guest-1");
+    alice
+        .expect(&format!(
+            "{server} NOTICE guest-1 :while this server was cut off from the cluster, someone on a took the nickname alice; you are now guest-1."
+        ))
+        .await;
+    alice.send("TIME").await;
+    assert!(
+        alice
+            .sync()
+            .await
+            .iter()
+            .any(|l| l.starts_with(&format!("{server} 391 guest-1 "))),
+        "replies are addressed to the new name"
+    );
+    alice.send("PRIVMSG #lobby :still here").await;
+    carol.expect("guest-1: still here").await;
+}

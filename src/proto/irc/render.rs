@@ -277,6 +277,35 @@ mod tests {
         String::from_utf8(r.render(event).to_vec()).unwrap()
     }
 
+    /// Each format words the server's notices itself: IRC as a NOTICE from the server (and
+    /// a rename first as the NICK a client keeps its nickname by), netcat as a sentence.
+    #[test]
+    fn server_notices_read_in_each_format() {
+        let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+        let old = alice().unwrap();
+        let renamed = Notice::ClusterRenamed {
+            old: &old,
+            holder: "a",
+            new: "guest-1",
+        };
+        let why = "while this server was cut off from the cluster, someone on a took the \
+                   nickname alice; you are now guest-1.";
+        assert_eq!(
+            text(TAGGED.notice("srv", "guest-1", &renamed)),
+            format!(":alice!alice@127.0.0.1 NICK guest-1\r\n:srv NOTICE guest-1 :{why}\r\n")
+        );
+        let line = &crate::proto::line::render::LINE;
+        assert_eq!(
+            text(line.notice("srv", "guest-1", &renamed)),
+            format!("Server: {why}\n")
+        );
+        assert_eq!(
+            text(PLAIN.notice("srv", "bob", &Notice::ClusterLink(false))),
+            ":srv NOTICE bob :the cluster link is down; chat goes on among the people on this \
+             server.\r\n"
+        );
+    }
+
     #[test]
     fn events_read_as_irc() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
