@@ -286,8 +286,7 @@ struct Args {
 
     /// Share one chat with the other linechat servers that use this NATS broker (nats-server
     /// with JetStream, -js), e.g. nats://127.0.0.1:4222; give it once per server of a NATS
-    /// cluster. Serves line:// and line+tls:// listeners only so far (docs/CLUSTER.md). Off
-    /// unless given.
+    /// cluster. Not with --data-dir yet (docs/CLUSTER.md). Off unless given.
     #[arg(
         long,
         env = "LINECHAT_CLUSTER",
