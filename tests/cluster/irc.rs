@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use linechat::proto::web::frame;
+
 use crate::broker::{self, Broker};
 use crate::proc::{Options, Server};
 use crate::support::{irc_command, Client, IrcClient, WAIT};
@@ -10,10 +12,17 @@ use crate::support::{irc_command, Client, IrcClient, WAIT};
 /// A node of the cluster on `broker` named `name`, with an IRC listener besides the line one;
 /// the IRC listener's address.
 pub async fn irc_node(broker: &Broker, name: &str) -> (Server, SocketAddr) {
+    node_with(broker, name, "irc").await
+}
+
+/// A node of the cluster on `broker` named `name`, with a `scheme` listener besides the line
+/// one; that listener's address, read from the log.
+async fn node_with(broker: &Broker, name: &str, scheme: &str) -> (Server, SocketAddr) {
+    let listen = format!("{scheme}://127.0.0.1:0");
     let server = Server::start(Options {
         args: &[
             "--listen",
-            "irc://127.0.0.1:0",
+            &listen,
             "--cluster",
             &broker.url,
             "--node-name",
@@ -24,19 +33,20 @@ pub async fn irc_node(broker: &Broker, name: &str) -> (Server, SocketAddr) {
         ..Default::default()
     })
     .await;
+    let logged = format!("protocol=\"{scheme}\"");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let irc = server.log.lock().unwrap().iter().find_map(|l| {
-            l.contains("protocol=\"irc\"")
+        let addr = server.log.lock().unwrap().iter().find_map(|l| {
+            l.contains(&logged)
                 .then(|| crate::support::listening_addr(l))
                 .flatten()
         });
-        if let Some(addr) = irc {
+        if let Some(addr) = addr {
             return (server, addr);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no IRC listener logged"
+            "no {scheme} listener logged"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -308,4 +318,160 @@ async fn an_irc_user_is_told_of_the_link_and_a_lost_name_in_irc_terms() {
     );
     alice.send("PRIVMSG #lobby :still here").await;
     carol.expect("guest-1: still here").await;
+}
+
+/// The web listener on a cluster: a page speaking IRC (`text.ircv3.net`) and one speaking the
+/// line protocol, both on node b, each get what the cluster does in its own protocol: the
+/// IRC one a 433 for a name held on a, then a's lines and PRIVMSG across; both the link
+/// notices in their own words, since the format decides, not the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_on_a_cluster_get_it_in_the_protocol_they_speak() {
+    if !broker::available() {
+        return;
+    }
+    let mut broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (_b, web) = node_with(&broker, "b", "http").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Ws::open(web, "Sec-WebSocket-Protocol: text.ircv3.net\r\n").await;
+    carol.send("NICK alice").await;
+    carol.send("USER carol 0 * :Carol").await;
+    let taken = carol.until(" 433 ").await;
+    assert!(
+        taken.ends_with(" 433 * alice :Nickname is already in use"),
+        "{taken}"
+    );
+    carol.send("NICK carol").await;
+    let welcome = carol.until(" 001 carol ").await;
+    let server = welcome.split(' ').next().unwrap().to_owned();
+    carol.send("JOIN #lobby").await;
+    carol.until(" 366 carol #lobby ").await;
+    alice.expect("carol has joined the room.").await;
+    alice.send("hi carol").await;
+    assert_eq!(
+        carol.until("PRIVMSG #lobby").await,
+        ":alice!alice@a PRIVMSG #lobby :hi carol"
+    );
+    // b lists alice once a's heartbeat says where she is (within 2 s).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        carol.send("ISON alice").await;
+        if carol.until(" 303 carol ").await.ends_with(" alice") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never listed alice"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    carol.send("PRIVMSG alice :psst").await;
+    alice.expect("[private] carol: psst").await;
+
+    let mut dave = Ws::open(web, "").await;
+    assert_eq!(dave.text().await, "Please enter your nickname: ");
+    dave.send("dave").await;
+    dave.until("You are in lobby").await;
+    alice.expect("dave has joined the chat.").await;
+    broker.restart(std::time::Duration::from_millis(500)).await;
+    let down = "the cluster link is down; chat goes on among the people on this server.";
+    assert_eq!(
+        carol.until(" NOTICE ").await,
+        format!("{server} NOTICE carol :{down}")
+    );
+    dave.until("cluster link is down").await;
+    assert_eq!(dave.last, format!("Server: {down}"));
+}
+
+/// A small WebSocket client (RFC 6455, masked text frames out, whole messages in), with the
+/// server's own framing functions.
+struct Ws {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    /// The last text message [`Ws::until`] or [`Ws::text`] returned.
+    last: String,
+}
+
+impl Ws {
+    /// Opens `/ws` on `addr`; `extra` holds more header lines, each ending in CRLF.
+    async fn open(addr: SocketAddr, extra: &str) -> Ws {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+                buf.drain(..end + 4);
+                return Ws {
+                    stream,
+                    buf,
+                    last: String::new(),
+                };
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("the upgrade in time")
+                .unwrap();
+            assert!(n > 0, "closed before the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = Vec::new();
+        frame::put_frame(&mut out, frame::TEXT, Some([1, 2, 3, 4]), text.as_bytes());
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next text message (pings are answered, as a browser does).
+    async fn text(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some((header, at)) = frame::parse_header(&self.buf).unwrap() {
+                let end = at + header.len as usize;
+                if self.buf.len() >= end {
+                    let payload: Vec<u8> = self.buf.drain(..end).skip(at).collect();
+                    match header.opcode {
+                        frame::TEXT => {
+                            self.last = String::from_utf8(payload).expect("UTF-8");
+                            return self.last.clone();
+                        }
+                        frame::PING => {
+                            use tokio::io::AsyncWriteExt;
+                            let mut out = Vec::new();
+                            frame::put_frame(&mut out, frame::PONG, Some([1, 2, 3, 4]), &payload);
+                            self.stream.write_all(&out).await.unwrap();
+                            continue;
+                        }
+                        other => panic!("unexpected opcode {other}"),
+                    }
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a message in time")
+                .unwrap();
+            assert!(n > 0, "the server closed the WebSocket");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads text messages until one contains `part`; returns it.
+    async fn until(&mut self, part: &str) -> String {
+        loop {
+            let t = self.text().await;
+            if t.contains(part) {
+                return t;
+            }
+        }
+    }
 }
