@@ -475,3 +475,57 @@ impl Ws {
         }
     }
 }
+
+/// With the broker away, IRC is told what the cluster cannot do now rather than given less
+/// silently: a nickname nobody can confirm is 433 saying so (nobody is let in under an
+/// unconfirmed name), and a JOIN of a channel this node does not follow goes ahead after
+/// the bounded wait, with a NOTICE that CHATHISTORY holds this server's lines only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_away_irc_is_told_what_cannot_be_confirmed() {
+    if !broker::available() {
+        return;
+    }
+    let mut broker = Broker::start().await;
+    let (b, b_irc) = irc_node(&broker, "b").await;
+    let mut watch = Client::join(b.addr, "watch").await;
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    let slow = std::time::Duration::from_secs(20);
+    (watch.wait, bob.wait) = (slow, slow);
+    let during = async {
+        watch
+            .skip_until(
+                "Server: the cluster link is down; chat goes on among the people on this server.",
+            )
+            .await;
+        let mut late = IrcClient::connect(b_irc).await;
+        late.wait = slow;
+        late.send("NICK late").await;
+        late.send("USER late 0 * :Late").await;
+        let refused = late
+            .until(|l| matches!(irc_command(l), "001" | "433"))
+            .await;
+        let last = refused.last().unwrap();
+        assert!(
+            last.contains(" 433 * late :The cluster cannot confirm that nickname now (")
+                && last.ends_with("); try again"),
+            "{refused:?}"
+        );
+        bob.send("JOIN #dev").await;
+        let joined = bob
+            .until(|l| irc_command(l) == "NOTICE" && l.contains("#dev"))
+            .await;
+        assert!(
+            joined.last().unwrap().ends_with(
+                " NOTICE bob :the cluster's history of #dev could not be read just now; the \
+                 scrollback holds only what this server has."
+            ),
+            "{joined:?}"
+        );
+        assert!(
+            joined.iter().any(|l| l.ends_with(" JOIN #dev")),
+            "{joined:?}"
+        );
+    };
+    tokio::join!(broker.restart(std::time::Duration::from_secs(10)), during);
+}

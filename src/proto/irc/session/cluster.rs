@@ -3,6 +3,8 @@
 //! in NAMES, WHO, WHOIS and LIST (their host and server are their node), and PRIVMSG to
 //! them. Without `--cluster` each of these does nothing or finds nobody.
 
+use futures_util::future::join_all;
+
 use super::{Session, MAX_TARGETS};
 use crate::cluster::{remote_identity, Person};
 use crate::core::event::{Kind, Target};
@@ -41,17 +43,22 @@ impl Session {
     }
 
     /// `JOIN` on a cluster: each room this node does not follow has its history read from
-    /// the stream first (at most [`crate::cluster::LOAD_WAIT`]), so CHATHISTORY covers what
-    /// every node said in it; the room stays followed until this connection is in it.
+    /// the stream first (at most [`crate::cluster::LOAD_WAIT`], all the channels of one JOIN
+    /// at once, so a broker away costs one wait, not one per channel), so CHATHISTORY covers
+    /// what every node said in it; each room stays followed until this connection is in it.
     pub(super) async fn join_across(&mut self, targets: &str) {
         let Some(cluster) = self.conn.shared.cluster.clone() else {
             return;
         };
-        for target in targets.split(',').take(MAX_TARGETS) {
-            let hold = match target.starts_with('#') {
+        let targets: Vec<&str> = targets.split(',').take(MAX_TARGETS).collect();
+        let holds = join_all(targets.iter().map(|target| async {
+            match target.starts_with('#') {
                 true => cluster.prepare(target).await,
                 false => None,
-            };
+            }
+        }))
+        .await;
+        for (target, hold) in targets.into_iter().zip(holds) {
             self.enter(target);
             self.conn.shared.hub.settle(target);
             if hold.is_some_and(|h| !h.loaded) {
