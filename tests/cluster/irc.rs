@@ -125,6 +125,21 @@ async fn an_irc_user_sees_and_reaches_the_whole_cluster() {
             .any(|l| irc_command(l) == "352" && l.contains(" bob H")),
         "{who:?}"
     );
+    // A search matches everyone on every node (bob here, alice on a).
+    bob.send("WHO *").await;
+    let everyone = bob.sync().await;
+    assert!(
+        everyone
+            .iter()
+            .any(|l| l.ends_with(" 352 bob * alice a a alice H :0 ")),
+        "{everyone:?}"
+    );
+    assert!(
+        everyone
+            .iter()
+            .any(|l| irc_command(l) == "352" && l.contains(" bob H")),
+        "{everyone:?}"
+    );
     bob.send("WHO alice %nhs").await;
     let whox = bob.sync().await;
     assert!(

@@ -1203,15 +1203,17 @@ impl Session {
                 .into_iter()
                 .map(|r| (chan.clone(), r))
                 .collect()
-        } else if rows.is_empty() {
+        } else {
+            // A nickname found here is nobody's elsewhere (names are the cluster's); a search
+            // matches elsewhere by nickname and node.
             let pattern = Mask::new(if mask == "0" { "*" } else { mask });
+            let found_here = !pattern.is_wild() && shared.hub.find(mask).is_some();
             self.remote_people()
                 .into_iter()
+                .filter(|_| !found_here)
                 .filter(|(node, p)| [&*p.nick, node].into_iter().any(|f| pattern.matches(f)))
                 .map(|r| ("*".to_owned(), r))
                 .collect()
-        } else {
-            Vec::new()
         };
         let opers_only = options.contains('o');
         let multi = self.has("multi-prefix");
