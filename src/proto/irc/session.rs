@@ -172,7 +172,8 @@ struct Session {
     account: Option<String>,
     /// Base64 gathered between `AUTHENTICATE PLAIN` and its last chunk.
     sasl: Option<String>,
-    /// Work that waits for a hash, done by [`Session::serve`] after the line that asked.
+    /// Work that waits (for a hash, or for the cluster), done by [`Session::serve`] after the
+    /// line that asked.
     pending: Option<account::Pending>,
 }
 

@@ -18,7 +18,7 @@ pub const REGISTERED: &str =
 /// base64). Derived, so a longer nickname or password cannot make the longest reply fail.
 const MAX_SASL: usize = (2 * MAX_NICK + 2 + MAX_PASSWORD).div_ceil(3) * 4;
 
-/// What waits for a hash.
+/// What waits: for a hash, or for the cluster.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Pending {
     /// NICK and USER are in (and CAP END): prove a registered nickname, then welcome.
