@@ -176,6 +176,14 @@ async fn an_irc_user_sees_and_reaches_the_whole_cluster() {
         .await
         .iter()
         .any(|l| l.ends_with(" 303 bob alice")));
+    bob.send("USERHOST alice").await;
+    let userhost = bob.sync().await;
+    assert!(
+        userhost
+            .iter()
+            .any(|l| l.ends_with(" 302 bob alice=+alice@a")),
+        "{userhost:?}"
+    );
     // Live, both ways.
     alice.send("hi bob").await;
     bob.expect(":alice!alice@a PRIVMSG #lobby :hi bob").await;

@@ -676,13 +676,19 @@ impl Session {
                     .params
                     .iter()
                     .take(5)
-                    .filter_map(|n| hub.find(n))
-                    .map(|m| {
-                        let away = if m.away.is_some() { '-' } else { '+' };
-                        format!(
-                            "{}={away}{}@{}",
-                            m.identity.nick, m.identity.user, m.identity.host
-                        )
+                    .filter_map(|n| {
+                        let here = hub.find(n).map(|m| {
+                            let away = if m.away.is_some() { '-' } else { '+' };
+                            format!(
+                                "{}={away}{}@{}",
+                                m.identity.nick, m.identity.user, m.identity.host
+                            )
+                        });
+                        // Elsewhere: their user is their nickname and their host their node.
+                        here.or_else(|| {
+                            self.remote_named(n)
+                                .map(|(node, p)| format!("{0}=+{0}@{node}", p.nick))
+                        })
                     })
                     .collect();
                 self.reply(302, &[&found.join(" ")]);
