@@ -15,6 +15,7 @@ mod proc;
 mod lab;
 
 mod broker;
+mod irc;
 
 use std::collections::HashMap;
 
@@ -1302,8 +1303,9 @@ async fn follows(broker: &Broker, node: &str, subjects: &[&str]) {
     }
 }
 
-/// What `--cluster` cannot do yet is refused at start, with one line saying why, and a
-/// broker that is not there is an error, not a server that runs alone.
+/// What `--cluster` cannot do yet (`--data-dir`) is refused at start, with one line saying
+/// why, every listener is served, and a broker that is not there is an error, not a server
+/// that runs alone.
 #[tokio::test]
 async fn what_the_cluster_cannot_serve_is_refused_at_start() {
     let bin = env!("CARGO_BIN_EXE_linechat");
@@ -1317,28 +1319,15 @@ async fn what_the_cluster_cannot_serve_is_refused_at_start() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = run(&[
-        "--listen",
-        "irc://127.0.0.1:0",
-        "--cluster",
-        "nats://127.0.0.1:1",
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
-        "{err}"
-    );
-    let (code, err) = run(&[
-        "--listen",
-        "http://127.0.0.1:0",
-        "--cluster",
-        "nats://127.0.0.1:1",
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
-        "{err}"
-    );
+    // Every listener is served: IRC and the web get as far as the broker, which is not there.
+    for listen in ["irc://127.0.0.1:0", "http://127.0.0.1:0"] {
+        let (code, err) = run(&["--listen", listen, "--cluster", "nats://127.0.0.1:1"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("cannot reach the cluster broker at nats://127.0.0.1:1"),
+            "{listen}: {err}"
+        );
+    }
     let dir = std::env::temp_dir().join(format!("lc-cluster-dd-{}", std::process::id()));
     let (code, err) = run(&[
         "--listen",

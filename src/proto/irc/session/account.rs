@@ -18,7 +18,7 @@ pub const REGISTERED: &str =
 /// base64). Derived, so a longer nickname or password cannot make the longest reply fail.
 const MAX_SASL: usize = (2 * MAX_NICK + 2 + MAX_PASSWORD).div_ceil(3) * 4;
 
-/// What waits for a hash.
+/// What waits: for a hash, or for the cluster.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Pending {
     /// NICK and USER are in (and CAP END): prove a registered nickname, then welcome.
@@ -29,6 +29,8 @@ pub enum Pending {
     Oper { name: String, password: String },
     /// `SILENCE` changed whom this connection ignores: write it to its account.
     KeepIgnores,
+    /// `JOIN` on a cluster: these channels, each once its history is read from the stream.
+    Join(String),
 }
 
 fn plain_text(line: &str) -> &str {
@@ -160,10 +162,11 @@ impl Session {
                 }
             }
             Pending::Complete => {
-                if self.prove_wanted().await {
+                if self.prove_wanted().await && self.claim_wanted().await {
                     self.complete_registration();
                 }
             }
+            Pending::Join(targets) => self.join_across(&targets).await,
         }
     }
 
