@@ -1052,6 +1052,39 @@ impl Relay for Outbound {
         self.0.release(&identity.nick);
     }
 
+    /// Every other node is told on its own subject, so the nodes that follow none of the
+    /// person's rooms list the new name at once too, not at the next heartbeat. Core NATS,
+    /// not kept: one lost in an outage is the next heartbeat's to correct.
+    fn renamed(&self, event: &Arc<Event>) {
+        let c = &self.0;
+        let Kind::Nick(new) = &event.kind else {
+            return;
+        };
+        let nodes: HashSet<String> = lock(&c.peers).values().map(|p| p.node.clone()).collect();
+        for node in nodes {
+            let wire = Wire {
+                node: c.node.to_string(),
+                boot: c.boot,
+                seq: c.seq.fetch_add(1, Relaxed) + 1,
+                rseq: 0,
+                room: String::new(),
+                nick: event.nick().to_owned(),
+                kind: "nick".to_owned(),
+                text: new.nick.to_string(),
+                reason: String::new(),
+                to: String::new(),
+                at_ms: ms_since_epoch(event.at),
+            };
+            let Ok(body) = serde_json::to_vec(&wire) else {
+                return;
+            };
+            let subject = token_subject(NODES_SUBJECT, &node);
+            if c.out.try_send(Out::Publish(subject, body.into())).is_err() {
+                c.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     fn interest(&self, room: &Arc<str>, here: bool) {
         let interest = &self.0.interest;
         let subject = room_subject(room);
@@ -1341,6 +1374,13 @@ impl Link {
         if w.node == *self.node && w.boot == self.boot {
             return;
         }
+        // A rename told node-wide (no room, nobody's): it only changes a list, which a repeat
+        // or a late one leaves as it is, so it needs no mark, and takes none from the private
+        // messages it shares the subject with.
+        if w.room.is_empty() && w.to.is_empty() {
+            self.hand(w, deliver);
+            return;
+        }
         if w.rseq == 0 {
             let origin = format!("{}.{}", w.node, w.boot);
             let mark = self.marks.entry((origin, w.room.clone())).or_default();
@@ -1369,6 +1409,8 @@ impl Link {
             if let Some(remote) = w.into_remote() {
                 deliver(Incoming::Private { to, remote });
             }
+        } else if w.room.is_empty() {
+            // A rename told node-wide: the list above is all it changes.
         } else if let Some(remote) = w.into_remote() {
             deliver(Incoming::Said(remote));
         }

@@ -39,6 +39,10 @@ pub trait Relay: Send + Sync + fmt::Debug {
     fn said(&self, room: &Arc<str>, event: &Arc<Event>);
     /// A local member left the server: its nickname is free again.
     fn left(&self, identity: &Arc<Identity>);
+    /// A local member was renamed (a [`Kind::Nick`] event): every server's list of this
+    /// one's people changes, whether or not it shares a room with them. Said once, after
+    /// the event's copy in each of the member's rooms.
+    fn renamed(&self, event: &Arc<Event>);
     /// `room` got its first member here (`true`) or lost its last (`false`): what others say
     /// in it is wanted here from now on, or no longer.
     fn interest(&self, room: &Arc<str>, here: bool);
@@ -1143,6 +1147,9 @@ impl Hub {
             // Once per room, in the room's order: each node tells its people there when the
             // room's copy arrives, between the lines said before and after it.
             self.relay_said(&r.name, &event);
+        }
+        if let Some(relay) = &self.relay {
+            relay.renamed(&event);
         }
         Ok(Renamed {
             old,

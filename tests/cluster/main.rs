@@ -19,6 +19,8 @@ mod irc;
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
+
 use broker::Broker;
 use proc::{Options, Server};
 use support::{Client, WAIT};
@@ -743,6 +745,69 @@ async fn a_rename_is_told_on_another_node_once_in_order() {
         ["Your nickname has been changed to ALICE2"]
     );
     bob.expect("alice2 changed nickname to ALICE2").await;
+}
+
+/// A rename reaches every node's lists, not only those of the nodes sharing a room with the
+/// renamed person: each node the renaming node hears from is told on its own subject, and
+/// a node told so lists the new name at once. Both halves against a node `z` made by hand
+/// (its heartbeat written, its messages published by the test), which nobody shares a room
+/// with and whose own heartbeat never changes, so nothing else could bring the new names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_reaches_the_lists_of_nodes_sharing_no_room() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let mut told_z = nats.subscribe("lc.node.z").await.expect("subscribe");
+    let nodes = async_nats::jetstream::new(nats.clone())
+        .get_key_value("lc_nodes")
+        .await
+        .expect("the nodes bucket");
+    let beat = serde_json::json!({
+        "seq": 1, "people": [{"nick": "zed", "proto": "line", "rooms": ["dev"]}],
+    });
+    nodes
+        .put("z.1", beat.to_string().into())
+        .await
+        .expect("z's heartbeat");
+    until(&mut alice, "/who dev", "In dev (1): zed (on z)").await;
+    assert_eq!(
+        alice.command("/nick alice2").await,
+        ["Your nickname has been changed to alice2"]
+    );
+    let told = tokio::time::timeout(WAIT, told_z.next())
+        .await
+        .expect("z told of the rename")
+        .expect("a message");
+    let told: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
+    assert_eq!(
+        (&told["kind"], &told["nick"], &told["text"], &told["room"]),
+        (
+            &"nick".into(),
+            &"alice".into(),
+            &"alice2".into(),
+            &"".into()
+        ),
+        "{told}"
+    );
+    let renamed = serde_json::json!({
+        "node": "z", "boot": 1, "seq": 2, "room": "", "nick": "zed", "kind": "nick",
+        "text": "zed2", "at_ms": 0,
+    });
+    nats.publish("lc.node.a", renamed.to_string().into())
+        .await
+        .expect("publish");
+    nats.flush().await.expect("flush");
+    until(&mut alice, "/who dev", "In dev (1): zed2 (on z)").await;
+    assert_eq!(
+        alice.command("/msg zed2 hi").await,
+        ["[private to zed2] hi"]
+    );
 }
 
 /// Two people on two nodes rename to the same name at the same instant, ten times over:
