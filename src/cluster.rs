@@ -105,6 +105,8 @@ pub enum Error {
     JetStream(String, String),
     #[error("the cluster broker did not answer in time")]
     Timeout,
+    #[error("the link to the cluster broker is down")]
+    Down,
     #[error("the cluster broker: {0}")]
     Broker(String),
 }
@@ -155,7 +157,7 @@ struct Wire {
     room: String,
     nick: String,
     /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
-    /// `left` (left the server).
+    /// `left` (left the server); `nick` (a rename, `text` the new name).
     kind: String,
     text: String,
     /// For `left`: the reason's label (`quit`, `timed_out`, ...).
@@ -194,6 +196,8 @@ enum Change {
     Enter(String, String),
     Part(String, String),
     Left(String),
+    /// A rename (old, new) told in a room the person is in.
+    Nick(String, String, String),
 }
 
 /// Another node's people, as this node knows them: its last beat, with the changes heard
@@ -230,6 +234,16 @@ impl Peer {
             }
             Change::Left(nick) => {
                 self.people.remove(&nick_key(nick));
+            }
+            Change::Nick(old, new, room) => {
+                // Idempotent like the others: a copy from a second room finds the new name.
+                if let Some(mut person) = self.people.remove(&nick_key(old)) {
+                    person.nick.clone_from(new);
+                    self.people.insert(nick_key(new), person);
+                }
+                if !room.is_empty() {
+                    self.apply(&Change::Enter(new.clone(), room.clone()));
+                }
             }
         }
     }
@@ -327,6 +341,8 @@ impl Drop for Hold {
 pub struct Cluster {
     node: Arc<str>,
     boot: u64,
+    /// Asked whether the broker is there before a claim is sent.
+    client: async_nats::Client,
     nicks: kv::Store,
     out: mpsc::Sender<Out>,
     seq: Arc<AtomicU64>,
@@ -699,6 +715,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let cluster = Arc::new(Cluster {
         node: node.clone(),
         boot,
+        client: client.clone(),
         nicks: nicks.clone(),
         out: tx,
         seq: seq.clone(),
@@ -826,6 +843,11 @@ impl Cluster {
 
     /// Claims `nick` across the cluster. `Ok(false)`: someone on some node has it.
     pub async fn claim(&self, nick: &str) -> Result<bool, Error> {
+        // While the link is down the client keeps what it is asked to send and sends it once
+        // back: a claim given up on would then be made after all, and held by nobody.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Down);
+        }
         let key = nick_subject_key(nick);
         match tokio::time::timeout(CLAIM_TIMEOUT, self.nicks.create(&key, self.owner())).await {
             Err(_) => Err(Error::Timeout),
@@ -843,6 +865,20 @@ impl Cluster {
             .is_err()
         {
             self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Gives back a name this node no longer uses (renamed away from) before returning, at
+    /// most [`CLAIM_TIMEOUT`]; if the broker fails it now, the release is queued for the
+    /// link to try again.
+    pub async fn release_now(&self, nick: &str) {
+        let key = nick_subject_key(nick);
+        let owner = String::from_utf8_lossy(&self.owner()).into_owned();
+        let released =
+            tokio::time::timeout(CLAIM_TIMEOUT, release_claim(&self.nicks, &key, &owner)).await;
+        if !matches!(released, Ok(Ok(()))) {
+            tracing::debug!(?released, "cluster: a release waits for the link");
+            self.release(nick);
         }
     }
 
@@ -977,6 +1013,7 @@ impl Relay for Outbound {
             Kind::Entered => ("enter", "", ""),
             Kind::Parted(why) => ("part", why.as_deref().unwrap_or_default(), ""),
             Kind::Left(reason, why) => ("left", why.as_deref().unwrap_or_default(), reason.label()),
+            Kind::Nick(new) => ("nick", &*new.nick, ""),
             _ => return,
         };
         let seq = c.seq.fetch_add(1, Relaxed) + 1;
@@ -1013,6 +1050,39 @@ impl Relay for Outbound {
 
     fn left(&self, identity: &Arc<Identity>) {
         self.0.release(&identity.nick);
+    }
+
+    /// Every other node is told on its own subject, so the nodes that follow none of the
+    /// person's rooms list the new name at once too, not at the next heartbeat. Core NATS,
+    /// not kept: one lost in an outage is the next heartbeat's to correct.
+    fn renamed(&self, event: &Arc<Event>) {
+        let c = &self.0;
+        let Kind::Nick(new) = &event.kind else {
+            return;
+        };
+        let nodes: HashSet<String> = lock(&c.peers).values().map(|p| p.node.clone()).collect();
+        for node in nodes {
+            let wire = Wire {
+                node: c.node.to_string(),
+                boot: c.boot,
+                seq: c.seq.fetch_add(1, Relaxed) + 1,
+                rseq: 0,
+                room: String::new(),
+                nick: event.nick().to_owned(),
+                kind: "nick".to_owned(),
+                text: new.nick.to_string(),
+                reason: String::new(),
+                to: String::new(),
+                at_ms: ms_since_epoch(event.at),
+            };
+            let Ok(body) = serde_json::to_vec(&wire) else {
+                return;
+            };
+            let subject = token_subject(NODES_SUBJECT, &node);
+            if c.out.try_send(Out::Publish(subject, body.into())).is_err() {
+                c.dropped.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn interest(&self, room: &Arc<str>, here: bool) {
@@ -1304,6 +1374,13 @@ impl Link {
         if w.node == *self.node && w.boot == self.boot {
             return;
         }
+        // A rename told node-wide (no room, nobody's): it only changes a list, which a repeat
+        // or a late one leaves as it is, so it needs no mark, and takes none from the private
+        // messages it shares the subject with.
+        if w.room.is_empty() && w.to.is_empty() {
+            self.hand(w, deliver);
+            return;
+        }
         if w.rseq == 0 {
             let origin = format!("{}.{}", w.node, w.boot);
             let mark = self.marks.entry((origin, w.room.clone())).or_default();
@@ -1332,6 +1409,8 @@ impl Link {
             if let Some(remote) = w.into_remote() {
                 deliver(Incoming::Private { to, remote });
             }
+        } else if w.room.is_empty() {
+            // A rename told node-wide: the list above is all it changes.
         } else if let Some(remote) = w.into_remote() {
             deliver(Incoming::Said(remote));
         }
@@ -1445,22 +1524,22 @@ impl Link {
         }
     }
 
-    /// Deletes a nickname's claim if it is still this node's, by revision, so a release that
-    /// arrives late cannot free a name someone else has taken since.
     async fn release(&self, key: &str, owner: &str) {
-        match self.nicks.entry(key).await {
-            Ok(Some(e)) if e.operation == kv::Operation::Put && e.value == owner.as_bytes() => {
-                if let Err(err) = self
-                    .nicks
-                    .delete_expect_revision(key, Some(e.revision))
-                    .await
-                {
-                    tracing::warn!(error = %err, "cluster: a nickname was not released");
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "cluster: a nickname was not released"),
+        if let Err(error) = release_claim(&self.nicks, key, owner).await {
+            tracing::warn!(%error, "cluster: a nickname was not released");
         }
+    }
+}
+
+/// Deletes a nickname's claim if it is still `owner`'s, by revision, so a release that
+/// arrives late cannot free a name someone else has taken since.
+async fn release_claim(nicks: &kv::Store, key: &str, owner: &str) -> Result<(), String> {
+    match nicks.entry(key).await.map_err(|e| e.to_string())? {
+        Some(e) if e.operation == kv::Operation::Put && e.value == owner.as_bytes() => nicks
+            .delete_expect_revision(key, Some(e.revision))
+            .await
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 
@@ -1946,6 +2025,7 @@ impl Wire {
             "join" | "enter" => Change::Enter(nick, room),
             "part" => Change::Part(nick, room),
             "left" => Change::Left(nick),
+            "nick" => Change::Nick(nick, self.text.clone(), room),
             _ => return None,
         })
     }
@@ -1965,6 +2045,7 @@ impl Wire {
                     .unwrap_or(LeaveReason::Quit),
                 (!self.text.is_empty()).then(|| self.text.into()),
             ),
+            "nick" => Kind::Nick(remote_identity(&self.text, &self.node)),
             _ => return None,
         };
         Some(Remote {
@@ -2124,6 +2205,35 @@ mod tests {
         }
         assert_eq!(got, (3..=(HELD_MAX as u64 + 3)).collect::<Vec<_>>());
         assert!(!r.holding());
+    }
+
+    /// A rename heard in a room moves the person to the new name with their rooms and
+    /// protocol; its copy from another room changes nothing more, and one heard before the
+    /// beat listed the person lists them under the new name.
+    #[test]
+    fn a_rename_moves_the_person_in_their_nodes_list() {
+        let mut peer = Peer::default();
+        peer.beat(Beat {
+            seq: 1,
+            people: vec![Person {
+                nick: "alice".into(),
+                proto: "line".into(),
+                rooms: vec!["lobby".into(), "dev".into()],
+            }],
+        });
+        let nick = |room: &str| Change::Nick("Alice".into(), "alice2".into(), room.into());
+        peer.heard(2, nick("lobby"));
+        peer.heard(3, nick("dev"));
+        assert!(!peer.people.contains_key("alice"));
+        let moved = &peer.people["alice2"];
+        assert_eq!(
+            (moved.nick.as_str(), moved.proto.as_str()),
+            ("alice2", "line")
+        );
+        assert_eq!(moved.rooms, ["lobby", "dev"]);
+        let mut unlisted = Peer::default();
+        unlisted.heard(1, Change::Nick("bob".into(), "bob2".into(), "dev".into()));
+        assert_eq!(unlisted.people["bob2"].rooms, ["dev"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! non-blocking push (rendered once per format, see [`Event::rendered`]), and returns. Errors
 //! are typed; each protocol says them its own way.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,10 @@ pub trait Relay: Send + Sync + fmt::Debug {
     fn said(&self, room: &Arc<str>, event: &Arc<Event>);
     /// A local member left the server: its nickname is free again.
     fn left(&self, identity: &Arc<Identity>);
+    /// A local member was renamed (a [`Kind::Nick`] event): every server's list of this
+    /// one's people changes, whether or not it shares a room with them. Said once, after
+    /// the event's copy in each of the member's rooms.
+    fn renamed(&self, event: &Arc<Event>);
     /// `room` got its first member here (`true`) or lost its last (`false`): what others say
     /// in it is wanted here from now on, or no longer.
     fn interest(&self, room: &Arc<str>, here: bool);
@@ -342,6 +346,52 @@ struct State {
     history_bytes: usize,
     /// Events the byte budget evicted since start.
     history_evicted: u64,
+    /// The latest renames on other nodes, oldest first, with whom each was told so far.
+    remote_renames: VecDeque<RemoteRename>,
+}
+
+/// Renames on other nodes remembered at most. A rename's copies (one per room its person
+/// is in) follow each other closely on the broker; a member would be told twice only if
+/// this many other renames came between two copies of one.
+const MAX_REMOTE_RENAMES: usize = 256;
+
+/// A rename on another node as its copies in each room arrive: the one event every room is
+/// told, and the members told so far.
+#[derive(Debug)]
+struct RemoteRename {
+    key: RenameKey,
+    event: Arc<Event>,
+    told: HashSet<MemberId>,
+}
+
+/// What every copy of one remote rename shares: the node (the sender's host), the old and the
+/// new name, and the instant it was said. One person renaming the same way twice within a
+/// millisecond would be needed for two renames to meet (each waits for the broker's claim).
+#[derive(Debug, PartialEq, Eq)]
+struct RenameKey {
+    node: Arc<str>,
+    old: String,
+    new: Arc<str>,
+    at: SystemTime,
+}
+
+impl RenameKey {
+    fn of(event: &Event) -> RenameKey {
+        let (node, old) = event
+            .from
+            .as_ref()
+            .map_or_else(Default::default, |f| (f.host.clone(), nick_key(&f.nick)));
+        let new = match &event.kind {
+            Kind::Nick(new) => new.nick.clone(),
+            _ => "".into(),
+        };
+        RenameKey {
+            node,
+            old,
+            new,
+            at: event.at,
+        }
+    }
 }
 
 impl State {
@@ -356,6 +406,7 @@ impl State {
             by_oldest: BTreeMap::new(),
             history_bytes: 0,
             history_evicted: 0,
+            remote_renames: VecDeque::new(),
         };
         let mut lobby = Room::new(LOBBY);
         // Nobody holds the lobby, so its topic is everyone's; its modes say so.
@@ -1093,6 +1144,12 @@ impl Hub {
                 m.deliver_once(&event, self.formats);
             }
             self.journal(&r.name, &event);
+            // Once per room, in the room's order: each node tells its people there when the
+            // room's copy arrives, between the lines said before and after it.
+            self.relay_said(&r.name, &event);
+        }
+        if let Some(relay) = &self.relay {
+            relay.renamed(&event);
         }
         Ok(Renamed {
             old,
@@ -1171,6 +1228,14 @@ impl Hub {
         let arrived = match kind {
             Kind::Joined | Kind::Entered => true,
             Kind::Parted(_) | Kind::Left(..) => false,
+            Kind::Nick(_) => {
+                self.relayed_rename(
+                    &mut state,
+                    room,
+                    Event::at(id, at, Target::Peers, Some(from), kind),
+                );
+                return 0;
+            }
             _ => {
                 let event = Event::at(id, at, Target::Room(name), Some(from), kind);
                 return self.said_in(&mut state, room, &event, None);
@@ -1184,6 +1249,37 @@ impl Hub {
         r.presence(&event, self.formats, limit, arrived, REMOTE);
         self.journal(&name, &event);
         0
+    }
+
+    /// Tells `room`'s members a rename on another node, which arrives once per room the
+    /// renamed person is in: each member is told once, at the first copy of a room it is
+    /// in, as a local rename is told once to someone sharing several rooms with the renamer.
+    /// Not kept in history, as a local rename is not.
+    fn relayed_rename(&self, state: &mut State, room: RoomId, event: Arc<Event>) {
+        let key = RenameKey::of(&event);
+        let renames = &mut state.remote_renames;
+        let at = match renames.iter().position(|r| r.key == key) {
+            Some(i) => i,
+            None => {
+                if renames.len() == MAX_REMOTE_RENAMES {
+                    renames.pop_front();
+                }
+                renames.push_back(RemoteRename {
+                    key,
+                    event,
+                    told: HashSet::new(),
+                });
+                renames.len() - 1
+            }
+        };
+        let rename = &mut renames[at];
+        let r = &state.rooms[&room];
+        for m in &r.members {
+            if rename.told.insert(m.id) {
+                m.deliver(&rename.event, self.formats);
+            }
+        }
+        self.journal(&r.name, &rename.event);
     }
 
     /// Replaces the history of the room called `room` with `loaded`, what the cluster's
@@ -2482,6 +2578,47 @@ mod tests {
         assert!(hub.change_modes(3, lobby, &[Mode::Secret(true)]).is_err());
         assert!(!hub.room(3, lobby).unwrap().modes.topic_lock);
         hub.set_topic(3, lobby, "welcome").unwrap();
+    }
+
+    static E: Counting = Counting(AtomicUsize::new(0), "e");
+    static RENAME_FORMATS: [&'static dyn Render; 1] = [&E];
+
+    /// A rename on another node arrives once per room its person is in: someone sharing two
+    /// of those rooms is told once, someone in one of them at its copy, a repeat of a copy
+    /// tells nobody again, and another rename is told anew.
+    #[test]
+    fn a_remote_rename_is_told_once_to_each_member() {
+        let hub = Hub::new(settings(), &RENAME_FORMATS);
+        let (both, dev_only) = (member(&hub, 1, 0), member(&hub, 2, 0));
+        hub.enter(1, "ops", Arrival::Entered, |_| {}).unwrap();
+        hub.enter(1, "dev", Arrival::Entered, |_| {}).unwrap();
+        hub.enter(2, "dev", Arrival::Entered, |_| {}).unwrap();
+        for m in [&both, &dev_only] {
+            drop(take(m));
+        }
+        let alice = || -> Arc<Identity> {
+            Arc::new(Identity {
+                id: REMOTE,
+                nick: "alice".into(),
+                user: "alice".into(),
+                host: "a".into(),
+                realname: "".into(),
+                account: None,
+            })
+        };
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(7);
+        let renamed = || Kind::Nick(Arc::new(alice().renamed("alice2")));
+        hub.relayed("ops", alice(), at, renamed());
+        assert_eq!(take(&both).len(), 1, "told at the first copy");
+        assert!(take(&dev_only).is_empty(), "not in ops");
+        hub.relayed("dev", alice(), at, renamed());
+        assert!(take(&both).is_empty(), "told already");
+        assert_eq!(take(&dev_only).len(), 1, "told at dev's copy");
+        hub.relayed("dev", alice(), at, renamed());
+        assert!(take(&both).is_empty() && take(&dev_only).is_empty());
+        let later = at + std::time::Duration::from_millis(1);
+        hub.relayed("dev", alice(), later, renamed());
+        assert_eq!((take(&both).len(), take(&dev_only).len()), (1, 1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod ignore;
 pub mod irc;
 pub mod line;
 pub mod oper;
+pub mod rename;
 pub mod web;
 
 /// Every format the hub renders events for; a member's format is its index here.

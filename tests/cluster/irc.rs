@@ -340,7 +340,44 @@ async fn an_irc_user_is_told_of_the_link_and_a_lost_name_in_irc_terms() {
         "replies are addressed to the new name"
     );
     alice.send("PRIVMSG #lobby :still here").await;
+    // The rename is told on a too, in the room's order: before what the new name says.
+    carol.expect("alice changed nickname to guest-1").await;
     carol.expect("guest-1: still here").await;
+}
+
+/// A rename on another node reaches an IRC user sharing the channel as IRC tells one, a
+/// NICK from the old name, between the lines said before and after it, and NAMES lists the
+/// new name at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_on_another_node_reaches_irc_as_a_nick() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    bob.send("JOIN #lobby").await;
+    bob.expect_command("366").await;
+    alice.expect("bob has joined the room.").await;
+    alice.send("before").await;
+    alice.send("/nick alice2").await;
+    alice.send("after").await;
+    for want in [
+        ":alice!alice@a PRIVMSG #lobby :before",
+        ":alice!alice@a NICK alice2",
+        ":alice2!alice2@a PRIVMSG #lobby :after",
+    ] {
+        bob.expect(want).await;
+    }
+    bob.send("NAMES #lobby").await;
+    let names = bob.sync().await;
+    let listed = names.iter().find(|l| irc_command(l) == "353").unwrap();
+    let mut nicks: Vec<&str> = listed.rsplit(':').next().unwrap().split(' ').collect();
+    nicks.sort();
+    assert_eq!(nicks, ["alice2", "bob"], "{names:?}");
 }
 
 /// The web listener on a cluster: a page speaking IRC (`text.ircv3.net`) and one speaking the

@@ -19,6 +19,8 @@ mod irc;
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
+
 use broker::Broker;
 use proc::{Options, Server};
 use support::{Client, WAIT};
@@ -685,6 +687,219 @@ async fn same_nick_on_two_nodes_at_once_one_wins() {
         assert_eq!((won, lost), (1, 1), "round {round}: {rx:?} / {ry:?}");
         keep.push((x, y));
     }
+}
+
+/// A rename on node a: b's people sharing the room are told once, between the lines said
+/// before and after it, exactly as a local rename reads; b lists the new name with its node
+/// at once, a private message to it from b arrives, the old name is free on b as soon as
+/// the renamer is told, and the new one is refused on b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_is_told_on_another_node_once_in_order() {
+    let Some((_broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    until(&mut bob, "/who", "In lobby (2): alice (on a), bob (on b)").await;
+    alice.send("before").await;
+    alice.send("/nick alice2").await;
+    alice.send("after").await;
+    alice
+        .expect("Your nickname has been changed to alice2")
+        .await;
+    // The old name is free the moment its holder is told: taken on b with no retry.
+    let mut newcomer = Client::connect(b.addr).await;
+    newcomer.expect_prompt().await;
+    newcomer.send("alice").await;
+    newcomer.expect("Welcome to the chat, alice!").await;
+    bob.expect("alice: before").await;
+    bob.expect("alice changed nickname to alice2").await;
+    bob.expect("alice2: after").await;
+    bob.expect("alice has joined the chat.").await;
+    assert!(bob.sync().await.is_empty(), "told once");
+    assert_eq!(
+        bob.command("/who").await,
+        ["In lobby (3): alice (on b), alice2 (on a), bob (on b)"]
+    );
+    assert_eq!(
+        bob.command("/msg alice2 hi").await,
+        ["[private to alice2] hi"]
+    );
+    alice.expect("alice has joined the chat.").await;
+    alice.expect("[private] bob: hi").await;
+    // The new name is alice2's across the cluster: refused on b, at the prompt and by /nick.
+    assert_eq!(
+        bob.command("/nick Alice2").await,
+        ["Error: the nickname Alice2 is already taken; choose another."]
+    );
+    let mut other = Client::connect(b.addr).await;
+    other.expect_prompt().await;
+    other.send("alice2").await;
+    other
+        .expect("Error: the nickname alice2 is already taken; choose another.")
+        .await;
+    // A change of letters only keeps the claim: nothing to take from the broker.
+    assert_eq!(
+        alice.command("/nick ALICE2").await,
+        ["Your nickname has been changed to ALICE2"]
+    );
+    bob.expect("alice2 changed nickname to ALICE2").await;
+}
+
+/// A rename reaches every node's lists, not only those of the nodes sharing a room with the
+/// renamed person: each node the renaming node hears from is told on its own subject, and
+/// a node told so lists the new name at once. Both halves against a node `z` made by hand
+/// (its heartbeat written, its messages published by the test), which nobody shares a room
+/// with and whose own heartbeat never changes, so nothing else could bring the new names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_reaches_the_lists_of_nodes_sharing_no_room() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let mut told_z = nats.subscribe("lc.node.z").await.expect("subscribe");
+    let nodes = async_nats::jetstream::new(nats.clone())
+        .get_key_value("lc_nodes")
+        .await
+        .expect("the nodes bucket");
+    let beat = serde_json::json!({
+        "seq": 1, "people": [{"nick": "zed", "proto": "line", "rooms": ["dev"]}],
+    });
+    nodes
+        .put("z.1", beat.to_string().into())
+        .await
+        .expect("z's heartbeat");
+    until(&mut alice, "/who dev", "In dev (1): zed (on z)").await;
+    assert_eq!(
+        alice.command("/nick alice2").await,
+        ["Your nickname has been changed to alice2"]
+    );
+    let told = tokio::time::timeout(WAIT, told_z.next())
+        .await
+        .expect("z told of the rename")
+        .expect("a message");
+    let told: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
+    assert_eq!(
+        (&told["kind"], &told["nick"], &told["text"], &told["room"]),
+        (
+            &"nick".into(),
+            &"alice".into(),
+            &"alice2".into(),
+            &"".into()
+        ),
+        "{told}"
+    );
+    let renamed = serde_json::json!({
+        "node": "z", "boot": 1, "seq": 2, "room": "", "nick": "zed", "kind": "nick",
+        "text": "zed2", "at_ms": 0,
+    });
+    nats.publish("lc.node.a", renamed.to_string().into())
+        .await
+        .expect("publish");
+    nats.flush().await.expect("flush");
+    until(&mut alice, "/who dev", "In dev (1): zed2 (on z)").await;
+    assert_eq!(
+        alice.command("/msg zed2 hi").await,
+        ["[private to zed2] hi"]
+    );
+}
+
+/// Two people on two nodes rename to the same name at the same instant, ten times over:
+/// each time exactly one gets it, and the other is told it is taken and keeps their name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_renames_to_one_name_on_two_nodes_at_once_one_wins() {
+    let Some((_broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut x = Client::join(a.addr, "x").await;
+    let mut y = Client::join(b.addr, "y").await;
+    x.expect("y has joined the chat.").await;
+    until(&mut y, "/who", "In lobby (2): x (on a), y (on b)").await;
+    for round in 0..10 {
+        let name = format!("Racer{round}");
+        // Case differs on the second node: names are compared case-blind across the cluster.
+        let (nx, ny) = (
+            format!("/nick {name}"),
+            format!("/nick {}", name.to_lowercase()),
+        );
+        tokio::join!(x.send(&nx), y.send(&ny));
+        let (rx, ry) = tokio::join!(rename_reply(&mut x), rename_reply(&mut y));
+        let changed = "Your nickname has been changed to ";
+        let won = [&rx, &ry].iter().filter(|l| l.starts_with(changed)).count();
+        let lost = [&rx, &ry]
+            .iter()
+            .filter(|l| l.ends_with("is already taken; choose another."))
+            .count();
+        assert_eq!((won, lost), (1, 1), "round {round}: {rx:?} / {ry:?}");
+        let (winner, loser, reply) = match rx.strip_prefix(changed) {
+            Some(_) => (&mut x, &mut y, &rx),
+            None => (&mut y, &mut x, &ry),
+        };
+        winner.nick = reply[changed.len()..].to_owned();
+        // The loser keeps their name; the winner's is the new one.
+        for c in [winner, loser] {
+            let same = format!("/nick {}", c.nick);
+            let got = without_renames(c.command(&same).await);
+            assert_eq!(got, ["You already have that nickname."], "{}", c.nick);
+        }
+    }
+}
+
+/// Lines without the notices of renames, which may come at any point between two rounds.
+fn without_renames(mut lines: Vec<String>) -> Vec<String> {
+    lines.retain(|l| !l.contains(" changed nickname to "));
+    lines
+}
+
+/// The reply to a `/nick`, past the notices of other renames that may come first.
+async fn rename_reply(c: &mut Client) -> String {
+    loop {
+        let line = c.line().await;
+        if line.starts_with("Your nickname") || line.starts_with("Error:") {
+            return line;
+        }
+        assert!(line.contains(" changed nickname to "), "{}: {line}", c.nick);
+    }
+}
+
+/// A rename while the broker is away: the broker cannot give the name, so the person is told
+/// so and keeps theirs, and the name they asked for is not held once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_the_broker_cannot_confirm_changes_nothing() {
+    let Some((mut broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.wait = std::time::Duration::from_secs(10);
+    let down = "Server: the cluster link is down; chat goes on among the people on this server.";
+    let back = "Server: the cluster link is back; you are chatting with every server again.";
+    // Down longer than the claim's bound (5 s), so the rename is refused while it is away.
+    let away = std::time::Duration::from_secs(7);
+    let renaming = async {
+        alice.expect(down).await;
+        alice.send("/nick alice2").await;
+        let reply = alice.line().await;
+        assert!(
+            reply.starts_with("Error: the cluster cannot confirm that name now (")
+                && reply.ends_with("); try again."),
+            "{reply}"
+        );
+        alice.expect(back).await;
+    };
+    tokio::join!(broker.restart(away), renaming);
+    assert_eq!(
+        alice.command("/nick alice").await,
+        ["You already have that nickname."]
+    );
+    let mut other = Client::connect(b.addr).await;
+    other.expect_prompt().await;
+    take_when_free(&mut other, "alice2", tokio::time::Instant::now() + WAIT).await;
 }
 
 /// A name is free on every node once its holder has left.

@@ -250,8 +250,7 @@ impl Session {
         let Some(cluster) = &shared.cluster else {
             return register(wanted);
         };
-        let unsure =
-            |e| format!("Error: the cluster cannot confirm that name now ({e}); try again.");
+        let unsure = |e| words::cluster_unsure(&e);
         if let Some(name) = wanted {
             validate_nick(name).map_err(|e| words::nick_error(&e))?;
             if !cluster.claim(name).await.map_err(unsure)? {
@@ -359,6 +358,12 @@ impl Session {
             Flow::Quit | Flow::Continue => {}
             Flow::Account(request) => self.account(request, nick).await,
             Flow::Claim { name, password } => self.claim(name, password, nick).await,
+            Flow::Rename(name) => {
+                let shared = self.conn.shared.clone();
+                let renamed =
+                    crate::proto::rename::rename(&shared, self.conn.member.id, &name).await;
+                cmd::nick::done(&mut self.ctx(&shared, nick), renamed);
+            }
             Flow::Move { room, leave } => {
                 let shared = self.conn.shared.clone();
                 let hold = match &shared.cluster {

@@ -4,6 +4,7 @@ use crate::core::event::Notice;
 use crate::core::hub::PrivateError;
 use crate::core::modes::Silenced;
 use crate::core::names::{NickError, RoomError, MAX_NICK};
+use crate::proto::rename::RenameError;
 
 pub fn nick_error(e: &NickError) -> String {
     match e {
@@ -18,6 +19,19 @@ pub fn nick_error(e: &NickError) -> String {
             format!("Error: the nickname {name} is already taken; choose another.")
         }
     }
+}
+
+pub fn rename_error(e: &RenameError) -> String {
+    match e {
+        RenameError::Nick(e) => nick_error(e),
+        RenameError::Unsure(e) => cluster_unsure(e),
+    }
+}
+
+/// A name the broker could not confirm in time (docs/CLUSTER.md, "Broker outage"): the
+/// person keeps what they had, or stays at the prompt.
+pub fn cluster_unsure(e: &crate::cluster::Error) -> String {
+    format!("Error: the cluster cannot confirm that name now ({e}); try again.")
 }
 
 pub fn room_error(e: &RoomError) -> String {

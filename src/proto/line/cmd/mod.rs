@@ -181,6 +181,8 @@ pub enum Flow {
     },
     /// Whom the caller ignores changed: the session writes it to the caller's account.
     KeepIgnores,
+    /// `/nick` on a cluster: the session waits for the broker to give the name.
+    Rename(String),
     /// `/nick` to a registered name: the session asks for (or checks) its password.
     Claim {
         name: String,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::{Command, Ctx, Flow, Spec};
 use crate::accounts::Secret;
+use crate::core::hub::Renamed;
 use crate::proto::line::words;
+use crate::proto::rename::RenameError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nick {
@@ -37,10 +39,9 @@ impl Nick {
             return Flow::Continue;
         }
         if ctx.shared.cluster.is_some() {
-            // A rename must claim the new name across the cluster first (docs/CLUSTER.md,
-            // "Renames"); until that is built, a cluster keeps the name chosen at the prompt.
-            ctx.reply("Error: on this cluster a nickname is kept for the whole visit; reconnect to choose another.");
-            return Flow::Continue;
+            // The broker gives the name first (a cluster has no accounts: --data-dir is
+            // refused), which the session waits for.
+            return Flow::Rename(self.name);
         }
         if ctx.shared.accounts.is_registered(&self.name) {
             return Flow::Claim {
@@ -55,7 +56,13 @@ impl Nick {
 
 /// Renames the caller to `name`, which may be registered (the caller has proved it is theirs).
 pub fn rename(ctx: &mut Ctx<'_>, name: &str) {
-    match ctx.shared.hub.rename(ctx.member.id, name) {
+    let renamed = ctx.shared.hub.rename(ctx.member.id, name);
+    done(ctx, renamed.map_err(RenameError::from));
+}
+
+/// Tells the caller how a rename went, and keeps the new name.
+pub fn done(ctx: &mut Ctx<'_>, renamed: Result<Renamed, RenameError>) {
+    match renamed {
         Ok(renamed) => {
             tracing::info!(old = %ctx.nick, new = %renamed.new.nick, "nick change");
             ctx.reply(format_args!(
@@ -64,6 +71,6 @@ pub fn rename(ctx: &mut Ctx<'_>, name: &str) {
             ));
             *ctx.nick = Arc::clone(&renamed.new.nick);
         }
-        Err(e) => ctx.reply(words::nick_error(&e)),
+        Err(e) => ctx.reply(words::rename_error(&e)),
     }
 }
