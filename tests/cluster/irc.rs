@@ -206,13 +206,21 @@ async fn an_irc_user_sees_and_reaches_the_whole_cluster() {
         "In lobby (2): alice (on a), bob (irc, on b)",
     )
     .await;
-    bob.send("NICK robert").await;
-    let refused = bob.sync().await;
+    // NICK goes through the broker like /nick: a name held on another node is 433, a free
+    // one is bob's on every node, and his old one is free again.
+    bob.send("NICK alice").await;
+    let taken = bob.sync().await;
     assert!(
-        refused.iter().any(|l| irc_command(l) == "400"
-            && l.contains(" NICK :Cannot change to robert: on this cluster")),
-        "{refused:?}"
+        taken
+            .iter()
+            .any(|l| l.ends_with(" 433 bob alice :Nickname is already in use")),
+        "{taken:?}"
     );
+    bob.send("NICK robert").await;
+    bob.expect_command("NICK").await;
+    alice.expect("bob changed nickname to robert").await;
+    // The old name is free on every node once the rename is answered.
+    let _bob_again = Client::join(a.addr, "bob").await;
 }
 
 /// A nickname held on another node is 433 at registration, and two IRC clients taking the

@@ -19,7 +19,9 @@ use super::message::{self, write, Message, ParseError, Tag, MAX_BODY_LEN};
 use super::render::{channel, numeric, source, write_event};
 use crate::context::Shared;
 use crate::core::event::{Event, Identity, Kind, Target};
-use crate::core::hub::{Arrival, IgnoreError, MemberInfo, PrivateError, Standing, Whither};
+use crate::core::hub::{
+    Arrival, IgnoreError, MemberInfo, PrivateError, Renamed, Standing, Whither,
+};
 use crate::core::member;
 use crate::core::modes::Silenced;
 use crate::core::names::{validate_nick, Mask, NickError, RoomError, MAX_NICK, MAX_ROOM};
@@ -31,6 +33,7 @@ use crate::proto::codec::{disguise, foreign_protocol, strip_disguise, ForeignPro
 use crate::proto::conn::{cost, Conn, Input};
 use crate::proto::line::{cmd, words};
 use crate::proto::oper::KillError;
+use crate::proto::rename::RenameError;
 
 /// Accounts over IRC: SASL PLAIN, `PASS`, and registered nicknames.
 mod account;
@@ -732,21 +735,38 @@ impl Session {
             return;
         }
         let shared = self.conn.shared.clone();
-        if shared.cluster.is_some() {
-            return self.refuse_rename(new);
-        }
         if shared.accounts.is_registered(new) && !self.proved(new) {
             self.reply(433, &[new, account::REGISTERED]);
             return;
         }
-        match shared.hub.rename(self.conn.member.id, new) {
+        if shared.cluster.is_some() {
+            // The broker gives the new name first (docs/CLUSTER.md, "Renames"), which waits.
+            self.pending = Some(account::Pending::Rename(new.to_owned()));
+            return;
+        }
+        let renamed = shared.hub.rename(self.conn.member.id, new);
+        self.answer_rename(new, renamed.map_err(Into::into));
+    }
+
+    /// Says what came of `NICK new`: the NICK line everyone sharing a channel gets, or why not.
+    fn answer_rename(&mut self, new: &str, renamed: Result<Renamed, RenameError>) {
+        match renamed {
             Ok(renamed) => {
                 tracing::info!(old = %renamed.old.nick, new = %renamed.new.nick, "nick change");
                 self.show(&renamed.event);
                 self.nick = Some(renamed.new.nick.clone());
             }
-            Err(NickError::Taken(_)) => self.reply(433, &[new, "Nickname is already in use"]),
-            Err(e) => self.reply(432, &[new, &erroneous(&e)]),
+            Err(RenameError::Nick(NickError::Taken(_))) => {
+                self.reply(433, &[new, "Nickname is already in use"])
+            }
+            Err(RenameError::Nick(e)) => self.reply(432, &[new, &erroneous(&e)]),
+            Err(RenameError::Unsure(e)) => self.reply(
+                433,
+                &[
+                    new,
+                    &format!("The cluster cannot confirm that nickname now ({e}); try again"),
+                ],
+            ),
         }
     }
 

@@ -31,6 +31,8 @@ pub enum Pending {
     KeepIgnores,
     /// `JOIN` on a cluster: these channels, each once its history is read from the stream.
     Join(String),
+    /// `NICK` after registration on a cluster: this name, once the broker has given it.
+    Rename(String),
 }
 
 fn plain_text(line: &str) -> &str {
@@ -167,6 +169,12 @@ impl Session {
                 }
             }
             Pending::Join(targets) => self.join_across(&targets).await,
+            Pending::Rename(new) => {
+                let shared = self.conn.shared.clone();
+                let renamed =
+                    crate::proto::rename::rename(&shared, self.conn.member.id, &new).await;
+                self.answer_rename(&new, renamed);
+            }
         }
     }
 

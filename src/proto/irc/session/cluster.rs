@@ -70,22 +70,6 @@ impl Session {
         }
     }
 
-    /// `NICK` after registration on a cluster: refused until a rename claims the new name
-    /// across the cluster first (docs/CLUSTER.md, "Renames"), as the line protocol's `/nick`
-    /// is; the one place to send it there instead.
-    pub(super) fn refuse_rename(&self, new: &str) {
-        self.reply(
-            400,
-            &[
-                "NICK",
-                &format!(
-                    "Cannot change to {new}: on this cluster a nickname is kept for the whole \
-                     visit; reconnect to choose another"
-                ),
-            ],
-        );
-    }
-
     /// The nickname as the hub has it now: on a cluster the server itself may rename this
     /// connection (the conflict rule after an outage), and replies must follow.
     pub(super) fn follow_rename(&mut self) {
