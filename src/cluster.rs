@@ -26,6 +26,7 @@ use crate::core::event::{Event, Identity, Kind};
 use crate::core::hub::{Relay, REMOTE};
 use crate::core::leave::LeaveReason;
 use crate::core::lock;
+use crate::core::modes::{flags_text, parse_flags};
 use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
@@ -128,8 +129,16 @@ pub enum Incoming {
     /// The broker connection went down (`false`) or came back (`true`); told once per change.
     Link(bool),
     /// What the stream holds of a room this node starts following: its last messages,
-    /// oldest first, said here or elsewhere, for the room's history (not to be fanned out).
-    History { room: String, events: Vec<Remote> },
+    /// oldest first, said here or elsewhere, for the room's history (not to be fanned out),
+    /// and every change to its topic and flags it keeps (for the room's state, in any order:
+    /// each carries its stamp).
+    History {
+        room: String,
+        events: Vec<Remote>,
+        changes: Vec<Remote>,
+    },
+    /// Someone on another node changed a room's topic or flags.
+    Changed(Remote),
 }
 
 /// A message said on another node, for the local hub.
@@ -139,6 +148,8 @@ pub struct Remote {
     pub from: Arc<Identity>,
     pub at: SystemTime,
     pub kind: Kind,
+    /// For a change to the room's topic or flags: its Lamport clock (`core::modes::Stamp`).
+    pub clock: u64,
 }
 
 /// What crosses the broker for one room event.
@@ -155,7 +166,8 @@ struct Wire {
     room: String,
     nick: String,
     /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
-    /// `left` (left the server).
+    /// `left` (left the server); the room's state: `topic` (`text`: the topic), `mode`
+    /// (`text`: flag changes, `+m-t`).
     kind: String,
     text: String,
     /// For `left`: the reason's label (`quit`, `timed_out`, ...).
@@ -165,6 +177,10 @@ struct Wire {
     #[serde(default)]
     to: String,
     at_ms: u64,
+    /// For `topic` and `mode`: the room's Lamport clock when it was made, which orders
+    /// changes made at once on two nodes the same way everywhere.
+    #[serde(default)]
+    clock: u64,
 }
 
 /// The words this node's rooms are told when another node's people vanish with it.
@@ -800,6 +816,7 @@ impl Cluster {
             reason: String::new(),
             to: nick.clone(),
             at_ms: ms_since_epoch(SystemTime::now()),
+            clock: 0,
         };
         let body = serde_json::to_vec(&wire).ok()?;
         let subject = token_subject(NODES_SUBJECT, &node);
@@ -857,7 +874,6 @@ struct Outbound(Arc<Cluster>);
 
 impl Relay for Outbound {
     fn said(&self, room: &Arc<str>, event: &Arc<Event>) {
-        let c = &self.0;
         let (kind, text, reason) = match &event.kind {
             Kind::Message(t) => ("msg", &**t, ""),
             Kind::Action(t) => ("act", &**t, ""),
@@ -868,6 +884,59 @@ impl Relay for Outbound {
             Kind::Left(reason, why) => ("left", why.as_deref().unwrap_or_default(), reason.label()),
             _ => return,
         };
+        self.publish(room, event, kind, text, reason, 0);
+    }
+
+    fn changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64) {
+        match &event.kind {
+            Kind::Topic(text) => self.publish(room, event, "topic", text, "", clock),
+            Kind::Mode(changes) => {
+                let flags = flags_text(changes);
+                if !flags.is_empty() {
+                    self.publish(room, event, "mode", &flags, "", clock);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn elsewhere(&self, room: &Arc<str>) -> bool {
+        lock(&self.0.peers).values().any(|p| {
+            p.people
+                .values()
+                .any(|person| person.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)))
+        })
+    }
+
+    fn left(&self, identity: &Arc<Identity>) {
+        self.0.release(&identity.nick);
+    }
+
+    fn interest(&self, room: &Arc<str>, here: bool) {
+        let interest = &self.0.interest;
+        let subject = room_subject(room);
+        let mut wanted = interest.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if here {
+            wanted.insert(subject);
+        } else {
+            wanted.remove(&subject);
+        }
+        interest.changed.notify_one();
+    }
+}
+
+impl Outbound {
+    /// Numbers a room event and queues it for the stream, or counts it dropped.
+    fn publish(
+        &self,
+        room: &Arc<str>,
+        event: &Arc<Event>,
+        kind: &str,
+        text: &str,
+        reason: &str,
+        clock: u64,
+    ) {
+        let c = &self.0;
         let seq = c.seq.fetch_add(1, Relaxed) + 1;
         let subject = room_subject(room);
         // Held until the event is in the queue, so only what the link was handed is numbered:
@@ -886,6 +955,7 @@ impl Relay for Outbound {
             reason: reason.to_owned(),
             to: String::new(),
             at_ms: ms_since_epoch(event.at),
+            clock,
         };
         let Ok(body) = serde_json::to_vec(&wire) else {
             return;
@@ -898,22 +968,6 @@ impl Relay for Outbound {
         } else {
             c.dropped.fetch_add(1, Relaxed);
         }
-    }
-
-    fn left(&self, identity: &Arc<Identity>) {
-        self.0.release(&identity.nick);
-    }
-
-    fn interest(&self, room: &Arc<str>, here: bool) {
-        let interest = &self.0.interest;
-        let subject = room_subject(room);
-        let mut wanted = interest.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        if here {
-            wanted.insert(subject);
-        } else {
-            wanted.remove(&subject);
-        }
-        interest.changed.notify_one();
     }
 }
 
@@ -1125,25 +1179,28 @@ impl Link {
     }
 
     /// Reads what the stream holds of the room on `subject` and hands its last [`Link::keep`]
-    /// messages to the room's history here, oldest first; every other node's event read sets
-    /// its origin's mark, so none is delivered again live or by a catch-up. Bounded by
-    /// [`LOAD_WAIT`]; how many events were read.
+    /// messages to the room's history here, oldest first, with every change to its topic and
+    /// flags; every other node's event read sets its origin's mark, so none is delivered
+    /// again live or by a catch-up. Bounded by [`LOAD_WAIT`]; how many events were read.
     async fn load(
         &mut self,
         subject: &str,
         deliver: &(dyn Fn(Incoming) + Send + Sync),
     ) -> Result<usize, String> {
-        if self.keep == 0 {
-            return Ok(0);
-        }
         let read = tokio::time::timeout(LOAD_WAIT, read_room(&self.js, subject))
             .await
             .map_err(|_| "timed out".to_owned())??;
         let n = read.len();
         let mut kept = std::collections::VecDeque::with_capacity(self.keep.min(n));
+        let mut changes = Vec::new();
         for w in read {
             self.had(&w);
-            if !matches!(w.kind.as_str(), "msg" | "act" | "note") {
+            self.heard_read(&w);
+            if w.changes_state() {
+                changes.extend(w.into_remote());
+                continue;
+            }
+            if !matches!(w.kind.as_str(), "msg" | "act" | "note") || self.keep == 0 {
                 continue;
             }
             if kept.len() == self.keep {
@@ -1157,7 +1214,11 @@ impl Link {
         // by the entry, within the creation limit (`--rooms-per-minute`).
         if let (Some(room), true) = (subject_room(subject), n > 0) {
             let events = kept.into_iter().filter_map(Wire::into_remote).collect();
-            deliver(Incoming::History { room, events });
+            deliver(Incoming::History {
+                room,
+                events,
+                changes,
+            });
         }
         Ok(n)
     }
@@ -1177,6 +1238,20 @@ impl Link {
         }
         let mark = self.marks.entry((origin, w.room.clone())).or_default();
         *mark = (*mark).max(w.seq);
+    }
+
+    /// Applies an arrival or departure read from the stream to its node's people, if that
+    /// node is alive (a beat of its own is known): so who is in the room is known before
+    /// someone here enters it, not a heartbeat later, and whoever enters is not taken for
+    /// its creator. A dead origin's events make no ghosts.
+    fn heard_read(&self, w: &Wire) {
+        let Some(change) = w.change() else {
+            return;
+        };
+        let origin = format!("{}.{}", w.node, w.boot);
+        if let Some(peer) = lock(&self.peers).get_mut(&origin) {
+            peer.heard(w.seq, change);
+        }
     }
 
     /// One event from another node, live or from the stream: delivered unless this node has
@@ -1222,6 +1297,10 @@ impl Link {
             let to = w.to.clone();
             if let Some(remote) = w.into_remote() {
                 deliver(Incoming::Private { to, remote });
+            }
+        } else if w.changes_state() {
+            if let Some(remote) = w.into_remote() {
+                deliver(Incoming::Changed(remote));
             }
         } else if let Some(remote) = w.into_remote() {
             deliver(Incoming::Said(remote));
@@ -1841,8 +1920,15 @@ impl Wire {
         })
     }
 
+    /// Whether this is a change to the room's topic or flags (room state, not chat).
+    fn changes_state(&self) -> bool {
+        matches!(self.kind.as_str(), "topic" | "mode")
+    }
+
     fn into_remote(self) -> Option<Remote> {
         let kind = match self.kind.as_str() {
+            "topic" => Kind::Topic(self.text.into()),
+            "mode" => Kind::Mode(parse_flags(&self.text)?.into()),
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),
@@ -1863,6 +1949,7 @@ impl Wire {
             room: self.room,
             at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
             kind,
+            clock: self.clock,
         })
     }
 }
@@ -1891,6 +1978,7 @@ mod tests {
             reason: String::new(),
             to: String::new(),
             at_ms: 0,
+            clock: 0,
         }
     }
 

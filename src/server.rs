@@ -253,9 +253,23 @@ pub async fn serve(
                         }
                     }
                 }
-                Incoming::History { room, events } => {
+                Incoming::History {
+                    room,
+                    events,
+                    changes,
+                } => {
                     let events = events.into_iter().map(|r| (r.from, r.at, r.kind)).collect();
                     deliver.hub.load_history(&room, events);
+                    let changes = changes
+                        .into_iter()
+                        .map(|r| (r.from, r.at, r.kind, r.clock))
+                        .collect();
+                    deliver.hub.load_state(&room, changes);
+                }
+                Incoming::Changed(r) => {
+                    deliver
+                        .hub
+                        .changed_elsewhere(&r.room, r.from, r.at, r.kind, r.clock);
                 }
                 // Line-protocol words: a cluster serves the line protocol only so far.
                 Incoming::Link(up) => {

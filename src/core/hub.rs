@@ -17,8 +17,8 @@ use super::event::{Event, Identity, Kind, MemberId, Render, Target};
 use super::leave::LeaveReason;
 use super::lock;
 use super::member::{queue_totals, Ignored, Member, MAX_IGNORED, PROTOCOLS};
-use super::modes::normalise_mask;
 pub use super::modes::Standing;
+use super::modes::{flag, normalise_mask, Stamp, Stamps};
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
 use super::partners::Recall;
 use super::room::{
@@ -42,6 +42,11 @@ pub trait Relay: Send + Sync + fmt::Debug {
     /// `room` got its first member here (`true`) or lost its last (`false`): what others say
     /// in it is wanted here from now on, or no longer.
     fn interest(&self, room: &Arc<str>, here: bool);
+    /// A local member changed the room's shared state (its topic, or flags among the
+    /// changes of a [`Kind::Mode`]), stamped `clock` ([`Room::stamps`]).
+    fn changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64);
+    /// Whether people on other servers are in `room`, as this server last heard.
+    fn elsewhere(&self, room: &Arc<str>) -> bool;
 }
 
 /// The member id of every person on another server: no local connection has it (ids start at
@@ -559,7 +564,9 @@ impl State {
     /// account operates the room. Whether it is the room's only member now (a cluster
     /// follows the room from then on), and whether that made the account one of the room's
     /// operating accounts (the store must be told).
-    fn add(&mut self, id: MemberId, room: RoomId) -> (bool, bool) {
+    /// `elsewhere`: people on other servers are in the room, so whoever enters it first here
+    /// is no creator of it (docs/CLUSTER.md, "Topics and modes").
+    fn add(&mut self, id: MemberId, room: RoomId, elsewhere: bool) -> (bool, bool) {
         let entry = self.members.get_mut(&id).expect("member");
         let r = self.rooms.get_mut(&room).expect("room exists");
         let mut lists_changed = false;
@@ -569,7 +576,7 @@ impl State {
             let known = account.as_deref().is_some_and(|a| r.operated_by(a));
             // A room some registered account operates waits for it: whoever comes in first
             // after a restart is not handed someone else's room.
-            let unclaimed = r.members.is_empty() && r.op_accounts.is_empty();
+            let unclaimed = r.members.is_empty() && r.op_accounts.is_empty() && !elsewhere;
             if unclaimed || known {
                 r.operators.push(id);
                 if let (Some(account), false) = (account, known) {
@@ -777,6 +784,17 @@ impl Hub {
         }
     }
 
+    fn relay_changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64) {
+        if let Some(relay) = &self.relay {
+            relay.changed(room, event, clock);
+        }
+    }
+
+    /// Whether people on other servers are in `room` (never, without a cluster).
+    fn elsewhere(&self, room: &Arc<str>) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.elsewhere(room))
+    }
+
     /// Hands what local people say and their departures to `relay` from now on.
     pub fn with_relay(mut self, relay: Box<dyn Relay>) -> Self {
         self.relay = Some(relay);
@@ -924,7 +942,8 @@ impl Hub {
         );
         self.journal(&name, &event);
         self.relay_said(&name, &event);
-        let (first, lists_changed) = state.add(id, room);
+        let elsewhere = self.elsewhere(&name);
+        let (first, lists_changed) = state.add(id, room, elsewhere);
         if first {
             self.interest(&name, true);
         }
@@ -1361,21 +1380,75 @@ impl Hub {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
         let oper = state.members.get(&id).is_some_and(|e| e.member.is_oper());
+        let elsewhere = self.elsewhere(&state.rooms[&room].name);
         let r = state.rooms.get_mut(&room).expect("room exists");
-        if !r.may_set_topic(id) && !oper {
+        if !r.may_set_topic(id, elsewhere) && !oper {
             return Err(RoomError::NotOperator(r.name.clone()));
         }
+        let stamp = r.stamps.next(&identity.nick);
+        r.stamps.topic = Some(stamp.clone());
         r.topic = Some(Topic {
             text: text.into(),
             by: identity.nick.clone(),
             at: SystemTime::now(),
         });
-        Ok(self.tell_room(r, identity, Kind::Topic(text.into())))
+        let event = self.tell_room(r, identity, Kind::Topic(text.into()));
+        self.relay_changed(&r.name, &event, stamp.clock);
+        Ok(event)
+    }
+
+    /// Takes a change to the shared state of the room called `room` (a topic, or flags),
+    /// made by `from` on another server at `clock`, and tells it to the room's members here
+    /// as a change made here reads; only what is newer than what the room holds is taken
+    /// ([`Stamps`]), so every server ends with the same. A room nobody here is in is not
+    /// created for it. Whether anything was taken.
+    pub fn changed_elsewhere(
+        &self,
+        room: &str,
+        from: Arc<Identity>,
+        at: SystemTime,
+        kind: Kind,
+        clock: u64,
+    ) -> bool {
+        let Ok((_, key)) = room_name(room) else {
+            return false;
+        };
+        let mut state = lock(&self.state);
+        let Some(&id) = state.room_ids.get(&key) else {
+            return false;
+        };
+        let r = state.rooms.get_mut(&id).expect("room exists");
+        let Some(kind) = take_change(r, &from, at, kind, clock) else {
+            return false;
+        };
+        let id = self.next_event.fetch_add(1, Relaxed);
+        let event = Event::at(id, at, Target::Room(r.name.clone()), Some(from), kind);
+        self.tell(r, &event);
+        true
+    }
+
+    /// Takes the changes to the shared state of the room called `room` that the cluster's
+    /// stream holds (in any order: the newest of each part wins), telling nobody: they were
+    /// made before. Makes the room if there is none, as [`Hub::load_history`] does.
+    pub fn load_state(&self, room: &str, changes: Vec<(Arc<Identity>, SystemTime, Kind, u64)>) {
+        let mut state = lock(&self.state);
+        let Ok(id) = state.room_or_create(room, REMOTE, 0, self.store.as_ref()) else {
+            return;
+        };
+        let r = state.rooms.get_mut(&id).expect("room exists");
+        for (from, at, kind, clock) in changes {
+            take_change(r, &from, at, kind, clock);
+        }
     }
 
     /// Tells everyone in `room`, `from` included, of what `from` did there, and journals it.
     fn tell_room(&self, room: &Room, from: Arc<Identity>, kind: Kind) -> Arc<Event> {
         let event = self.event(Target::Room(room.name.clone()), Some(from), kind);
+        self.tell(room, &event);
+        event
+    }
+
+    fn tell(&self, room: &Room, event: &Arc<Event>) {
         let (name, id) = (&*room.name, event.id);
         match (&event.kind, &room.topic) {
             (Kind::Topic(_), Some(topic)) => self.keep(Change::Topic {
@@ -1393,9 +1466,8 @@ impl Hub {
             }
             _ => {}
         }
-        room.fan_out(&event, self.formats, None);
-        self.journal(&room.name, &event);
-        event
+        room.fan_out(event, self.formats, None);
+        self.journal(&room.name, event);
     }
 
     /// Makes `requests` to the room `whither` names, in order, on behalf of `id`, which must
@@ -1420,6 +1492,7 @@ impl Hub {
             ..
         } = &mut *state;
         let r = rooms.get_mut(&room).expect("room exists");
+        let stamp = r.stamps.next(&identity.nick);
         let mut made = Vec::new();
         let mut refused = Vec::new();
         let mut lists_changed = false;
@@ -1429,27 +1502,11 @@ impl Hub {
             let flip = |flag: &mut bool| std::mem::replace(flag, on) != on;
             type Made = fn(bool, Arc<str>) -> Mode<Arc<str>>;
             let (list, nick, made_as): (_, _, Made) = match *request {
-                Mode::TopicLock(_) => {
-                    if flip(&mut r.modes.topic_lock) {
-                        made.push(Mode::TopicLock(on));
-                    }
-                    continue;
-                }
-                Mode::Secret(_) => {
-                    if flip(&mut r.modes.secret) {
-                        made.push(Mode::Secret(on));
-                    }
-                    continue;
-                }
-                Mode::Moderated(_) => {
-                    if flip(&mut r.modes.moderated) {
-                        made.push(Mode::Moderated(on));
-                    }
-                    continue;
-                }
-                Mode::InviteOnly(_) => {
-                    if flip(&mut r.modes.invite_only) {
-                        made.push(Mode::InviteOnly(on));
+                Mode::TopicLock(_) | Mode::Secret(_) | Mode::Moderated(_) | Mode::InviteOnly(_) => {
+                    let i = request.flag_index().expect("a flag");
+                    if flip(r.modes.flag_mut(i)) {
+                        r.stamps.flags[i] = Some(stamp.clone());
+                        made.push(flag(i, on));
                     }
                     continue;
                 }
@@ -1529,7 +1586,11 @@ impl Hub {
             });
         }
         tracing::info!(by = %identity.nick, member = id, room = %r.name, changes = ?made, "room modes changed");
+        let flags = made.iter().any(Mode::is_flag);
         let event = self.tell_room(r, identity, Kind::Mode(made.into()));
+        if flags {
+            self.relay_changed(&r.name, &event, stamp.clock);
+        }
         Ok(ModesChanged {
             event: Some(event),
             refused,
@@ -2071,6 +2132,55 @@ impl Hub {
             .members
             .get(&id)
             .map(|e| e.identity.clone())
+    }
+}
+
+/// Takes what of `kind` (a topic, or flag changes), made by `from` at `clock` on another
+/// server, is newer than what `room` holds; what was taken, to tell, if anything.
+fn take_change(
+    room: &mut Room,
+    from: &Arc<Identity>,
+    at: SystemTime,
+    kind: Kind,
+    clock: u64,
+) -> Option<Kind> {
+    let stamp = Stamp {
+        clock,
+        by: from.nick.clone(),
+    };
+    let Stamps {
+        clock: ref mut seen,
+        ref mut topic,
+        ref mut flags,
+    } = room.stamps;
+    match kind {
+        Kind::Topic(text) => {
+            if !Stamps::newer(seen, topic, &stamp) {
+                return None;
+            }
+            room.topic = Some(Topic {
+                text: (*text).into(),
+                by: from.nick.clone(),
+                at,
+            });
+            Some(Kind::Topic(text))
+        }
+        Kind::Mode(changes) => {
+            let mut taken = Vec::new();
+            for change in changes.iter() {
+                let Some(i) = change.flag_index() else {
+                    continue;
+                };
+                let on = change.on();
+                if Stamps::newer(seen, &mut flags[i], &stamp)
+                    && std::mem::replace(room.modes.flag_mut(i), on) != on
+                {
+                    taken.push(change.clone());
+                }
+            }
+            (!taken.is_empty()).then(|| Kind::Mode(taken.into()))
+        }
+        _ => None,
     }
 }
 
@@ -2628,5 +2738,54 @@ mod tests {
         assert!(lock(&hub.state).room_ids.contains_key("new"));
         hub.settle("new");
         assert!(!lock(&hub.state).room_ids.contains_key("new"));
+    }
+
+    /// Two changes made at once on two servers end the same on every server, whichever each
+    /// hears first; one older than what a room holds is not taken or told; one made here
+    /// after hearing another is stamped above it.
+    #[test]
+    fn changes_from_elsewhere_end_the_same_whichever_comes_first() {
+        let who = |nick: &str| {
+            Arc::new(Identity {
+                id: REMOTE,
+                nick: nick.into(),
+                user: nick.into(),
+                host: "elsewhere".into(),
+                realname: "".into(),
+                account: None,
+            })
+        };
+        let at = SystemTime::UNIX_EPOCH;
+        let topic = |text: &str| Kind::Topic(text.into());
+        let mut topics = Vec::new();
+        for bob_first in [true, false] {
+            let hub = Hub::new(settings(), &ONE_FORMAT);
+            let x = member(&hub, 1, 0);
+            hub.enter(1, "dev", Arrival::Entered, |_| {}).unwrap();
+            let (bob, carol) = ((who("bob"), topic("b")), (who("carol"), topic("c")));
+            let (first, second) = if bob_first {
+                (bob, carol)
+            } else {
+                (carol, bob)
+            };
+            assert!(hub.changed_elsewhere("dev", first.0, at, first.1, 5));
+            let told = hub.changed_elsewhere("dev", second.0, at, second.1, 5);
+            // carol's stamp (5, carol) is above bob's (5, bob): taken only after bob's.
+            assert_eq!(told, bob_first);
+            assert!(!hub.changed_elsewhere("dev", who("dan"), at, topic("old"), 4));
+            let shown = take(&x)
+                .iter()
+                .filter(|b| String::from_utf8_lossy(b).contains("Topic("))
+                .count();
+            assert_eq!(shown, if bob_first { 2 } else { 1 });
+            let (_, now) = hub.topic(1, Whither::Named("dev")).unwrap();
+            topics.push(now.unwrap().text.to_string());
+            hub.change_modes(1, Whither::Named("dev"), &[Mode::Moderated(true)])
+                .unwrap();
+            let state = lock(&hub.state);
+            let room = &state.rooms[&state.room_ids["dev"]];
+            assert_eq!(room.stamps.flags[2].as_ref().unwrap().clock, 6);
+        }
+        assert_eq!(topics, ["c", "c"]);
     }
 }

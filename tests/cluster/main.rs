@@ -1372,3 +1372,95 @@ async fn events_out_of_order_reach_people_in_order_once() {
     publish(7, "seven").await;
     bob.expect("zed: seven").await;
 }
+
+/// Three nodes, and alice (on a) the first in `dev` anywhere, so its operator; bob enters it
+/// on b once b lists alice there, carol stays in the lobby on c. Everyone has read past
+/// their own entry.
+async fn dev_on_three_nodes(broker: &Broker) -> ([Server; 3], Client, Client, Client) {
+    let nodes = [
+        node(broker, "a").await,
+        node(broker, "b").await,
+        node(broker, "c").await,
+    ];
+    let mut alice = Client::join(nodes[0].addr, "alice").await;
+    let mut bob = Client::join(nodes[1].addr, "bob").await;
+    let carol = Client::join(nodes[2].addr, "carol").await;
+    alice.command("/join dev").await;
+    until(&mut bob, "/who dev", "In dev (1): alice (on a)").await;
+    bob.command("/join dev").await;
+    alice.skip_until("bob has joined the room.").await;
+    (nodes, alice, bob, carol)
+}
+
+/// A topic set on one node is the room's topic on every node: told live to the room's
+/// people on another node as a topic set there reads, shown by `/topic` there with who set
+/// it, and shown to someone who enters the room later on a third node, read from the
+/// stream. bob, who entered a room people elsewhere were in, is not its operator: the
+/// locked topic is refused him, until alice unlocks it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_set_on_one_node_is_the_topic_on_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    alice.command("/topic release on Friday").await;
+    bob.expect("alice set the topic of dev: release on Friday")
+        .await;
+    assert_eq!(
+        bob.command("/topic").await,
+        ["Topic of dev: release on Friday (set by alice)"]
+    );
+    assert_eq!(
+        bob.command("/topic mine now").await,
+        ["Error: the topic of dev is locked; only its operators may change it."]
+    );
+    let entry = carol.command("/join dev").await;
+    assert!(
+        entry
+            .iter()
+            .any(|l| l == "Topic of dev: release on Friday (set by alice)"),
+        "{entry:?}"
+    );
+    alice.command("/mode -t").await;
+    for c in [&mut bob, &mut carol] {
+        c.skip_until("alice unlocked the topic of dev: anyone in it may change it.")
+            .await;
+    }
+    bob.command("/topic release on Monday").await;
+    for c in [&mut alice, &mut carol] {
+        c.skip_until("bob set the topic of dev: release on Monday")
+            .await;
+        assert_eq!(
+            c.command("/topic").await,
+            ["Topic of dev: release on Monday (set by bob)"]
+        );
+    }
+}
+
+/// Room flags set on one node hold on every node: `+m` set by alice on a stops bob, who has
+/// no voice, speaking on b, and someone entering later on c finds the room moderated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moderated_on_one_node_is_moderated_on_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    alice.command("/mode +m").await;
+    bob.expect("alice moderated dev: only its operators and those with a voice may speak.")
+        .await;
+    assert_eq!(
+        bob.command("not heard").await,
+        ["Error: dev is moderated: only its operators and those with a voice may speak; your message was not sent."]
+    );
+    carol.command("/join dev").await;
+    assert_eq!(
+        carol.command("/mode").await,
+        ["Modes of dev: moderated (+m), topic locked (+t)."]
+    );
+    alice.command("/mode -m").await;
+    bob.skip_until("alice lifted the moderation of dev.").await;
+    bob.send("heard").await;
+    carol.skip_until("bob: heard").await;
+}
