@@ -1464,3 +1464,45 @@ async fn a_room_moderated_on_one_node_is_moderated_on_every_node() {
     bob.send("heard").await;
     carol.skip_until("bob: heard").await;
 }
+
+/// What is not yet shared between nodes is refused on a cluster, saying why, rather than
+/// done on one node alone: bans and mutes (a ban here would not hold on the others), and
+/// operator status, kicks and invitations for someone on another node. Listing bans still
+/// answers, and nothing was changed: bob is still no operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_cluster_does_not_share_yet_is_refused_clearly() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, _carol) = dev_on_three_nodes(&broker).await;
+    let lists = "Error: bans and mutes are not shared between the servers of this cluster \
+                 yet, so none is set: one set here would not hold on the others.";
+    for ask in ["/ban bob", "/unban bob", "/mute *@10.0.0.9", "/unmute bob"] {
+        assert_eq!(alice.command(ask).await, [lists], "{ask}");
+    }
+    assert_eq!(alice.command("/ban").await, ["Nobody is banned in dev."]);
+    let elsewhere = |what: &str, nick: &str, node: &str| {
+        format!(
+            "Error: {nick} is on server {node} of this cluster, and {what} for someone on \
+             another server is not built yet; nothing changed."
+        )
+    };
+    assert_eq!(
+        alice.command("/op bob").await,
+        [elsewhere("operator status", "bob", "b")]
+    );
+    assert_eq!(
+        alice.command("/kick bob enough").await,
+        [elsewhere("a kick", "bob", "b")]
+    );
+    until(&mut alice, "/who lobby", "In lobby (1): carol (on c)").await;
+    assert_eq!(
+        alice.command("/invite carol").await,
+        [elsewhere("an invitation", "carol", "c")]
+    );
+    assert_eq!(
+        bob.command("/topic still mine?").await,
+        ["Error: the topic of dev is locked; only its operators may change it."]
+    );
+}

@@ -206,6 +206,21 @@ impl Ctx<'_> {
         let _ = self.member.push(format!("{text}\n").into());
     }
 
+    /// On a cluster, the server that `nick` is on when that is not this one: a room change
+    /// naming them would otherwise read "nobody called ... is connected".
+    pub fn on_another_server(&self, nick: &str) -> Option<String> {
+        let cluster = self.shared.cluster.as_ref()?;
+        if self.shared.hub.find(nick).is_some() {
+            return None;
+        }
+        let key = crate::core::names::nick_key(nick);
+        cluster
+            .people()
+            .into_iter()
+            .find(|(_, person)| crate::core::names::nick_key(&person.nick) == key)
+            .map(|(node, _)| node)
+    }
+
     /// Counts a message the caller sent (a private message or an action) the way a chat line
     /// is counted, with the recipients it reached.
     pub fn count_message(&self, delivered: usize) {

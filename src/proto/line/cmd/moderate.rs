@@ -108,6 +108,15 @@ pub const MODE: Spec = Spec {
 
 impl Moderate {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        let listing = matches!(self, Moderate::Ban(None) | Moderate::Mute(None));
+        let lists = matches!(
+            self,
+            Moderate::Ban(_) | Moderate::Unban(_) | Moderate::Mute(_) | Moderate::Unmute(_)
+        );
+        if lists && !listing && ctx.shared.cluster.is_some() {
+            ctx.reply(words::LISTS_NOT_SHARED);
+            return Flow::Continue;
+        }
         match self {
             Moderate::Kick { nick, reason } => kick(ctx, &nick, reason.as_deref()),
             Moderate::Ban(None) => list(ctx, true),
@@ -143,6 +152,10 @@ fn not_operator(room: &str, what: &str) -> String {
 }
 
 fn kick(ctx: &mut Ctx<'_>, nick: &str, reason: Option<&str>) {
+    if let Some(node) = ctx.on_another_server(nick) {
+        ctx.reply(words::on_another_server(nick, &node, "a kick"));
+        return;
+    }
     let hub = &ctx.shared.hub;
     match hub.kick(ctx.member.id, Whither::Current, nick, reason, land) {
         Ok(_) => {}
@@ -216,6 +229,10 @@ fn list(ctx: &mut Ctx<'_>, bans: bool) {
 fn invite(ctx: &mut Ctx<'_>, nick: &str) {
     if ctx.nick.eq_ignore_ascii_case(nick) {
         ctx.reply("Error: that is you; you are in your room already.");
+        return;
+    }
+    if let Some(node) = ctx.on_another_server(nick) {
+        ctx.reply(words::on_another_server(nick, &node, "an invitation"));
         return;
     }
     match ctx.shared.hub.invite(ctx.member.id, Whither::Current, nick) {

@@ -39,6 +39,14 @@ pub const DEOP: Spec = Spec {
 
 impl Op {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Some(node) = ctx.on_another_server(&self.nick) {
+            ctx.reply(words::on_another_server(
+                &self.nick,
+                &node,
+                "operator status",
+            ));
+            return Flow::Continue;
+        }
         let change = [Mode::Operator(self.on, self.nick.as_str())];
         match ctx
             .shared
