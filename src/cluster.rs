@@ -26,7 +26,7 @@ use crate::core::event::{Event, Identity, Kind};
 use crate::core::hub::{Relay, REMOTE};
 use crate::core::leave::LeaveReason;
 use crate::core::lock;
-use crate::core::modes::{flags_text, parse_flags};
+use crate::core::modes::{flags_text, parse_flags, parse_standing, standing_text};
 use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
@@ -167,7 +167,7 @@ struct Wire {
     nick: String,
     /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
     /// `left` (left the server); the room's state: `topic` (`text`: the topic), `mode`
-    /// (`text`: flag changes, `+m-t`).
+    /// (`text`: flag changes, `+m-t`); `standing` (`text`: `+o bob`, `-v bob`).
     kind: String,
     text: String,
     /// For `left`: the reason's label (`quit`, `timed_out`, ...).
@@ -895,6 +895,10 @@ impl Relay for Outbound {
                 if !flags.is_empty() {
                     self.publish(room, event, "mode", &flags, "", clock);
                 }
+                // A member's standing is theirs: their node applies it, the others tell it.
+                for standing in changes.iter().filter_map(standing_text) {
+                    self.publish(room, event, "standing", &standing, "", clock);
+                }
             }
             _ => {}
         }
@@ -1196,8 +1200,11 @@ impl Link {
         for w in read {
             self.had(&w);
             self.heard_read(&w);
+            // A standing is a member's, given while they were in the room: none is here yet.
             if w.changes_state() {
-                changes.extend(w.into_remote());
+                if w.kind != "standing" {
+                    changes.extend(w.into_remote());
+                }
                 continue;
             }
             if !matches!(w.kind.as_str(), "msg" | "act" | "note") || self.keep == 0 {
@@ -1922,13 +1929,14 @@ impl Wire {
 
     /// Whether this is a change to the room's topic or flags (room state, not chat).
     fn changes_state(&self) -> bool {
-        matches!(self.kind.as_str(), "topic" | "mode")
+        matches!(self.kind.as_str(), "topic" | "mode" | "standing")
     }
 
     fn into_remote(self) -> Option<Remote> {
         let kind = match self.kind.as_str() {
             "topic" => Kind::Topic(self.text.into()),
             "mode" => Kind::Mode(parse_flags(&self.text)?.into()),
+            "standing" => Kind::Mode([parse_standing(&self.text)?].into()),
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),

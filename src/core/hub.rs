@@ -1417,8 +1417,18 @@ impl Hub {
         let Some(&id) = state.room_ids.get(&key) else {
             return false;
         };
-        let r = state.rooms.get_mut(&id).expect("room exists");
-        let Some(kind) = take_change(r, &from, at, kind, clock) else {
+        let State {
+            rooms,
+            members,
+            by_nick,
+            ..
+        } = &mut *state;
+        let here = |nick: &str| {
+            let entry = members.get(by_nick.get(&nick_key(nick))?)?;
+            entry.is_in(id).then_some(entry.member.id)
+        };
+        let r = rooms.get_mut(&id).expect("room exists");
+        let Some(kind) = take_change(r, &from, at, kind, clock, &here) else {
             return false;
         };
         let id = self.next_event.fetch_add(1, Relaxed);
@@ -1437,7 +1447,7 @@ impl Hub {
         };
         let r = state.rooms.get_mut(&id).expect("room exists");
         for (from, at, kind, clock) in changes {
-            take_change(r, &from, at, kind, clock);
+            take_change(r, &from, at, kind, clock, &|_| None);
         }
     }
 
@@ -1586,15 +1596,36 @@ impl Hub {
             });
         }
         tracing::info!(by = %identity.nick, member = id, room = %r.name, changes = ?made, "room modes changed");
-        let flags = made.iter().any(Mode::is_flag);
         let event = self.tell_room(r, identity, Kind::Mode(made.into()));
-        if flags {
-            self.relay_changed(&r.name, &event, stamp.clock);
-        }
+        self.relay_changed(&r.name, &event, stamp.clock);
         Ok(ModesChanged {
             event: Some(event),
             refused,
         })
+    }
+
+    /// Gives or takes `change`, operator status or a voice, in the room `whither` names, to
+    /// or from someone on another server who is in it there, on behalf of `id`, one of its
+    /// operators (or a server operator): their server applies it to them, since a standing
+    /// is a member's; everyone in the room here, `id` included, is told.
+    pub fn standing_elsewhere(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        change: Mode<Arc<str>>,
+    ) -> Result<Arc<Event>, RoomError> {
+        debug_assert!(matches!(change, Mode::Operator(..) | Mode::Voice(..)));
+        let mut state = lock(&self.state);
+        let (room, identity) = state.own_room(id, whither)?;
+        if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
+            return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
+        }
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        let stamp = r.stamps.next(&identity.nick);
+        tracing::info!(by = %identity.nick, member = id, room = %r.name, change = ?change, "standing changed on another server");
+        let event = self.tell_room(r, identity, Kind::Mode([change].into()));
+        self.relay_changed(&r.name, &event, stamp.clock);
+        Ok(event)
     }
 
     /// `account` is registered no more: no room keeps it among its operators, so whoever
@@ -2136,13 +2167,16 @@ impl Hub {
 }
 
 /// Takes what of `kind` (a topic, or flag changes), made by `from` at `clock` on another
-/// server, is newer than what `room` holds; what was taken, to tell, if anything.
+/// server, is newer than what `room` holds, and an operator or voice change for the member
+/// `here` finds in the room on this server (for someone elsewhere it is only told); what
+/// was taken, to tell, if anything.
 fn take_change(
     room: &mut Room,
     from: &Arc<Identity>,
     at: SystemTime,
     kind: Kind,
     clock: u64,
+    here: &dyn Fn(&str) -> Option<MemberId>,
 ) -> Option<Kind> {
     let stamp = Stamp {
         clock,
@@ -2168,14 +2202,33 @@ fn take_change(
         Kind::Mode(changes) => {
             let mut taken = Vec::new();
             for change in changes.iter() {
-                let Some(i) = change.flag_index() else {
-                    continue;
-                };
                 let on = change.on();
-                if Stamps::newer(seen, &mut flags[i], &stamp)
-                    && std::mem::replace(room.modes.flag_mut(i), on) != on
-                {
-                    taken.push(change.clone());
+                let (list, who) = match change {
+                    Mode::Operator(_, who) => (&mut room.operators, who),
+                    Mode::Voice(_, who) => (&mut room.voiced, who),
+                    _ => {
+                        let Some(i) = change.flag_index() else {
+                            continue;
+                        };
+                        if Stamps::newer(seen, &mut flags[i], &stamp)
+                            && std::mem::replace(room.modes.flag_mut(i), on) != on
+                        {
+                            taken.push(change.clone());
+                        }
+                        continue;
+                    }
+                };
+                match here(who) {
+                    Some(member) if list.contains(&member) != on => {
+                        if on {
+                            list.push(member);
+                        } else {
+                            list.retain(|&m| m != member);
+                        }
+                        taken.push(change.clone());
+                    }
+                    Some(_) => {}
+                    None => taken.push(change.clone()),
                 }
             }
             (!taken.is_empty()).then(|| Kind::Mode(taken.into()))

@@ -121,6 +121,34 @@ pub fn parse_flags<Who>(text: &str) -> Option<Vec<Mode<Who>>> {
         .collect()
 }
 
+/// An operator or voice change as it crosses between nodes: `+o bob`, `-v carol`; `None`
+/// for any other change.
+pub fn standing_text<Who: AsRef<str>>(change: &Mode<Who>) -> Option<String> {
+    let (letter, on, who) = match change {
+        Mode::Operator(on, who) => ('o', on, who),
+        Mode::Voice(on, who) => ('v', on, who),
+        _ => return None,
+    };
+    let sign = if *on { '+' } else { '-' };
+    Some(format!("{sign}{letter} {}", who.as_ref()))
+}
+
+/// The change `+o bob` names; `None` if it is not that form.
+pub fn parse_standing(text: &str) -> Option<Mode<std::sync::Arc<str>>> {
+    let (change, who) = text.split_once(' ')?;
+    if who.is_empty() || who.contains(' ') {
+        return None;
+    }
+    let who = who.into();
+    Some(match change {
+        "+o" => Mode::Operator(true, who),
+        "-o" => Mode::Operator(false, who),
+        "+v" => Mode::Voice(true, who),
+        "-v" => Mode::Voice(false, who),
+        _ => return None,
+    })
+}
+
 impl Modes {
     /// The flag `index` ([`Mode::flag_index`]) itself, to read or set.
     pub fn flag_mut(&mut self, index: usize) -> &mut bool {
@@ -268,6 +296,16 @@ mod tests {
         );
         for bad in ["", "+", "+x", "m+", "+m-"] {
             assert_eq!(parse_flags::<&str>(bad), None, "{bad:?}");
+        }
+        let standing = standing_text(&changes[1]).unwrap();
+        assert_eq!(standing, "+o bob");
+        assert_eq!(
+            parse_standing(&standing),
+            Some(Mode::Operator(true, "bob".into()))
+        );
+        assert_eq!(standing_text(&changes[0]), None);
+        for bad in ["+o", "+o ", "+x bob", "+o a b"] {
+            assert_eq!(parse_standing(bad), None, "{bad:?}");
         }
     }
 

@@ -3,8 +3,9 @@
 //! serves both grammars. Everyone in the room is told `alice made bob an operator of dev.`
 
 use super::{Command, Ctx, Flow, Spec};
+use crate::cluster::Person;
 use crate::core::hub::Whither;
-use crate::core::names::RoomError;
+use crate::core::names::{nick_key, RoomError};
 use crate::core::room::Mode;
 use crate::proto::line::words;
 
@@ -40,11 +41,7 @@ pub const DEOP: Spec = Spec {
 impl Op {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
         if let Some(node) = ctx.on_another_server(&self.nick) {
-            ctx.reply(words::on_another_server(
-                &self.nick,
-                &node,
-                "operator status",
-            ));
+            self.elsewhere(ctx, &node);
             return Flow::Continue;
         }
         let change = [Mode::Operator(self.on, self.nick.as_str())];
@@ -67,11 +64,42 @@ impl Op {
                     tracing::info!(by = %ctx.nick, nick = %self.nick, on = self.on, room = ?event.room(), "operator status changed");
                 }
             }
-            Err(RoomError::NotOperator(room)) => ctx.reply(format_args!(
-                "Error: only operators of {room} may change who operates it."
-            )),
-            Err(e) => ctx.reply(words::room_error(&e)),
+            Err(e) => not_changed(ctx, &e),
         }
         Flow::Continue
+    }
+
+    /// The same for someone on server `node` of the cluster, who must be in the caller's room
+    /// there: their server applies it to them (docs/CLUSTER.md, "Topics and modes").
+    fn elsewhere(&self, ctx: &mut Ctx<'_>, node: &str) {
+        let hub = &ctx.shared.hub;
+        let room = match hub.room(ctx.member.id, Whither::Current) {
+            Ok(room) => room.name,
+            Err(e) => return not_changed(ctx, &e),
+        };
+        let key = nick_key(&self.nick);
+        let person = ctx.shared.cluster.as_ref().and_then(|c| {
+            c.people()
+                .into_iter()
+                .find_map(|(n, p)| (n == node && nick_key(&p.nick) == key).then_some(p))
+        });
+        let there = |p: &Person| p.rooms.iter().any(|r| r.eq_ignore_ascii_case(&room));
+        let Some(person) = person.filter(there) else {
+            let nick = self.nick.clone();
+            return not_changed(ctx, &RoomError::NotInRoom { nick, room });
+        };
+        let change = Mode::Operator(self.on, person.nick.as_str().into());
+        if let Err(e) = hub.standing_elsewhere(ctx.member.id, Whither::Current, change) {
+            not_changed(ctx, &e);
+        }
+    }
+}
+
+fn not_changed(ctx: &Ctx<'_>, e: &RoomError) {
+    match e {
+        RoomError::NotOperator(room) => ctx.reply(format_args!(
+            "Error: only operators of {room} may change who operates it."
+        )),
+        e => ctx.reply(words::room_error(e)),
     }
 }
