@@ -26,7 +26,7 @@ use crate::core::event::{Event, Identity, Kind};
 use crate::core::hub::{Relay, REMOTE};
 use crate::core::leave::LeaveReason;
 use crate::core::lock;
-use crate::core::modes::{flags_text, parse_flags, parse_standing, standing_text};
+use crate::core::modes::{flags_text, named_text, parse_flags, parse_named, Mode};
 use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
@@ -167,7 +167,8 @@ struct Wire {
     nick: String,
     /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
     /// `left` (left the server); the room's state: `topic` (`text`: the topic), `mode`
-    /// (`text`: flag changes, `+m-t`); `standing` (`text`: `+o bob`, `-v bob`).
+    /// (`text`: flag changes, `+m-t`); `standing` (`text`: `+o bob`, `-v bob`); `list`
+    /// (`text`: `+b mask`, `-q mask`).
     kind: String,
     text: String,
     /// For `left`: the reason's label (`quit`, `timed_out`, ...).
@@ -895,9 +896,17 @@ impl Relay for Outbound {
                 if !flags.is_empty() {
                     self.publish(room, event, "mode", &flags, "", clock);
                 }
-                // A member's standing is theirs: their node applies it, the others tell it.
-                for standing in changes.iter().filter_map(standing_text) {
-                    self.publish(room, event, "standing", &standing, "", clock);
+                for change in changes.iter() {
+                    let Some(text) = named_text(change) else {
+                        continue;
+                    };
+                    // A member's standing is theirs: their node applies it, the others tell
+                    // it. Bans and mutes are the room's, like its flags.
+                    let kind = match change {
+                        Mode::Ban(..) | Mode::Mute(..) => "list",
+                        _ => "standing",
+                    };
+                    self.publish(room, event, kind, &text, "", clock);
                 }
             }
             _ => {}
@@ -1929,14 +1938,14 @@ impl Wire {
 
     /// Whether this is a change to the room's topic or flags (room state, not chat).
     fn changes_state(&self) -> bool {
-        matches!(self.kind.as_str(), "topic" | "mode" | "standing")
+        matches!(self.kind.as_str(), "topic" | "mode" | "standing" | "list")
     }
 
     fn into_remote(self) -> Option<Remote> {
         let kind = match self.kind.as_str() {
             "topic" => Kind::Topic(self.text.into()),
             "mode" => Kind::Mode(parse_flags(&self.text)?.into()),
-            "standing" => Kind::Mode([parse_standing(&self.text)?].into()),
+            "standing" | "list" => Kind::Mode([parse_named(&self.text)?].into()),
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),

@@ -267,9 +267,11 @@ pub async fn serve(
                     deliver.hub.load_state(&room, changes);
                 }
                 Incoming::Changed(r) => {
+                    // Line-protocol words for whoever a ban puts out, as for the lobby.
+                    let land = proto::line::render::land;
                     deliver
                         .hub
-                        .changed_elsewhere(&r.room, r.from, r.at, r.kind, r.clock);
+                        .changed_elsewhere(&r.room, r.from, r.at, r.kind, r.clock, land);
                 }
                 // Line-protocol words: a cluster serves the line protocol only so far.
                 Incoming::Link(up) => {

@@ -441,6 +441,19 @@ impl State {
 
     /// Whether `id` may use operators' rights in `room`: one of its operators, or a server
     /// operator.
+    /// The members of `room` its bans name, but for `but`, its operators and server
+    /// operators: those a ban puts out.
+    fn banned_here(&self, room: RoomId, but: Option<MemberId>) -> Vec<MemberId> {
+        let r = &self.rooms[&room];
+        r.members
+            .iter()
+            .filter(|m| Some(m.id) != but && !r.operators.contains(&m.id))
+            .filter_map(|m| self.members.get(&m.id))
+            .filter(|e| !e.member.is_oper() && r.bans(&full_name(&e.identity)))
+            .map(|e| e.member.id)
+            .collect()
+    }
+
     fn operates(&self, id: MemberId, room: &Room) -> bool {
         room.operators.contains(&id) || self.members.get(&id).is_some_and(|e| e.member.is_oper())
     }
@@ -1402,6 +1415,9 @@ impl Hub {
     /// as a change made here reads; only what is newer than what the room holds is taken
     /// ([`Stamps`]), so every server ends with the same. A room nobody here is in is not
     /// created for it. Whether anything was taken.
+    ///
+    /// A ban taken puts out whoever here it names, as a ban made here does, each told and
+    /// shown where they land by `land` (see [`Hub::kick`]).
     pub fn changed_elsewhere(
         &self,
         room: &str,
@@ -1409,6 +1425,7 @@ impl Hub {
         at: SystemTime,
         kind: Kind,
         clock: u64,
+        land: impl Fn(&Arc<Member>, RoomView<'_>),
     ) -> bool {
         let Ok((_, key)) = room_name(room) else {
             return false;
@@ -1431,9 +1448,24 @@ impl Hub {
         let Some(kind) = take_change(r, &from, at, kind, clock, &here) else {
             return false;
         };
-        let id = self.next_event.fetch_add(1, Relaxed);
-        let event = Event::at(id, at, Target::Room(r.name.clone()), Some(from), kind);
+        let banned =
+            matches!(&kind, Kind::Mode(m) if m.iter().any(|c| matches!(c, Mode::Ban(true, _))));
+        let event_id = self.next_event.fetch_add(1, Relaxed);
+        let name = r.name.clone();
+        let event = Event::at(event_id, at, Target::Room(name), Some(from.clone()), kind);
         self.tell(r, &event);
+        if banned {
+            for victim in state.banned_here(id, None) {
+                self.kick_locked(
+                    &mut state,
+                    &from,
+                    id,
+                    victim,
+                    Some("banned"),
+                    &mut |m, v| land(m, v),
+                );
+            }
+        }
         true
     }
 
@@ -1544,6 +1576,8 @@ impl Hub {
                         }
                         _ => continue,
                     }
+                    let key = (ban, mask.to_ascii_lowercase());
+                    r.stamps.lists.insert(key, stamp.clone());
                     lists_changed = true;
                     let mask: Arc<str> = mask.into();
                     made.push(if ban {
@@ -1668,9 +1702,10 @@ impl Hub {
             });
         }
         let victim = target.member.id;
+        let by = state.members[&id].identity.clone();
         let mut land = Some(land);
         Ok(
-            self.kick_locked(&mut state, id, room, victim, reason, &mut |m, v| {
+            self.kick_locked(&mut state, &by, room, victim, reason, &mut |m, v| {
                 if let Some(land) = land.take() {
                     land(m, v);
                 }
@@ -1692,39 +1727,39 @@ impl Hub {
         if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
             return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
         }
-        let r = &state.rooms[&room];
-        let banned: Vec<MemberId> = r
-            .members
-            .iter()
-            .filter(|m| m.id != id && !r.operators.contains(&m.id))
-            .filter_map(|m| state.members.get(&m.id))
-            .filter(|e| !e.member.is_oper() && r.bans(&full_name(&e.identity)))
-            .map(|e| e.member.id)
-            .collect();
-        Ok(banned
+        let by = state.members[&id].identity.clone();
+        Ok(state
+            .banned_here(room, Some(id))
             .into_iter()
             .map(|victim| {
-                self.kick_locked(&mut state, id, room, victim, Some("banned"), &mut |m, v| {
-                    land(m, v)
-                })
+                self.kick_locked(
+                    &mut state,
+                    &by,
+                    room,
+                    victim,
+                    Some("banned"),
+                    &mut |m, v| land(m, v),
+                )
             })
             .collect())
     }
 
+    /// Puts `victim` out of `room` on behalf of `by` (someone here, or an operator on
+    /// another server whose ban reached this one).
     fn kick_locked(
         &self,
         state: &mut State,
-        id: MemberId,
+        by: &Arc<Identity>,
         room: RoomId,
         victim: MemberId,
         reason: Option<&str>,
         land: &mut dyn FnMut(&Arc<Member>, RoomView<'_>),
     ) -> Arc<Event> {
-        let by = state.members[&id].identity.clone();
+        let by = by.clone();
         let target = &state.members[&victim];
         let (who, member) = (target.identity.clone(), target.member.clone());
         let r = &state.rooms[&room];
-        tracing::info!(by = %by.nick, member = id, nick = %who.nick, room = %r.name, reason, "kicked");
+        tracing::info!(by = %by.nick, nick = %who.nick, room = %r.name, reason, "kicked");
         let kind = Kind::Kicked {
             who,
             reason: reason.map(Into::into),
@@ -2186,6 +2221,7 @@ fn take_change(
         clock: ref mut seen,
         ref mut topic,
         ref mut flags,
+        ref mut lists,
     } = room.stamps;
     match kind {
         Kind::Topic(text) => {
@@ -2206,6 +2242,31 @@ fn take_change(
                 let (list, who) = match change {
                     Mode::Operator(_, who) => (&mut room.operators, who),
                     Mode::Voice(_, who) => (&mut room.voiced, who),
+                    Mode::Ban(_, mask) | Mode::Mute(_, mask) => {
+                        let ban = matches!(change, Mode::Ban(..));
+                        // Only what a node of ours would send: a normalised mask.
+                        if normalise_mask(mask).as_deref() != Some(&**mask) {
+                            continue;
+                        }
+                        let mut held = lists.get(&(ban, mask.to_ascii_lowercase())).cloned();
+                        if !Stamps::newer(seen, &mut held, &stamp) {
+                            continue;
+                        }
+                        lists.insert((ban, mask.to_ascii_lowercase()), stamp.clone());
+                        let list = if ban { &mut room.bans } else { &mut room.mutes };
+                        let listed = list.iter().position(|l| l.mask.eq_ignore_ascii_case(mask));
+                        match (on, listed) {
+                            (true, None) if list.len() < MAX_LISTED => {
+                                list.push(Listed::new(mask, &from.nick, at))
+                            }
+                            (false, Some(i)) => {
+                                list.remove(i);
+                            }
+                            _ => continue,
+                        }
+                        taken.push(change.clone());
+                        continue;
+                    }
                     _ => {
                         let Some(i) = change.flag_index() else {
                             continue;
@@ -2821,11 +2882,11 @@ mod tests {
             } else {
                 (carol, bob)
             };
-            assert!(hub.changed_elsewhere("dev", first.0, at, first.1, 5));
-            let told = hub.changed_elsewhere("dev", second.0, at, second.1, 5);
+            assert!(hub.changed_elsewhere("dev", first.0, at, first.1, 5, |_, _| {}));
+            let told = hub.changed_elsewhere("dev", second.0, at, second.1, 5, |_, _| {});
             // carol's stamp (5, carol) is above bob's (5, bob): taken only after bob's.
             assert_eq!(told, bob_first);
-            assert!(!hub.changed_elsewhere("dev", who("dan"), at, topic("old"), 4));
+            assert!(!hub.changed_elsewhere("dev", who("dan"), at, topic("old"), 4, |_, _| {}));
             let shown = take(&x)
                 .iter()
                 .filter(|b| String::from_utf8_lossy(b).contains("Topic("))

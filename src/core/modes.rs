@@ -121,20 +121,22 @@ pub fn parse_flags<Who>(text: &str) -> Option<Vec<Mode<Who>>> {
         .collect()
 }
 
-/// An operator or voice change as it crosses between nodes: `+o bob`, `-v carol`; `None`
-/// for any other change.
-pub fn standing_text<Who: AsRef<str>>(change: &Mode<Who>) -> Option<String> {
+/// A change naming a member or a mask as it crosses between nodes: `+o bob`, `-v carol`,
+/// `+b bob!*@*`, `-q *!*@host`; `None` for a flag.
+pub fn named_text<Who: AsRef<str>>(change: &Mode<Who>) -> Option<String> {
     let (letter, on, who) = match change {
         Mode::Operator(on, who) => ('o', on, who),
         Mode::Voice(on, who) => ('v', on, who),
+        Mode::Ban(on, who) => ('b', on, who),
+        Mode::Mute(on, who) => ('q', on, who),
         _ => return None,
     };
     let sign = if *on { '+' } else { '-' };
     Some(format!("{sign}{letter} {}", who.as_ref()))
 }
 
-/// The change `+o bob` names; `None` if it is not that form.
-pub fn parse_standing(text: &str) -> Option<Mode<std::sync::Arc<str>>> {
+/// The change `+o bob` (or a ban or mute of a mask) names; `None` if it is not that form.
+pub fn parse_named(text: &str) -> Option<Mode<std::sync::Arc<str>>> {
     let (change, who) = text.split_once(' ')?;
     if who.is_empty() || who.contains(' ') {
         return None;
@@ -145,6 +147,10 @@ pub fn parse_standing(text: &str) -> Option<Mode<std::sync::Arc<str>>> {
         "-o" => Mode::Operator(false, who),
         "+v" => Mode::Voice(true, who),
         "-v" => Mode::Voice(false, who),
+        "+b" => Mode::Ban(true, who),
+        "-b" => Mode::Ban(false, who),
+        "+q" => Mode::Mute(true, who),
+        "-q" => Mode::Mute(false, who),
         _ => return None,
     })
 }
@@ -180,6 +186,8 @@ pub struct Stamps {
     pub topic: Option<Stamp>,
     /// `+t`, `+s`, `+m`, `+i`, in [`Mode::flag_index`]'s order.
     pub flags: [Option<Stamp>; 4],
+    /// Each ban (`true`) or mute mask (lower-cased) set or lifted: whether it is listed.
+    pub lists: std::collections::HashMap<(bool, String), Stamp>,
 }
 
 impl Stamps {
@@ -297,15 +305,21 @@ mod tests {
         for bad in ["", "+", "+x", "m+", "+m-"] {
             assert_eq!(parse_flags::<&str>(bad), None, "{bad:?}");
         }
-        let standing = standing_text(&changes[1]).unwrap();
+        let standing = named_text(&changes[1]).unwrap();
         assert_eq!(standing, "+o bob");
         assert_eq!(
-            parse_standing(&standing),
+            parse_named(&standing),
             Some(Mode::Operator(true, "bob".into()))
         );
-        assert_eq!(standing_text(&changes[0]), None);
+        assert_eq!(named_text(&changes[0]), None);
+        let ban: Mode<&str> = Mode::Ban(false, "*!*@host");
+        assert_eq!(named_text(&ban).as_deref(), Some("-b *!*@host"));
+        assert_eq!(
+            parse_named("-b *!*@host"),
+            Some(Mode::Ban(false, "*!*@host".into()))
+        );
         for bad in ["+o", "+o ", "+x bob", "+o a b"] {
-            assert_eq!(parse_standing(bad), None, "{bad:?}");
+            assert_eq!(parse_named(bad), None, "{bad:?}");
         }
     }
 

@@ -102,7 +102,7 @@ pub fn cluster_link(up: bool) -> &'static str {
     }
 }
 
-/// On a cluster, refusing `what` (operator status, a kick, an invitation) for someone on
+/// On a cluster, refusing `what` (a kick, an invitation) for someone on
 /// another server: it is made on the server a person is on, and across servers that is not
 /// built (docs/CLUSTER.md, "Topics and modes").
 pub fn on_another_server(nick: &str, node: &str, what: &str) -> String {
@@ -111,10 +111,6 @@ pub fn on_another_server(nick: &str, node: &str, what: &str) -> String {
          server is not built yet; nothing changed."
     )
 }
-
-/// On a cluster, refusing a ban or a mute: one set here would hold on this server only.
-pub const LISTS_NOT_SHARED: &str = "Error: bans and mutes are not shared between the servers \
-     of this cluster yet, so none is set: one set here would not hold on the others.";
 
 /// Told after the scrollback when the cluster's history of `room` could not be read in time
 /// (docs/CLUSTER.md, "Scrollback and /history"): what was shown is this server's alone.

@@ -108,15 +108,6 @@ pub const MODE: Spec = Spec {
 
 impl Moderate {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
-        let listing = matches!(self, Moderate::Ban(None) | Moderate::Mute(None));
-        let lists = matches!(
-            self,
-            Moderate::Ban(_) | Moderate::Unban(_) | Moderate::Mute(_) | Moderate::Unmute(_)
-        );
-        if lists && !listing && ctx.shared.cluster.is_some() {
-            ctx.reply(words::LISTS_NOT_SHARED);
-            return Flow::Continue;
-        }
         match self {
             Moderate::Kick { nick, reason } => kick(ctx, &nick, reason.as_deref()),
             Moderate::Ban(None) => list(ctx, true),
