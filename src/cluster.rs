@@ -171,7 +171,8 @@ struct Wire {
     /// (`text`: `+b mask`, `-q mask`).
     kind: String,
     text: String,
-    /// For `left`: the reason's label (`quit`, `timed_out`, ...).
+    /// For `left`: the reason's label (`quit`, `timed_out`, ...); for `kick` (`nick`: the
+    /// operator, `text`: whom they put out): the reason given, if any.
     #[serde(default)]
     reason: String,
     /// For a private message (on `lc.node.<N>`): whom it is for; empty for a room's events.
@@ -883,6 +884,9 @@ impl Relay for Outbound {
             Kind::Entered => ("enter", "", ""),
             Kind::Parted(why) => ("part", why.as_deref().unwrap_or_default(), ""),
             Kind::Left(reason, why) => ("left", why.as_deref().unwrap_or_default(), reason.label()),
+            Kind::Kicked { who, reason } => {
+                ("kick", &*who.nick, reason.as_deref().unwrap_or_default())
+            }
             _ => return,
         };
         self.publish(room, event, kind, text, reason, 0);
@@ -1932,6 +1936,9 @@ impl Wire {
             "join" | "enter" => Change::Enter(nick, room),
             "part" => Change::Part(nick, room),
             "left" => Change::Left(nick),
+            // Known to be on the origin when their own node put them out; otherwise their
+            // node's next beat says so.
+            "kick" => Change::Part(self.text.clone(), room),
             _ => return None,
         })
     }
@@ -1946,6 +1953,10 @@ impl Wire {
             "topic" => Kind::Topic(self.text.into()),
             "mode" => Kind::Mode(parse_flags(&self.text)?.into()),
             "standing" | "list" => Kind::Mode([parse_named(&self.text)?].into()),
+            "kick" => Kind::Kicked {
+                who: remote_identity(&self.text, &self.node),
+                reason: (!self.reason.is_empty()).then(|| self.reason.as_str().into()),
+            },
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),

@@ -229,6 +229,12 @@ pub async fn serve(
         let people = shared.clone();
         tokio::spawn(link.run(
             Arc::new(move |incoming| match incoming {
+                Incoming::Said(r) if matches!(r.kind, Kind::Kicked { .. }) => {
+                    let land = proto::line::render::land;
+                    deliver
+                        .hub
+                        .kicked_elsewhere(&r.room, r.from, r.at, r.kind, land);
+                }
                 Incoming::Said(remote) => {
                     deliver
                         .hub

@@ -1757,7 +1757,7 @@ impl Hub {
     ) -> Arc<Event> {
         let by = by.clone();
         let target = &state.members[&victim];
-        let (who, member) = (target.identity.clone(), target.member.clone());
+        let who = target.identity.clone();
         let r = &state.rooms[&room];
         tracing::info!(by = %by.nick, nick = %who.nick, room = %r.name, reason, "kicked");
         let kind = Kind::Kicked {
@@ -1765,6 +1765,21 @@ impl Hub {
             reason: reason.map(Into::into),
         };
         let event = self.tell_room(r, by, kind);
+        self.relay_said(&r.name, &event);
+        self.put_out(state, room, victim, land);
+        event
+    }
+
+    /// Takes `victim` out of `room`, after the room was told why; a member who must always
+    /// be in a room lands in the lobby, shown it by `land`.
+    fn put_out(
+        &self,
+        state: &mut State,
+        room: RoomId,
+        victim: MemberId,
+        land: &mut dyn FnMut(&Arc<Member>, RoomView<'_>),
+    ) {
+        let member = state.members[&victim].member.clone();
         state.remove(victim, room);
         state.tidy(room);
         let homeless = state.members[&victim].rooms.is_empty();
@@ -1773,7 +1788,63 @@ impl Hub {
                 land(&member, view)
             });
         }
-        event
+    }
+
+    /// Puts the member called `nick` on another server (`who`, as this server shows them)
+    /// out of the room `whither` names, on behalf of `id`, one of its operators: everyone in
+    /// it here is told, and their server, told in turn, takes them out.
+    pub fn kick_elsewhere(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        who: Arc<Identity>,
+        reason: Option<&str>,
+    ) -> Result<Arc<Event>, RoomError> {
+        let state = lock(&self.state);
+        let (room, by) = state.own_room(id, whither)?;
+        let r = &state.rooms[&room];
+        if room == LOBBY_ID || !state.operates(id, r) {
+            return Err(RoomError::NotOperator(r.name.clone()));
+        }
+        tracing::info!(by = %by.nick, member = id, nick = %who.nick, room = %r.name, reason, "kicked on another server");
+        let kind = Kind::Kicked {
+            who,
+            reason: reason.map(Into::into),
+        };
+        let event = self.tell_room(r, by, kind);
+        self.relay_said(&r.name, &event);
+        Ok(event)
+    }
+
+    /// Tells the room called `room` here that `from`, on another server, put `who` out of it,
+    /// and takes them out if they are someone here (shown where they land by `land`).
+    pub fn kicked_elsewhere(
+        &self,
+        room: &str,
+        from: Arc<Identity>,
+        at: SystemTime,
+        kind: Kind,
+        land: impl Fn(&Arc<Member>, RoomView<'_>),
+    ) {
+        let (Ok((_, key)), Kind::Kicked { who, .. }) = (room_name(room), &kind) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        let Some(&id) = state.room_ids.get(&key) else {
+            return;
+        };
+        let victim = state
+            .by_nick
+            .get(&nick_key(&who.nick))
+            .filter(|v| state.members.get(v).is_some_and(|e| e.is_in(id)))
+            .copied();
+        let event_id = self.next_event.fetch_add(1, Relaxed);
+        let r = &state.rooms[&id];
+        let event = Event::at(event_id, at, Target::Room(r.name.clone()), Some(from), kind);
+        self.tell(r, &event);
+        if let Some(victim) = victim {
+            self.put_out(&mut state, id, victim, &mut |m, v| land(m, v));
+        }
     }
 
     /// Invites the member called `nick` into the room `whither` names, which `id` is in (and,

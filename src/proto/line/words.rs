@@ -102,7 +102,7 @@ pub fn cluster_link(up: bool) -> &'static str {
     }
 }
 
-/// On a cluster, refusing `what` (a kick, an invitation) for someone on
+/// On a cluster, refusing `what` (an invitation) for someone on
 /// another server: it is made on the server a person is on, and across servers that is not
 /// built (docs/CLUSTER.md, "Topics and modes").
 pub fn on_another_server(nick: &str, node: &str, what: &str) -> String {

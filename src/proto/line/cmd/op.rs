@@ -3,9 +3,8 @@
 //! serves both grammars. Everyone in the room is told `alice made bob an operator of dev.`
 
 use super::{Command, Ctx, Flow, Spec};
-use crate::cluster::Person;
 use crate::core::hub::Whither;
-use crate::core::names::{nick_key, RoomError};
+use crate::core::names::RoomError;
 use crate::core::room::Mode;
 use crate::proto::line::words;
 
@@ -72,24 +71,12 @@ impl Op {
     /// The same for someone on server `node` of the cluster, who must be in the caller's room
     /// there: their server applies it to them (docs/CLUSTER.md, "Topics and modes").
     fn elsewhere(&self, ctx: &mut Ctx<'_>, node: &str) {
-        let hub = &ctx.shared.hub;
-        let room = match hub.room(ctx.member.id, Whither::Current) {
-            Ok(room) => room.name,
-            Err(e) => return not_changed(ctx, &e),
-        };
-        let key = nick_key(&self.nick);
-        let person = ctx.shared.cluster.as_ref().and_then(|c| {
-            c.people()
-                .into_iter()
-                .find_map(|(n, p)| (n == node && nick_key(&p.nick) == key).then_some(p))
+        let changed = ctx.in_room_elsewhere(&self.nick, node).and_then(|person| {
+            let change = Mode::Operator(self.on, person.nick.as_str().into());
+            let hub = &ctx.shared.hub;
+            hub.standing_elsewhere(ctx.member.id, Whither::Current, change)
         });
-        let there = |p: &Person| p.rooms.iter().any(|r| r.eq_ignore_ascii_case(&room));
-        let Some(person) = person.filter(there) else {
-            let nick = self.nick.clone();
-            return not_changed(ctx, &RoomError::NotInRoom { nick, room });
-        };
-        let change = Mode::Operator(self.on, person.nick.as_str().into());
-        if let Err(e) = hub.standing_elsewhere(ctx.member.id, Whither::Current, change) {
+        if let Err(e) = changed {
             not_changed(ctx, &e);
         }
     }
