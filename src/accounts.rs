@@ -66,12 +66,11 @@ pub enum AccountError {
 }
 
 /// Why `OPER` (or `/oper`) was refused. `Display` is the netcat line; IRC answers with the
-/// numeric for each.
+/// numeric for each. A name nobody listed reads as a wrong password, so nobody can learn which
+/// operator names exist by trying them.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OperError {
-    #[error("Error: there is no server operator called {0}.")]
-    NoSuchOper(String),
-    #[error("Error: wrong password for server operator {0}.")]
+    #[error("Error: wrong name or password for server operator {0}.")]
     Wrong(String),
     #[error("Error: too many failed attempts {0}; try again in {1} s.")]
     Throttled(String, u64),
@@ -157,7 +156,8 @@ fn check_password(password: &str, min: usize) -> Result<(), AccountError> {
 
 fn hash(password: &str) -> Result<String, AccountError> {
     let mut salt = [0u8; 16];
-    getrandom(&mut salt).map_err(|e| AccountError::Io(format!("no random salt: {e}")))?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| AccountError::Io("no random salt from the system".into()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Io(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -171,24 +171,6 @@ fn verify(password: &str, hash: &str) -> bool {
             .verify_password(password.as_bytes(), &h)
             .is_ok()
     })
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled rest of `buf`.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            continue;
-        }
-        filled += n as usize;
-    }
-    Ok(())
 }
 
 impl Accounts {
@@ -273,16 +255,6 @@ impl Accounts {
         self.broken.is_none() && lock(&self.map).contains_key(&key(name))
     }
 
-    /// The name as registered, if it is.
-    pub fn registered_name(&self, name: &str) -> Option<String> {
-        lock(&self.map).get(&key(name)).map(|a| a.name.clone())
-    }
-
-    /// How many hashes may run at once.
-    pub fn hashers(&self) -> usize {
-        self.hashers.available_permits()
-    }
-
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -338,9 +310,10 @@ impl Accounts {
         let by_account = format!("a:{}", key(name));
         let by_address = format!("i:{}", addr.to_canonical());
         self.unthrottled(&by_account, &by_address, &format!("for {}", account.name))
-            .inspect_err(
-                |_| tracing::warn!(account = %account.name, addr = %addr, "login throttled"),
-            )?;
+            .map_err(|(what, secs)| {
+                tracing::warn!(account = %account.name, addr = %addr, "login throttled");
+                AccountError::Throttled(what, secs)
+            })?;
         let password = password.to_owned();
         let hash = account.hash.clone();
         if self.blocking(move || verify(&password, &hash)).await? {
@@ -359,7 +332,7 @@ impl Accounts {
         by_account: &str,
         by_address: &str,
         what: &str,
-    ) -> Result<(), AccountError> {
+    ) -> Result<(), (String, u64)> {
         let now = Instant::now();
         let failures = lock(&self.failures);
         let wait = |k: &str, limit: u32| {
@@ -373,7 +346,7 @@ impl Accounts {
             .or_else(|| wait(by_address, PER_ADDRESS).map(|s| ("from your address".into(), s)));
         if let Some((what, secs)) = refused {
             self.throttled.fetch_add(1, Relaxed);
-            return Err(AccountError::Throttled(what, secs));
+            return Err((what, secs));
         }
         Ok(())
     }
@@ -415,25 +388,20 @@ impl Accounts {
         let by_name = format!("o:{}", key(name));
         let by_address = format!("i:{}", addr.to_canonical());
         self.unthrottled(&by_name, &by_address, &format!("for operator {name}"))
-            .map_err(|e| match e {
-                AccountError::Throttled(what, secs) => OperError::Throttled(what, secs),
-                _ => OperError::Wrong(name.to_owned()),
-            })?;
-        let known = plain.iter().any(|(n, _)| n == name) || hashed.iter().any(|(n, _)| n == name);
-        if !known {
-            return Err(OperError::NoSuchOper(name.to_owned()));
-        }
+            .map_err(|(what, secs)| OperError::Throttled(what, secs))?;
         let plain_ok = plain.iter().any(|(n, p)| n == name && p == password);
+        // A name with no hash is checked against a hash all the same when the server has
+        // hashed operators, so that an unknown name takes as long to refuse as a known one.
         let hash = hashed
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, h)| h.clone());
+            .or(hashed.first())
+            .map(|(n, h)| (n == name, h.clone()));
         let hashed_ok = match (plain_ok, hash) {
-            (false, Some(hash)) => {
+            (false, Some((known, hash))) => {
                 let password = password.to_owned();
-                self.blocking(move || verify(&password, &hash))
-                    .await
-                    .unwrap_or(false)
+                let ok = self.blocking(move || verify(&password, &hash)).await;
+                known && ok.unwrap_or(false)
             }
             _ => false,
         };

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -355,6 +355,10 @@ pub struct Cluster {
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     /// Cluster copies dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
+    /// Whether the link to the broker is up, as last told to this node's people.
+    link_up: Arc<AtomicBool>,
+    /// Other nodes' events given up by the receivers' order (never arrived within the wait).
+    given_up: Arc<AtomicU64>,
 }
 
 /// A room this node follows: the task forwarding its subscription, and since when.
@@ -381,66 +385,116 @@ struct Order {
 /// so it can be tested without a broker.
 #[derive(Debug, Default)]
 struct Reorder {
-    orders: HashMap<(String, String), Order>,
+    /// By the origin's node, its boot, then the room: looked up with the event's own fields,
+    /// so taking an event allocates nothing once its origin and room have been heard from.
+    orders: Orders,
     /// How many of `orders` hold events back.
     holding: usize,
+    /// Events given up so far (`/metrics` and Prometheus).
+    given_up: Arc<AtomicU64>,
 }
 
-type Ready = Vec<(String, Wire)>;
+/// Which order: the origin's node and boot, and the room (owned only on the rare paths that
+/// must name several orders at once).
+type OrderKey = (String, u64, String);
+
+type Orders = HashMap<String, HashMap<u64, HashMap<String, Order>>>;
+
+fn order<'o>(orders: &'o mut Orders, node: &str, boot: u64, room: &str) -> &'o mut Order {
+    slot(slot(orders, node).entry(boot).or_default(), room)
+}
+
+/// What is to be delivered now, in order: usually just the event taken, which needs no
+/// allocation; sometimes what it, or a gap given up, lets follow.
+#[derive(Debug, Default)]
+struct Ready {
+    first: Option<Wire>,
+    rest: Vec<Wire>,
+}
+
+impl Ready {
+    fn extend(&mut self, more: Ready) {
+        match (&self.first, more.first) {
+            (None, first) => self.first = first,
+            (Some(_), Some(w)) => self.rest.push(w),
+            (Some(_), None) => {}
+        }
+        self.rest.extend(more.rest);
+    }
+}
+
+impl IntoIterator for Ready {
+    type Item = Wire;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Wire>, std::vec::IntoIter<Wire>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+/// `map[key]`, made empty first if missing; a borrowed key, so a hit allocates nothing.
+fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
 
 impl Reorder {
     fn holding(&self) -> bool {
         self.holding > 0
     }
 
-    /// Takes one event from `origin`; returns what is to be delivered now, in order: nothing
-    /// for a repeat or an event ahead of a missing one, else it and whatever it lets follow.
-    fn accept(&mut self, origin: String, w: Wire, now: Instant) -> Ready {
-        let key = (origin, w.room.clone());
-        let order = self.orders.entry(key.clone()).or_default();
+    /// Takes one event (its origin is its `node` and `boot`); returns what is to be
+    /// delivered now, in order: nothing for a repeat or an event ahead of a missing one, else
+    /// it and whatever it lets follow.
+    fn accept(&mut self, w: Wire, now: Instant) -> Ready {
+        let order = order(&mut self.orders, &w.node, w.boot, &w.room);
         if order.last == 0 {
             order.last = w.rseq - 1;
         }
         if w.rseq <= order.last || order.held.contains_key(&w.rseq) {
-            return Vec::new();
+            return Ready::default();
         }
         if w.rseq > order.last + 1 {
             if order.held.is_empty() {
                 order.since = Some(now);
                 self.holding += 1;
             }
+            let key =
+                (order.held.len() >= HELD_MAX).then(|| (w.node.clone(), w.boot, w.room.clone()));
             order.held.insert(w.rseq, w);
-            if order.held.len() > HELD_MAX {
-                return self.give_up_gap(&key, now);
-            }
-            return Vec::new();
+            return match key {
+                Some(key) => self.give_up_gap(&key, now),
+                None => Ready::default(),
+            };
         }
         order.last = w.rseq;
-        let mut ready = vec![(key.0.clone(), w)];
-        ready.extend(self.release(&key, now));
-        ready
+        let rest = if order.held.is_empty() {
+            Vec::new()
+        } else {
+            Self::release(order, &mut self.holding, now)
+        };
+        Ready {
+            first: Some(w),
+            rest,
+        }
     }
 
-    /// What `key`'s order holds that now follows on what was delivered, up to the next gap
-    /// (whose wait then starts).
-    fn release(&mut self, key: &(String, String), now: Instant) -> Ready {
-        let Some(order) = self.orders.get_mut(key) else {
-            return Vec::new();
-        };
-        if order.held.is_empty() {
-            return Vec::new();
-        }
+    /// What `order` holds that now follows on what was delivered, up to the next gap (whose
+    /// wait then starts).
+    fn release(order: &mut Order, holding: &mut usize, now: Instant) -> Vec<Wire> {
         let mut ready = Vec::new();
         while let Some(entry) = order.held.first_entry() {
             if *entry.key() != order.last + 1 {
                 break;
             }
             order.last += 1;
-            ready.push((key.0.clone(), entry.remove()));
+            ready.push(entry.remove());
         }
         if order.held.is_empty() {
             order.since = None;
-            self.holding -= 1;
+            *holding -= 1;
         } else if !ready.is_empty() {
             order.since = Some(now);
         }
@@ -449,52 +503,72 @@ impl Reorder {
 
     /// The events missing ahead of what `key`'s order holds are given up: not stored in time
     /// (dropped by their sender), or dropped by the broker on the way here.
-    fn give_up_gap(&mut self, key: &(String, String), now: Instant) -> Ready {
-        let Some(order) = self.orders.get_mut(key) else {
-            return Vec::new();
+    fn give_up_gap(&mut self, key: &OrderKey, now: Instant) -> Ready {
+        let (node, boot, room) = key;
+        let Some(order) = (self.orders.get_mut(node))
+            .and_then(|boots| boots.get_mut(boot))
+            .and_then(|rooms| rooms.get_mut(room))
+        else {
+            return Ready::default();
         };
         let Some(&first) = order.held.keys().next() else {
-            return Vec::new();
+            return Ready::default();
         };
         tracing::warn!(
-            origin = %key.0,
-            room = %key.1,
+            origin = %format_args!("{node}.{boot}"),
+            %room,
             missing = first - order.last - 1,
             "cluster: events from another server never arrived; going on without them"
         );
+        self.given_up.fetch_add(first - order.last - 1, Relaxed);
         order.last = first - 1;
-        self.release(key, now)
+        let rest = Self::release(order, &mut self.holding, now);
+        Ready { first: None, rest }
     }
 
     /// Gives up every gap waited for since [`GAP_WAIT`] before `now`.
     fn give_up(&mut self, now: Instant) -> Ready {
-        let expired: Vec<(String, String)> = self
-            .orders
-            .iter()
-            .filter(|(_, o)| o.since.is_some_and(|t| now.duration_since(t) >= GAP_WAIT))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut ready = Vec::new();
+        let mut expired: Vec<OrderKey> = Vec::new();
+        for (node, boots) in &self.orders {
+            for (&boot, rooms) in boots {
+                for (room, order) in rooms {
+                    if order
+                        .since
+                        .is_some_and(|t| now.duration_since(t) >= GAP_WAIT)
+                    {
+                        expired.push((node.clone(), boot, room.clone()));
+                    }
+                }
+            }
+        }
+        let mut ready = Ready::default();
         for key in expired {
             ready.extend(self.give_up_gap(&key, now));
         }
         ready
     }
 
+    fn every_order(&mut self) -> impl Iterator<Item = &mut Order> {
+        self.orders
+            .values_mut()
+            .flat_map(HashMap::values_mut)
+            .flat_map(HashMap::values_mut)
+    }
+
     /// Every open gap waits [`GAP_WAIT`] from `now` (the link is back: what fills it can come).
     fn wait_anew(&mut self, now: Instant) {
-        for order in self.orders.values_mut() {
+        for order in self.every_order() {
             if order.since.is_some() {
                 order.since = Some(now);
             }
         }
     }
 
-    /// Notes that `origin`'s events in `room` up to `rseq` are delivered (read from the
-    /// stream for the room's history): none of them is delivered again, and the next one
-    /// expected is the one after.
-    fn had(&mut self, origin: String, room: &str, rseq: u64) {
-        let order = self.orders.entry((origin, room.to_owned())).or_default();
+    /// Notes that the events of `node`'s boot `boot` in `room` up to `rseq` are delivered
+    /// (read from the stream for the room's history): none of them is delivered again, and
+    /// the next one expected is the one after.
+    fn had(&mut self, node: &str, boot: u64, room: &str, rseq: u64) {
+        let order = order(&mut self.orders, node, boot, room);
         order.last = order.last.max(rseq);
         let was_holding = !order.held.is_empty();
         order.held.retain(|&k, _| k > order.last);
@@ -507,13 +581,19 @@ impl Reorder {
     /// Forgets the rooms `keep` says no to: followed again, a room starts afresh.
     fn retain_rooms(&mut self, keep: impl Fn(&str) -> bool) {
         let holding = &mut self.holding;
-        self.orders.retain(|(_, room), order| {
-            let kept = keep(room);
-            if !kept && !order.held.is_empty() {
-                *holding -= 1;
+        for boots in self.orders.values_mut() {
+            for rooms in boots.values_mut() {
+                rooms.retain(|room, order| {
+                    let kept = keep(room);
+                    if !kept && !order.held.is_empty() {
+                        *holding -= 1;
+                    }
+                    kept
+                });
             }
-            kept
-        });
+            boots.retain(|_, rooms| !rooms.is_empty());
+        }
+        self.orders.retain(|_, boots| !boots.is_empty());
     }
 }
 
@@ -526,6 +606,8 @@ pub struct Link {
     js: jetstream::Context,
     /// The cluster's count of events not relayed.
     dropped: Arc<AtomicU64>,
+    /// The cluster's view of whether the link is up.
+    link_up: Arc<AtomicBool>,
     /// The last `seq` delivered here per origin (`<node>.<boot>`) and room: what a repeat
     /// (a publish retried, a catch-up overlapping live delivery) is told apart by.
     marks: HashMap<(String, String), u64>,
@@ -642,12 +724,18 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         interest: interest.clone(),
         peers: peers.clone(),
         dropped: Arc::default(),
+        link_up: Arc::new(AtomicBool::new(true)),
+        given_up: Arc::default(),
     });
     let link = Link {
         dropped: cluster.dropped.clone(),
+        link_up: cluster.link_up.clone(),
         js,
         marks: HashMap::new(),
-        reorder: Reorder::default(),
+        reorder: Reorder {
+            given_up: cluster.given_up.clone(),
+            ..Reorder::default()
+        },
         client,
         nodes,
         incoming,
@@ -865,6 +953,29 @@ impl Cluster {
         lock(&self.peers).len()
     }
 
+    /// How many people each other node has, by node name, in name order.
+    pub fn people_by_node(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for (node, _) in self.people() {
+            match counts.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((node, 1)),
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    /// Whether the link to the broker is up (as this node's people were last told).
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Relaxed)
+    }
+
+    /// Other nodes' events this node gave up waiting for (a gap in an origin's order).
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(Relaxed)
+    }
+
     /// The relay the hub hands local room events and departures to.
     pub fn relay(self: &Arc<Self>) -> Box<dyn Relay> {
         Box::new(Outbound(self.clone()))
@@ -1036,8 +1147,8 @@ impl Link {
                 () = stop.cancelled() => break,
                 // Not while the link is down: what fills a gap then comes with the catch-up.
                 _ = gap_tick.tick(), if up && self.reorder.holding() => {
-                    for (origin, w) in self.reorder.give_up(Instant::now()) {
-                        self.hand(origin, w, &*deliver);
+                    for w in self.reorder.give_up(Instant::now()) {
+                        self.hand(w, &*deliver);
                     }
                 }
                 out = self.out.recv() => match out {
@@ -1053,6 +1164,7 @@ impl Link {
                     };
                     if now != up {
                         up = now;
+                        self.link_up.store(up, Relaxed);
                         if up {
                             // The client reports the connection before it has subscribed
                             // again; a round trip behind those subscriptions makes "back"
@@ -1251,11 +1363,11 @@ impl Link {
         if w.node == *self.node && w.boot == self.boot {
             return;
         }
-        let origin = format!("{}.{}", w.node, w.boot);
         if w.rseq > 0 {
-            self.reorder.had(origin, &w.room, w.rseq);
+            self.reorder.had(&w.node, w.boot, &w.room, w.rseq);
             return;
         }
+        let origin = format!("{}.{}", w.node, w.boot);
         let mark = self.marks.entry((origin, w.room.clone())).or_default();
         *mark = (*mark).max(w.seq);
     }
@@ -1287,29 +1399,26 @@ impl Link {
         if w.node == *self.node && w.boot == self.boot {
             return;
         }
-        let origin = format!("{}.{}", w.node, w.boot);
         if w.rseq == 0 {
-            let mark = self
-                .marks
-                .entry((origin.clone(), w.room.clone()))
-                .or_default();
+            let origin = format!("{}.{}", w.node, w.boot);
+            let mark = self.marks.entry((origin, w.room.clone())).or_default();
             if w.seq <= *mark {
                 return;
             }
             *mark = w.seq;
-            self.hand(origin, w, deliver);
+            self.hand(w, deliver);
             return;
         }
-        for (origin, w) in self.reorder.accept(origin, w, Instant::now()) {
-            self.hand(origin, w, deliver);
+        for w in self.reorder.accept(w, Instant::now()) {
+            self.hand(w, deliver);
         }
     }
 
-    /// Hands one event from `origin` to this node, in its order.
-    fn hand(&mut self, origin: String, w: Wire, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+    /// Hands one event from another node to this node, in its order.
+    fn hand(&mut self, w: Wire, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
         if let Some(change) = w.change() {
             let mut peers = lock(&self.peers);
-            let peer = peers.entry(origin).or_default();
+            let peer = peers.entry(format!("{}.{}", w.node, w.boot)).or_default();
             peer.node.clone_from(&w.node);
             peer.heard(w.seq, change);
         }
@@ -2011,11 +2120,11 @@ mod tests {
     }
 
     fn take(r: &mut Reorder, room: &str, rseq: u64, now: Instant) -> Vec<u64> {
-        seqs(r.accept("a.1".into(), wire(room, rseq), now))
+        seqs(r.accept(wire(room, rseq), now))
     }
 
     fn seqs(ready: Ready) -> Vec<u64> {
-        ready.into_iter().map(|(_, w)| w.rseq).collect()
+        ready.into_iter().map(|w| w.rseq).collect()
     }
 
     /// A later event stored before an earlier one (the earlier one's publish failed mid-window
@@ -2050,7 +2159,14 @@ mod tests {
         assert_eq!(take(&mut r, "lobby", 3, t), Vec::<u64>::new());
         assert_eq!(take(&mut r, "dev", 1, t), [1]);
         assert_eq!(take(&mut r, "dev", 2, t), [2]);
-        let other = seqs(r.accept("b.7".into(), wire("lobby", 1), t));
+        let other = seqs(r.accept(
+            Wire {
+                node: "b".into(),
+                boot: 7,
+                ..wire("lobby", 1)
+            },
+            t,
+        ));
         assert_eq!(other, [1]);
     }
 
@@ -2075,14 +2191,14 @@ mod tests {
     fn what_the_history_read_had_is_not_delivered_again() {
         let t = Instant::now();
         let mut r = Reorder::default();
-        r.had("a.1".into(), "lobby", 20);
+        r.had("a", 1, "lobby", 20);
         for again in [19, 20] {
             assert_eq!(take(&mut r, "lobby", again, t), Vec::<u64>::new());
         }
         assert_eq!(take(&mut r, "lobby", 21, t), [21]);
         assert_eq!(take(&mut r, "lobby", 23, t), Vec::<u64>::new());
         assert!(r.holding());
-        r.had("a.1".into(), "lobby", 23);
+        r.had("a", 1, "lobby", 23);
         assert!(!r.holding());
         assert_eq!(take(&mut r, "lobby", 24, t), [24]);
     }

@@ -156,6 +156,22 @@ impl crate::ops::prom::Source for Shared {
         self.tls.as_deref()
     }
 
+    fn cluster(&self) -> Option<crate::ops::prom::ClusterStats> {
+        let cluster = self.cluster.as_ref()?;
+        let here = (cluster.node().to_owned(), self.hub.len() as u64);
+        let elsewhere = cluster.people_by_node().into_iter();
+        let people = std::iter::once(here)
+            .chain(elsewhere.map(|(node, n)| (node, n as u64)))
+            .collect();
+        Some(crate::ops::prom::ClusterStats {
+            link_up: cluster.link_up(),
+            people,
+            nodes_heard: cluster.peers() as u64,
+            not_relayed: cluster.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            given_up: cluster.given_up(),
+        })
+    }
+
     fn logins(&self) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         let a = &self.accounts;

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -21,9 +20,10 @@ use tracing::{info_span, Instrument};
 use crate::cluster::Incoming;
 use crate::config::{Config, Live, Reloader};
 use crate::context::Shared;
-use crate::core::event::Kind;
+use crate::core::event::{Kind, Notice};
 use crate::core::hub::{Hub, Settings};
 use crate::core::leave::LeaveReason;
+use crate::core::member::Member;
 use crate::core::store::Kept;
 use crate::net::gate::{Gate, Pass, Refusal};
 use crate::net::listen::{self, accept_loop, Scheme};
@@ -120,14 +120,28 @@ async fn rename_loser(shared: Arc<Shared>, nick: String, holder: String) {
             }
         }
         match shared.hub.rename(info.member.id, &name) {
-            Ok(_) => {
+            Ok(renamed) => {
                 tracing::warn!(%nick, %holder, new = %name, "cluster: a name held on two nodes went to the broker's holder");
-                let line = proto::line::words::cluster_renamed(&nick, &holder, &name);
-                let _ = info.member.push(Bytes::from(line));
+                let notice = Notice::ClusterRenamed {
+                    old: &renamed.old,
+                    holder: &holder,
+                    new: &renamed.new.nick,
+                };
+                tell(&shared, &info.member, &renamed.new.nick, &notice);
                 return;
             }
             Err(_) => cluster.release(&name),
         }
+    }
+}
+
+/// Tells `member`, called `to`, the server's `notice` in the words of its own format (a
+/// WebSocket carries either protocol, so the format decides, not the listener).
+fn tell(shared: &Shared, member: &Member, to: &str, notice: &Notice<'_>) {
+    let format = shared.hub.formats()[member.format()];
+    let bytes = format.notice(&shared.config.server_name, to, notice);
+    if !bytes.is_empty() {
+        let _ = member.push(bytes);
     }
 }
 
@@ -279,11 +293,14 @@ pub async fn serve(
                         .hub
                         .changed_elsewhere(&r.room, r.from, r.at, r.kind, r.clock, land);
                 }
-                // Line-protocol words: a cluster serves the line protocol only so far.
                 Incoming::Link(up) => {
-                    let line = Bytes::from(proto::line::words::cluster_link(up));
                     for info in deliver.hub.members() {
-                        let _ = info.member.push(line.clone());
+                        tell(
+                            &deliver,
+                            &info.member,
+                            info.nick(),
+                            &Notice::ClusterLink(up),
+                        );
                     }
                 }
             }),

@@ -225,4 +225,26 @@ pub trait Render: Send + Sync + fmt::Debug {
     fn always_in_a_room(&self) -> bool {
         false
     }
+
+    /// The bytes that tell one member, `to`, a [`Notice`] from the server `server` (the
+    /// source of IRC's server lines); empty if this format does not show it.
+    fn notice(&self, _server: &str, _to: &str, _notice: &Notice<'_>) -> Bytes {
+        Bytes::new()
+    }
+}
+
+/// What the server tells one member about the server itself rather than a room: typed here,
+/// worded by each format (a netcat sentence, an IRC NOTICE), so a WebSocket that carries IRC
+/// gets IRC.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    /// The cluster link dropped (`false`) or is back (`true`).
+    ClusterLink(bool),
+    /// While this server was cut off, someone on `holder` took `old`'s nickname through the
+    /// broker, so this member is now `new`.
+    ClusterRenamed {
+        old: &'a Identity,
+        holder: &'a str,
+        new: &'a str,
+    },
 }

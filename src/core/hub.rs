@@ -826,6 +826,12 @@ impl Hub {
         Event::new(self.next_event.fetch_add(1, Relaxed), target, from, kind)
     }
 
+    /// An event with the next id that is fanned out to nobody: what a sender is shown of a
+    /// message that left this server (IRC `echo-message` of one to another node's person).
+    pub fn unsent(&self, target: Target, from: Option<Arc<Identity>>, kind: Kind) -> Arc<Event> {
+        self.event(target, from, kind)
+    }
+
     fn journal(&self, room: &Arc<str>, event: &Arc<Event>) {
         if let Some(journal) = &self.journal {
             journal.record(room, event);

@@ -156,7 +156,9 @@ impl Member {
     #[inline]
     pub fn push(&self, msg: Bytes) -> Result<(), Rejected> {
         // Some replies are empty (IRC's CHATHISTORY of an empty room, to a client without
-        // `batch`); queued, a batch of only those would be a write of 0 bytes.
+        // `batch`). Nothing to send is no message: it is not counted as queued and does not
+        // wake the writer. (The writer copes with empty entries too, `Progress::new`, so a
+        // batch of them cannot read as a dead peer whatever queues them.)
         if msg.is_empty() {
             return Ok(());
         }

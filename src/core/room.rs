@@ -273,18 +273,15 @@ impl Room {
         formats: &[&'static dyn Render],
         sender: Option<MemberId>,
     ) -> usize {
-        if self.ignorers > 0 {
-            if let (Some(from), true) = (&event.from, event.is_said()) {
-                return self.fan_out_ignoring(
-                    event,
-                    formats,
-                    sender,
-                    from.id,
-                    &nick_key(&from.nick),
-                );
+        // Who is speaking, when someone here ignores someone and this is something said:
+        // each member that ignores anyone is then asked whether it ignores the speaker.
+        let speaker = match &event.from {
+            Some(from) if self.ignorers > 0 && event.is_said() => {
+                Some((from.id, nick_key(&from.nick)))
             }
-        }
-        if let Some(slot) = self.only_format() {
+            _ => None,
+        };
+        if let (Some(slot), None) = (self.only_format(), &speaker) {
             let bytes = event.rendered(formats, slot);
             if bytes.is_empty() {
                 return 0;
@@ -295,9 +292,10 @@ impl Room {
                 .map(|member| usize::from(push_to(member, bytes, sender)))
                 .sum();
         }
-        // Several formats: each present format's rendering is fetched once, up front (`None`
-        // for a format that does not show this event), and each member's slot comes from the
-        // dense `slots` array, so the loop is the one-format loop plus an indexed load.
+        // Several formats (or an ignorer): each present format's rendering is fetched once, up
+        // front (`None` for a format that does not show this event), and each member's slot
+        // comes from the dense `slots` array, so the loop is the one-format loop plus an
+        // indexed load.
         let mut rendered: [Option<&Bytes>; MAX_FORMATS] = [None; MAX_FORMATS];
         for (slot, &n) in self.formats_here.iter().enumerate() {
             if n > 0 {
@@ -306,32 +304,15 @@ impl Room {
         }
         let mut delivered = 0;
         for (member, &slot) in self.members.iter().zip(&self.slots) {
-            if let Some(bytes) = rendered[usize::from(slot)] {
-                delivered += usize::from(push_to(member, bytes, sender));
-            }
-        }
-        delivered
-    }
-
-    /// [`Room::fan_out`] in a room where someone ignores someone: each member that ignores
-    /// anyone is asked whether it ignores the sender (`id`, nickname key `key`).
-    fn fan_out_ignoring(
-        &self,
-        event: &Event,
-        formats: &[&'static dyn Render],
-        sender: Option<MemberId>,
-        id: MemberId,
-        key: &str,
-    ) -> usize {
-        let mut delivered = 0;
-        for (member, &slot) in self.members.iter().zip(&self.slots) {
-            if member.ignores(id, key) {
+            let Some(bytes) = rendered[usize::from(slot)] else {
                 continue;
+            };
+            if let Some((id, key)) = &speaker {
+                if member.ignores(*id, key) {
+                    continue;
+                }
             }
-            let bytes = event.rendered(formats, usize::from(slot));
-            if !bytes.is_empty() {
-                delivered += usize::from(push_to(member, bytes, sender));
-            }
+            delivered += usize::from(push_to(member, bytes, sender));
         }
         delivered
     }

@@ -66,6 +66,27 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     fn logins(&self) -> Option<(u64, u64)> {
         None
     }
+
+    /// The cluster link's figures, with `--cluster`.
+    fn cluster(&self) -> Option<ClusterStats> {
+        None
+    }
+}
+
+/// What a node of a cluster shows of it. Node names are few and the operator's own, so they
+/// may be a label.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterStats {
+    pub link_up: bool,
+    /// People by node, this one included.
+    pub people: Vec<(String, u64)>,
+    /// Other nodes this one hears from.
+    pub nodes_heard: u64,
+    /// This node's events whose cluster copy was dropped (queue full, or not acknowledged
+    /// within the broker's duplicate window).
+    pub not_relayed: u64,
+    /// Other nodes' events given up after waiting for a gap in their order.
+    pub given_up: u64,
 }
 
 type Shared = dyn Source;
@@ -486,6 +507,9 @@ impl Collector for ServerCollector {
                 u64::from(st.degraded),
             )?;
         }
+        if let Some(c) = shared.cluster() {
+            encode_cluster(&mut enc, &c)?;
+        }
         if let Some((failed, throttled)) = shared.logins() {
             counter(
                 &mut enc,
@@ -608,6 +632,46 @@ fn gauge(
 ) -> fmt::Result {
     let metric = ConstGauge::new(value);
     metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn encode_cluster(enc: &mut DescriptorEncoder, c: &ClusterStats) -> fmt::Result {
+    gauge(
+        enc,
+        "cluster_link_up",
+        "1 while this node's link to the cluster's broker is up, 0 while chat goes on here alone.",
+        u64::from(c.link_up),
+    )?;
+    let mut family = enc.encode_descriptor(
+        "cluster_people",
+        "People connected, by the node they are on (this node's own count is exact; the others' \
+         are as their last heartbeat and the arrivals and departures heard since).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (node, n) in &c.people {
+        ConstGauge::new(*n).encode(family.encode_family(&[("node", node.as_str())])?)?;
+    }
+    gauge(
+        enc,
+        "cluster_nodes_heard",
+        "Other nodes this node hears from.",
+        c.nodes_heard,
+    )?;
+    counter(
+        enc,
+        "cluster_events_not_relayed",
+        "This node's room events whose cluster copy was dropped: the queue to the broker was \
+         full, or the broker did not acknowledge them within its duplicate window. People here \
+         got them; other nodes did not.",
+        c.not_relayed,
+    )?;
+    counter(
+        enc,
+        "cluster_events_given_up",
+        "Other nodes' room events that never arrived here: a gap in their sender's order, \
+         waited for and then given up.",
+        c.given_up,
+    )
 }
 
 fn labeled_counter(

@@ -15,6 +15,7 @@ mod proc;
 mod lab;
 
 mod broker;
+mod irc;
 
 use std::collections::HashMap;
 
@@ -746,6 +747,69 @@ async fn a_broker_restart_is_told_once_each_way_and_rejoined() {
         .await;
 }
 
+/// Prometheus on a node shows the cluster: the link's state (0 while the broker is away), the
+/// people on each node by name, the nodes heard from, and the two loss counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_shows_the_link_and_the_people_on_each_node() {
+    if !broker::available() {
+        return;
+    }
+    let mut broker = Broker::start().await;
+    let a = Server::start(Options {
+        args: &[
+            "--cluster",
+            &broker.url,
+            "--node-name",
+            "a",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        ..Default::default()
+    })
+    .await;
+    let b = node(&broker, "b").await;
+    let metrics = a.metrics_addr().expect("a metrics address in the log");
+    let mut alice = Client::join(a.addr, "alice").await;
+    let _bob = Client::join(b.addr, "bob").await;
+    alice.expect("bob has joined the chat.").await;
+    let _carol = Client::join(b.addr, "carol").await;
+    alice.expect("carol has joined the chat.").await;
+    let scrape = || async {
+        let (status, body) = support::http_get(metrics, "/metrics").await;
+        assert_eq!(status, 200);
+        body
+    };
+    let body = scrape().await;
+    for line in [
+        "linechat_cluster_link_up 1",
+        "linechat_cluster_people{node=\"a\"} 1",
+        "linechat_cluster_people{node=\"b\"} 2",
+        "linechat_cluster_nodes_heard 1",
+        "linechat_cluster_events_not_relayed_total 0",
+        "linechat_cluster_events_given_up_total 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
+    }
+    let down = "Server: the cluster link is down; chat goes on among the people on this server.";
+    let watch = async {
+        alice.expect(down).await;
+        let body = scrape().await;
+        assert!(
+            body.lines().any(|l| l == "linechat_cluster_link_up 0"),
+            "{body}"
+        );
+    };
+    tokio::join!(broker.restart(std::time::Duration::from_secs(2)), watch);
+    alice
+        .expect("Server: the cluster link is back; you are chatting with every server again.")
+        .await;
+    let body = scrape().await;
+    assert!(
+        body.lines().any(|l| l == "linechat_cluster_link_up 1"),
+        "{body}"
+    );
+}
+
 /// A node killed outright (SIGKILL: no goodbye to the broker): the other nodes tell their
 /// rooms its people have left, and free their names, within the contract's 20 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1239,8 +1303,9 @@ async fn follows(broker: &Broker, node: &str, subjects: &[&str]) {
     }
 }
 
-/// What `--cluster` cannot do yet is refused at start, with one line saying why, and a
-/// broker that is not there is an error, not a server that runs alone.
+/// What `--cluster` cannot do yet (`--data-dir`) is refused at start, with one line saying
+/// why, every listener is served, and a broker that is not there is an error, not a server
+/// that runs alone.
 #[tokio::test]
 async fn what_the_cluster_cannot_serve_is_refused_at_start() {
     let bin = env!("CARGO_BIN_EXE_linechat");
@@ -1254,28 +1319,15 @@ async fn what_the_cluster_cannot_serve_is_refused_at_start() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = run(&[
-        "--listen",
-        "irc://127.0.0.1:0",
-        "--cluster",
-        "nats://127.0.0.1:1",
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
-        "{err}"
-    );
-    let (code, err) = run(&[
-        "--listen",
-        "http://127.0.0.1:0",
-        "--cluster",
-        "nats://127.0.0.1:1",
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--cluster serves line:// and line+tls:// listeners only so far"),
-        "{err}"
-    );
+    // Every listener is served: IRC and the web get as far as the broker, which is not there.
+    for listen in ["irc://127.0.0.1:0", "http://127.0.0.1:0"] {
+        let (code, err) = run(&["--listen", listen, "--cluster", "nats://127.0.0.1:1"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("cannot reach the cluster broker at nats://127.0.0.1:1"),
+            "{listen}: {err}"
+        );
+    }
     let dir = std::env::temp_dir().join(format!("lc-cluster-dd-{}", std::process::id()));
     let (code, err) = run(&[
         "--listen",

@@ -1,5 +1,5 @@
 //! Server operators: `--opers FILE` (argon2 hashes) and `--oper NAME:PASSWORD`, proved with
-//! netcat `/oper` or IRC `OPER` (381, 491, 464), then every room operator's rights in the
+//! netcat `/oper` or IRC `OPER` (381, 464), then every room operator's rights in the
 //! rooms they are in, and `/kill` / `KILL` for anyone's connection.
 
 use std::process::Stdio;
@@ -25,6 +25,26 @@ async fn server() -> TestServer {
     .await
 }
 
+/// A name nobody listed is refused with a wrong password's words and counts against the
+/// throttle like one: trying names tells nothing, and cannot go on without end.
+#[tokio::test]
+async fn an_unknown_operator_name_is_refused_and_throttled_like_a_wrong_password() {
+    let server = server().await;
+    let mut eve = server.join("eve").await;
+    for _ in 0..5 {
+        assert_eq!(
+            eve.command("/oper admin guess").await,
+            ["Error: wrong name or password for server operator admin."]
+        );
+    }
+    let refused = eve.command("/oper admin guess").await;
+    assert!(
+        refused[0].starts_with("Error: too many failed attempts for operator admin; try again in "),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_netcat_server_operator_has_every_room_right_and_kills() {
     let server = server().await;
@@ -44,11 +64,12 @@ async fn a_netcat_server_operator_has_every_room_right_and_kills() {
     );
     assert_eq!(
         zed.command("/oper root wrong-password").await,
-        ["Error: wrong password for server operator root."]
+        ["Error: wrong name or password for server operator root."]
     );
     assert_eq!(
         zed.command("/oper nobody whatever").await,
-        ["Error: there is no server operator called nobody."]
+        ["Error: wrong name or password for server operator nobody."],
+        "a name nobody listed reads as a wrong password: names cannot be probed"
     );
     assert_eq!(
         zed.command(&format!("/oper root {ROOT_PW}")).await,
@@ -95,7 +116,7 @@ async fn a_netcat_server_operator_has_every_room_right_and_kills() {
 }
 
 #[tokio::test]
-async fn irc_oper_answers_381_491_464_and_kill_works_across_protocols() {
+async fn irc_oper_answers_381_and_464_and_kill_works_across_protocols() {
     let server = server().await;
     let mut carol = server.irc_join("carol", &[]).await;
     let mut dave = server.irc_join("dave", &[]).await;
@@ -105,7 +126,7 @@ async fn irc_oper_answers_381_491_464_and_kill_works_across_protocols() {
         .await;
     carol.send("OPER nobody whatever").await;
     carol
-        .expect(":irc.test 491 carol :No O-lines for your host")
+        .expect(":irc.test 464 carol :Password incorrect")
         .await;
     carol.send("OPER root wrong-password").await;
     carol

@@ -477,9 +477,9 @@ async fn rehash_by_an_operator_reloads_and_new_operators_can_oper() {
 
     let mut admin = server.irc_join("admin", &[]).await;
     oper(&mut admin, "admin new-secret").await;
-    // root is gone from the configuration: 491, no such operator.
+    // root is gone from the configuration: refused like a wrong password.
     user.send("OPER root old-secret").await;
-    assert_eq!(irc_command(&user.line().await), "491");
+    assert_eq!(irc_command(&user.line().await), "464");
     // Still connected, and still an operator.
     root.send("REHASH").await;
     let lines = root.until(|l| l.contains("NOTICE")).await;

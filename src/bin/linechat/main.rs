@@ -286,8 +286,7 @@ struct Args {
 
     /// Share one chat with the other linechat servers that use this NATS broker (nats-server
     /// with JetStream, -js), e.g. nats://127.0.0.1:4222; give it once per server of a NATS
-    /// cluster. Serves line:// and line+tls:// listeners only so far (docs/CLUSTER.md). Off
-    /// unless given.
+    /// cluster. Not with --data-dir yet (docs/CLUSTER.md). Off unless given.
     #[arg(
         long,
         env = "LINECHAT_CLUSTER",
@@ -455,12 +454,6 @@ impl Args {
             "--cluster cannot be used with --data-dir yet: accounts and history there are this \
              server's alone (docs/CLUSTER.md)"
         );
-        if let Some((url, _)) = listeners.iter().find(|(u, _)| u.scheme != Scheme::Line) {
-            anyhow::bail!(
-                "--cluster serves line:// and line+tls:// listeners only so far, not {url} \
-                 (docs/CLUSTER.md); give --listen line://HOST:PORT"
-            );
-        }
         let node = match &self.node_name {
             Some(name) => name.clone(),
             None => {

@@ -10,7 +10,7 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 use super::message::{write, write_text, Tag};
-use crate::core::event::{Event, Identity, Kind, Render, Target};
+use crate::core::event::{Event, Identity, Kind, Notice, Render, Target};
 use crate::core::room::Mode;
 use crate::core::LeaveReason;
 
@@ -230,6 +230,20 @@ impl Render for Irc {
     fn every_presence(&self) -> bool {
         true
     }
+
+    /// A NOTICE from the server in the line protocol's words; a rename is first the NICK
+    /// the client keeps its own nickname by.
+    fn notice(&self, server: &str, to: &str, notice: &Notice<'_>) -> Bytes {
+        let mut out = BytesMut::new();
+        if let Notice::ClusterRenamed { old, new, .. } = notice {
+            write(&mut out, &[], Some(&source(old)), "NICK", &[new]);
+        }
+        let words = crate::proto::line::words::notice(notice);
+        let text = words.trim_end();
+        let text = text.strip_prefix("Server: ").unwrap_or(text);
+        write_text(&mut out, &[], Some(server), "NOTICE", &[to, text]);
+        out.freeze()
+    }
 }
 
 /// Appends a numeric reply `:server NNN nick params…` to `out`.
@@ -261,6 +275,35 @@ mod tests {
 
     fn line(event: &Event, r: &Irc) -> String {
         String::from_utf8(r.render(event).to_vec()).unwrap()
+    }
+
+    /// Each format words the server's notices itself: IRC as a NOTICE from the server (and
+    /// a rename first as the NICK a client keeps its nickname by), netcat as a sentence.
+    #[test]
+    fn server_notices_read_in_each_format() {
+        let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+        let old = alice().unwrap();
+        let renamed = Notice::ClusterRenamed {
+            old: &old,
+            holder: "a",
+            new: "guest-1",
+        };
+        let why = "while this server was cut off from the cluster, someone on a took the \
+                   nickname alice; you are now guest-1.";
+        assert_eq!(
+            text(TAGGED.notice("srv", "guest-1", &renamed)),
+            format!(":alice!alice@127.0.0.1 NICK guest-1\r\n:srv NOTICE guest-1 :{why}\r\n")
+        );
+        let line = &crate::proto::line::render::LINE;
+        assert_eq!(
+            text(line.notice("srv", "guest-1", &renamed)),
+            format!("Server: {why}\n")
+        );
+        assert_eq!(
+            text(PLAIN.notice("srv", "bob", &Notice::ClusterLink(false))),
+            ":srv NOTICE bob :the cluster link is down; chat goes on among the people on this \
+             server.\r\n"
+        );
     }
 
     #[test]

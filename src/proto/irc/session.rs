@@ -34,6 +34,8 @@ use crate::proto::oper::KillError;
 
 /// Accounts over IRC: SASL PLAIN, `PASS`, and registered nicknames.
 mod account;
+/// What IRC does differently on a cluster: claims, history reads, other nodes' people.
+mod cluster;
 
 /// The longest line read: a body of 512 bytes with its CRLF, behind the most tag data a client
 /// may send. Longer lines are answered with 417 without being buffered.
@@ -170,7 +172,8 @@ struct Session {
     account: Option<String>,
     /// Base64 gathered between `AUTHENTICATE PLAIN` and its last chunk.
     sasl: Option<String>,
-    /// Work that waits for a hash, done by [`Session::serve`] after the line that asked.
+    /// Work that waits (for a hash, or for the cluster), done by [`Session::serve`] after the
+    /// line that asked.
     pending: Option<account::Pending>,
 }
 
@@ -376,10 +379,12 @@ impl Session {
                 self.welcome(&identity);
             }
             Err(NickError::Taken(_)) => {
+                self.release_wanted(&wanted);
                 self.wanted = None;
                 self.reply(433, &[&wanted, "Nickname is already in use"]);
             }
             Err(e) => {
+                self.release_wanted(&wanted);
                 self.wanted = None;
                 self.reply(432, &[&wanted, &erroneous(&e)]);
             }
@@ -602,6 +607,7 @@ impl Session {
 
     /// After registration.
     fn command(&mut self, msg: &Message<'_>, taken_at: std::time::Instant) -> Option<LeaveReason> {
+        self.follow_rename();
         let command = msg.command_upper();
         match &*command {
             "PING" => self.pong(msg),
@@ -656,7 +662,11 @@ impl Session {
                     .params
                     .iter()
                     .flat_map(|p| p.split(' '))
-                    .filter_map(|n| hub.find(n).map(|m| m.nick().to_string()))
+                    .filter_map(|n| {
+                        hub.find(n)
+                            .map(|m| m.nick().to_string())
+                            .or_else(|| self.remote_named(n).map(|(_, p)| p.nick))
+                    })
                     .collect();
                 self.reply(303, &[&on.join(" ")]);
             }
@@ -666,13 +676,19 @@ impl Session {
                     .params
                     .iter()
                     .take(5)
-                    .filter_map(|n| hub.find(n))
-                    .map(|m| {
-                        let away = if m.away.is_some() { '-' } else { '+' };
-                        format!(
-                            "{}={away}{}@{}",
-                            m.identity.nick, m.identity.user, m.identity.host
-                        )
+                    .filter_map(|n| {
+                        let here = hub.find(n).map(|m| {
+                            let away = if m.away.is_some() { '-' } else { '+' };
+                            format!(
+                                "{}={away}{}@{}",
+                                m.identity.nick, m.identity.user, m.identity.host
+                            )
+                        });
+                        // Elsewhere: their user is their nickname and their host their node.
+                        here.or_else(|| {
+                            self.remote_named(n)
+                                .map(|(node, p)| format!("{0}=+{0}@{node}", p.nick))
+                        })
                     })
                     .collect();
                 self.reply(302, &[&found.join(" ")]);
@@ -716,6 +732,9 @@ impl Session {
             return;
         }
         let shared = self.conn.shared.clone();
+        if shared.cluster.is_some() {
+            return self.refuse_rename(new);
+        }
         if shared.accounts.is_registered(new) && !self.proved(new) {
             self.reply(433, &[new, account::REGISTERED]);
             return;
@@ -748,54 +767,71 @@ impl Session {
             }
             return;
         }
+        if self.conn.shared.cluster.is_some() {
+            // Each room's history is read from the other nodes first, which waits.
+            self.pending = Some(account::Pending::Join(targets.to_owned()));
+            return;
+        }
         for target in targets.split(',').take(MAX_TARGETS) {
-            if !target.starts_with('#') {
-                self.reply(403, &[target, "No such channel"]);
-                continue;
-            }
-            let shared = self.conn.shared.clone();
-            let member = self.conn.member.clone();
-            let formats = shared.hub.formats();
-            let server = self.server.clone();
-            let me = self.me().to_owned();
-            let multi = self.has("multi-prefix");
-            let joined = shared
-                .hub
-                .enter(member.id, target, Arrival::Entered, |view| {
-                    member.deliver(view.event, formats);
-                    let name = channel(view.name());
-                    let mut out = BytesMut::new();
-                    if let Some(topic) = view.topic() {
-                        numeric(&mut out, &server, 332, &me, &[&name, &topic.text]);
-                        let at = unix(topic.at).to_string();
-                        numeric(&mut out, &server, 333, &me, &[&name, &topic.by, &at]);
-                    }
-                    let nicks: Vec<String> = view.members().map(|m| prefixed(&m, multi)).collect();
-                    let secret = view.modes().secret;
-                    names_lines(&mut out, &server, &me, &name, secret, &nicks);
-                    numeric(&mut out, &server, 366, &me, &[&name, "End of /NAMES list"]);
-                    let _ = member.push(out.freeze());
-                });
-            match joined {
-                Ok(()) | Err(RoomError::AlreadyThere(_)) => {}
-                Err(RoomError::InvalidName) => self.reply(479, &[target, "Illegal channel name"]),
-                Err(RoomError::Banned(room)) => self.reply(
-                    474,
-                    &[&channel(&room), "Cannot join channel (+b) - you are banned"],
-                ),
-                Err(RoomError::InviteOnly(room)) => self.reply(
-                    473,
-                    &[
-                        &channel(&room),
-                        "Cannot join channel (+i) - you must be invited",
-                    ],
-                ),
-                // ERR_TOOMANYCHANNELS: the nearest numeric clients know for "not now".
-                Err(e @ RoomError::TooManyCreated { .. }) => {
-                    self.reply(405, &[target, &format!("You have {e}")])
+            self.enter(target);
+        }
+    }
+
+    /// Enters the channel `target`, showing it (its topic and names) as IRC does.
+    fn enter(&mut self, target: &str) {
+        if !target.starts_with('#') {
+            self.reply(403, &[target, "No such channel"]);
+            return;
+        }
+        let shared = self.conn.shared.clone();
+        let member = self.conn.member.clone();
+        let formats = shared.hub.formats();
+        let server = self.server.clone();
+        let me = self.me().to_owned();
+        let multi = self.has("multi-prefix");
+        // Asked before the hub's lock is taken: the cluster's list has its own.
+        let remote: Vec<String> = self
+            .remote_in(target)
+            .into_iter()
+            .map(|(_, p)| p.nick)
+            .collect();
+        let joined = shared
+            .hub
+            .enter(member.id, target, Arrival::Entered, |view| {
+                member.deliver(view.event, formats);
+                let name = channel(view.name());
+                let mut out = BytesMut::new();
+                if let Some(topic) = view.topic() {
+                    numeric(&mut out, &server, 332, &me, &[&name, &topic.text]);
+                    let at = unix(topic.at).to_string();
+                    numeric(&mut out, &server, 333, &me, &[&name, &topic.by, &at]);
                 }
-                Err(e) => self.reply(403, &[target, &e.to_string()]),
+                let mut nicks: Vec<String> = view.members().map(|m| prefixed(&m, multi)).collect();
+                nicks.extend(remote);
+                let secret = view.modes().secret;
+                names_lines(&mut out, &server, &me, &name, secret, &nicks);
+                numeric(&mut out, &server, 366, &me, &[&name, "End of /NAMES list"]);
+                let _ = member.push(out.freeze());
+            });
+        match joined {
+            Ok(()) | Err(RoomError::AlreadyThere(_)) => {}
+            Err(RoomError::InvalidName) => self.reply(479, &[target, "Illegal channel name"]),
+            Err(RoomError::Banned(room)) => self.reply(
+                474,
+                &[&channel(&room), "Cannot join channel (+b) - you are banned"],
+            ),
+            Err(RoomError::InviteOnly(room)) => self.reply(
+                473,
+                &[
+                    &channel(&room),
+                    "Cannot join channel (+i) - you must be invited",
+                ],
+            ),
+            // ERR_TOOMANYCHANNELS: the nearest numeric clients know for "not now".
+            Err(e @ RoomError::TooManyCreated { .. }) => {
+                self.reply(405, &[target, &format!("You have {e}")])
             }
+            Err(e) => self.reply(403, &[target, &e.to_string()]),
         }
     }
 
@@ -923,6 +959,8 @@ impl Session {
                     let text = text.strip_prefix("Error: ").unwrap_or(&text);
                     self.server_line("NOTICE", &[self.me(), text]);
                 }
+                // Nobody here by that name: someone on another node may have it.
+                Err(PrivateError::NoSuchNick(_)) if self.private_across(target, kind()) => {}
                 Err(_) if notice => {}
                 Err(PrivateError::NoSuchNick(_)) => {
                     self.reply(401, &[target, "No such nick/channel"])
@@ -1061,11 +1099,20 @@ impl Session {
                     .hub
                     .room_members(self.conn.member.id, Whither::Named(room))
             });
-            if let Ok((room, members)) = found {
-                let nicks: Vec<String> = members.iter().map(|m| prefixed(m, multi)).collect();
-                let (chan, secret) = (channel(&room.name), room.modes.secret);
-                names_lines(&mut out, &self.server, self.me(), &chan, secret, &nicks);
-            }
+            let remote = self.remote_in(target);
+            let (chan, secret, mut nicks) = match found {
+                Ok((room, members)) => {
+                    let nicks: Vec<String> = members.iter().map(|m| prefixed(m, multi)).collect();
+                    (channel(&room.name), room.modes.secret, nicks)
+                }
+                // A channel nobody here is in may have people on other nodes.
+                Err(RoomError::NoSuchRoom(_)) if !remote.is_empty() => {
+                    (target.to_owned(), false, Vec::new())
+                }
+                Err(_) => continue,
+            };
+            nicks.extend(remote.into_iter().map(|(_, p)| p.nick));
+            names_lines(&mut out, &self.server, self.me(), &chan, secret, &nicks);
         }
         numeric(
             &mut out,
@@ -1079,6 +1126,7 @@ impl Session {
 
     fn list(&mut self) {
         let mut rooms = self.conn.shared.hub.rooms(Some(self.conn.member.id));
+        cmd::add_remote(&mut rooms, &self.remote_people());
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         self.reply(321, &["Channel", "Users  Name"]);
         for room in rooms.iter().filter(|r| r.members > 0) {
@@ -1153,22 +1201,41 @@ impl Session {
                 }
             }
         };
+        // The other nodes' people the mask names, each with its row's channel.
+        let remote: Vec<(String, cluster::Remote)> = if mask.starts_with('#') {
+            let chan = rows
+                .first()
+                .map_or_else(|| mask.to_owned(), |(c, _)| c.clone());
+            self.remote_in(mask)
+                .into_iter()
+                .map(|r| (chan.clone(), r))
+                .collect()
+        } else {
+            // A nickname found here is nobody's elsewhere (names are the cluster's); a search
+            // matches elsewhere by nickname and node.
+            let pattern = Mask::new(if mask == "0" { "*" } else { mask });
+            let found_here = !pattern.is_wild() && shared.hub.find(mask).is_some();
+            self.remote_people()
+                .into_iter()
+                .filter(|_| !found_here)
+                .filter(|(node, p)| [&*p.nick, node].into_iter().any(|f| pattern.matches(f)))
+                .map(|r| ("*".to_owned(), r))
+                .collect()
+        };
         let opers_only = options.contains('o');
         let multi = self.has("multi-prefix");
         let now = Instant::now();
-        for (chan, m) in rows
+        let mut lines: Vec<WhoRow> = rows
             .iter()
             .filter(|(_, m)| !opers_only || m.member.is_oper())
-        {
-            let flags = format!(
-                "{}{}{}",
-                if m.away.is_some() { "G" } else { "H" },
-                if m.member.is_oper() { "*" } else { "" },
-                prefixes(m.standing, multi)
-            );
-            let flags = flags.as_str();
+            .map(|(chan, m)| WhoRow::local(chan, m, &self.server, multi, now))
+            .collect();
+        // Whether someone elsewhere is an operator is their node's to know.
+        if !opers_only {
+            lines.extend(remote.iter().map(|(chan, r)| WhoRow::remote(chan, r)));
+        }
+        for row in &lines {
             let mut out = BytesMut::new();
-            let id = &m.identity;
             match fields {
                 None => numeric(
                     &mut out,
@@ -1176,13 +1243,13 @@ impl Session {
                     352,
                     self.me(),
                     &[
-                        chan,
-                        &id.user,
-                        &id.host,
-                        &self.server,
-                        &id.nick,
-                        flags,
-                        &format!("0 {}", id.realname),
+                        &row.chan,
+                        &row.user,
+                        &row.host,
+                        &row.server,
+                        &row.nick,
+                        &row.flags,
+                        &format!("0 {}", row.realname),
                     ],
                 ),
                 Some(fields) => {
@@ -1190,23 +1257,18 @@ impl Session {
                     for field in "tcuihsnfdlaor".chars().filter(|f| fields.contains(*f)) {
                         params.push(match field {
                             't' => token.unwrap_or("").to_owned(),
-                            'c' => chan.clone(),
-                            'u' => id.user.to_string(),
-                            'i' => m.member.addr.ip().to_canonical().to_string(),
-                            'h' => id.host.to_string(),
-                            's' => self.server.clone(),
-                            'n' => id.nick.to_string(),
-                            'f' => flags.to_owned(),
+                            'c' => row.chan.clone(),
+                            'u' => row.user.clone(),
+                            'i' => row.ip.clone(),
+                            'h' => row.host.clone(),
+                            's' => row.server.clone(),
+                            'n' => row.nick.clone(),
+                            'f' => row.flags.clone(),
                             'd' => "0".to_owned(),
-                            'l' => m.member.stats.idle(now).as_secs().to_string(),
-                            // The account name, or "0" for none (WHOX, as ircu and
-                            // solanum answer).
-                            'a' => m
-                                .member
-                                .account()
-                                .map_or_else(|| "0".to_owned(), |a| a.to_string()),
+                            'l' => row.idle.clone(),
+                            'a' => row.account.clone(),
                             'o' => "n/a".to_owned(),
-                            _ => id.realname.to_string(),
+                            _ => row.realname.clone(),
                         });
                     }
                     // Only the last parameter may be empty or spaced.
@@ -1232,6 +1294,9 @@ impl Session {
         };
         let shared = self.conn.shared.clone();
         let Some(found) = shared.hub.find(nick) else {
+            if let Some(remote) = self.remote_named(nick) {
+                return self.whois_remote(&remote);
+            }
             self.reply(401, &[nick, "No such nick/channel"]);
             self.reply(318, &[nick, "End of /WHOIS list"]);
             return;
@@ -1803,6 +1868,65 @@ impl Session {
             );
         }
         self.send(out);
+    }
+}
+
+/// One WHO reply's fields, for a member here or someone on another node.
+struct WhoRow {
+    chan: String,
+    user: String,
+    host: String,
+    ip: String,
+    server: String,
+    nick: String,
+    flags: String,
+    idle: String,
+    /// The account name, or "0" for none (WHOX, as ircu and solanum answer).
+    account: String,
+    realname: String,
+}
+
+impl WhoRow {
+    fn local(chan: &str, m: &MemberInfo, server: &str, multi: bool, now: Instant) -> WhoRow {
+        let id = &m.identity;
+        WhoRow {
+            chan: chan.to_owned(),
+            user: id.user.to_string(),
+            host: id.host.to_string(),
+            ip: m.member.addr.ip().to_canonical().to_string(),
+            server: server.to_owned(),
+            nick: id.nick.to_string(),
+            flags: format!(
+                "{}{}{}",
+                if m.away.is_some() { "G" } else { "H" },
+                if m.member.is_oper() { "*" } else { "" },
+                prefixes(m.standing, multi)
+            ),
+            idle: m.member.stats.idle(now).as_secs().to_string(),
+            account: m
+                .member
+                .account()
+                .map_or_else(|| "0".to_owned(), |a| a.to_string()),
+            realname: id.realname.to_string(),
+        }
+    }
+
+    /// Someone on `node`: their node is their host and their server, as their messages'
+    /// source says (`bob!bob@node-b`); what only their node knows (address, idleness,
+    /// standing, away) is left out.
+    fn remote(chan: &str, (node, person): &cluster::Remote) -> WhoRow {
+        WhoRow {
+            chan: chan.to_owned(),
+            user: person.nick.clone(),
+            host: node.clone(),
+            ip: "255.255.255.255".to_owned(),
+            server: node.clone(),
+            nick: person.nick.clone(),
+            flags: "H".to_owned(),
+            idle: "0".to_owned(),
+            account: "0".to_owned(),
+            realname: String::new(),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-use crate::core::event::{Event, Kind, Render, Target};
+use crate::core::event::{Event, Kind, Notice, Render, Target};
 use crate::core::hub::RoomView;
 use crate::core::room::{Mode, Topic};
 use crate::core::LeaveReason;
@@ -25,6 +25,10 @@ pub static LINE: Line = Line;
 impl Render for Line {
     fn always_in_a_room(&self) -> bool {
         true
+    }
+
+    fn notice(&self, _server: &str, _to: &str, notice: &Notice<'_>) -> Bytes {
+        Bytes::from(super::words::notice(notice))
     }
 
     fn render(&self, event: &Event) -> Bytes {

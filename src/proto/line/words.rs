@@ -1,5 +1,6 @@
 //! The core's typed errors, worded for netcat users (the texts version 1 used).
 
+use crate::core::event::Notice;
 use crate::core::hub::PrivateError;
 use crate::core::modes::Silenced;
 use crate::core::names::{NickError, RoomError, MAX_NICK};
@@ -91,6 +92,15 @@ pub fn cluster_renamed(old: &str, holder: &str, new: &str) -> String {
         "Server: while this server was cut off from the cluster, someone on {holder} took the \
          nickname {old}; you are now {new}.\n"
     )
+}
+
+/// A server [`Notice`] as the line protocol says it (IRC says the same words, without
+/// `Server: `).
+pub fn notice(notice: &Notice<'_>) -> String {
+    match notice {
+        Notice::ClusterLink(up) => cluster_link(*up).to_owned(),
+        Notice::ClusterRenamed { old, holder, new } => cluster_renamed(&old.nick, holder, new),
+    }
 }
 
 /// What everyone on this server is told when the cluster link drops or returns.

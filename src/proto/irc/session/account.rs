@@ -6,17 +6,19 @@
 use base64::Engine;
 
 use super::Session;
-use crate::accounts::{AccountError, OperError};
+use crate::accounts::{AccountError, OperError, MAX_PASSWORD};
+use crate::core::names::MAX_NICK;
 
 /// The 433 text for a registered nickname nobody proved.
 pub const REGISTERED: &str =
     "Nickname is registered to an account; log in with SASL PLAIN (or PASS) to use it";
 
-/// The longest SASL reply gathered, in base64: a PLAIN reply holds two names and a password
-/// (2 × 32 + 2 + 600 bytes at most: 888 characters of base64).
-const MAX_SASL: usize = 1200;
+/// The longest SASL reply gathered, in base64: a PLAIN reply holds two names (an account is a
+/// nickname), two NULs and a password (2 × 32 + 2 + 600 bytes at most: 888 characters of
+/// base64). Derived, so a longer nickname or password cannot make the longest reply fail.
+const MAX_SASL: usize = (2 * MAX_NICK + 2 + MAX_PASSWORD).div_ceil(3) * 4;
 
-/// What waits for a hash.
+/// What waits: for a hash, or for the cluster.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Pending {
     /// NICK and USER are in (and CAP END): prove a registered nickname, then welcome.
@@ -27,6 +29,8 @@ pub enum Pending {
     Oper { name: String, password: String },
     /// `SILENCE` changed whom this connection ignores: write it to its account.
     KeepIgnores,
+    /// `JOIN` on a cluster: these channels, each once its history is read from the stream.
+    Join(String),
 }
 
 fn plain_text(line: &str) -> &str {
@@ -126,7 +130,6 @@ impl Session {
                         super::write(&mut out, &[], Some(&me), "MODE", &[&me, "+o"]);
                         self.send(out);
                     }
-                    Err(OperError::NoSuchOper(_)) => self.reply(491, &["No O-lines for your host"]),
                     Err(OperError::Wrong(_)) => self.reply(464, &["Password incorrect"]),
                     Err(e @ OperError::Throttled(..)) => {
                         let text = e.to_string();
@@ -159,10 +162,11 @@ impl Session {
                 }
             }
             Pending::Complete => {
-                if self.prove_wanted().await {
+                if self.prove_wanted().await && self.claim_wanted().await {
                     self.complete_registration();
                 }
             }
+            Pending::Join(targets) => self.join_across(&targets).await,
         }
     }
 
@@ -211,5 +215,19 @@ fn plain(e: &AccountError) -> &'static str {
         AccountError::Throttled(..) => "Too many failed attempts; try again in a minute",
         AccountError::BadPassword(_) => "Password has the wrong length",
         AccountError::Io(_) => "The account could not be read",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_plain_reply_is_gathered_and_one_byte_more_is_not() {
+        let name = "n".repeat(MAX_NICK);
+        let longest = format!("{name}\0{name}\0{}", "p".repeat(MAX_PASSWORD));
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(b64(&longest).len(), MAX_SASL);
+        assert!(b64(&format!("{longest}p")).len() > MAX_SASL);
     }
 }

@@ -22,7 +22,7 @@ pub enum Request {
 
 /// One word: `nick password` at the prompt and `/nick name password` split on spaces.
 fn word(args: &str) -> Option<Secret> {
-    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| Secret(args.to_owned()))
+    super::one_word(args).map(Secret)
 }
 
 pub const REGISTER: Spec = Spec {

@@ -19,23 +19,14 @@ pub const IGNORE: Spec = Spec {
     name: "ignore",
     args: "[nick]",
     help: "stop someone's messages and private messages reaching you; alone, list whom you ignore",
-    parse: |args| {
-        if args.is_empty() {
-            return Some(Command::Ignore(Ignore::Add(None)));
-        }
-        (!args.contains(char::is_whitespace))
-            .then(|| Command::Ignore(Ignore::Add(Some(args.to_owned()))))
-    },
+    parse: |args| super::at_most_one_word(args).map(|who| Command::Ignore(Ignore::Add(who))),
 };
 
 pub const UNIGNORE: Spec = Spec {
     name: "unignore",
     args: "<nick>",
     help: "let someone you ignored reach you again",
-    parse: |args| {
-        (!args.is_empty() && !args.contains(char::is_whitespace))
-            .then(|| Command::Ignore(Ignore::Remove(args.to_owned())))
-    },
+    parse: |args| super::one_word(args).map(|who| Command::Ignore(Ignore::Remove(who))),
 };
 
 impl Ignore {

@@ -16,13 +16,7 @@ pub const SPEC: Spec = Spec {
     name: "join",
     args: "<room>",
     help: "move to a room (created if new)",
-    parse: |args| {
-        (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| {
-            Command::Join(Join {
-                room: args.to_owned(),
-            })
-        })
-    },
+    parse: |args| super::one_word(args).map(|room| Command::Join(Join { room })),
 };
 
 impl Join {

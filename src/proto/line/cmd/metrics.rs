@@ -73,14 +73,7 @@ fn build_report(shared: &Shared) -> String {
     room_lines(&mut report, &super::rooms::all_rooms(shared));
     if let Some(cluster) = &shared.cluster {
         let here = shared.hub.len();
-        let mut elsewhere: Vec<(String, usize)> = Vec::new();
-        for (node, _) in cluster.people() {
-            match elsewhere.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, count)) => *count += 1,
-                None => elsewhere.push((node, 1)),
-            }
-        }
-        elsewhere.sort();
+        let elsewhere = cluster.people_by_node();
         let others: usize = elsewhere.iter().map(|(_, n)| n).sum();
         let mut line = format!(
             "Cluster: node {}, {} in all ({here} here",

@@ -32,7 +32,7 @@ mod topic;
 mod who;
 
 pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS, MAX_ROOM_LINES};
-pub use self::rooms::MAX_ROOMS_LISTED;
+pub use self::rooms::{add_remote, MAX_ROOMS_LISTED};
 pub use self::time::server_time;
 pub use crate::proto::line::render::land;
 
@@ -312,6 +312,20 @@ fn nick_and_reason(args: &str) -> Option<(String, Option<String>)> {
 /// For commands that take no arguments.
 fn no_args(args: &str, command: Command) -> Option<Command> {
     args.is_empty().then_some(command)
+}
+
+/// For commands that take exactly one word (a nickname, a room, a mask, a password).
+fn one_word(args: &str) -> Option<String> {
+    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| args.to_owned())
+}
+
+/// For commands that take one word or, to list something, none: `Some(None)` for none.
+fn at_most_one_word(args: &str) -> Option<Option<String>> {
+    if args.is_empty() {
+        Some(None)
+    } else {
+        one_word(args).map(Some)
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! - `/mode [+-imst]` — shows the room's modes, or changes them: `i` invite-only, `m`
 //!   moderated (only operators and voices speak), `s` secret, `t` topic locked.
 
-use super::{Command, Ctx, Flow, Spec};
+use super::{at_most_one_word, one_word, Command, Ctx, Flow, Spec};
 use crate::core::hub::Whither;
 use crate::core::modes::normalise_mask;
 use crate::core::names::RoomError;
@@ -33,18 +33,6 @@ pub enum Moderate {
     Invite(String),
     /// `None`: show them.
     Mode(Option<String>),
-}
-
-fn one_word(args: &str) -> Option<String> {
-    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| args.to_owned())
-}
-
-fn at_most_one_word(args: &str) -> Option<Option<String>> {
-    if args.is_empty() {
-        Some(None)
-    } else {
-        one_word(args).map(Some)
-    }
 }
 
 pub const KICK: Spec = Spec {

@@ -15,12 +15,7 @@ pub struct Op {
 }
 
 fn one_nick(args: &str, on: bool) -> Option<Command> {
-    (!args.is_empty() && !args.contains(char::is_whitespace)).then(|| {
-        Command::Op(Op {
-            on,
-            nick: args.to_owned(),
-        })
-    })
+    super::one_word(args).map(|nick| Command::Op(Op { on, nick }))
 }
 
 pub const OP: Spec = Spec {

@@ -73,7 +73,7 @@ pub(super) fn all_rooms(shared: &Shared) -> Arc<Vec<RoomInfo>> {
 
 /// Counts the other nodes' people in their rooms; a room nobody here is in is listed with
 /// them alone (its topic, modes and message count live on the other nodes, not here).
-fn add_remote(rooms: &mut Vec<RoomInfo>, people: &[(String, crate::cluster::Person)]) {
+pub fn add_remote(rooms: &mut Vec<RoomInfo>, people: &[(String, crate::cluster::Person)]) {
     for (_, person) in people {
         for name in &person.rooms {
             match rooms.iter_mut().find(|r| r.name.eq_ignore_ascii_case(name)) {

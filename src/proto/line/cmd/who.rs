@@ -20,13 +20,7 @@ pub const SPEC: Spec = Spec {
     name: "who",
     args: "[room]",
     help: "list the people in your room, or in another",
-    parse: |args| match args {
-        "" => Some(Command::Who(Who { room: None })),
-        room if !room.contains(char::is_whitespace) => Some(Command::Who(Who {
-            room: Some(room.to_owned()),
-        })),
-        _ => None,
-    },
+    parse: |args| super::at_most_one_word(args).map(|room| Command::Who(Who { room })),
 };
 
 impl Who {
