@@ -1672,3 +1672,32 @@ async fn a_kick_reaches_the_node_of_whoever_is_put_out() {
         ["In dev (2): alice (on a), carol (on c)"]
     );
 }
+
+/// The same from IRC, which goes through the same hub calls: a topic and a mode set with
+/// IRC's `TOPIC` and `MODE` on a reach a netcat user on b, and a topic set on b reaches the
+/// IRC user as IRC's `TOPIC`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_modes_set_over_irc_reach_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_a, a_irc) = irc::irc_node(&broker, "a").await;
+    let b = node(&broker, "b").await;
+    let mut ivy = support::IrcClient::connect(a_irc).await;
+    ivy.register("ivy", &[]).await;
+    ivy.send("JOIN #dev").await;
+    ivy.until(|l| support::irc_command(l) == "366").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    until(&mut bob, "/who dev", "In dev (1): ivy (irc, on a)").await;
+    bob.command("/join dev").await;
+    ivy.send("TOPIC #dev :set over irc").await;
+    bob.skip_until("ivy set the topic of dev: set over irc")
+        .await;
+    ivy.send("MODE #dev -t").await;
+    bob.skip_until("ivy unlocked the topic of dev: anyone in it may change it.")
+        .await;
+    bob.command("/topic set on b").await;
+    let told = ivy.until(|l| l.ends_with(" TOPIC #dev :set on b")).await;
+    assert!(told.last().unwrap().starts_with(":bob!"), "{told:?}");
+}
