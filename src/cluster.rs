@@ -26,6 +26,7 @@ use crate::core::event::{Event, Identity, Kind};
 use crate::core::hub::{Relay, REMOTE};
 use crate::core::leave::LeaveReason;
 use crate::core::lock;
+use crate::core::modes::{flags_text, named_text, parse_flags, parse_named, Mode};
 use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
@@ -130,8 +131,16 @@ pub enum Incoming {
     /// The broker connection went down (`false`) or came back (`true`); told once per change.
     Link(bool),
     /// What the stream holds of a room this node starts following: its last messages,
-    /// oldest first, said here or elsewhere, for the room's history (not to be fanned out).
-    History { room: String, events: Vec<Remote> },
+    /// oldest first, said here or elsewhere, for the room's history (not to be fanned out),
+    /// and every change to its topic and flags it keeps (for the room's state, in any order:
+    /// each carries its stamp).
+    History {
+        room: String,
+        events: Vec<Remote>,
+        changes: Vec<Remote>,
+    },
+    /// Someone on another node changed a room's topic or flags.
+    Changed(Remote),
 }
 
 /// A message said on another node, for the local hub.
@@ -141,6 +150,8 @@ pub struct Remote {
     pub from: Arc<Identity>,
     pub at: SystemTime,
     pub kind: Kind,
+    /// For a change to the room's topic or flags: its Lamport clock (`core::modes::Stamp`).
+    pub clock: u64,
 }
 
 /// What crosses the broker for one room event.
@@ -157,16 +168,23 @@ struct Wire {
     room: String,
     nick: String,
     /// `msg`, `act`, `note`; presence: `join` (arrived on the server), `enter`, `part`,
-    /// `left` (left the server); `nick` (a rename, `text` the new name).
+    /// `left` (left the server); `nick` (a rename, `text` the new name); the room's state:
+    /// `topic` (`text`: the topic), `mode` (`text`: flag changes, `+m-t`); `standing`
+    /// (`text`: `+o bob`, `-v bob`); `list` (`text`: `+b mask`, `-q mask`).
     kind: String,
     text: String,
-    /// For `left`: the reason's label (`quit`, `timed_out`, ...).
+    /// For `left`: the reason's label (`quit`, `timed_out`, ...); for `kick` (`nick`: the
+    /// operator, `text`: whom they put out): the reason given, if any.
     #[serde(default)]
     reason: String,
     /// For a private message (on `lc.node.<N>`): whom it is for; empty for a room's events.
     #[serde(default)]
     to: String,
     at_ms: u64,
+    /// For `topic` and `mode`: the room's Lamport clock when it was made, which orders
+    /// changes made at once on two nodes the same way everywhere.
+    #[serde(default)]
+    clock: u64,
 }
 
 /// The words this node's rooms are told when another node's people vanish with it.
@@ -924,6 +942,7 @@ impl Cluster {
             reason: String::new(),
             to: nick.clone(),
             at_ms: ms_since_epoch(SystemTime::now()),
+            clock: 0,
         };
         let body = serde_json::to_vec(&wire).ok()?;
         let subject = token_subject(NODES_SUBJECT, &node);
@@ -1004,7 +1023,6 @@ struct Outbound(Arc<Cluster>);
 
 impl Relay for Outbound {
     fn said(&self, room: &Arc<str>, event: &Arc<Event>) {
-        let c = &self.0;
         let (kind, text, reason) = match &event.kind {
             Kind::Message(t) => ("msg", &**t, ""),
             Kind::Action(t) => ("act", &**t, ""),
@@ -1014,38 +1032,45 @@ impl Relay for Outbound {
             Kind::Parted(why) => ("part", why.as_deref().unwrap_or_default(), ""),
             Kind::Left(reason, why) => ("left", why.as_deref().unwrap_or_default(), reason.label()),
             Kind::Nick(new) => ("nick", &*new.nick, ""),
+            Kind::Kicked { who, reason } => {
+                ("kick", &*who.nick, reason.as_deref().unwrap_or_default())
+            }
             _ => return,
         };
-        let seq = c.seq.fetch_add(1, Relaxed) + 1;
-        let subject = room_subject(room);
-        // Held until the event is in the queue, so only what the link was handed is numbered:
-        // a copy dropped here leaves no gap for the receivers to wait on.
-        let mut room_seqs = lock(&c.room_seqs);
-        let rseq = room_seqs.get(&subject).copied().unwrap_or(0) + 1;
-        let wire = Wire {
-            node: c.node.to_string(),
-            boot: c.boot,
-            seq,
-            rseq,
-            room: room.to_string(),
-            nick: event.nick().to_owned(),
-            kind: kind.to_owned(),
-            text: text.to_owned(),
-            reason: reason.to_owned(),
-            to: String::new(),
-            at_ms: ms_since_epoch(event.at),
-        };
-        let Ok(body) = serde_json::to_vec(&wire) else {
-            return;
-        };
-        if c.out
-            .try_send(Out::Store(subject.clone(), body.into(), seq))
-            .is_ok()
-        {
-            room_seqs.insert(subject, rseq);
-        } else {
-            c.dropped.fetch_add(1, Relaxed);
+        self.publish(room, event, kind, text, reason, 0);
+    }
+
+    fn changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64) {
+        match &event.kind {
+            Kind::Topic(text) => self.publish(room, event, "topic", text, "", clock),
+            Kind::Mode(changes) => {
+                let flags = flags_text(changes);
+                if !flags.is_empty() {
+                    self.publish(room, event, "mode", &flags, "", clock);
+                }
+                for change in changes.iter() {
+                    let Some(text) = named_text(change) else {
+                        continue;
+                    };
+                    // A member's standing is theirs: their node applies it, the others tell
+                    // it. Bans and mutes are the room's, like its flags.
+                    let kind = match change {
+                        Mode::Ban(..) | Mode::Mute(..) => "list",
+                        _ => "standing",
+                    };
+                    self.publish(room, event, kind, &text, "", clock);
+                }
+            }
+            _ => {}
         }
+    }
+
+    fn elsewhere(&self, room: &Arc<str>) -> bool {
+        lock(&self.0.peers).values().any(|p| {
+            p.people
+                .values()
+                .any(|person| person.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)))
+        })
     }
 
     fn left(&self, identity: &Arc<Identity>) {
@@ -1074,6 +1099,7 @@ impl Relay for Outbound {
                 reason: String::new(),
                 to: String::new(),
                 at_ms: ms_since_epoch(event.at),
+                clock: 0,
             };
             let Ok(body) = serde_json::to_vec(&wire) else {
                 return;
@@ -1095,6 +1121,52 @@ impl Relay for Outbound {
             wanted.remove(&subject);
         }
         interest.changed.notify_one();
+    }
+}
+
+impl Outbound {
+    /// Numbers a room event and queues it for the stream, or counts it dropped.
+    fn publish(
+        &self,
+        room: &Arc<str>,
+        event: &Arc<Event>,
+        kind: &str,
+        text: &str,
+        reason: &str,
+        clock: u64,
+    ) {
+        let c = &self.0;
+        let seq = c.seq.fetch_add(1, Relaxed) + 1;
+        let subject = room_subject(room);
+        // Held until the event is in the queue, so only what the link was handed is numbered:
+        // a copy dropped here leaves no gap for the receivers to wait on.
+        let mut room_seqs = lock(&c.room_seqs);
+        let rseq = room_seqs.get(&subject).copied().unwrap_or(0) + 1;
+        let wire = Wire {
+            node: c.node.to_string(),
+            boot: c.boot,
+            seq,
+            rseq,
+            room: room.to_string(),
+            nick: event.nick().to_owned(),
+            kind: kind.to_owned(),
+            text: text.to_owned(),
+            reason: reason.to_owned(),
+            to: String::new(),
+            at_ms: ms_since_epoch(event.at),
+            clock,
+        };
+        let Ok(body) = serde_json::to_vec(&wire) else {
+            return;
+        };
+        if c.out
+            .try_send(Out::Store(subject.clone(), body.into(), seq))
+            .is_ok()
+        {
+            room_seqs.insert(subject, rseq);
+        } else {
+            c.dropped.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -1307,25 +1379,31 @@ impl Link {
     }
 
     /// Reads what the stream holds of the room on `subject` and hands its last [`Link::keep`]
-    /// messages to the room's history here, oldest first; every other node's event read sets
-    /// its origin's mark, so none is delivered again live or by a catch-up. Bounded by
-    /// [`LOAD_WAIT`]; how many events were read.
+    /// messages to the room's history here, oldest first, with every change to its topic and
+    /// flags; every other node's event read sets its origin's mark, so none is delivered
+    /// again live or by a catch-up. Bounded by [`LOAD_WAIT`]; how many events were read.
     async fn load(
         &mut self,
         subject: &str,
         deliver: &(dyn Fn(Incoming) + Send + Sync),
     ) -> Result<usize, String> {
-        if self.keep == 0 {
-            return Ok(0);
-        }
         let read = tokio::time::timeout(LOAD_WAIT, read_room(&self.js, subject))
             .await
             .map_err(|_| "timed out".to_owned())??;
         let n = read.len();
         let mut kept = std::collections::VecDeque::with_capacity(self.keep.min(n));
+        let mut changes = Vec::new();
         for w in read {
             self.had(&w);
-            if !matches!(w.kind.as_str(), "msg" | "act" | "note") {
+            self.heard_read(&w);
+            // A standing is a member's, given while they were in the room: none is here yet.
+            if w.changes_state() {
+                if w.kind != "standing" {
+                    changes.extend(w.into_remote());
+                }
+                continue;
+            }
+            if !matches!(w.kind.as_str(), "msg" | "act" | "note") || self.keep == 0 {
                 continue;
             }
             if kept.len() == self.keep {
@@ -1339,7 +1417,11 @@ impl Link {
         // by the entry, within the creation limit (`--rooms-per-minute`).
         if let (Some(room), true) = (subject_room(subject), n > 0) {
             let events = kept.into_iter().filter_map(Wire::into_remote).collect();
-            deliver(Incoming::History { room, events });
+            deliver(Incoming::History {
+                room,
+                events,
+                changes,
+            });
         }
         Ok(n)
     }
@@ -1359,6 +1441,20 @@ impl Link {
         let origin = format!("{}.{}", w.node, w.boot);
         let mark = self.marks.entry((origin, w.room.clone())).or_default();
         *mark = (*mark).max(w.seq);
+    }
+
+    /// Applies an arrival or departure read from the stream to its node's people, if that
+    /// node is alive (a beat of its own is known): so who is in the room is known before
+    /// someone here enters it, not a heartbeat later, and whoever enters is not taken for
+    /// its creator. A dead origin's events make no ghosts.
+    fn heard_read(&self, w: &Wire) {
+        let Some(change) = w.change() else {
+            return;
+        };
+        let origin = format!("{}.{}", w.node, w.boot);
+        if let Some(peer) = lock(&self.peers).get_mut(&origin) {
+            peer.heard(w.seq, change);
+        }
     }
 
     /// One event from another node, live or from the stream: delivered unless this node has
@@ -1411,6 +1507,10 @@ impl Link {
             }
         } else if w.room.is_empty() {
             // A rename told node-wide: the list above is all it changes.
+        } else if w.changes_state() {
+            if let Some(remote) = w.into_remote() {
+                deliver(Incoming::Changed(remote));
+            }
         } else if let Some(remote) = w.into_remote() {
             deliver(Incoming::Said(remote));
         }
@@ -2026,12 +2126,27 @@ impl Wire {
             "part" => Change::Part(nick, room),
             "left" => Change::Left(nick),
             "nick" => Change::Nick(nick, self.text.clone(), room),
+            // Known to be on the origin when their own node put them out; otherwise their
+            // node's next beat says so.
+            "kick" => Change::Part(self.text.clone(), room),
             _ => return None,
         })
     }
 
+    /// Whether this is a change to the room's topic or flags (room state, not chat).
+    fn changes_state(&self) -> bool {
+        matches!(self.kind.as_str(), "topic" | "mode" | "standing" | "list")
+    }
+
     fn into_remote(self) -> Option<Remote> {
         let kind = match self.kind.as_str() {
+            "topic" => Kind::Topic(self.text.into()),
+            "mode" => Kind::Mode(parse_flags(&self.text)?.into()),
+            "standing" | "list" => Kind::Mode([parse_named(&self.text)?].into()),
+            "kick" => Kind::Kicked {
+                who: remote_identity(&self.text, &self.node),
+                reason: (!self.reason.is_empty()).then(|| self.reason.as_str().into()),
+            },
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),
@@ -2053,6 +2168,7 @@ impl Wire {
             room: self.room,
             at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
             kind,
+            clock: self.clock,
         })
     }
 }
@@ -2081,6 +2197,7 @@ mod tests {
             reason: String::new(),
             to: String::new(),
             at_ms: 0,
+            clock: 0,
         }
     }
 

@@ -243,6 +243,12 @@ pub async fn serve(
         let people = shared.clone();
         tokio::spawn(link.run(
             Arc::new(move |incoming| match incoming {
+                Incoming::Said(r) if matches!(r.kind, Kind::Kicked { .. }) => {
+                    let land = proto::line::render::land;
+                    deliver
+                        .hub
+                        .kicked_elsewhere(&r.room, r.from, r.at, r.kind, land);
+                }
                 Incoming::Said(remote) => {
                     deliver
                         .hub
@@ -267,9 +273,25 @@ pub async fn serve(
                         }
                     }
                 }
-                Incoming::History { room, events } => {
+                Incoming::History {
+                    room,
+                    events,
+                    changes,
+                } => {
                     let events = events.into_iter().map(|r| (r.from, r.at, r.kind)).collect();
                     deliver.hub.load_history(&room, events);
+                    let changes = changes
+                        .into_iter()
+                        .map(|r| (r.from, r.at, r.kind, r.clock))
+                        .collect();
+                    deliver.hub.load_state(&room, changes);
+                }
+                Incoming::Changed(r) => {
+                    // Line-protocol words for whoever a ban puts out, as for the lobby.
+                    let land = proto::line::render::land;
+                    deliver
+                        .hub
+                        .changed_elsewhere(&r.room, r.from, r.at, r.kind, r.clock, land);
                 }
                 Incoming::Link(up) => {
                     for info in deliver.hub.members() {

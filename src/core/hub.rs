@@ -17,8 +17,8 @@ use super::event::{Event, Identity, Kind, MemberId, Render, Target};
 use super::leave::LeaveReason;
 use super::lock;
 use super::member::{queue_totals, Ignored, Member, MAX_IGNORED, PROTOCOLS};
-use super::modes::normalise_mask;
 pub use super::modes::Standing;
+use super::modes::{flag, normalise_mask, Stamp, Stamps};
 use super::names::{nick_key, room_name, validate_nick, NickError, RoomError};
 use super::partners::Recall;
 use super::room::{
@@ -46,6 +46,11 @@ pub trait Relay: Send + Sync + fmt::Debug {
     /// `room` got its first member here (`true`) or lost its last (`false`): what others say
     /// in it is wanted here from now on, or no longer.
     fn interest(&self, room: &Arc<str>, here: bool);
+    /// A local member changed the room's shared state (its topic, or flags among the
+    /// changes of a [`Kind::Mode`]), stamped `clock` ([`Room::stamps`]).
+    fn changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64);
+    /// Whether people on other servers are in `room`, as this server last heard.
+    fn elsewhere(&self, room: &Arc<str>) -> bool;
 }
 
 /// The member id of every person on another server: no local connection has it (ids start at
@@ -487,6 +492,19 @@ impl State {
 
     /// Whether `id` may use operators' rights in `room`: one of its operators, or a server
     /// operator.
+    /// The members of `room` its bans name, but for `but`, its operators and server
+    /// operators: those a ban puts out.
+    fn banned_here(&self, room: RoomId, but: Option<MemberId>) -> Vec<MemberId> {
+        let r = &self.rooms[&room];
+        r.members
+            .iter()
+            .filter(|m| Some(m.id) != but && !r.operators.contains(&m.id))
+            .filter_map(|m| self.members.get(&m.id))
+            .filter(|e| !e.member.is_oper() && r.bans(&full_name(&e.identity)))
+            .map(|e| e.member.id)
+            .collect()
+    }
+
     fn operates(&self, id: MemberId, room: &Room) -> bool {
         room.operators.contains(&id) || self.members.get(&id).is_some_and(|e| e.member.is_oper())
     }
@@ -610,7 +628,9 @@ impl State {
     /// account operates the room. Whether it is the room's only member now (a cluster
     /// follows the room from then on), and whether that made the account one of the room's
     /// operating accounts (the store must be told).
-    fn add(&mut self, id: MemberId, room: RoomId) -> (bool, bool) {
+    /// `elsewhere`: people on other servers are in the room, so whoever enters it first here
+    /// is no creator of it (docs/CLUSTER.md, "Topics and modes").
+    fn add(&mut self, id: MemberId, room: RoomId, elsewhere: bool) -> (bool, bool) {
         let entry = self.members.get_mut(&id).expect("member");
         let r = self.rooms.get_mut(&room).expect("room exists");
         let mut lists_changed = false;
@@ -620,7 +640,7 @@ impl State {
             let known = account.as_deref().is_some_and(|a| r.operated_by(a));
             // A room some registered account operates waits for it: whoever comes in first
             // after a restart is not handed someone else's room.
-            let unclaimed = r.members.is_empty() && r.op_accounts.is_empty();
+            let unclaimed = r.members.is_empty() && r.op_accounts.is_empty() && !elsewhere;
             if unclaimed || known {
                 r.operators.push(id);
                 if let (Some(account), false) = (account, known) {
@@ -828,6 +848,17 @@ impl Hub {
         }
     }
 
+    fn relay_changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64) {
+        if let Some(relay) = &self.relay {
+            relay.changed(room, event, clock);
+        }
+    }
+
+    /// Whether people on other servers are in `room` (never, without a cluster).
+    fn elsewhere(&self, room: &Arc<str>) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.elsewhere(room))
+    }
+
     /// Hands what local people say and their departures to `relay` from now on.
     pub fn with_relay(mut self, relay: Box<dyn Relay>) -> Self {
         self.relay = Some(relay);
@@ -981,7 +1012,8 @@ impl Hub {
         );
         self.journal(&name, &event);
         self.relay_said(&name, &event);
-        let (first, lists_changed) = state.add(id, room);
+        let elsewhere = self.elsewhere(&name);
+        let (first, lists_changed) = state.add(id, room, elsewhere);
         if first {
             self.interest(&name, true);
         }
@@ -1463,21 +1495,104 @@ impl Hub {
         let mut state = lock(&self.state);
         let (room, identity) = state.own_room(id, whither)?;
         let oper = state.members.get(&id).is_some_and(|e| e.member.is_oper());
+        let elsewhere = self.elsewhere(&state.rooms[&room].name);
         let r = state.rooms.get_mut(&room).expect("room exists");
-        if !r.may_set_topic(id) && !oper {
+        if !r.may_set_topic(id, elsewhere) && !oper {
             return Err(RoomError::NotOperator(r.name.clone()));
         }
+        let stamp = r.stamps.next(&identity.nick);
+        r.stamps.topic = Some(stamp.clone());
         r.topic = Some(Topic {
             text: text.into(),
             by: identity.nick.clone(),
             at: SystemTime::now(),
         });
-        Ok(self.tell_room(r, identity, Kind::Topic(text.into())))
+        let event = self.tell_room(r, identity, Kind::Topic(text.into()));
+        self.relay_changed(&r.name, &event, stamp.clock);
+        Ok(event)
+    }
+
+    /// Takes a change to the shared state of the room called `room` (a topic, or flags),
+    /// made by `from` on another server at `clock`, and tells it to the room's members here
+    /// as a change made here reads; only what is newer than what the room holds is taken
+    /// ([`Stamps`]), so every server ends with the same. A room nobody here is in is not
+    /// created for it. Whether anything was taken.
+    ///
+    /// A ban taken puts out whoever here it names, as a ban made here does, each told and
+    /// shown where they land by `land` (see [`Hub::kick`]).
+    pub fn changed_elsewhere(
+        &self,
+        room: &str,
+        from: Arc<Identity>,
+        at: SystemTime,
+        kind: Kind,
+        clock: u64,
+        land: impl Fn(&Arc<Member>, RoomView<'_>),
+    ) -> bool {
+        let Ok((_, key)) = room_name(room) else {
+            return false;
+        };
+        let mut state = lock(&self.state);
+        let Some(&id) = state.room_ids.get(&key) else {
+            return false;
+        };
+        let State {
+            rooms,
+            members,
+            by_nick,
+            ..
+        } = &mut *state;
+        let here = |nick: &str| {
+            let entry = members.get(by_nick.get(&nick_key(nick))?)?;
+            entry.is_in(id).then_some(entry.member.id)
+        };
+        let r = rooms.get_mut(&id).expect("room exists");
+        let Some(kind) = take_change(r, &from, at, kind, clock, &here) else {
+            return false;
+        };
+        let banned =
+            matches!(&kind, Kind::Mode(m) if m.iter().any(|c| matches!(c, Mode::Ban(true, _))));
+        let event_id = self.next_event.fetch_add(1, Relaxed);
+        let name = r.name.clone();
+        let event = Event::at(event_id, at, Target::Room(name), Some(from.clone()), kind);
+        self.tell(r, &event);
+        if banned {
+            for victim in state.banned_here(id, None) {
+                self.kick_locked(
+                    &mut state,
+                    &from,
+                    id,
+                    victim,
+                    Some("banned"),
+                    &mut |m, v| land(m, v),
+                );
+            }
+        }
+        true
+    }
+
+    /// Takes the changes to the shared state of the room called `room` that the cluster's
+    /// stream holds (in any order: the newest of each part wins), telling nobody: they were
+    /// made before. Makes the room if there is none, as [`Hub::load_history`] does.
+    pub fn load_state(&self, room: &str, changes: Vec<(Arc<Identity>, SystemTime, Kind, u64)>) {
+        let mut state = lock(&self.state);
+        let Ok(id) = state.room_or_create(room, REMOTE, 0, self.store.as_ref()) else {
+            return;
+        };
+        let r = state.rooms.get_mut(&id).expect("room exists");
+        for (from, at, kind, clock) in changes {
+            take_change(r, &from, at, kind, clock, &|_| None);
+        }
     }
 
     /// Tells everyone in `room`, `from` included, of what `from` did there, and journals it.
     fn tell_room(&self, room: &Room, from: Arc<Identity>, kind: Kind) -> Arc<Event> {
         let event = self.event(Target::Room(room.name.clone()), Some(from), kind);
+        self.tell(room, &event);
+        event
+    }
+
+    fn tell(&self, room: &Room, event: &Arc<Event>) {
         let (name, id) = (&*room.name, event.id);
         match (&event.kind, &room.topic) {
             (Kind::Topic(_), Some(topic)) => self.keep(Change::Topic {
@@ -1495,9 +1610,8 @@ impl Hub {
             }
             _ => {}
         }
-        room.fan_out(&event, self.formats, None);
-        self.journal(&room.name, &event);
-        event
+        room.fan_out(event, self.formats, None);
+        self.journal(&room.name, event);
     }
 
     /// Makes `requests` to the room `whither` names, in order, on behalf of `id`, which must
@@ -1522,6 +1636,7 @@ impl Hub {
             ..
         } = &mut *state;
         let r = rooms.get_mut(&room).expect("room exists");
+        let stamp = r.stamps.next(&identity.nick);
         let mut made = Vec::new();
         let mut refused = Vec::new();
         let mut lists_changed = false;
@@ -1531,27 +1646,11 @@ impl Hub {
             let flip = |flag: &mut bool| std::mem::replace(flag, on) != on;
             type Made = fn(bool, Arc<str>) -> Mode<Arc<str>>;
             let (list, nick, made_as): (_, _, Made) = match *request {
-                Mode::TopicLock(_) => {
-                    if flip(&mut r.modes.topic_lock) {
-                        made.push(Mode::TopicLock(on));
-                    }
-                    continue;
-                }
-                Mode::Secret(_) => {
-                    if flip(&mut r.modes.secret) {
-                        made.push(Mode::Secret(on));
-                    }
-                    continue;
-                }
-                Mode::Moderated(_) => {
-                    if flip(&mut r.modes.moderated) {
-                        made.push(Mode::Moderated(on));
-                    }
-                    continue;
-                }
-                Mode::InviteOnly(_) => {
-                    if flip(&mut r.modes.invite_only) {
-                        made.push(Mode::InviteOnly(on));
+                Mode::TopicLock(_) | Mode::Secret(_) | Mode::Moderated(_) | Mode::InviteOnly(_) => {
+                    let i = request.flag_index().expect("a flag");
+                    if flip(r.modes.flag_mut(i)) {
+                        r.stamps.flags[i] = Some(stamp.clone());
+                        made.push(flag(i, on));
                     }
                     continue;
                 }
@@ -1579,6 +1678,8 @@ impl Hub {
                         }
                         _ => continue,
                     }
+                    let key = (ban, mask.to_ascii_lowercase());
+                    r.stamps.lists.insert(key, stamp.clone());
                     lists_changed = true;
                     let mask: Arc<str> = mask.into();
                     made.push(if ban {
@@ -1632,10 +1733,35 @@ impl Hub {
         }
         tracing::info!(by = %identity.nick, member = id, room = %r.name, changes = ?made, "room modes changed");
         let event = self.tell_room(r, identity, Kind::Mode(made.into()));
+        self.relay_changed(&r.name, &event, stamp.clock);
         Ok(ModesChanged {
             event: Some(event),
             refused,
         })
+    }
+
+    /// Gives or takes `change`, operator status or a voice, in the room `whither` names, to
+    /// or from someone on another server who is in it there, on behalf of `id`, one of its
+    /// operators (or a server operator): their server applies it to them, since a standing
+    /// is a member's; everyone in the room here, `id` included, is told.
+    pub fn standing_elsewhere(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        change: Mode<Arc<str>>,
+    ) -> Result<Arc<Event>, RoomError> {
+        debug_assert!(matches!(change, Mode::Operator(..) | Mode::Voice(..)));
+        let mut state = lock(&self.state);
+        let (room, identity) = state.own_room(id, whither)?;
+        if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
+            return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
+        }
+        let r = state.rooms.get_mut(&room).expect("room exists");
+        let stamp = r.stamps.next(&identity.nick);
+        tracing::info!(by = %identity.nick, member = id, room = %r.name, change = ?change, "standing changed on another server");
+        let event = self.tell_room(r, identity, Kind::Mode([change].into()));
+        self.relay_changed(&r.name, &event, stamp.clock);
+        Ok(event)
     }
 
     /// `account` is registered no more: no room keeps it among its operators, so whoever
@@ -1678,9 +1804,10 @@ impl Hub {
             });
         }
         let victim = target.member.id;
+        let by = state.members[&id].identity.clone();
         let mut land = Some(land);
         Ok(
-            self.kick_locked(&mut state, id, room, victim, reason, &mut |m, v| {
+            self.kick_locked(&mut state, &by, room, victim, reason, &mut |m, v| {
                 if let Some(land) = land.take() {
                     land(m, v);
                 }
@@ -1702,44 +1829,59 @@ impl Hub {
         if room == LOBBY_ID || !state.operates(id, &state.rooms[&room]) {
             return Err(RoomError::NotOperator(state.rooms[&room].name.clone()));
         }
-        let r = &state.rooms[&room];
-        let banned: Vec<MemberId> = r
-            .members
-            .iter()
-            .filter(|m| m.id != id && !r.operators.contains(&m.id))
-            .filter_map(|m| state.members.get(&m.id))
-            .filter(|e| !e.member.is_oper() && r.bans(&full_name(&e.identity)))
-            .map(|e| e.member.id)
-            .collect();
-        Ok(banned
+        let by = state.members[&id].identity.clone();
+        Ok(state
+            .banned_here(room, Some(id))
             .into_iter()
             .map(|victim| {
-                self.kick_locked(&mut state, id, room, victim, Some("banned"), &mut |m, v| {
-                    land(m, v)
-                })
+                self.kick_locked(
+                    &mut state,
+                    &by,
+                    room,
+                    victim,
+                    Some("banned"),
+                    &mut |m, v| land(m, v),
+                )
             })
             .collect())
     }
 
+    /// Puts `victim` out of `room` on behalf of `by` (someone here, or an operator on
+    /// another server whose ban reached this one).
     fn kick_locked(
         &self,
         state: &mut State,
-        id: MemberId,
+        by: &Arc<Identity>,
         room: RoomId,
         victim: MemberId,
         reason: Option<&str>,
         land: &mut dyn FnMut(&Arc<Member>, RoomView<'_>),
     ) -> Arc<Event> {
-        let by = state.members[&id].identity.clone();
+        let by = by.clone();
         let target = &state.members[&victim];
-        let (who, member) = (target.identity.clone(), target.member.clone());
+        let who = target.identity.clone();
         let r = &state.rooms[&room];
-        tracing::info!(by = %by.nick, member = id, nick = %who.nick, room = %r.name, reason, "kicked");
+        tracing::info!(by = %by.nick, nick = %who.nick, room = %r.name, reason, "kicked");
         let kind = Kind::Kicked {
             who,
             reason: reason.map(Into::into),
         };
         let event = self.tell_room(r, by, kind);
+        self.relay_said(&r.name, &event);
+        self.put_out(state, room, victim, land);
+        event
+    }
+
+    /// Takes `victim` out of `room`, after the room was told why; a member who must always
+    /// be in a room lands in the lobby, shown it by `land`.
+    fn put_out(
+        &self,
+        state: &mut State,
+        room: RoomId,
+        victim: MemberId,
+        land: &mut dyn FnMut(&Arc<Member>, RoomView<'_>),
+    ) {
+        let member = state.members[&victim].member.clone();
         state.remove(victim, room);
         state.tidy(room);
         let homeless = state.members[&victim].rooms.is_empty();
@@ -1748,7 +1890,63 @@ impl Hub {
                 land(&member, view)
             });
         }
-        event
+    }
+
+    /// Puts the member called `nick` on another server (`who`, as this server shows them)
+    /// out of the room `whither` names, on behalf of `id`, one of its operators: everyone in
+    /// it here is told, and their server, told in turn, takes them out.
+    pub fn kick_elsewhere(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        who: Arc<Identity>,
+        reason: Option<&str>,
+    ) -> Result<Arc<Event>, RoomError> {
+        let state = lock(&self.state);
+        let (room, by) = state.own_room(id, whither)?;
+        let r = &state.rooms[&room];
+        if room == LOBBY_ID || !state.operates(id, r) {
+            return Err(RoomError::NotOperator(r.name.clone()));
+        }
+        tracing::info!(by = %by.nick, member = id, nick = %who.nick, room = %r.name, reason, "kicked on another server");
+        let kind = Kind::Kicked {
+            who,
+            reason: reason.map(Into::into),
+        };
+        let event = self.tell_room(r, by, kind);
+        self.relay_said(&r.name, &event);
+        Ok(event)
+    }
+
+    /// Tells the room called `room` here that `from`, on another server, put `who` out of it,
+    /// and takes them out if they are someone here (shown where they land by `land`).
+    pub fn kicked_elsewhere(
+        &self,
+        room: &str,
+        from: Arc<Identity>,
+        at: SystemTime,
+        kind: Kind,
+        land: impl Fn(&Arc<Member>, RoomView<'_>),
+    ) {
+        let (Ok((_, key)), Kind::Kicked { who, .. }) = (room_name(room), &kind) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        let Some(&id) = state.room_ids.get(&key) else {
+            return;
+        };
+        let victim = state
+            .by_nick
+            .get(&nick_key(&who.nick))
+            .filter(|v| state.members.get(v).is_some_and(|e| e.is_in(id)))
+            .copied();
+        let event_id = self.next_event.fetch_add(1, Relaxed);
+        let r = &state.rooms[&id];
+        let event = Event::at(event_id, at, Target::Room(r.name.clone()), Some(from), kind);
+        self.tell(r, &event);
+        if let Some(victim) = victim {
+            self.put_out(&mut state, id, victim, &mut |m, v| land(m, v));
+        }
     }
 
     /// Invites the member called `nick` into the room `whither` names, which `id` is in (and,
@@ -2173,6 +2371,103 @@ impl Hub {
             .members
             .get(&id)
             .map(|e| e.identity.clone())
+    }
+}
+
+/// Takes what of `kind` (a topic, or flag changes), made by `from` at `clock` on another
+/// server, is newer than what `room` holds, and an operator or voice change for the member
+/// `here` finds in the room on this server (for someone elsewhere it is only told); what
+/// was taken, to tell, if anything.
+fn take_change(
+    room: &mut Room,
+    from: &Arc<Identity>,
+    at: SystemTime,
+    kind: Kind,
+    clock: u64,
+    here: &dyn Fn(&str) -> Option<MemberId>,
+) -> Option<Kind> {
+    let stamp = Stamp {
+        clock,
+        by: from.nick.clone(),
+    };
+    let Stamps {
+        clock: ref mut seen,
+        ref mut topic,
+        ref mut flags,
+        ref mut lists,
+    } = room.stamps;
+    match kind {
+        Kind::Topic(text) => {
+            if !Stamps::newer(seen, topic, &stamp) {
+                return None;
+            }
+            room.topic = Some(Topic {
+                text: (*text).into(),
+                by: from.nick.clone(),
+                at,
+            });
+            Some(Kind::Topic(text))
+        }
+        Kind::Mode(changes) => {
+            let mut taken = Vec::new();
+            for change in changes.iter() {
+                let on = change.on();
+                let (list, who) = match change {
+                    Mode::Operator(_, who) => (&mut room.operators, who),
+                    Mode::Voice(_, who) => (&mut room.voiced, who),
+                    Mode::Ban(_, mask) | Mode::Mute(_, mask) => {
+                        let ban = matches!(change, Mode::Ban(..));
+                        // Only what a node of ours would send: a normalised mask.
+                        if normalise_mask(mask).as_deref() != Some(&**mask) {
+                            continue;
+                        }
+                        let mut held = lists.get(&(ban, mask.to_ascii_lowercase())).cloned();
+                        if !Stamps::newer(seen, &mut held, &stamp) {
+                            continue;
+                        }
+                        lists.insert((ban, mask.to_ascii_lowercase()), stamp.clone());
+                        let list = if ban { &mut room.bans } else { &mut room.mutes };
+                        let listed = list.iter().position(|l| l.mask.eq_ignore_ascii_case(mask));
+                        match (on, listed) {
+                            (true, None) if list.len() < MAX_LISTED => {
+                                list.push(Listed::new(mask, &from.nick, at))
+                            }
+                            (false, Some(i)) => {
+                                list.remove(i);
+                            }
+                            _ => continue,
+                        }
+                        taken.push(change.clone());
+                        continue;
+                    }
+                    _ => {
+                        let Some(i) = change.flag_index() else {
+                            continue;
+                        };
+                        if Stamps::newer(seen, &mut flags[i], &stamp)
+                            && std::mem::replace(room.modes.flag_mut(i), on) != on
+                        {
+                            taken.push(change.clone());
+                        }
+                        continue;
+                    }
+                };
+                match here(who) {
+                    Some(member) if list.contains(&member) != on => {
+                        if on {
+                            list.push(member);
+                        } else {
+                            list.retain(|&m| m != member);
+                        }
+                        taken.push(change.clone());
+                    }
+                    Some(_) => {}
+                    None => taken.push(change.clone()),
+                }
+            }
+            (!taken.is_empty()).then(|| Kind::Mode(taken.into()))
+        }
+        _ => None,
     }
 }
 
@@ -2771,5 +3066,54 @@ mod tests {
         assert!(lock(&hub.state).room_ids.contains_key("new"));
         hub.settle("new");
         assert!(!lock(&hub.state).room_ids.contains_key("new"));
+    }
+
+    /// Two changes made at once on two servers end the same on every server, whichever each
+    /// hears first; one older than what a room holds is not taken or told; one made here
+    /// after hearing another is stamped above it.
+    #[test]
+    fn changes_from_elsewhere_end_the_same_whichever_comes_first() {
+        let who = |nick: &str| {
+            Arc::new(Identity {
+                id: REMOTE,
+                nick: nick.into(),
+                user: nick.into(),
+                host: "elsewhere".into(),
+                realname: "".into(),
+                account: None,
+            })
+        };
+        let at = SystemTime::UNIX_EPOCH;
+        let topic = |text: &str| Kind::Topic(text.into());
+        let mut topics = Vec::new();
+        for bob_first in [true, false] {
+            let hub = Hub::new(settings(), &ONE_FORMAT);
+            let x = member(&hub, 1, 0);
+            hub.enter(1, "dev", Arrival::Entered, |_| {}).unwrap();
+            let (bob, carol) = ((who("bob"), topic("b")), (who("carol"), topic("c")));
+            let (first, second) = if bob_first {
+                (bob, carol)
+            } else {
+                (carol, bob)
+            };
+            assert!(hub.changed_elsewhere("dev", first.0, at, first.1, 5, |_, _| {}));
+            let told = hub.changed_elsewhere("dev", second.0, at, second.1, 5, |_, _| {});
+            // carol's stamp (5, carol) is above bob's (5, bob): taken only after bob's.
+            assert_eq!(told, bob_first);
+            assert!(!hub.changed_elsewhere("dev", who("dan"), at, topic("old"), 4, |_, _| {}));
+            let shown = take(&x)
+                .iter()
+                .filter(|b| String::from_utf8_lossy(b).contains("Topic("))
+                .count();
+            assert_eq!(shown, if bob_first { 2 } else { 1 });
+            let (_, now) = hub.topic(1, Whither::Named("dev")).unwrap();
+            topics.push(now.unwrap().text.to_string());
+            hub.change_modes(1, Whither::Named("dev"), &[Mode::Moderated(true)])
+                .unwrap();
+            let state = lock(&hub.state);
+            let room = &state.rooms[&state.room_ids["dev"]];
+            assert_eq!(room.stamps.flags[2].as_ref().unwrap().clock, 6);
+        }
+        assert_eq!(topics, ["c", "c"]);
     }
 }

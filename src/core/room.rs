@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::event::{Event, MemberId, Render, MAX_FORMATS};
 use super::member::Member;
-pub use super::modes::{Mode, Modes, Silenced, Standing};
+pub use super::modes::{Mode, Modes, Silenced, Stamps, Standing};
 use super::names::{nick_key, Mask};
 
 /// Rooms are numbered for the hub's maps: a chat line looks its room up by number, not by
@@ -119,6 +119,9 @@ pub struct Room {
     /// [`MAX_LISTED`]: whoever comes in proved as one of them is an operator.
     pub op_accounts: Vec<Arc<str>>,
     pub modes: Modes,
+    /// On a cluster, when the topic and each flag were last set, so that changes made on two
+    /// nodes at once end the same everywhere (docs/CLUSTER.md, "Topics and modes").
+    pub stamps: Stamps,
     /// Members here who ignore someone ([`Member::ignoring`]): while it is 0 a line fans out
     /// without looking at anyone's ignore list. Kept by the hub, under its lock.
     pub ignorers: u32,
@@ -153,6 +156,7 @@ impl Room {
             mutes: Vec::new(),
             op_accounts: Vec::new(),
             modes: Modes::NEW,
+            stamps: Stamps::default(),
             ignorers: 0,
             formats_here: [0; MAX_FORMATS],
             slots: Vec::new(),
@@ -174,9 +178,13 @@ impl Room {
         }
     }
 
-    /// Whether `id` may set the topic now.
-    pub fn may_set_topic(&self, id: MemberId) -> bool {
-        !self.modes.topic_lock || self.operators.is_empty() || self.operators.contains(&id)
+    /// Whether `id` may set the topic now; `elsewhere`: people on other nodes of the cluster
+    /// are in the room, whose operators this node does not know, so a room without one here
+    /// is not taken for a room whose operators all left.
+    pub fn may_set_topic(&self, id: MemberId, elsewhere: bool) -> bool {
+        !self.modes.topic_lock
+            || (self.operators.is_empty() && !elsewhere)
+            || self.operators.contains(&id)
     }
 
     /// Whether the room holds anything worth keeping once nobody is in it: history, a

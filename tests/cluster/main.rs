@@ -1639,3 +1639,280 @@ async fn events_out_of_order_reach_people_in_order_once() {
     publish(7, "seven").await;
     bob.expect("zed: seven").await;
 }
+
+/// Three nodes, and alice (on a) the first in `dev` anywhere, so its operator; bob enters it
+/// on b once b lists alice there, carol stays in the lobby on c. Everyone has read past
+/// their own entry.
+async fn dev_on_three_nodes(broker: &Broker) -> ([Server; 3], Client, Client, Client) {
+    let nodes = [
+        node(broker, "a").await,
+        node(broker, "b").await,
+        node(broker, "c").await,
+    ];
+    let mut alice = Client::join(nodes[0].addr, "alice").await;
+    let mut bob = Client::join(nodes[1].addr, "bob").await;
+    let carol = Client::join(nodes[2].addr, "carol").await;
+    alice.command("/join dev").await;
+    until(&mut bob, "/who dev", "In dev (1): alice (on a)").await;
+    bob.command("/join dev").await;
+    alice.skip_until("bob has joined the room.").await;
+    (nodes, alice, bob, carol)
+}
+
+/// A topic set on one node is the room's topic on every node: told live to the room's
+/// people on another node as a topic set there reads, shown by `/topic` there with who set
+/// it, and shown to someone who enters the room later on a third node, read from the
+/// stream. bob, who entered a room people elsewhere were in, is not its operator: the
+/// locked topic is refused him, until alice unlocks it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_set_on_one_node_is_the_topic_on_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    alice.command("/topic release on Friday").await;
+    bob.expect("alice set the topic of dev: release on Friday")
+        .await;
+    assert_eq!(
+        bob.command("/topic").await,
+        ["Topic of dev: release on Friday (set by alice)"]
+    );
+    assert_eq!(
+        bob.command("/topic mine now").await,
+        ["Error: the topic of dev is locked; only its operators may change it."]
+    );
+    let entry = carol.command("/join dev").await;
+    assert!(
+        entry
+            .iter()
+            .any(|l| l == "Topic of dev: release on Friday (set by alice)"),
+        "{entry:?}"
+    );
+    alice.command("/mode -t").await;
+    for c in [&mut bob, &mut carol] {
+        c.skip_until("alice unlocked the topic of dev: anyone in it may change it.")
+            .await;
+    }
+    bob.command("/topic release on Monday").await;
+    for c in [&mut alice, &mut carol] {
+        c.skip_until("bob set the topic of dev: release on Monday")
+            .await;
+        assert_eq!(
+            c.command("/topic").await,
+            ["Topic of dev: release on Monday (set by bob)"]
+        );
+    }
+}
+
+/// Room flags set on one node hold on every node: `+m` set by alice on a stops bob, who has
+/// no voice, speaking on b, and someone entering later on c finds the room moderated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moderated_on_one_node_is_moderated_on_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    alice.command("/mode +m").await;
+    bob.expect("alice moderated dev: only its operators and those with a voice may speak.")
+        .await;
+    assert_eq!(
+        bob.command("not heard").await,
+        ["Error: dev is moderated: only its operators and those with a voice may speak; your message was not sent."]
+    );
+    carol.command("/join dev").await;
+    assert_eq!(
+        carol.command("/mode").await,
+        ["Modes of dev: moderated (+m), topic locked (+t)."]
+    );
+    alice.command("/mode -m").await;
+    bob.skip_until("alice lifted the moderation of dev.").await;
+    bob.send("heard").await;
+    carol.skip_until("bob: heard").await;
+}
+
+/// What is not yet done across nodes is refused on a cluster, saying why, rather than
+/// answered as if nobody had the name: an invitation for someone on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_cluster_does_not_do_across_nodes_yet_is_refused_clearly() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, _bob, _carol) = dev_on_three_nodes(&broker).await;
+    let elsewhere = |what: &str, nick: &str, node: &str| {
+        format!(
+            "Error: {nick} is on server {node} of this cluster, and {what} for someone on \
+             another server is not built yet; nothing changed."
+        )
+    };
+    until(&mut alice, "/who lobby", "In lobby (1): carol (on c)").await;
+    assert_eq!(
+        alice.command("/invite carol").await,
+        [elsewhere("an invitation", "carol", "c")]
+    );
+}
+
+/// Operator status given on one node to someone on another: their node makes them an
+/// operator there, so they may speak in the moderated room and set its locked topic, and
+/// every node's people are told; taken away the same way. Someone on another node who is not
+/// in the room is refused as on one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_made_on_another_node_holds_there() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    until(&mut alice, "/who lobby", "In lobby (1): carol (on c)").await;
+    assert_eq!(
+        alice.command("/op carol").await,
+        ["Error: carol is not in dev."]
+    );
+    carol.command("/join dev").await;
+    alice.skip_until("carol has joined the room.").await;
+    alice.command("/mode +m").await;
+    let moderated = "alice moderated dev: only its operators and those with a voice may speak.";
+    for c in [&mut bob, &mut carol] {
+        c.skip_until(moderated).await;
+    }
+    alice.command("/op bob").await;
+    for c in [&mut bob, &mut carol] {
+        c.skip_until("alice made bob an operator of dev.").await;
+    }
+    bob.send("heard while moderated").await;
+    for c in [&mut alice, &mut carol] {
+        c.skip_until("bob: heard while moderated").await;
+    }
+    assert_eq!(
+        carol.command("not heard").await,
+        ["Error: dev is moderated: only its operators and those with a voice may speak; your message was not sent."]
+    );
+    bob.command("/topic set by an operator on b").await;
+    alice
+        .skip_until("bob set the topic of dev: set by an operator on b")
+        .await;
+    alice.command("/deop bob").await;
+    bob.skip_until("alice removed bob from the operators of dev.")
+        .await;
+    assert_eq!(
+        bob.command("not heard either").await,
+        ["Error: dev is moderated: only its operators and those with a voice may speak; your message was not sent."]
+    );
+}
+
+/// A ban set on one node holds on every node: whoever it names is put out of the room on
+/// their own node and cannot come back in, and someone entering later on a third node finds
+/// it listed; a mute set on one node silences its mask on another; lifting the ban lets the
+/// banned back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_set_on_one_node_holds_on_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    alice.command("/ban bob").await;
+    bob.skip_until("alice banned bob!*@* from dev.").await;
+    bob.skip_until("alice kicked bob out of dev (banned).")
+        .await;
+    // b put him out, and says so to the other nodes.
+    alice
+        .skip_until("alice kicked bob out of dev (banned).")
+        .await;
+    bob.skip_until("You are now in lobby (just you so far).")
+        .await;
+    assert_eq!(
+        bob.command("/join dev").await,
+        ["Error: you are banned from dev."]
+    );
+    carol.command("/join dev").await;
+    assert_eq!(
+        carol.command("/ban").await,
+        ["Bans in dev (1): bob!*@* (by alice)"]
+    );
+    alice.command("/mute carol").await;
+    carol.skip_until("alice muted carol!*@* in dev.").await;
+    assert_eq!(
+        carol.command("not heard").await,
+        ["Error: you are muted in dev; your message was not sent."]
+    );
+    alice.command("/unban bob").await;
+    carol
+        .skip_until("alice lifted the ban on bob!*@* in dev.")
+        .await;
+    // b, with nobody left in dev, learns the lifted ban from the stream when bob comes back.
+    let entry = bob.command("/join dev").await;
+    assert!(
+        entry.iter().any(|l| l.starts_with("You are now in dev")),
+        "{entry:?}"
+    );
+}
+
+/// A kick is a room event on every node: alice on a puts out bob, on b, whose node takes him
+/// out (he lands in the lobby) and everyone is told; and putting out dave, on a, is told on
+/// the other nodes, whose lists drop him at once (not a heartbeat later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_reaches_the_node_of_whoever_is_put_out() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (nodes, mut alice, mut bob, mut carol) = dev_on_three_nodes(&broker).await;
+    let mut dave = Client::join(nodes[0].addr, "dave").await;
+    dave.command("/join dev").await;
+    carol.command("/join dev").await;
+    alice.skip_until("carol has joined the room.").await;
+    bob.skip_until("carol has joined the room.").await;
+    assert_eq!(
+        alice.command("/kick bob enough").await,
+        ["alice kicked bob out of dev (enough)."]
+    );
+    for c in [&mut bob, &mut carol] {
+        c.skip_until("alice kicked bob out of dev (enough).").await;
+    }
+    bob.skip_until("You are now in lobby (just you so far).")
+        .await;
+    until(
+        &mut carol,
+        "/who dev",
+        "In dev (3): alice (on a), carol (on c), dave (on a)",
+    )
+    .await;
+    alice.command("/kick dave").await;
+    carol.skip_until("alice kicked dave out of dev.").await;
+    assert_eq!(
+        carol.command("/who dev").await,
+        ["In dev (2): alice (on a), carol (on c)"]
+    );
+}
+
+/// The same from IRC, which goes through the same hub calls: a topic and a mode set with
+/// IRC's `TOPIC` and `MODE` on a reach a netcat user on b, and a topic set on b reaches the
+/// IRC user as IRC's `TOPIC`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_modes_set_over_irc_reach_every_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_a, a_irc) = irc::irc_node(&broker, "a").await;
+    let b = node(&broker, "b").await;
+    let mut ivy = support::IrcClient::connect(a_irc).await;
+    ivy.register("ivy", &[]).await;
+    ivy.send("JOIN #dev").await;
+    ivy.until(|l| support::irc_command(l) == "366").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    until(&mut bob, "/who dev", "In dev (1): ivy (irc, on a)").await;
+    bob.command("/join dev").await;
+    ivy.send("TOPIC #dev :set over irc").await;
+    bob.skip_until("ivy set the topic of dev: set over irc")
+        .await;
+    ivy.send("MODE #dev -t").await;
+    bob.skip_until("ivy unlocked the topic of dev: anyone in it may change it.")
+        .await;
+    bob.command("/topic set on b").await;
+    let told = ivy.until(|l| l.ends_with(" TOPIC #dev :set on b")).await;
+    assert!(told.last().unwrap().starts_with(":bob!"), "{told:?}");
+}

@@ -208,6 +208,50 @@ impl Ctx<'_> {
         let _ = self.member.push(format!("{text}\n").into());
     }
 
+    /// On a cluster, the server that `nick` is on when that is not this one: a room change
+    /// naming them would otherwise read "nobody called ... is connected".
+    pub fn on_another_server(&self, nick: &str) -> Option<String> {
+        let cluster = self.shared.cluster.as_ref()?;
+        if self.shared.hub.find(nick).is_some() {
+            return None;
+        }
+        let key = crate::core::names::nick_key(nick);
+        cluster
+            .people()
+            .into_iter()
+            .find(|(_, person)| crate::core::names::nick_key(&person.nick) == key)
+            .map(|(node, _)| node)
+    }
+
+    /// Someone on server `node` of the cluster called `nick`, if that server's lists have
+    /// them in the caller's room; else the error a change naming them answers.
+    pub fn in_room_elsewhere(
+        &self,
+        nick: &str,
+        node: &str,
+    ) -> Result<crate::cluster::Person, crate::core::names::RoomError> {
+        use crate::core::names::{nick_key, RoomError};
+        let room = self
+            .shared
+            .hub
+            .room(self.member.id, crate::core::hub::Whither::Current)?
+            .name;
+        let key = nick_key(nick);
+        self.shared
+            .cluster
+            .as_ref()
+            .and_then(|c| {
+                c.people()
+                    .into_iter()
+                    .find_map(|(n, p)| (n == node && nick_key(&p.nick) == key).then_some(p))
+            })
+            .filter(|p| p.rooms.iter().any(|r| r.eq_ignore_ascii_case(&room)))
+            .ok_or_else(|| RoomError::NotInRoom {
+                nick: nick.to_owned(),
+                room,
+            })
+    }
+
     /// Counts a message the caller sent (a private message or an action) the way a chat line
     /// is counted, with the recipients it reached.
     pub fn count_message(&self, delivered: usize) {

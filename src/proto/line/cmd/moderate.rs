@@ -132,7 +132,15 @@ fn not_operator(room: &str, what: &str) -> String {
 
 fn kick(ctx: &mut Ctx<'_>, nick: &str, reason: Option<&str>) {
     let hub = &ctx.shared.hub;
-    match hub.kick(ctx.member.id, Whither::Current, nick, reason, land) {
+    let kicked = match ctx.on_another_server(nick) {
+        // Their server takes them out when it hears of it (docs/CLUSTER.md, "Topics and modes").
+        Some(node) => ctx.in_room_elsewhere(nick, &node).and_then(|person| {
+            let who = crate::cluster::remote_identity(&person.nick, &node);
+            hub.kick_elsewhere(ctx.member.id, Whither::Current, who, reason)
+        }),
+        None => hub.kick(ctx.member.id, Whither::Current, nick, reason, land),
+    };
+    match kicked {
         Ok(_) => {}
         Err(RoomError::NotOperator(room)) => ctx.reply(not_operator(&room, "put people out of it")),
         Err(e) => ctx.reply(words::room_error(&e)),
@@ -204,6 +212,10 @@ fn list(ctx: &mut Ctx<'_>, bans: bool) {
 fn invite(ctx: &mut Ctx<'_>, nick: &str) {
     if ctx.nick.eq_ignore_ascii_case(nick) {
         ctx.reply("Error: that is you; you are in your room already.");
+        return;
+    }
+    if let Some(node) = ctx.on_another_server(nick) {
+        ctx.reply(words::on_another_server(nick, &node, "an invitation"));
         return;
     }
     match ctx.shared.hub.invite(ctx.member.id, Whither::Current, nick) {

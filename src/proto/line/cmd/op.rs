@@ -34,6 +34,10 @@ pub const DEOP: Spec = Spec {
 
 impl Op {
     pub fn run(self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Some(node) = ctx.on_another_server(&self.nick) {
+            self.elsewhere(ctx, &node);
+            return Flow::Continue;
+        }
         let change = [Mode::Operator(self.on, self.nick.as_str())];
         match ctx
             .shared
@@ -54,11 +58,30 @@ impl Op {
                     tracing::info!(by = %ctx.nick, nick = %self.nick, on = self.on, room = ?event.room(), "operator status changed");
                 }
             }
-            Err(RoomError::NotOperator(room)) => ctx.reply(format_args!(
-                "Error: only operators of {room} may change who operates it."
-            )),
-            Err(e) => ctx.reply(words::room_error(&e)),
+            Err(e) => not_changed(ctx, &e),
         }
         Flow::Continue
+    }
+
+    /// The same for someone on server `node` of the cluster, who must be in the caller's room
+    /// there: their server applies it to them (docs/CLUSTER.md, "Topics and modes").
+    fn elsewhere(&self, ctx: &mut Ctx<'_>, node: &str) {
+        let changed = ctx.in_room_elsewhere(&self.nick, node).and_then(|person| {
+            let change = Mode::Operator(self.on, person.nick.as_str().into());
+            let hub = &ctx.shared.hub;
+            hub.standing_elsewhere(ctx.member.id, Whither::Current, change)
+        });
+        if let Err(e) = changed {
+            not_changed(ctx, &e);
+        }
+    }
+}
+
+fn not_changed(ctx: &Ctx<'_>, e: &RoomError) {
+    match e {
+        RoomError::NotOperator(room) => ctx.reply(format_args!(
+            "Error: only operators of {room} may change who operates it."
+        )),
+        e => ctx.reply(words::room_error(e)),
     }
 }
