@@ -597,3 +597,51 @@ async fn with_the_broker_away_irc_is_told_what_cannot_be_confirmed() {
     };
     tokio::join!(broker.restart(std::time::Duration::from_secs(10)), during);
 }
+
+/// An IRC channel operator on b gives a voice to, and kicks, a netcat user on a: `MODE +v`
+/// and `KICK` name someone on another node as the line commands do, and that person's own
+/// node applies the change; someone elsewhere who is not in the channel is 441.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_irc_operator_changes_and_kicks_someone_on_another_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    // bob makes #dev, nobody anywhere being in it: he is its operator.
+    bob.send("JOIN #dev").await;
+    bob.expect_command("366").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let _carol = Client::join(a.addr, "carol").await;
+    alice.command("/join dev").await;
+    bob.expect(":alice!alice@a JOIN #dev").await;
+    // carol is in the lobby: b learns of her from a's heartbeat.
+    let not_there = irc_until(&mut bob, "KICK #dev carol", |l| irc_command(l) == "441").await;
+    assert!(
+        not_there
+            .iter()
+            .any(|l| l.ends_with(" 441 bob carol #dev :They aren't on that channel")),
+        "{not_there:?}"
+    );
+    bob.send("MODE #dev +m").await;
+    alice
+        .skip_until("bob moderated dev: only its operators and those with a voice may speak.")
+        .await;
+    bob.send("MODE #dev +v alice").await;
+    bob.until(|l| l.ends_with(" MODE #dev +v alice")).await;
+    alice.skip_until("bob gave alice a voice in dev.").await;
+    alice.send("heard while moderated").await;
+    bob.until(|l| l == ":alice!alice@a PRIVMSG #dev :heard while moderated")
+        .await;
+    bob.send("KICK #dev alice :enough").await;
+    bob.until(|l| l.ends_with(" KICK #dev alice :enough")).await;
+    alice
+        .skip_until("bob kicked alice out of dev (enough).")
+        .await;
+    alice
+        .skip_until("You are now in lobby (2 people here).")
+        .await;
+}

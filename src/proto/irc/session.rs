@@ -1456,6 +1456,11 @@ impl Session {
                     if named > MAX_MODE_ARGS {
                         continue;
                     }
+                    if matches!(letter, 'o' | 'v')
+                        && self.standing_elsewhere(target, letter, on, who)
+                    {
+                        continue;
+                    }
                     requests.push(match letter {
                         'o' => Mode::Operator(on, who),
                         'v' => Mode::Voice(on, who),
@@ -1506,6 +1511,43 @@ impl Session {
             }
             Err(_) => self.reply(403, &[target, "No such channel"]),
         }
+    }
+
+    /// `MODE #chan +o/+v who` for someone on another node: the change is told to the
+    /// channel on every node and their own node applies it. False when `who` is not someone
+    /// elsewhere (the hub's own change handles them, or says who is missing).
+    fn standing_elsewhere(&mut self, target: &str, letter: char, on: bool, who: &str) -> bool {
+        let Ok(room) = room_of(target) else {
+            return false;
+        };
+        let name = channel(room);
+        let person = match self.elsewhere_in(who, room) {
+            None => return false,
+            Some(Err(())) => {
+                self.reply(441, &[who, &name, "They aren't on that channel"]);
+                return true;
+            }
+            Some(Ok((_, person))) => person,
+        };
+        let nick: Arc<str> = person.nick.as_str().into();
+        let change = match letter {
+            'o' => Mode::Operator(on, nick),
+            _ => Mode::Voice(on, nick),
+        };
+        let shared = self.conn.shared.clone();
+        let id = self.conn.member.id;
+        match shared
+            .hub
+            .standing_elsewhere(id, Whither::Named(room), change)
+        {
+            Ok(_) => {}
+            Err(RoomError::NotThere(_)) => self.reply(442, &[&name, "You're not on that channel"]),
+            Err(RoomError::NotOperator(_)) => {
+                self.reply(482, &[&name, "You're not channel operator"])
+            }
+            Err(_) => self.reply(403, &[target, "No such channel"]),
+        }
+        true
     }
 
     /// The ban list (367, 368) or the mute list (728, 729, as Solanum numbers its quiet list).
@@ -1580,10 +1622,21 @@ impl Session {
                     None => break,
                 }
             };
-            let kicked = room_of(target).and_then(|room| {
-                shared
+            let kicked = room_of(target).and_then(|room| match self.elsewhere_in(nick, room) {
+                // Their own node puts them out when it hears of it.
+                Some(Ok((node, person))) => {
+                    let who = crate::cluster::remote_identity(&person.nick, &node);
+                    shared
+                        .hub
+                        .kick_elsewhere(id, Whither::Named(room), who, reason)
+                }
+                Some(Err(())) => Err(RoomError::NotInRoom {
+                    nick: nick.to_owned(),
+                    room: room.into(),
+                }),
+                None => shared
                     .hub
-                    .kick(id, Whither::Named(room), nick, reason, cmd::land)
+                    .kick(id, Whither::Named(room), nick, reason, cmd::land),
             });
             match kicked {
                 Ok(_) => {}

@@ -98,6 +98,20 @@ impl Session {
         self.reply(318, &[nick, "End of /WHOIS list"]);
     }
 
+    /// Someone on another node called `nick` (nobody here is), if the cluster lists them in
+    /// `room` (`#dev` or `dev`): whom an operator's `KICK` or `MODE +o/+v` here may name,
+    /// applied by their own node (docs/CLUSTER.md, "Topics and modes"). `None` on a server
+    /// alone, or when `nick` is someone here.
+    pub(super) fn elsewhere_in(&self, nick: &str, room: &str) -> Option<Result<Remote, ()>> {
+        if self.conn.shared.hub.find(nick).is_some() {
+            return None;
+        }
+        let remote = self.remote_named(nick)?;
+        let room = room.strip_prefix('#').unwrap_or(room);
+        let there = remote.1.rooms.iter().any(|r| r.eq_ignore_ascii_case(room));
+        Some(if there { Ok(remote) } else { Err(()) })
+    }
+
     /// The other nodes' people in `room` (`#dev` or `dev`).
     pub(super) fn remote_in(&self, room: &str) -> Vec<Remote> {
         let room = room.strip_prefix('#').unwrap_or(room);
