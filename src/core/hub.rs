@@ -475,10 +475,10 @@ impl State {
 
     /// Whether `id` may come into `room`: no ban names it, and the room is not invite-only
     /// or it was invited. A server operator always may, and so may an account that operates
-    /// the room; so may anyone while the room is empty and no account operates it, since
-    /// nobody could ever invite them and the room would be shut for good. An invitation is
-    /// used up here.
-    /// `elsewhere`: whether people on other servers are in the room (who could invite).
+    /// the room; so may anyone while nobody is in the room, here or on another server
+    /// (`elsewhere`, as this server's lists say), and no account operates it, since nobody
+    /// could ever invite them and the room would be shut for good. An invitation is used up
+    /// here.
     fn admit(&mut self, id: MemberId, room: RoomId, elsewhere: bool) -> Result<(), RoomError> {
         let Some(entry) = self.members.get_mut(&id) else {
             return Ok(());
