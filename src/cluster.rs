@@ -916,12 +916,13 @@ impl Cluster {
 
     /// Sends `kind` from `from` (someone here) to `to` on whichever other node lists them;
     /// the recipient's nickname as listed, or `None` when no node lists anyone called `to`.
-    /// A message or action only.
+    /// A message, action or notice, or an invitation (`text`: the room).
     pub fn private(&self, from: &Identity, to: &str, kind: &Kind) -> Option<String> {
         let (kind, text) = match kind {
-            Kind::Message(t) => ("msg", t),
-            Kind::Action(t) => ("act", t),
-            Kind::Notice(t) => ("note", t),
+            Kind::Message(t) => ("msg", &**t),
+            Kind::Action(t) => ("act", &**t),
+            Kind::Notice(t) => ("note", &**t),
+            Kind::Invited(room) => ("invite", &**room),
             _ => return None,
         };
         let key = nick_key(to);
@@ -2150,6 +2151,7 @@ impl Wire {
             "msg" => Kind::Message(self.text.into()),
             "act" => Kind::Action(self.text.into()),
             "note" => Kind::Notice(self.text.into()),
+            "invite" => Kind::Invited(self.text.into()),
             "join" => Kind::Joined,
             "enter" => Kind::Entered,
             "part" => Kind::Parted((!self.text.is_empty()).then(|| self.text.into())),

@@ -254,6 +254,13 @@ pub async fn serve(
                         .hub
                         .relayed(&remote.room, remote.from, remote.at, remote.kind);
                 }
+                Incoming::Private { to, remote } if matches!(remote.kind, Kind::Invited(_)) => {
+                    if let Kind::Invited(room) = remote.kind {
+                        deliver
+                            .hub
+                            .invited_elsewhere(&to, remote.from, remote.at, room);
+                    }
+                }
                 Incoming::Private { to, remote } => {
                     deliver
                         .hub

@@ -212,9 +212,11 @@ struct Entry {
     /// (8 bytes where the queue itself is 32).
     #[allow(clippy::box_collection)]
     created_rooms: Option<Box<VecDeque<tokio::time::Instant>>>,
-    /// Rooms an operator invited this member into that it has not entered yet: it may enter
-    /// them while they are invite-only. Used up by entering; gone with the connection.
-    invited: Vec<RoomId>,
+    /// The keys of the rooms someone invited this member into that it has not entered yet:
+    /// it may enter them while they are invite-only. Keys, not ids: an invitation from an
+    /// operator on another server may name a room nobody here is in. Used up by entering;
+    /// gone with the connection.
+    invited: Vec<String>,
 }
 
 /// Why `/ignore` was refused.
@@ -274,6 +276,18 @@ impl Entry {
         MemberInfo {
             standing: room.standing(self.member.id),
             ..self.info()
+        }
+    }
+
+    /// Lets this member into the room called `room` once, invite-only or not.
+    fn note_invitation(&mut self, room: &str) {
+        let key = room.to_ascii_lowercase();
+        if !self.invited.contains(&key) {
+            // Bounded like everything a client can grow: the oldest invitation goes first.
+            if self.invited.len() >= MAX_INVITATIONS {
+                self.invited.remove(0);
+            }
+            self.invited.push(key);
         }
     }
 
@@ -461,10 +475,11 @@ impl State {
 
     /// Whether `id` may come into `room`: no ban names it, and the room is not invite-only
     /// or it was invited. A server operator always may, and so may an account that operates
-    /// the room; so may anyone while the room is empty and no account operates it, since
-    /// nobody could ever invite them and the room would be shut for good. An invitation is
-    /// used up here.
-    fn admit(&mut self, id: MemberId, room: RoomId) -> Result<(), RoomError> {
+    /// the room; so may anyone while nobody is in the room, here or on another server
+    /// (`elsewhere`, as this server's lists say), and no account operates it, since nobody
+    /// could ever invite them and the room would be shut for good. An invitation is used up
+    /// here.
+    fn admit(&mut self, id: MemberId, room: RoomId, elsewhere: bool) -> Result<(), RoomError> {
         let Some(entry) = self.members.get_mut(&id) else {
             return Ok(());
         };
@@ -479,8 +494,9 @@ impl State {
         if !r.bans.is_empty() && r.bans(&full_name(&entry.identity)) {
             return Err(RoomError::Banned(r.name.clone()));
         }
-        let invited = entry.invited.iter().position(|&m| m == room);
-        let nobody_to_invite = r.members.is_empty() && r.op_accounts.is_empty();
+        let key = r.name.to_ascii_lowercase();
+        let invited = entry.invited.iter().position(|m| *m == key);
+        let nobody_to_invite = r.members.is_empty() && !elsewhere && r.op_accounts.is_empty();
         if r.modes.invite_only && invited.is_none() && !nobody_to_invite {
             return Err(RoomError::InviteOnly(r.name.clone()));
         }
@@ -967,7 +983,8 @@ impl Hub {
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
         let room = self.room_or_create(&mut state, name, id)?;
-        if let Err(e) = state.admit(id, room) {
+        let elsewhere = self.elsewhere(&state.rooms[&room].name);
+        if let Err(e) = state.admit(id, room, elsewhere) {
             self.refused_entry(&state, id, &e);
             return Err(e);
         }
@@ -1091,7 +1108,8 @@ impl Hub {
         if current == [room] {
             return Err(RoomError::AlreadyThere(state.rooms[&room].name.clone()));
         }
-        if let Err(e) = state.admit(id, room) {
+        let elsewhere = self.elsewhere(&state.rooms[&room].name);
+        if let Err(e) = state.admit(id, room, elsewhere) {
             self.refused_entry(&state, id, &e);
             return Err(e);
         }
@@ -1977,13 +1995,7 @@ impl Hub {
                 room: name,
             });
         }
-        if !target.invited.contains(&room) {
-            // Bounded like everything a client can grow: the oldest invitation goes first.
-            if target.invited.len() >= MAX_INVITATIONS {
-                target.invited.remove(0);
-            }
-            target.invited.push(room);
-        }
+        target.note_invitation(&name);
         tracing::info!(by = %identity.nick, member = id, nick = %target.identity.nick, room = %name, "invited");
         let event = self.event(
             Target::Member(target.identity.clone()),
@@ -1992,6 +2004,56 @@ impl Hub {
         );
         target.member.deliver(&event, self.formats);
         Ok(event)
+    }
+
+    /// Invites `who`, someone on another server, into the room `whither` names, which `id`
+    /// is in (and, while the room is invite-only, operates): the same rights as
+    /// [`Hub::invite`]. Nobody here is told; the event is for the caller to send to `who`'s
+    /// server, which records it ([`Hub::invited_elsewhere`]).
+    pub fn invite_elsewhere(
+        &self,
+        id: MemberId,
+        whither: Whither<'_>,
+        who: Arc<Identity>,
+    ) -> Result<Arc<Event>, RoomError> {
+        let state = lock(&self.state);
+        let (room, identity) = state.own_room(id, whither)?;
+        let r = &state.rooms[&room];
+        if r.modes.invite_only && !state.operates(id, r) {
+            return Err(RoomError::NotOperator(r.name.clone()));
+        }
+        tracing::info!(by = %identity.nick, member = id, nick = %who.nick, room = %r.name, "invited on another server");
+        Ok(self.event(
+            Target::Member(who),
+            Some(identity),
+            Kind::Invited(r.name.clone()),
+        ))
+    }
+
+    /// Records that `from`, on another server, invited the member here called `to` into the
+    /// room called `room`, and tells them as a local invitation reads; whether there is
+    /// such a member. Their server checked the inviter's right.
+    pub fn invited_elsewhere(
+        &self,
+        to: &str,
+        from: Arc<Identity>,
+        at: SystemTime,
+        room: Arc<str>,
+    ) -> bool {
+        let mut state = lock(&self.state);
+        let Some(target) = state
+            .by_nick
+            .get(&nick_key(to))
+            .copied()
+            .and_then(|t| state.members.get_mut(&t))
+        else {
+            return false;
+        };
+        target.note_invitation(&room);
+        let id = self.next_event.fetch_add(1, Relaxed);
+        let target_identity = Target::Member(target.identity.clone());
+        let event = Event::at(id, at, target_identity, Some(from), Kind::Invited(room));
+        target.member.deliver(&event, self.formats)
     }
 
     /// Replaces whom `id` ignores, keeping each of its rooms' count of ignorers right.

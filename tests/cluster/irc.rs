@@ -645,3 +645,40 @@ async fn an_irc_operator_changes_and_kicks_someone_on_another_node() {
         .skip_until("You are now in lobby (2 people here).")
         .await;
 }
+
+/// IRC `INVITE` for someone on another node: 341 to the inviter, an INVITE line to the
+/// invited, who may then JOIN the +i channel there; before it, their JOIN is 473, though
+/// nobody on their node is in the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_irc_invitation_reaches_someone_on_another_node() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_a, a_irc) = irc_node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    bob.send("JOIN #dev").await;
+    bob.expect_command("366").await;
+    bob.send("MODE #dev +i").await;
+    bob.until(|l| l.ends_with(" MODE #dev +i")).await;
+    let mut carol = IrcClient::connect(a_irc).await;
+    carol.register("carol", &[]).await;
+    irc_until(&mut carol, "NAMES #dev", |l| {
+        irc_command(l) == "353" && l.contains("bob")
+    })
+    .await;
+    carol.send("JOIN #dev").await;
+    carol.until(|l| irc_command(l) == "473").await;
+    let invited = irc_until(&mut bob, "INVITE carol #dev", |l| irc_command(l) == "341").await;
+    assert!(
+        invited.iter().any(|l| l.ends_with(" 341 bob carol #dev")),
+        "{invited:?}"
+    );
+    carol.until(|l| l == ":bob!bob@b INVITE carol #dev").await;
+    carol.send("JOIN #dev").await;
+    carol.expect_command("366").await;
+    bob.until(|l| l.starts_with(":carol!carol@a JOIN #dev"))
+        .await;
+}

@@ -1732,26 +1732,66 @@ async fn a_room_moderated_on_one_node_is_moderated_on_every_node() {
     carol.skip_until("bob: heard").await;
 }
 
-/// What is not yet done across nodes is refused on a cluster, saying why, rather than
-/// answered as if nobody had the name: an invitation for someone on another node.
+/// An invitation for someone on another node: the inviter's node checks the right (only an
+/// operator invites into an invite-only room), the invited person's node records it and tells
+/// them, and they may then enter the invite-only room there, once. Someone on that node who
+/// was not invited is refused, though nobody there is in the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_a_cluster_does_not_do_across_nodes_yet_is_refused_clearly() {
+async fn an_invitation_reaches_someone_on_another_node_and_lets_them_in_once() {
     if !broker::available() {
         return;
     }
     let broker = Broker::start().await;
-    let (_nodes, mut alice, _bob, _carol) = dev_on_three_nodes(&broker).await;
-    let elsewhere = |what: &str, nick: &str, node: &str| {
-        format!(
-            "Error: {nick} is on server {node} of this cluster, and {what} for someone on \
-             another server is not built yet; nothing changed."
-        )
-    };
-    until(&mut alice, "/who lobby", "In lobby (1): carol (on c)").await;
+    let a = node(&broker, "a").await;
+    let b = node(&broker, "b").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut dave = Client::join(a.addr, "dave").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    alice.command("/join dev").await;
+    dave.command("/join dev").await;
+    alice.command("/mode +i").await;
+    dave.skip_until("alice made dev invite-only: only those an operator invites may come in.")
+        .await;
+    let shut = ["Error: dev is invite-only; one of its operators can /invite you."];
+    until(
+        &mut carol,
+        "/who dev",
+        "In dev (2): alice (on a), dave (on a)",
+    )
+    .await;
+    assert_eq!(carol.command("/join dev").await, shut);
+    until(
+        &mut alice,
+        "/who lobby",
+        "In lobby (2): bob (on b), carol (on b)",
+    )
+    .await;
     assert_eq!(
-        alice.command("/invite carol").await,
-        [elsewhere("an invitation", "carol", "c")]
+        dave.command("/invite bob").await,
+        ["Error: only operators of dev may invite people into it while it is invite-only."]
     );
+    assert_eq!(
+        alice.command("/invite bob").await,
+        ["You invited bob to dev; they may come in once, invite-only or not."]
+    );
+    bob.skip_until("alice invites you to dev: /join dev enters it.")
+        .await;
+    let entry = bob.command("/join dev").await;
+    assert!(
+        entry.iter().any(|l| l.starts_with("You are now in dev")),
+        "{entry:?}"
+    );
+    alice.skip_until("bob has joined the room.").await;
+    carol.skip_until("bob has left the room.").await;
+    assert_eq!(carol.command("/join dev").await, shut);
+    assert_eq!(
+        alice.command("/invite bob").await,
+        ["Error: bob is already in dev."]
+    );
+    bob.command("/join lobby").await;
+    alice.skip_until("bob has left the room.").await;
+    assert_eq!(bob.command("/join dev").await, shut);
 }
 
 /// Operator status given on one node to someone on another: their node makes them an

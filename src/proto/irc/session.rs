@@ -1742,12 +1742,21 @@ impl Session {
         };
         let shared = self.conn.shared.clone();
         let id = self.conn.member.id;
-        if shared.hub.find(nick).is_none() {
-            self.reply(401, &[nick, "No such nick/channel"]);
-            return;
-        }
-        let invited =
-            room_of(target).and_then(|room| shared.hub.invite(id, Whither::Named(room), nick));
+        // Someone on another node is invited through their node, as the line `/invite` does.
+        let elsewhere = match shared.hub.find(nick) {
+            Some(_) => None,
+            None => match self.remote_named(nick) {
+                Some((node, _)) => Some(node),
+                None => {
+                    self.reply(401, &[nick, "No such nick/channel"]);
+                    return;
+                }
+            },
+        };
+        let invited = room_of(target).and_then(|room| match &elsewhere {
+            Some(node) => cmd::invite_across(&shared, id, Whither::Named(room), nick, node),
+            None => shared.hub.invite(id, Whither::Named(room), nick),
+        });
         match invited {
             Ok(event) => {
                 let to = match &event.target {

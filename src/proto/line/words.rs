@@ -126,16 +126,6 @@ pub fn cluster_link(up: bool) -> &'static str {
     }
 }
 
-/// On a cluster, refusing `what` (an invitation) for someone on
-/// another server: it is made on the server a person is on, and across servers that is not
-/// built (docs/CLUSTER.md, "Topics and modes").
-pub fn on_another_server(nick: &str, node: &str, what: &str) -> String {
-    format!(
-        "Error: {nick} is on server {node} of this cluster, and {what} for someone on another \
-         server is not built yet; nothing changed."
-    )
-}
-
 /// Told after the scrollback when the cluster's history of `room` could not be read in time
 /// (docs/CLUSTER.md, "Scrollback and /history"): what was shown is this server's alone.
 pub fn history_unread(room: &str) -> String {

@@ -32,6 +32,7 @@ mod topic;
 mod who;
 
 pub use self::metrics::{format_duration, MAX_CLIENT_BLOCKS, MAX_ROOM_LINES};
+pub use self::moderate::invite_across;
 pub use self::rooms::{add_remote, MAX_ROOMS_LISTED};
 pub use self::time::server_time;
 pub use crate::proto::line::render::land;

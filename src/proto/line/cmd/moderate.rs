@@ -11,10 +11,15 @@
 //! - `/mode [+-imst]` — shows the room's modes, or changes them: `i` invite-only, `m`
 //!   moderated (only operators and voices speak), `s` secret, `t` topic locked.
 
+use std::sync::Arc;
+
 use super::{at_most_one_word, one_word, Command, Ctx, Flow, Spec};
+use crate::cluster::remote_identity;
+use crate::context::Shared;
+use crate::core::event::{Event, Kind, MemberId};
 use crate::core::hub::Whither;
 use crate::core::modes::normalise_mask;
-use crate::core::names::RoomError;
+use crate::core::names::{nick_key, RoomError};
 use crate::core::room::Mode;
 use crate::proto::line::render::land;
 use crate::proto::line::words;
@@ -209,19 +214,55 @@ fn list(ctx: &mut Ctx<'_>, bans: bool) {
     }
 }
 
+/// Invites `nick`, listed on server `node` of the cluster, into the room `whither` names on
+/// behalf of `id`: this server checks the right as for someone here (and that they are not
+/// in the room there, as its lists say); their server records the invitation and tells them
+/// (docs/CLUSTER.md, "Topics and modes"). The invitation, naming them as listed.
+pub fn invite_across(
+    shared: &Shared,
+    id: MemberId,
+    whither: Whither<'_>,
+    nick: &str,
+    node: &str,
+) -> Result<Arc<Event>, RoomError> {
+    let no_such_nick = || RoomError::NoSuchNick(nick.to_owned());
+    let cluster = shared.cluster.as_ref().ok_or_else(no_such_nick)?;
+    let key = nick_key(nick);
+    let person = cluster
+        .people()
+        .into_iter()
+        .find_map(|(n, p)| (n == node && nick_key(&p.nick) == key).then_some(p))
+        .ok_or_else(no_such_nick)?;
+    let who = remote_identity(&person.nick, node);
+    let event = shared.hub.invite_elsewhere(id, whither, who)?;
+    let (Kind::Invited(room), Some(from)) = (&event.kind, &event.from) else {
+        unreachable!("an invitation, from the inviter");
+    };
+    if person.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)) {
+        return Err(RoomError::AlreadyIn {
+            nick: person.nick,
+            room: room.clone(),
+        });
+    }
+    cluster
+        .private(from, &person.nick, &event.kind)
+        .ok_or_else(no_such_nick)?;
+    Ok(event)
+}
+
 fn invite(ctx: &mut Ctx<'_>, nick: &str) {
     if ctx.nick.eq_ignore_ascii_case(nick) {
         ctx.reply("Error: that is you; you are in your room already.");
         return;
     }
-    if let Some(node) = ctx.on_another_server(nick) {
-        ctx.reply(words::on_another_server(nick, &node, "an invitation"));
-        return;
-    }
-    match ctx.shared.hub.invite(ctx.member.id, Whither::Current, nick) {
+    let invited = match ctx.on_another_server(nick) {
+        Some(node) => invite_across(ctx.shared, ctx.member.id, Whither::Current, nick, &node),
+        None => ctx.shared.hub.invite(ctx.member.id, Whither::Current, nick),
+    };
+    match invited {
         Ok(event) => {
             let room = match &event.kind {
-                crate::core::Kind::Invited(room) => room.clone(),
+                Kind::Invited(room) => room.clone(),
                 _ => unreachable!("an invitation"),
             };
             let to = match &event.target {
