@@ -284,7 +284,9 @@ impl Session {
                 return reason;
             }
             if let Some(pending) = self.pending.take() {
-                self.finish(pending).await;
+                // Boxed: the waits behind it (a hash, the broker's claim, a room's history
+                // from the stream) would otherwise be part of every idle connection's future.
+                Box::pin(self.finish(pending)).await;
             }
         }
     }
