@@ -198,6 +198,29 @@ pub struct Person {
     #[serde(default)]
     pub proto: String,
     pub rooms: Vec<String>,
+    /// Those of `rooms` their node knows secret (`+s`): listings here show them only to the
+    /// rooms' members. Empty from a node from before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret: Vec<String>,
+}
+
+impl Person {
+    fn in_secret(&self, room: &str) -> bool {
+        self.secret.iter().any(|r| r.eq_ignore_ascii_case(room))
+    }
+
+    /// This person as listings show them to someone in `mine`: without the rooms `hidden`
+    /// says are secret to them, or that this person's node says are secret and they are not in.
+    pub fn seen_from(mut self, mine: &[Arc<str>], hidden: impl Fn(&str) -> bool) -> Person {
+        let keep = |room: &String| {
+            let member = mine.iter().any(|m| m.eq_ignore_ascii_case(room));
+            member || !(hidden(room) || self.in_secret(room))
+        };
+        let rooms: Vec<String> = self.rooms.iter().filter(|r| keep(r)).cloned().collect();
+        self.secret.retain(|r| rooms.contains(r));
+        self.rooms = rooms;
+        self
+    }
 }
 
 /// The value of a node's `lc_nodes` entry: its people, and its `seq` when they were read, so
@@ -236,18 +259,25 @@ impl Peer {
     fn apply(&mut self, change: &Change) {
         match change {
             Change::Enter(nick, room) => {
+                // An arrival carries no flags: a room the last beat had secret stays so.
+                let secret = self.people.values().any(|p| p.in_secret(room));
                 let person = self.people.entry(nick_key(nick)).or_insert_with(|| Person {
                     nick: nick.clone(),
                     proto: String::new(),
                     rooms: Vec::new(),
+                    secret: Vec::new(),
                 });
                 if !person.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)) {
                     person.rooms.push(room.clone());
+                }
+                if secret && !person.in_secret(room) {
+                    person.secret.push(room.clone());
                 }
             }
             Change::Part(nick, room) => {
                 if let Some(person) = self.people.get_mut(&nick_key(nick)) {
                     person.rooms.retain(|r| !r.eq_ignore_ascii_case(room));
+                    person.secret.retain(|r| !r.eq_ignore_ascii_case(room));
                 }
             }
             Change::Left(nick) => {
@@ -2338,6 +2368,7 @@ mod tests {
                 nick: "alice".into(),
                 proto: "line".into(),
                 rooms: vec!["lobby".into(), "dev".into()],
+                secret: Vec::new(),
             }],
         });
         let nick = |room: &str| Change::Nick("Alice".into(), "alice2".into(), room.into());
@@ -2353,6 +2384,42 @@ mod tests {
         let mut unlisted = Peer::default();
         unlisted.heard(1, Change::Nick("bob".into(), "bob2".into(), "dev".into()));
         assert_eq!(unlisted.people["bob2"].rooms, ["dev"]);
+    }
+
+    /// A beat from a node from before secret rooms travelled still reads, with none secret;
+    /// someone heard entering a room the last beat had secret is secret there too, and
+    /// listings keep such a room only from those not in it.
+    #[test]
+    fn secret_rooms_in_a_beat_are_kept_from_those_not_in_them() {
+        let old: Beat =
+            serde_json::from_str(r#"{"seq":1,"people":[{"nick":"bob","rooms":["dev"]}]}"#).unwrap();
+        assert!(old.people[0].secret.is_empty());
+        let mut peer = Peer::default();
+        peer.beat(Beat {
+            seq: 1,
+            people: vec![Person {
+                nick: "alice".into(),
+                proto: "line".into(),
+                rooms: vec!["lobby".into(), "dev".into()],
+                secret: vec!["dev".into()],
+            }],
+        });
+        peer.heard(2, Change::Enter("carol".into(), "dev".into()));
+        assert_eq!(peer.people["carol"].secret, ["dev"]);
+        let alice = peer.people["alice"].clone();
+        let outside = alice.clone().seen_from(&["lobby".into()], |_| false);
+        assert_eq!(
+            (outside.rooms, outside.secret),
+            (vec!["lobby".to_owned()], vec![])
+        );
+        let inside = alice.clone().seen_from(&["dev".into()], |_| false);
+        assert_eq!(inside.rooms, ["lobby", "dev"]);
+        // A room this node follows and knows secret, before the person's node says so.
+        let known_here = Person {
+            secret: Vec::new(),
+            ..alice
+        };
+        assert_eq!(known_here.seen_from(&[], |r| r == "dev").rooms, ["lobby"]);
     }
 
     #[test]

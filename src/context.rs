@@ -7,10 +7,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Person};
 use crate::config::{Config, Live, Reloader};
 use crate::core::hub::RoomInfo;
-use crate::core::Hub;
+use crate::core::{Hub, MemberId};
 use crate::net::gate::Gate;
 use crate::net::tls::Certs;
 use crate::ops::metrics::ServerMetrics;
@@ -44,6 +44,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Everyone on the other nodes (node, person) as listings show them to `asker`: a
+    /// secret room `asker` is not in is left out of each person's rooms, whether this node
+    /// knows the flag (it follows the room) or only the person's node does (its heartbeat).
+    pub fn remote_people(&self, asker: MemberId) -> Vec<(String, Person)> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let mine = self.hub.rooms_of(asker);
+        let hidden = |room: &str| self.hub.hidden_from(asker, room) == Some(true);
+        cluster
+            .people()
+            .into_iter()
+            .map(|(node, person)| (node, person.seen_from(&mine, hidden)))
+            .collect()
+    }
+
     /// Reads the configuration again and applies what can change while the server runs: the
     /// [`crate::config::RELOADABLE`] settings, for everyone and at once, with nobody
     /// disconnected. Returns the report that was logged, or why nothing changed.

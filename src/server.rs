@@ -320,6 +320,7 @@ pub async fn serve(
                         nick: w.nick.to_string(),
                         proto: w.protocol.to_owned(),
                         rooms: w.rooms.iter().map(|r| r.to_string()).collect(),
+                        secret: w.secret.iter().map(|r| r.to_string()).collect(),
                     })
                     .collect()
             }),

@@ -170,6 +170,8 @@ pub struct Whereabouts {
     pub nick: Arc<str>,
     pub protocol: &'static str,
     pub rooms: Vec<Arc<str>>,
+    /// Those of `rooms` that are secret, so other nodes can keep them out of their listings.
+    pub secret: Vec<Arc<str>>,
 }
 
 /// What [`Hub::change_modes`] did.
@@ -2327,6 +2329,15 @@ impl Hub {
     }
 
     /// The names of the rooms `id` is in, in the order it entered them.
+    /// Whether `room` is secret and `id` not in it, so listings keep it from `id`; `None`
+    /// when nobody here is in `room` (on a cluster, only the other nodes know its flags).
+    pub fn hidden_from(&self, id: MemberId, room: &str) -> Option<bool> {
+        let state = lock(&self.state);
+        let (_, key) = room_name(room).ok()?;
+        let &room = state.room_ids.get(&key)?;
+        Some(!state.visible(id, room))
+    }
+
     pub fn rooms_of(&self, id: MemberId) -> Vec<Arc<str>> {
         let state = lock(&self.state);
         state.members.get(&id).map_or_else(Vec::new, |e| {
@@ -2397,15 +2408,19 @@ impl Hub {
             .members
             .values()
             .map(|e| {
-                let rooms = e
-                    .rooms
-                    .iter()
-                    .map(|(r, _)| state.rooms[r].name.clone())
-                    .collect();
+                let names = |secret_only: bool| {
+                    e.rooms
+                        .iter()
+                        .map(|(r, _)| &state.rooms[r])
+                        .filter(|room| !secret_only || room.modes.secret)
+                        .map(|room| room.name.clone())
+                        .collect()
+                };
                 Whereabouts {
                     nick: e.identity.nick.clone(),
                     protocol: e.member.kind.protocol,
-                    rooms,
+                    rooms: names(false),
+                    secret: names(true),
                 }
             })
             .collect()

@@ -682,3 +682,77 @@ async fn an_irc_invitation_reaches_someone_on_another_node() {
     bob.until(|l| l.starts_with(":carol!carol@a JOIN #dev"))
         .await;
 }
+
+/// Sends `command` until its whole reply satisfies `want` (within WAIT): for what only the
+/// next heartbeat changes.
+async fn irc_until_reply(
+    irc: &mut IrcClient,
+    command: &str,
+    want: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        irc.send(command).await;
+        let got = irc.sync().await;
+        if want(&got) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {command} says {got:?}",
+            irc.nick
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A channel made secret on node a is kept out of LIST, NAMES, WHO and WHOIS (319) for an
+/// IRC user on node b who is not in it, though nobody on b is (a's heartbeat marks it);
+/// once dave joins it, it and alice in it are listed to him.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_channel_elsewhere_is_kept_out_of_irc_listings() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut dave = IrcClient::connect(b_irc).await;
+    dave.register("dave", &[]).await;
+    alice.command("/join dev").await;
+    let in_dev = |l: &String| l.contains("#dev");
+    irc_until_reply(&mut dave, "WHOIS alice", |r| r.iter().any(in_dev)).await;
+    alice.command("/mode +s").await;
+    irc_until_reply(&mut dave, "WHOIS alice", |r| {
+        r.iter().any(|l| irc_command(l) == "311") && !r.iter().any(in_dev)
+    })
+    .await;
+    for command in ["LIST", "NAMES #dev", "WHO #dev", "WHO *"] {
+        dave.send(command).await;
+        let reply = dave.sync().await;
+        assert!(
+            !reply
+                .iter()
+                .any(|l| !["315", "366"].contains(&irc_command(l)) && in_dev(l)),
+            "{command}: {reply:?}"
+        );
+        assert!(!reply.iter().any(|l| l.contains(" 353 ")), "{reply:?}");
+    }
+    dave.send("JOIN #dev").await;
+    dave.until(|l| irc_command(l) == "366").await;
+    alice.skip_until("dave has joined the room.").await;
+    dave.send("WHOIS alice").await;
+    let whois = dave.sync().await;
+    assert!(
+        whois.iter().any(|l| irc_command(l) == "319" && in_dev(l)),
+        "{whois:?}"
+    );
+    dave.send("LIST").await;
+    let list = dave.sync().await;
+    assert!(
+        list.iter()
+            .any(|l| irc_command(l) == "322" && l.contains("#dev 2")),
+        "{list:?}"
+    );
+}

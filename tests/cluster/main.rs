@@ -1956,3 +1956,39 @@ async fn topics_and_modes_set_over_irc_reach_every_node() {
     let told = ivy.until(|l| l.ends_with(" TOPIC #dev :set on b")).await;
     assert!(told.last().unwrap().starts_with(":bob!"), "{told:?}");
 }
+
+/// A room made secret on node a is kept out of `/rooms` and `/who dev` on node b, where
+/// nobody is in it (a's heartbeat marks it), for carol, who is not in it; bob, on b too,
+/// enters it and sees it and its people, and carol still does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_room_is_listed_on_other_nodes_only_to_its_members() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, b) = (node(&broker, "a").await, node(&broker, "b").await);
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut bob = Client::join(b.addr, "bob").await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    alice.command("/join dev").await;
+    until(&mut carol, "/who dev", "In dev (1): alice (on a)").await;
+    alice.command("/mode +s").await;
+    let unlisted = "Error: there is no room called dev; /rooms lists them.";
+    until(&mut carol, "/who dev", unlisted).await;
+    let no_dev = |rooms: Vec<String>| !rooms.iter().any(|l| l.contains("dev"));
+    assert!(no_dev(carol.command("/rooms").await));
+    bob.command("/join dev").await;
+    alice.skip_until("bob has joined the room.").await;
+    carol.skip_until("bob has left the room.").await;
+    assert_eq!(
+        bob.command("/who dev").await,
+        ["In dev (2): alice (on a), bob (on b)"]
+    );
+    let rooms = bob.command("/rooms").await;
+    assert!(
+        rooms.iter().any(|l| l.starts_with("* dev: 2 people")),
+        "{rooms:?}"
+    );
+    assert_eq!(carol.command("/who dev").await, [unlisted]);
+    assert!(no_dev(carol.command("/rooms").await));
+}

@@ -129,14 +129,10 @@ impl Session {
             .find(|(_, p)| nick_key(&p.nick) == key)
     }
 
-    /// Everyone on the other nodes, as their heartbeats and the arrivals heard since say.
+    /// Everyone on the other nodes, as their heartbeats and the arrivals heard since say,
+    /// without the secret rooms this connection is not in.
     pub(super) fn remote_people(&self) -> Vec<Remote> {
-        self.conn
-            .shared
-            .cluster
-            .as_ref()
-            .map(|c| c.people())
-            .unwrap_or_default()
+        self.conn.shared.remote_people(self.conn.member.id)
     }
 
     /// `kind` to `target`, whom nobody here is called, sent to the node that lists them

@@ -72,19 +72,29 @@ pub(super) fn all_rooms(shared: &Shared) -> Arc<Vec<RoomInfo>> {
 }
 
 /// Counts the other nodes' people in their rooms; a room nobody here is in is listed with
-/// them alone (its topic, modes and message count live on the other nodes, not here).
+/// them alone (its topic and message count live on the other nodes, not here), secret when
+/// this node or the heartbeat of any node with people in it says so.
 pub fn add_remote(rooms: &mut Vec<RoomInfo>, people: &[(String, crate::cluster::Person)]) {
     for (_, person) in people {
         for name in &person.rooms {
-            match rooms.iter_mut().find(|r| r.name.eq_ignore_ascii_case(name)) {
-                Some(room) => room.members += 1,
+            let secret = person.secret.contains(name);
+            match rooms.iter().position(|r| r.name.eq_ignore_ascii_case(name)) {
+                Some(at) => {
+                    let room = &mut rooms[at];
+                    room.members += 1;
+                    // Secret if either node says so: this one's flag may be a beat newer.
+                    room.modes.secret |= secret;
+                }
                 None => rooms.push(RoomInfo {
                     name: name.as_str().into(),
                     members: 1,
                     messages: 0,
                     topic: None,
                     created: std::time::UNIX_EPOCH,
-                    modes: crate::core::room::Modes::NEW,
+                    modes: crate::core::room::Modes {
+                        secret,
+                        ..crate::core::room::Modes::NEW
+                    },
                     here: false,
                 }),
             }

@@ -40,6 +40,7 @@ impl Who {
             }
         };
         let here = cluster.map(|c| c.node());
+        let remote = ctx.shared.remote_people(ctx.member.id);
         let (room, mut people) = match ctx.shared.hub.room_members(ctx.member.id, whither) {
             Ok((room, members)) => {
                 let people: Vec<(String, Arc<str>)> = members
@@ -55,9 +56,7 @@ impl Who {
                 (room.name, people)
             }
             // A room nobody here is in may still have people on other nodes.
-            Err(RoomError::NoSuchRoom(typed))
-                if cluster.is_some_and(|c| !in_room(&c.people(), &typed).is_empty()) =>
-            {
+            Err(RoomError::NoSuchRoom(typed)) if !in_room(&remote, &typed).is_empty() => {
                 (typed.into(), Vec::new())
             }
             Err(e) => {
@@ -65,14 +64,12 @@ impl Who {
                 return Flow::Continue;
             }
         };
-        if let Some(c) = cluster {
-            for (node, person) in in_room(&c.people(), &room) {
-                let nick = &person.nick;
-                people.push((
-                    nick.to_ascii_lowercase(),
-                    label(nick, &person.proto, Some(&node)),
-                ));
-            }
+        for (node, person) in in_room(&remote, &room) {
+            let nick = &person.nick;
+            people.push((
+                nick.to_ascii_lowercase(),
+                label(nick, &person.proto, Some(&node)),
+            ));
         }
         people.sort();
         let nicks: Vec<Arc<str>> = people.into_iter().map(|(_, l)| l).collect();
