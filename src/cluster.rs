@@ -944,6 +944,17 @@ impl Cluster {
             .collect()
     }
 
+    /// The person another node lists as `nick` (case-blind), with that node's name: one
+    /// keyed lookup per node, not a copy of everyone.
+    pub fn person(&self, nick: &str) -> Option<(String, Person)> {
+        let key = nick_key(nick);
+        lock(&self.peers).values().find_map(|p| {
+            p.people
+                .get(&key)
+                .map(|person| (p.node.clone(), person.clone()))
+        })
+    }
+
     /// Sends `kind` from `from` (someone here) to `to` on whichever other node lists them;
     /// the recipient's nickname as listed, or `None` when no node lists anyone called `to`.
     /// A message, action or notice, or an invitation (`text`: the room).
@@ -955,12 +966,7 @@ impl Cluster {
             Kind::Invited(room) => ("invite", &**room),
             _ => return None,
         };
-        let key = nick_key(to);
-        let (node, nick) = lock(&self.peers).values().find_map(|p| {
-            p.people
-                .get(&key)
-                .map(|person| (p.node.clone(), person.nick.clone()))
-        })?;
+        let (node, Person { nick, .. }) = self.person(to)?;
         let wire = Wire {
             node: self.node.to_string(),
             boot: self.boot,

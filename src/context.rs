@@ -60,6 +60,15 @@ impl Shared {
             .collect()
     }
 
+    /// The person on another node called `nick`, as listings show them to `asker` (as
+    /// [`Shared::remote_people`] does, for one person).
+    pub fn remote_person(&self, asker: MemberId, nick: &str) -> Option<(String, Person)> {
+        let (node, person) = self.cluster.as_ref()?.person(nick)?;
+        let mine = self.hub.rooms_of(asker);
+        let hidden = |room: &str| self.hub.hidden_from(asker, room) == Some(true);
+        Some((node, person.seen_from(&mine, hidden)))
+    }
+
     /// Reads the configuration again and applies what can change while the server runs: the
     /// [`crate::config::RELOADABLE`] settings, for everyone and at once, with nobody
     /// disconnected. Returns the report that was logged, or why nothing changed.

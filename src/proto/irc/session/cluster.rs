@@ -8,7 +8,6 @@ use futures_util::future::join_all;
 use super::{Session, MAX_TARGETS};
 use crate::cluster::{remote_identity, Person};
 use crate::core::event::{Kind, Target};
-use crate::core::names::nick_key;
 use crate::proto::irc::render::channel;
 use crate::proto::line::words;
 
@@ -123,10 +122,7 @@ impl Session {
 
     /// The person on another node called `nick` (case-blind), if any.
     pub(super) fn remote_named(&self, nick: &str) -> Option<Remote> {
-        let key = nick_key(nick);
-        self.remote_people()
-            .into_iter()
-            .find(|(_, p)| nick_key(&p.nick) == key)
+        self.conn.shared.remote_person(self.conn.member.id, nick)
     }
 
     /// Everyone on the other nodes, as their heartbeats and the arrivals heard since say,

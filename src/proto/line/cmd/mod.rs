@@ -216,12 +216,7 @@ impl Ctx<'_> {
         if self.shared.hub.find(nick).is_some() {
             return None;
         }
-        let key = crate::core::names::nick_key(nick);
-        cluster
-            .people()
-            .into_iter()
-            .find(|(_, person)| crate::core::names::nick_key(&person.nick) == key)
-            .map(|(node, _)| node)
+        cluster.person(nick).map(|(node, _)| node)
     }
 
     /// Someone on server `node` of the cluster called `nick`, if that server's lists have
@@ -231,21 +226,17 @@ impl Ctx<'_> {
         nick: &str,
         node: &str,
     ) -> Result<crate::cluster::Person, crate::core::names::RoomError> {
-        use crate::core::names::{nick_key, RoomError};
+        use crate::core::names::RoomError;
         let room = self
             .shared
             .hub
             .room(self.member.id, crate::core::hub::Whither::Current)?
             .name;
-        let key = nick_key(nick);
         self.shared
             .cluster
             .as_ref()
-            .and_then(|c| {
-                c.people()
-                    .into_iter()
-                    .find_map(|(n, p)| (n == node && nick_key(&p.nick) == key).then_some(p))
-            })
+            .and_then(|c| c.person(nick))
+            .and_then(|(n, p)| (n == node).then_some(p))
             .filter(|p| p.rooms.iter().any(|r| r.eq_ignore_ascii_case(&room)))
             .ok_or_else(|| RoomError::NotInRoom {
                 nick: nick.to_owned(),

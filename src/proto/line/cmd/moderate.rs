@@ -19,7 +19,7 @@ use crate::context::Shared;
 use crate::core::event::{Event, Kind, MemberId};
 use crate::core::hub::Whither;
 use crate::core::modes::normalise_mask;
-use crate::core::names::{nick_key, RoomError};
+use crate::core::names::RoomError;
 use crate::core::room::Mode;
 use crate::proto::line::render::land;
 use crate::proto::line::words;
@@ -227,11 +227,9 @@ pub fn invite_across(
 ) -> Result<Arc<Event>, RoomError> {
     let no_such_nick = || RoomError::NoSuchNick(nick.to_owned());
     let cluster = shared.cluster.as_ref().ok_or_else(no_such_nick)?;
-    let key = nick_key(nick);
     let person = cluster
-        .people()
-        .into_iter()
-        .find_map(|(n, p)| (n == node && nick_key(&p.nick) == key).then_some(p))
+        .person(nick)
+        .and_then(|(n, p)| (n == node).then_some(p))
         .ok_or_else(no_such_nick)?;
     let who = remote_identity(&person.nick, node);
     let event = shared.hub.invite_elsewhere(id, whither, who)?;
