@@ -55,26 +55,13 @@ async fn node_with(broker: &Broker, name: &str, scheme: &str) -> (Server, Socket
 /// Sends `command` until one line of its reply satisfies `want` (within WAIT): for what the
 /// other nodes' heartbeats bring, every 2 s. Returns the whole reply.
 async fn irc_until(irc: &mut IrcClient, command: &str, want: impl Fn(&str) -> bool) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        irc.send(command).await;
-        let got = irc.sync().await;
-        if got.iter().any(|l| want(l)) {
-            return got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: {command} says {got:?}",
-            irc.nick
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    irc_until_reply(irc, command, |got| got.iter().any(|l| want(l))).await
 }
 
 /// An IRC client on node b and a netcat user on node a share the lobby: what alice said
 /// before bob's node had anyone there is in CHATHISTORY; NAMES, WHO, WHOIS and LIST show her
 /// with node a as her host; her lines reach bob and his PRIVMSG reaches her; a nick nobody
-/// has anywhere is 401, and renaming is refused on a cluster, clearly.
+/// has anywhere is 401, and NICK goes through the broker (433 for a name held elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_irc_user_sees_and_reaches_the_whole_cluster() {
     if !broker::available() {
