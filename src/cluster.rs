@@ -2700,6 +2700,56 @@ mod tests {
         assert!(!r.holding());
     }
 
+    /// A record is read back as its head and each of its events, and a single event (a live
+    /// copy, or the stream of a node from before records) as itself.
+    #[test]
+    fn a_record_unpacks_to_its_head_and_events() {
+        let room: Arc<str> = "lobby".into();
+        let said = |rseq: u64| {
+            let w = wire("lobby", rseq);
+            Said {
+                subject: room_subject(&room),
+                room: room.clone(),
+                body: serde_json::to_vec(&w).unwrap().into(),
+                seq: rseq,
+                rseq,
+                now: false,
+            }
+        };
+        let mut record = Record::new(&said(4));
+        for rseq in 4..=6 {
+            record.push(&said(rseq));
+        }
+        let body = record.body("x", 1);
+        let (head, events) = unpack(&body);
+        let head = head.expect("a head");
+        assert_eq!((&*head.node, head.boot, &*head.room), ("x", 1, "lobby"));
+        assert_eq!((head.first, head.last), (4, 6));
+        let rseqs: Vec<u64> = events
+            .map(|e| serde_json::from_slice::<Wire>(e).unwrap().rseq)
+            .collect();
+        assert_eq!(rseqs, [4, 5, 6]);
+        let one = serde_json::to_vec(&wire("lobby", 9)).unwrap();
+        let (head, events) = unpack(&one);
+        assert!(head.is_none());
+        assert_eq!(events.count(), 1);
+    }
+
+    /// A record is known to be delivered only when every one of its events is.
+    #[test]
+    fn a_record_is_through_only_up_to_what_was_delivered() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert!(!r.through("a", 1, "lobby", 1), "nothing heard yet");
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        assert_eq!(take(&mut r, "lobby", 2, t), [2]);
+        assert!(r.through("a", 1, "lobby", 2));
+        assert!(!r.through("a", 1, "lobby", 3));
+        assert!(take(&mut r, "lobby", 4, t).is_empty());
+        assert!(!r.through("a", 1, "lobby", 4), "4 is held, 3 still missing");
+        assert!(!r.through("a", 2, "lobby", 1), "another boot");
+    }
+
     /// More than HELD_MAX events behind one gap: the gap is still waited for, and what came
     /// past the limit is dropped (the origin's records bring it again after the gap).
     #[test]
