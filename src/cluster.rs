@@ -38,8 +38,28 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node whose heartbeats this node has not seen for this long is dead, and its names are freed: with the heartbeat
 /// and the sweep, well inside the 20 s the contract allows (docs/CLUSTER.md, "Liveness").
 const DEAD_AFTER: Duration = Duration::from_secs(10);
-/// Room events are published under this prefix, one subject per room.
+/// Room events are kept in the stream under this prefix, one subject per room, gathered into
+/// records ([`RECORD_EVERY`]).
 const ROOMS: &str = "lc.room";
+/// Room events are told live under this prefix, one core NATS message per event, to the nodes
+/// following the room: not kept, not acknowledged (docs/CLUSTER.md, "Exactly once, in order").
+const LIVE: &str = "lc.live";
+/// How long a node gathers its events in one room before writing them to the stream as one
+/// record: the broker stores and acknowledges a record, not each event.
+const RECORD_EVERY: Duration = Duration::from_millis(50);
+/// Events in one record at most, and its bytes (under the broker's 1 MiB message limit with
+/// room to spare): a busier room writes its records sooner.
+const RECORD_MAX: usize = 256;
+const RECORD_BYTES: usize = 256 * 1024;
+/// A node about to read a room from the stream asks here (`lc.flush.<room>`, with a reply
+/// subject) for every node's record of it so far, so that the read holds what was said up to
+/// its subscription; each node answers once its record is in the stream.
+const FLUSH: &str = "lc.flush";
+/// How long the asker waits for the answers, at most (a node that died without being swept
+/// yet never answers).
+const FLUSH_WAIT: Duration = Duration::from_millis(500);
+/// How long a live copy may wait for the client's queue: past it the record carries it.
+const LIVE_WAIT: Duration = Duration::from_millis(50);
 /// Private messages to a node's people: `lc.node.<node>`, which only that node follows.
 const NODES_SUBJECT: &str = "lc.node";
 /// Events waiting for the link task at most; past this the cluster copy is dropped (and
@@ -66,7 +86,8 @@ const IN_FLIGHT: usize = 256;
 /// How long a receiver holds an origin's events back behind a missing one (a publish that
 /// failed mid-window and is being sent again) before it gives the missing one up.
 const GAP_WAIT: Duration = Duration::from_secs(5);
-/// Events held back per origin and room at most; past it the gap is given up at once.
+/// Events held back per origin and room at most; past it what arrives is dropped, for the
+/// origin's records to bring again once the gap is filled.
 const HELD_MAX: usize = 8 * IN_FLIGHT;
 /// How often held-back events are looked at for a gap that has waited [`GAP_WAIT`].
 const GAP_TICK: Duration = Duration::from_millis(250);
@@ -181,6 +202,10 @@ struct Wire {
     #[serde(default)]
     to: String,
     at_ms: u64,
+    /// The microseconds within `at_ms`: what a room's history read from records (each
+    /// node's written apart) is put back in the order it was said by, across nodes.
+    #[serde(default)]
+    at_us: u32,
     /// For `topic` and `mode`: the room's Lamport clock when it was made, which orders
     /// changes made at once on two nodes the same way everywhere.
     #[serde(default)]
@@ -329,10 +354,122 @@ impl Peer {
 enum Out {
     /// A private message: core NATS, not kept.
     Publish(String, Bytes),
-    /// A room event, kept in [`STREAM`] and published with `Nats-Msg-Id: <node>:<boot>:<seq>`
+    /// A room event: told live on [`LIVE`] and written to [`STREAM`] in this node's next
+    /// record of its room, published with `Nats-Msg-Id: <node>:<boot>:<seq of its first>`
     /// until the broker has acknowledged it.
-    Store(String, Bytes, u64),
+    Store(Said),
     Release(String),
+}
+
+/// One of this node's room events, for the link to tell live and to record.
+#[derive(Debug)]
+struct Said {
+    /// The room's subject in the stream ([`room_subject`]).
+    subject: String,
+    /// The room as its events name it.
+    room: Arc<str>,
+    /// The event ([`Wire`]) as JSON.
+    body: Bytes,
+    seq: u64,
+    rseq: u64,
+    /// Written to the stream at once, with what waits before it: presence and the room's
+    /// state, which a node starting to follow the room reads from the stream (who is in it,
+    /// its topic and flags) and which are rare. Messages wait for [`RECORD_EVERY`].
+    now: bool,
+}
+
+/// This node's events in one room told live and not yet written to the stream.
+#[derive(Debug)]
+struct Record {
+    room: Arc<str>,
+    /// The events' JSON, one a line.
+    lines: Vec<u8>,
+    events: usize,
+    /// The `seq` of its first event: the record's `Nats-Msg-Id`, unique per node and boot.
+    seq: u64,
+    first: u64,
+    last: u64,
+    /// When its first event was said: the duplicate window counts from here.
+    since: Instant,
+}
+
+/// The first line of a record in the stream (`R` and this, as JSON), then its events, one
+/// [`Wire`] a line: what a node reads to learn whether it has every event of it already
+/// without reading them.
+#[derive(Debug, Serialize, Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    node: std::borrow::Cow<'a, str>,
+    boot: u64,
+    #[serde(borrow)]
+    room: std::borrow::Cow<'a, str>,
+    /// The `rseq` of its first and last events (gapless between).
+    first: u64,
+    last: u64,
+}
+
+/// The marker a record's first line starts with; a single event (from a node of before
+/// records, or a live copy) starts with `{`.
+const RECORD_MARK: u8 = b'R';
+
+impl Record {
+    fn new(said: &Said) -> Record {
+        Record {
+            room: said.room.clone(),
+            lines: Vec::with_capacity(said.body.len() + 1),
+            events: 0,
+            seq: said.seq,
+            first: said.rseq,
+            last: said.rseq,
+            since: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, said: &Said) {
+        self.lines.extend_from_slice(&said.body);
+        self.lines.push(b'\n');
+        self.events += 1;
+        self.last = said.rseq;
+    }
+
+    fn full(&self) -> bool {
+        self.events >= RECORD_MAX || self.lines.len() >= RECORD_BYTES
+    }
+
+    /// The record as the stream keeps it.
+    fn body(&self, node: &str, boot: u64) -> Bytes {
+        let head = Head {
+            node: node.into(),
+            boot,
+            room: (*self.room).into(),
+            first: self.first,
+            last: self.last,
+        };
+        let mut body = Vec::with_capacity(self.lines.len() + 96);
+        body.push(RECORD_MARK);
+        // A struct of strings and numbers always serializes.
+        let _ = serde_json::to_writer(&mut body, &head);
+        body.push(b'\n');
+        body.extend_from_slice(&self.lines);
+        body.into()
+    }
+}
+
+/// What a message on a room's subject holds: a record's head and its events' lines, or one
+/// event (its head `None`).
+fn unpack(payload: &[u8]) -> (Option<Head<'_>>, impl Iterator<Item = &[u8]>) {
+    let (head, rest) = match payload.split_first() {
+        Some((&RECORD_MARK, rest)) => {
+            let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            (
+                serde_json::from_slice::<Head>(&rest[..end]).ok(),
+                rest.get(end + 1..).unwrap_or_default(),
+            )
+        }
+        _ => (None, payload),
+    };
+    let lines = rest.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    (head, lines)
 }
 
 /// The rooms' subjects this node has members in, as the hub last said: a set the link brings
@@ -503,17 +640,16 @@ impl Reorder {
             return Ready::default();
         }
         if w.rseq > order.last + 1 {
+            // Full: the origin's records bring this one again, in order, after the gap.
+            if order.held.len() >= HELD_MAX {
+                return Ready::default();
+            }
             if order.held.is_empty() {
                 order.since = Some(now);
                 self.holding += 1;
             }
-            let key =
-                (order.held.len() >= HELD_MAX).then(|| (w.node.clone(), w.boot, w.room.clone()));
             order.held.insert(w.rseq, w);
-            return match key {
-                Some(key) => self.give_up_gap(&key, now),
-                None => Ready::default(),
-            };
+            return Ready::default();
         }
         order.last = w.rseq;
         let rest = if order.held.is_empty() {
@@ -613,6 +749,17 @@ impl Reorder {
     /// Notes that the events of `node`'s boot `boot` in `room` up to `rseq` are delivered
     /// (read from the stream for the room's history): none of them is delivered again, and
     /// the next one expected is the one after.
+    /// Whether this node has delivered `room`'s events from `node`'s `boot` up to `rseq`.
+    fn through(&self, node: &str, boot: u64, room: &str, rseq: u64) -> bool {
+        let last = self
+            .orders
+            .get(node)
+            .and_then(|boots| boots.get(&boot))
+            .and_then(|rooms| rooms.get(room))
+            .map_or(0, |order| order.last);
+        last > 0 && last >= rseq
+    }
+
     fn had(&mut self, node: &str, boot: u64, room: &str, rseq: u64) {
         let order = order(&mut self.orders, node, boot, room);
         order.last = order.last.max(rseq);
@@ -644,7 +791,18 @@ impl Reorder {
 }
 
 /// An event for the stream, waiting for its acknowledgement.
-type Stored = (String, Bytes, String, Instant);
+#[derive(Debug)]
+struct Stored {
+    subject: String,
+    body: Bytes,
+    /// Its `Nats-Msg-Id`.
+    id: String,
+    /// When its first event was said: the duplicate window counts from here.
+    queued: Instant,
+    /// Told once the stream has it (or it is given up): a node asking for this room's
+    /// records before it reads the stream ([`FLUSH`]).
+    told: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 /// The task half: publishes the queue and receives the other nodes' messages.
 #[derive(Debug)]
@@ -676,6 +834,10 @@ pub struct Link {
     node: Arc<str>,
     boot: u64,
     out: mpsc::Receiver<Out>,
+    /// This node's events told live and not yet written to the stream, by room subject.
+    records: HashMap<String, Record>,
+    /// When the oldest of them is to be written ([`RECORD_EVERY`] after it was said).
+    record_due: Option<Instant>,
     /// The client's connection events (a handful at a time: one per drop and return).
     events: mpsc::Receiver<async_nats::Event>,
 }
@@ -738,7 +900,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     // This node's own subject, followed before anyone is let in and confirmed by the flush's
     // round trip, so a private message sent to someone here from the moment they are listed
     // arrives.
-    let mut private = client
+    let private = client
         .subscribe(token_subject(NODES_SUBJECT, &settings.node))
         .await
         .map_err(|e| Error::Broker(e.to_string()))?;
@@ -746,6 +908,11 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         .flush()
         .await
         .map_err(|e| Error::Broker(e.to_string()))?;
+    let asks = client
+        .subscribe(format!("{FLUSH}.>"))
+        .await
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    let mut private = futures_util::stream::select(private, asks);
     let forward = incoming_tx.clone();
     tokio::spawn(async move {
         while let Some(msg) = private.next().await {
@@ -796,6 +963,8 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         node,
         boot,
         out: rx,
+        records: HashMap::new(),
+        record_due: None,
         events,
     };
     Ok((cluster, link))
@@ -979,6 +1148,7 @@ impl Cluster {
             reason: String::new(),
             to: nick.clone(),
             at_ms: ms_since_epoch(SystemTime::now()),
+            at_us: 0,
             clock: 0,
         };
         let body = serde_json::to_vec(&wire).ok()?;
@@ -1136,6 +1306,7 @@ impl Relay for Outbound {
                 reason: String::new(),
                 to: String::new(),
                 at_ms: ms_since_epoch(event.at),
+                at_us: 0,
                 clock: 0,
             };
             let Ok(body) = serde_json::to_vec(&wire) else {
@@ -1191,15 +1362,21 @@ impl Outbound {
             reason: reason.to_owned(),
             to: String::new(),
             at_ms: ms_since_epoch(event.at),
+            at_us: us_within_ms(event.at),
             clock,
         };
         let Ok(body) = serde_json::to_vec(&wire) else {
             return;
         };
-        if c.out
-            .try_send(Out::Store(subject.clone(), body.into(), seq))
-            .is_ok()
-        {
+        let said = Said {
+            subject: subject.clone(),
+            room: room.clone(),
+            body: body.into(),
+            seq,
+            rseq,
+            now: !matches!(kind, "msg" | "act" | "note"),
+        };
+        if c.out.try_send(Out::Store(said)).is_ok() {
             room_seqs.insert(subject, rseq);
         } else {
             c.dropped.fetch_add(1, Relaxed);
@@ -1263,6 +1440,7 @@ impl Link {
                     None => break,
                     Some(out) => self.send(out, &owner, stored.as_ref()).await,
                 },
+                () = wait_until(self.record_due) => self.write_records(&owner, stored.as_ref()),
                 () = self.interest.changed.notified() => self.follow(&*deliver).await,
                 Some(event) = self.events.recv() => {
                     let now = match event {
@@ -1295,6 +1473,9 @@ impl Link {
                 }
                 msg = self.incoming.recv() => match msg {
                     None => break,
+                    Some(msg) if msg.subject.starts_with(FLUSH) => {
+                        self.flush_asked(msg, &owner, stored.as_ref()).await;
+                    }
                     Some(msg) => self.receive(&msg.payload, &*deliver),
                 },
             }
@@ -1304,6 +1485,7 @@ impl Link {
         while let Ok(out) = self.out.try_recv() {
             self.send(out, &owner, stored.as_ref()).await;
         }
+        self.write_records(&owner, stored.as_ref());
         // The publisher sends what it holds (one try each now that `stop` is set) and ends.
         drop(stored.take());
         let _ = tokio::time::timeout(CLAIM_TIMEOUT, publisher).await;
@@ -1358,7 +1540,7 @@ impl Link {
             if self.rooms.contains_key(&subject) {
                 continue;
             }
-            match self.client.subscribe(subject.clone()).await {
+            match self.subscribe_room(&subject).await {
                 Ok(mut sub) => {
                     let tx = self.incoming_tx.clone();
                     let forward = tokio::spawn(async move {
@@ -1396,7 +1578,10 @@ impl Link {
         );
         for subject in new {
             let read = match flushed {
-                true => self.load(&subject, deliver).await,
+                true => {
+                    self.ask_records(&subject).await;
+                    self.load(&subject, deliver).await
+                }
                 false => Err("the broker did not answer".to_owned()),
             };
             if let Err(e) = &read {
@@ -1415,6 +1600,20 @@ impl Link {
         }
     }
 
+    /// Both of a room's subjects, as one: its events live, and its records as they are
+    /// written, which bring what a live copy lost (a reconnect, the client's buffer) within
+    /// [`RECORD_EVERY`] and an acknowledgement.
+    async fn subscribe_room(
+        &self,
+        subject: &str,
+    ) -> Result<impl futures_util::Stream<Item = async_nats::Message>, async_nats::SubscribeError>
+    {
+        let live = format!("{LIVE}{}", &subject[ROOMS.len()..]);
+        let live = self.client.subscribe(live).await?;
+        let records = self.client.subscribe(subject.to_owned()).await?;
+        Ok(futures_util::stream::select(live, records))
+    }
+
     /// Reads what the stream holds of the room on `subject` and hands its last [`Link::keep`]
     /// messages to the room's history here, oldest first, with every change to its topic and
     /// flags; every other node's event read sets its origin's mark, so none is delivered
@@ -1428,6 +1627,9 @@ impl Link {
             .await
             .map_err(|_| "timed out".to_owned())??;
         let n = read.len();
+        // Each origin's records are in its order; between origins, the order said in.
+        let mut read = read;
+        read.sort_by_key(|w| (w.at_ms, w.at_us));
         let mut kept = std::collections::VecDeque::with_capacity(self.keep.min(n));
         let mut changes = Vec::new();
         for w in read {
@@ -1497,6 +1699,18 @@ impl Link {
     /// One event from another node, live or from the stream: delivered unless this node has
     /// delivered it (or a later one from the same origin in the same room) already.
     fn receive(&mut self, payload: &[u8], deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+        let (head, events) = unpack(payload);
+        // A record whose every event was told here live already: the usual case, known
+        // without reading them.
+        if head.is_some_and(|h| self.reorder.through(&h.node, h.boot, &h.room, h.last)) {
+            return;
+        }
+        for event in events {
+            self.receive_one(event, deliver);
+        }
+    }
+
+    fn receive_one(&mut self, payload: &[u8], deliver: &(dyn Fn(Incoming) + Send + Sync)) {
         let w = match serde_json::from_slice::<Wire>(payload) {
             Ok(w) => w,
             Err(e) => {
@@ -1644,13 +1858,20 @@ impl Link {
 
     async fn send(&mut self, out: Out, owner: &str, stored: Option<&mpsc::Sender<Stored>>) {
         match out {
-            Out::Store(subject, body, seq) => {
-                let id = format!("{owner}:{seq}");
-                // Counted with the queue's drops, in /metrics (a log line each could flood).
-                let event = (subject, body, id, Instant::now());
-                if stored.is_none_or(|tx| tx.try_send(event).is_err()) {
-                    self.dropped.fetch_add(1, Relaxed);
+            Out::Store(said) => {
+                self.tell_live(&said).await;
+                let record = self
+                    .records
+                    .entry(said.subject.clone())
+                    .or_insert_with(|| Record::new(&said));
+                record.push(&said);
+                if said.now || record.full() {
+                    if let Some(record) = self.records.remove(&said.subject) {
+                        self.write_record(said.subject, record, owner, stored, None);
+                    }
                 }
+                self.record_due
+                    .get_or_insert_with(|| Instant::now() + RECORD_EVERY);
             }
             Out::Publish(subject, body) => {
                 if let Err(e) = self.client.publish(subject, body).await {
@@ -1658,6 +1879,110 @@ impl Link {
                 }
             }
             Out::Release(key) => self.release(&key, owner).await,
+        }
+    }
+
+    /// The live copy of one of this node's events, to the nodes following its room now: none
+    /// while the link is down, and none if the client's queue stays full (the link just
+    /// dropped), since the record carries the event to them either way.
+    async fn tell_live(&self, said: &Said) {
+        if !self.link_up.load(Relaxed) {
+            return;
+        }
+        let subject = format!("{LIVE}{}", &said.subject[ROOMS.len()..]);
+        let sent = tokio::time::timeout(LIVE_WAIT, self.client.publish(subject, said.body.clone()));
+        if let Ok(Err(e)) = sent.await {
+            tracing::debug!(error = %e, "cluster: a live copy did not reach the client");
+        }
+    }
+
+    /// Asks every other node for its record of the room on `subject` so far and waits for
+    /// their answers (up to [`FLUSH_WAIT`]): what they said before this node followed the
+    /// room is then in the stream, and what they say after reaches it live.
+    async fn ask_records(&self, subject: &str) {
+        let nodes = lock(&self.peers)
+            .values()
+            .map(|p| p.node.clone())
+            .collect::<HashSet<_>>()
+            .len();
+        if nodes == 0 {
+            return;
+        }
+        let inbox = self.client.new_inbox();
+        let Ok(mut answers) = self.client.subscribe(inbox.clone()).await else {
+            return;
+        };
+        let ask = format!("{FLUSH}{}", &subject[ROOMS.len()..]);
+        if self
+            .client
+            .publish_with_reply(ask, inbox, Bytes::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(FLUSH_WAIT, async {
+            for _ in 0..nodes {
+                if answers.next().await.is_none() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Another node asks for this node's record of a room ([`FLUSH`]): written now, and
+    /// answered once the stream has it; at once when there is none.
+    async fn flush_asked(
+        &mut self,
+        msg: async_nats::Message,
+        owner: &str,
+        stored: Option<&mpsc::Sender<Stored>>,
+    ) {
+        let Some(reply) = msg.reply else {
+            return;
+        };
+        let subject = format!("{ROOMS}{}", &msg.subject[FLUSH.len()..]);
+        let Some(record) = self.records.remove(&subject) else {
+            let _ = self.client.publish(reply, Bytes::new()).await;
+            return;
+        };
+        let (told, written) = tokio::sync::oneshot::channel();
+        self.write_record(subject, record, owner, stored, Some(told));
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
+            let _ = client.publish(reply, Bytes::new()).await;
+        });
+    }
+
+    /// Writes every record waiting, each room's in its order.
+    fn write_records(&mut self, owner: &str, stored: Option<&mpsc::Sender<Stored>>) {
+        self.record_due = None;
+        for (subject, record) in std::mem::take(&mut self.records) {
+            self.write_record(subject, record, owner, stored, None);
+        }
+    }
+
+    /// Hands one record to the publisher, which publishes it until acknowledged.
+    fn write_record(
+        &self,
+        subject: String,
+        record: Record,
+        owner: &str,
+        stored: Option<&mpsc::Sender<Stored>>,
+        told: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let event = Stored {
+            body: record.body(&self.node, self.boot),
+            subject,
+            id: format!("{owner}:{}", record.seq),
+            queued: record.since,
+            told,
+        };
+        // Counted with the queue's drops, in /metrics (a log line each could flood).
+        if stored.is_none_or(|tx| tx.try_send(event).is_err()) {
+            self.dropped.fetch_add(record.events as u64, Relaxed);
         }
     }
 
@@ -1813,10 +2138,12 @@ async fn publish_stored(
             biased;
             acked = tokio::time::timeout_at(deadline, ack) => match acked {
                 Ok(Ok(_)) => {
-                    window.pop_front();
+                    if let Some(told) = window.pop_front().and_then(|f| f.event.told) {
+                        let _ = told.send(());
+                    }
                 }
                 failed => {
-                    let id = window.front().map(|f| f.event.2.clone()).unwrap_or_default();
+                    let id = window.front().map(|f| f.event.id.clone()).unwrap_or_default();
                     tracing::debug!(?failed, %id, "cluster: not acknowledged; sending the window again");
                     recover(&js, &mut window, &stop, &dropped).await;
                 }
@@ -1844,7 +2171,9 @@ async fn push(js: &jetstream::Context, window: &mut VecDeque<InFlight>, event: S
 /// One publish of `event` with its `Nats-Msg-Id`: its acknowledgement to come, or `None` if it
 /// could not even be handed to the client within [`ACK_WAIT`].
 async fn publish_once(js: &jetstream::Context, event: &Stored) -> Option<AckFuture> {
-    let (subject, body, id, _) = event;
+    let Stored {
+        subject, body, id, ..
+    } = event;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id.as_str());
     match tokio::time::timeout(
@@ -1878,6 +2207,9 @@ async fn recover(
     );
     while let Some(InFlight { event, .. }) = window.pop_front() {
         publish_until_acked(js, &event, stop, dropped).await;
+        if let Some(told) = event.told {
+            let _ = told.send(());
+        }
     }
 }
 
@@ -1890,7 +2222,7 @@ async fn publish_until_acked(
     stop: &CancellationToken,
     dropped: &AtomicU64,
 ) {
-    let (_, _, id, queued) = event;
+    let Stored { id, queued, .. } = event;
     let mut pause = Duration::from_millis(50);
     loop {
         // Past the duplicate window a try could be stored twice, and an outage that long
@@ -1910,6 +2242,14 @@ async fn publish_until_acked(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Until `at`, or never.
+async fn wait_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -2118,9 +2458,11 @@ async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, 
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| e.to_string())?;
             got += 1;
-            match serde_json::from_slice::<Wire>(&msg.payload) {
-                Ok(w) => read.push(w),
-                Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
+            for event in unpack(&msg.payload).1 {
+                match serde_json::from_slice::<Wire>(event) {
+                    Ok(w) => read.push(w),
+                    Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
+                }
             }
         }
         // A fetch that does not wait comes back empty only when nothing is left to read.
@@ -2132,6 +2474,13 @@ async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, 
     let name = consumer.cached_info().name.clone();
     let _ = stream.delete_consumer(&name).await;
     Ok(read)
+}
+
+fn us_within_ms(at: SystemTime) -> u32 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_micros()
+        % 1000
 }
 
 fn ms_since_epoch(at: SystemTime) -> u64 {
@@ -2204,7 +2553,9 @@ impl Wire {
         Some(Remote {
             from: remote_identity(&self.nick, &self.node),
             room: self.room,
-            at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
+            at: UNIX_EPOCH
+                + Duration::from_millis(self.at_ms)
+                + Duration::from_micros(self.at_us.into()),
             kind,
             clock: self.clock,
         })
@@ -2235,6 +2586,7 @@ mod tests {
             reason: String::new(),
             to: String::new(),
             at_ms: 0,
+            at_us: 0,
             clock: 0,
         }
     }
@@ -2348,18 +2700,71 @@ mod tests {
         assert!(!r.holding());
     }
 
-    /// More than HELD_MAX events behind one gap: it is given up at once.
+    /// A record is read back as its head and each of its events, and a single event (a live
+    /// copy, or the stream of a node from before records) as itself.
     #[test]
-    fn a_gap_with_too_much_behind_it_is_given_up() {
+    fn a_record_unpacks_to_its_head_and_events() {
+        let room: Arc<str> = "lobby".into();
+        let said = |rseq: u64| {
+            let w = wire("lobby", rseq);
+            Said {
+                subject: room_subject(&room),
+                room: room.clone(),
+                body: serde_json::to_vec(&w).unwrap().into(),
+                seq: rseq,
+                rseq,
+                now: false,
+            }
+        };
+        let mut record = Record::new(&said(4));
+        for rseq in 4..=6 {
+            record.push(&said(rseq));
+        }
+        let body = record.body("x", 1);
+        let (head, events) = unpack(&body);
+        let head = head.expect("a head");
+        assert_eq!((&*head.node, head.boot, &*head.room), ("x", 1, "lobby"));
+        assert_eq!((head.first, head.last), (4, 6));
+        let rseqs: Vec<u64> = events
+            .map(|e| serde_json::from_slice::<Wire>(e).unwrap().rseq)
+            .collect();
+        assert_eq!(rseqs, [4, 5, 6]);
+        let one = serde_json::to_vec(&wire("lobby", 9)).unwrap();
+        let (head, events) = unpack(&one);
+        assert!(head.is_none());
+        assert_eq!(events.count(), 1);
+    }
+
+    /// A record is known to be delivered only when every one of its events is.
+    #[test]
+    fn a_record_is_through_only_up_to_what_was_delivered() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert!(!r.through("a", 1, "lobby", 1), "nothing heard yet");
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        assert_eq!(take(&mut r, "lobby", 2, t), [2]);
+        assert!(r.through("a", 1, "lobby", 2));
+        assert!(!r.through("a", 1, "lobby", 3));
+        assert!(take(&mut r, "lobby", 4, t).is_empty());
+        assert!(!r.through("a", 1, "lobby", 4), "4 is held, 3 still missing");
+        assert!(!r.through("a", 2, "lobby", 1), "another boot");
+    }
+
+    /// More than HELD_MAX events behind one gap: the gap is still waited for, and what came
+    /// past the limit is dropped (the origin's records bring it again after the gap).
+    #[test]
+    fn a_gap_with_too_much_behind_it_drops_what_is_past_the_limit() {
         let t = Instant::now();
         let mut r = Reorder::default();
         assert_eq!(take(&mut r, "lobby", 1, t), [1]);
-        let mut got = Vec::new();
-        for q in 3..=(HELD_MAX as u64 + 3) {
-            got.extend(take(&mut r, "lobby", q, t));
+        let past = HELD_MAX as u64 + 3;
+        for q in 3..=past {
+            assert!(take(&mut r, "lobby", q, t).is_empty());
         }
-        assert_eq!(got, (3..=(HELD_MAX as u64 + 3)).collect::<Vec<_>>());
+        assert!(r.holding());
+        assert_eq!(take(&mut r, "lobby", 2, t), (2..past).collect::<Vec<_>>());
         assert!(!r.holding());
+        assert_eq!(take(&mut r, "lobby", past, t), [past]);
     }
 
     /// A rename heard in a room moves the person to the new name with their rooms and
