@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::event::{Event, Identity, Kind};
+use crate::core::event::{Event, Identity, Kind, MemberId};
 use crate::core::hub::{Relay, REMOTE};
 use crate::core::leave::LeaveReason;
 use crate::core::lock;
@@ -358,7 +358,29 @@ enum Out {
     /// record of its room, published with `Nats-Msg-Id: <node>:<boot>:<seq of its first>`
     /// until the broker has acknowledged it.
     Store(Said),
-    Release(String),
+    /// A nickname claim to delete: its key and the whole value it was created with.
+    Release(String, String),
+}
+
+/// The nickname claims this node holds, by key: the name as taken and the claim's whole value
+/// (`<node>:<boot>:<member>`), what a reclaim after an outage writes again and what a release
+/// compares. A release whose claim is here again (the same member took the name back) frees
+/// nothing.
+type Held = Arc<std::sync::Mutex<HashMap<String, (String, String)>>>;
+
+/// A nickname claim's value: the node, its boot and the member holding the name, so a release
+/// can tell this claim from the same name claimed afterwards by someone else on this node.
+fn claim_value(node: &str, boot: u64, member: MemberId) -> String {
+    format!("{node}:{boot}:{member}")
+}
+
+/// The node and boot a claim's value names: `<node>:<boot>:<member>`, or `<node>:<boot>` as
+/// nodes from before the member wrote it (node names hold no `:`).
+fn claim_holder(value: &[u8]) -> Option<(&str, u64)> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (node, rest) = value.split_once(':')?;
+    let boot = rest.split_once(':').map_or(rest, |(boot, _)| boot);
+    Some((node, boot.parse().ok()?))
 }
 
 /// One of this node's room events, for the link to tell live and to record.
@@ -529,6 +551,7 @@ pub struct Cluster {
     /// Asked whether the broker is there before a claim is sent.
     client: async_nats::Client,
     nicks: kv::Store,
+    held: Held,
     out: mpsc::Sender<Out>,
     seq: Arc<AtomicU64>,
     /// Each room's last `rseq` (by subject): the events of this node in it handed to the link.
@@ -831,6 +854,7 @@ pub struct Link {
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     seq: Arc<AtomicU64>,
     nicks: kv::Store,
+    held: Held,
     node: Arc<str>,
     boot: u64,
     out: mpsc::Receiver<Out>,
@@ -927,11 +951,13 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let interest = Arc::new(Interest::default());
     let peers = Arc::<std::sync::Mutex<HashMap<String, Peer>>>::default();
     let seq = Arc::<AtomicU64>::default();
+    let held = Held::default();
     let cluster = Arc::new(Cluster {
         node: node.clone(),
         boot,
         client: client.clone(),
         nicks: nicks.clone(),
+        held: held.clone(),
         out: tx,
         seq: seq.clone(),
         room_seqs: Default::default(),
@@ -960,6 +986,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         peers,
         seq,
         nicks,
+        held,
         node,
         boot,
         out: rx,
@@ -1053,49 +1080,65 @@ impl Cluster {
         &self.node
     }
 
-    /// What this node writes as a claim's value: whose it is, for a release to check.
-    fn owner(&self) -> Bytes {
-        Bytes::from(format!("{}:{}", self.node, self.boot))
-    }
-
-    /// Claims `nick` across the cluster. `Ok(false)`: someone on some node has it.
-    pub async fn claim(&self, nick: &str) -> Result<bool, Error> {
+    /// Claims `nick` across the cluster for `member`. `Ok(false)`: someone on some node has
+    /// it. A claim whose answer is lost (the bound passed) may still reach the broker: it is
+    /// released, by its whole value, so it cannot stay held by nobody.
+    pub async fn claim(&self, nick: &str, member: MemberId) -> Result<bool, Error> {
         // While the link is down the client keeps what it is asked to send and sends it once
         // back: a claim given up on would then be made after all, and held by nobody.
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(Error::Down);
         }
         let key = nick_subject_key(nick);
-        match tokio::time::timeout(CLAIM_TIMEOUT, self.nicks.create(&key, self.owner())).await {
-            Err(_) => Err(Error::Timeout),
-            Ok(Ok(_)) => Ok(true),
+        let value = claim_value(&self.node, self.boot, member);
+        let created = self.nicks.create(&key, Bytes::from(value.clone()));
+        match tokio::time::timeout(CLAIM_TIMEOUT, created).await {
+            Err(_) => {
+                self.queue_release(key, value);
+                Err(Error::Timeout)
+            }
+            Ok(Ok(_)) => {
+                lock(&self.held).insert(key, (nick.to_owned(), value));
+                Ok(true)
+            }
             Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
             Ok(Err(e)) => Err(Error::Broker(e.to_string())),
         }
     }
 
-    /// Gives back a name claimed and then not used (the local hub refused it).
-    pub fn release(&self, nick: &str) {
-        if self
-            .out
-            .try_send(Out::Release(nick_subject_key(nick)))
-            .is_err()
-        {
+    /// Gives back `member`'s claim of `nick` (the local hub refused the name, or they left).
+    pub fn release(&self, nick: &str, member: MemberId) {
+        let (key, value) = self.forget(nick, member);
+        self.queue_release(key, value);
+    }
+
+    /// The claim of `nick` by `member` taken out of [`Held`]: its key and value.
+    fn forget(&self, nick: &str, member: MemberId) -> (String, String) {
+        let key = nick_subject_key(nick);
+        let value = claim_value(&self.node, self.boot, member);
+        let mut held = lock(&self.held);
+        if held.get(&key).is_some_and(|(_, v)| *v == value) {
+            held.remove(&key);
+        }
+        (key, value)
+    }
+
+    fn queue_release(&self, key: String, value: String) {
+        if self.out.try_send(Out::Release(key, value)).is_err() {
             self.dropped.fetch_add(1, Relaxed);
         }
     }
 
-    /// Gives back a name this node no longer uses (renamed away from) before returning, at
+    /// Gives back a name `member` no longer uses (renamed away from) before returning, at
     /// most [`CLAIM_TIMEOUT`]; if the broker fails it now, the release is queued for the
     /// link to try again.
-    pub async fn release_now(&self, nick: &str) {
-        let key = nick_subject_key(nick);
-        let owner = String::from_utf8_lossy(&self.owner()).into_owned();
+    pub async fn release_now(&self, nick: &str, member: MemberId) {
+        let (key, value) = self.forget(nick, member);
         let released =
-            tokio::time::timeout(CLAIM_TIMEOUT, release_claim(&self.nicks, &key, &owner)).await;
+            tokio::time::timeout(CLAIM_TIMEOUT, release_claim(&self.nicks, &key, &value)).await;
         if !matches!(released, Ok(Ok(()))) {
             tracing::debug!(?released, "cluster: a release waits for the link");
-            self.release(nick);
+            self.queue_release(key, value);
         }
     }
 
@@ -1281,7 +1324,7 @@ impl Relay for Outbound {
     }
 
     fn left(&self, identity: &Arc<Identity>) {
-        self.0.release(&identity.nick);
+        self.0.release(&identity.nick, identity.id);
     }
 
     /// Every other node is told on its own subject, so the nodes that follow none of the
@@ -1405,6 +1448,7 @@ impl Link {
             Beats {
                 nodes: self.nodes.clone(),
                 nicks: self.nicks.clone(),
+                held: self.held.clone(),
                 me: format!("{}.{}", self.node, self.boot),
                 seq: self.seq.clone(),
                 people,
@@ -1878,7 +1922,7 @@ impl Link {
                     tracing::warn!(error = %e, "cluster: a message did not reach the broker");
                 }
             }
-            Out::Release(key) => self.release(&key, owner).await,
+            Out::Release(key, value) => self.release(&key, &value).await,
         }
     }
 
@@ -1986,18 +2030,24 @@ impl Link {
         }
     }
 
-    async fn release(&self, key: &str, owner: &str) {
-        if let Err(error) = release_claim(&self.nicks, key, owner).await {
+    async fn release(&self, key: &str, value: &str) {
+        // Claimed again by the same member since (a name whose first answer was lost, taken
+        // once it was free again): theirs now, not to free.
+        if lock(&self.held).get(key).is_some_and(|(_, v)| v == value) {
+            return;
+        }
+        if let Err(error) = release_claim(&self.nicks, key, value).await {
             tracing::warn!(%error, "cluster: a nickname was not released");
         }
     }
 }
 
-/// Deletes a nickname's claim if it is still `owner`'s, by revision, so a release that
-/// arrives late cannot free a name someone else has taken since.
-async fn release_claim(nicks: &kv::Store, key: &str, owner: &str) -> Result<(), String> {
+/// Deletes a nickname's claim if its value is still `value` (node, boot and member), by
+/// revision, so a release that arrives late cannot free a name someone else has taken since,
+/// on another node or this one.
+async fn release_claim(nicks: &kv::Store, key: &str, value: &str) -> Result<(), String> {
     match nicks.entry(key).await.map_err(|e| e.to_string())? {
-        Some(e) if e.operation == kv::Operation::Put && e.value == owner.as_bytes() => nicks
+        Some(e) if e.operation == kv::Operation::Put && e.value == value.as_bytes() => nicks
             .delete_expect_revision(key, Some(e.revision))
             .await
             .map_err(|e| e.to_string()),
@@ -2010,6 +2060,7 @@ async fn release_claim(nicks: &kv::Store, key: &str, owner: &str) -> Result<(), 
 struct Beats {
     nodes: kv::Store,
     nicks: kv::Store,
+    held: Held,
     me: String,
     seq: Arc<AtomicU64>,
     people: Arc<dyn Fn() -> Vec<Person> + Send + Sync>,
@@ -2282,20 +2333,20 @@ async fn beat_once(beats: &Beats, value: Bytes, mine: Option<u64>) -> Result<(u6
     }
 }
 
-/// Claims every local person's name again. A name whose claim is still this node's, or free,
-/// stays theirs; one that someone on another node holds now goes to that holder, the one the
-/// broker has (docs/CLUSTER.md, "Conflict rule"), and the server renames the local person.
+/// Claims every name this node holds again, with the value it was first claimed with. A name
+/// whose claim is still this node's, or free, stays theirs; one that someone on another node
+/// holds now goes to that holder, the one the broker has (docs/CLUSTER.md, "Conflict rule"),
+/// and the server renames the local person.
 async fn claim_again(beats: &Beats) -> Result<(), String> {
-    // `<node>.<boot>` is the claim's owner `<node>:<boot>` (a node name may hold dots).
-    let owner = match beats.me.rsplit_once('.') {
-        Some((node, boot)) => format!("{node}:{boot}"),
-        None => beats.me.clone(),
-    };
-    for person in (beats.people)() {
-        let key = nick_subject_key(&person.nick);
+    let held: Vec<(String, (String, String))> = lock(&beats.held)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, (nick, value)) in held {
+        let ours = claim_holder(value.as_bytes());
         let created = tokio::time::timeout(
             CLAIM_TIMEOUT,
-            beats.nicks.create(&key, Bytes::from(owner.clone())),
+            beats.nicks.create(&key, Bytes::from(value.clone())),
         )
         .await
         .map_err(|_| "timed out".to_owned())?;
@@ -2304,12 +2355,12 @@ async fn claim_again(beats: &Beats) -> Result<(), String> {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 let entry = beats.nicks.entry(&key).await.map_err(|e| e.to_string())?;
                 if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                    if e.value != owner.as_bytes() {
-                        let value = String::from_utf8_lossy(&e.value);
-                        let holder = value.rsplit_once(':').map_or(&*value, |(n, _)| n);
+                    let holder = claim_holder(&e.value);
+                    if holder != ours {
+                        lock(&beats.held).remove(&key);
                         (beats.deliver)(Incoming::Conflict {
-                            nick: person.nick,
-                            holder: holder.to_owned(),
+                            nick,
+                            holder: holder.map_or_else(String::new, |(n, _)| n.to_owned()),
                         });
                     }
                 }
@@ -2370,21 +2421,22 @@ async fn sweep(beats: &Beats, watched: &mut HashMap<String, (u64, Instant)>) -> 
         lost(beats, &key);
     }
     for node in dead {
-        // `<node>.<boot>` is the claim's owner `<node>:<boot>`.
+        // `<node>.<boot>` names the node and boot its claims' values begin with.
         let Some((name, boot)) = node.key.rsplit_once('.') else {
             continue;
         };
         // Told before the names are free, so nobody here sees a newcomer take a name its
         // holder has not yet been seen to leave.
         lost(beats, &node.key);
-        let owner = format!("{name}:{boot}");
+        let owner = boot.parse().ok().map(|boot| (name, boot));
         let mut freed = 0;
         let mut names = nicks.keys().await.map_err(|e| e.to_string())?;
         while let Some(key) = names.next().await {
             let key = key.map_err(|e| e.to_string())?;
             if let Some(e) = nicks.entry(&key).await.map_err(|e| e.to_string())? {
                 if e.operation == kv::Operation::Put
-                    && e.value == owner.as_bytes()
+                    && owner.is_some()
+                    && claim_holder(&e.value) == owner
                     && nicks
                         .delete_expect_revision(&key, Some(e.revision))
                         .await
@@ -2839,6 +2891,17 @@ mod tests {
             assert_eq!(subject_room(&room_subject(room)).as_deref(), Some(room));
         }
         assert_eq!(subject_room("lc.node.a"), None);
+    }
+
+    #[test]
+    fn a_claim_value_gives_back_its_node_and_boot_old_or_new() {
+        let value = claim_value("node-a.1", 42, 7);
+        assert_eq!(value, "node-a.1:42:7");
+        assert_eq!(claim_holder(value.as_bytes()), Some(("node-a.1", 42)));
+        // As nodes from before the member wrote it.
+        assert_eq!(claim_holder(b"node-a.1:42"), Some(("node-a.1", 42)));
+        assert_eq!(claim_holder(b"node-a.1"), None);
+        assert_eq!(claim_holder(b"node-a.1:x:7"), None);
     }
 
     #[test]

@@ -111,7 +111,7 @@ async fn rename_loser(shared: Arc<Shared>, nick: String, holder: String) {
     };
     for _ in 0..TRIES {
         let name = shared.hub.guest_name();
-        match cluster.claim(&name).await {
+        match cluster.claim(&name, info.member.id).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -130,7 +130,7 @@ async fn rename_loser(shared: Arc<Shared>, nick: String, holder: String) {
                 tell(&shared, &info.member, &renamed.new.nick, &notice);
                 return;
             }
-            Err(_) => cluster.release(&name),
+            Err(_) => cluster.release(&name, info.member.id),
         }
     }
 }

@@ -35,16 +35,16 @@ pub async fn rename(shared: &Shared, id: MemberId, new: &str) -> Result<Renamed,
     if nick_key(&old.nick) == nick_key(new) {
         return Ok(shared.hub.rename(id, new)?);
     }
-    if !cluster.claim(new).await.map_err(RenameError::Unsure)? {
+    if !cluster.claim(new, id).await.map_err(RenameError::Unsure)? {
         return Err(NickError::Taken(new.to_owned()).into());
     }
     match shared.hub.rename(id, new) {
         Ok(renamed) => {
-            cluster.release_now(&renamed.old.nick).await;
+            cluster.release_now(&renamed.old.nick, id).await;
             Ok(renamed)
         }
         Err(e) => {
-            cluster.release_now(new).await;
+            cluster.release_now(new, id).await;
             Err(e.into())
         }
     }

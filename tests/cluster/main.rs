@@ -28,15 +28,22 @@ use support::{Client, WAIT};
 /// A node of the cluster on `broker`, named `name`, without flood control (the tests send
 /// as fast as they can and count every line).
 async fn node(broker: &Broker, name: &str) -> Server {
+    node_with(broker, name, &[]).await
+}
+
+/// [`node`] with more arguments.
+async fn node_with(broker: &Broker, name: &str, more: &[&str]) -> Server {
+    let mut args = vec![
+        "--cluster",
+        &broker.url,
+        "--node-name",
+        name,
+        "--rate-limit",
+        "0",
+    ];
+    args.extend_from_slice(more);
     Server::start(Options {
-        args: &[
-            "--cluster",
-            &broker.url,
-            "--node-name",
-            name,
-            "--rate-limit",
-            "0",
-        ],
+        args: &args,
         ..Default::default()
     })
     .await
@@ -121,10 +128,14 @@ async fn restart_mid_stream(lines: usize, pace: std::time::Duration, restart_ms:
         return;
     }
     let mut broker = Broker::start().await;
+    // Everyone's lines reach everyone at the senders' speed, and the senders read nothing:
+    // queues that hold them all, so no one is put out as a slow consumer, which is not what
+    // this tests.
+    let queue = ["--queue-bytes", "16777216"];
     let nodes = [
-        node(&broker, "n1").await,
-        node(&broker, "n2").await,
-        node(&broker, "n3").await,
+        node_with(&broker, "n1", &queue).await,
+        node_with(&broker, "n2", &queue).await,
+        node_with(&broker, "n3", &queue).await,
     ];
     let mut listeners = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -938,6 +949,53 @@ async fn a_name_left_is_free_on_another_node() {
     alice.expect_closed().await;
     // The release crosses the broker after the leave: asked again until it has, within WAIT.
     take_when_free(&mut other, "alice", tokio::time::Instant::now() + WAIT).await;
+}
+
+/// A nickname's claim names its member (`<node>:<boot>:<member>`), and a release frees only
+/// the claim it made: the same name held meanwhile by someone else on the same node (the
+/// claim written by hand here) stays held when the first holder leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_names_its_member_and_a_release_frees_only_its_own() {
+    let Some((broker, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(a.addr, "carol").await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let nicks = async_nats::jetstream::new(nats)
+        .get_key_value("lc_nicks")
+        .await
+        .expect("the nicknames bucket");
+    let key = "alice"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let value = nicks.get(&key).await.expect("read").expect("alice claimed");
+    let value = String::from_utf8(value.to_vec()).unwrap();
+    let parts: Vec<&str> = value.split(':').collect();
+    assert!(
+        parts.len() == 3 && parts[0] == "a" && parts[1..].iter().all(|p| p.parse::<u64>().is_ok()),
+        "{value}"
+    );
+    let member: u64 = parts[2].parse().unwrap();
+    let someone_else = format!("{}:{}:{}", parts[0], parts[1], member + 1000);
+    nicks
+        .put(&key, someone_else.clone().into())
+        .await
+        .expect("the claim rewritten");
+    alice.send("/quit").await;
+    alice.expect_closed().await;
+    // carol's release is queued behind alice's: once carol's name is free, alice's release
+    // has been made.
+    carol.send("/quit").await;
+    carol.expect_closed().await;
+    let mut other = Client::connect(b.addr).await;
+    other.expect_prompt().await;
+    take_when_free(&mut other, "carol", tokio::time::Instant::now() + WAIT).await;
+    let kept = nicks.get(&key).await.expect("read").expect("still claimed");
+    assert_eq!(String::from_utf8(kept.to_vec()).unwrap(), someone_else);
 }
 
 /// The broker goes away for a while and comes back on the same port and store: everyone is

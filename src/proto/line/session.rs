@@ -253,14 +253,14 @@ impl Session {
         let unsure = |e| words::cluster_unsure(&e);
         if let Some(name) = wanted {
             validate_nick(name).map_err(|e| words::nick_error(&e))?;
-            if !cluster.claim(name).await.map_err(unsure)? {
+            if !cluster.claim(name, member.id).await.map_err(unsure)? {
                 return Err(words::nick_error(&NickError::Taken(name.to_owned())));
             }
-            return register(wanted).inspect_err(|_| cluster.release(name));
+            return register(wanted).inspect_err(|_| cluster.release(name, member.id));
         }
         for _ in 0..GUEST_TRIES {
             let identity = register(None)?;
-            match cluster.claim(&identity.nick).await {
+            match cluster.claim(&identity.nick, member.id).await {
                 Ok(true) => return Ok(identity),
                 // In no room yet: leaving tells nobody, and the release it asks for finds the
                 // name someone else's and leaves it.

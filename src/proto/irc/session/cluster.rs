@@ -24,7 +24,7 @@ impl Session {
         else {
             return true;
         };
-        let refusal = match cluster.claim(&wanted).await {
+        let refusal = match cluster.claim(&wanted, self.conn.member.id).await {
             Ok(true) => return true,
             Ok(false) => "Nickname is already in use".to_owned(),
             Err(e) => format!("The cluster cannot confirm that nickname now ({e}); try again"),
@@ -37,7 +37,7 @@ impl Session {
     /// Gives back a name [`Session::claim_wanted`] claimed and the hub then refused.
     pub(super) fn release_wanted(&self, wanted: &str) {
         if let Some(cluster) = &self.conn.shared.cluster {
-            cluster.release(wanted);
+            cluster.release(wanted, self.conn.member.id);
         }
     }
 
