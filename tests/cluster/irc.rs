@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use linechat::proto::web::frame;
 
 use crate::broker::{self, Broker};
-use crate::proc::{Options, Server};
+use crate::proc::Server;
 use crate::support::{irc_command, Client, IrcClient, WAIT};
 
 /// A node of the cluster on `broker` named `name`, with an IRC listener besides the line one;
@@ -19,20 +19,7 @@ pub async fn irc_node(broker: &Broker, name: &str) -> (Server, SocketAddr) {
 /// one; that listener's address, read from the log.
 async fn node_with(broker: &Broker, name: &str, scheme: &str) -> (Server, SocketAddr) {
     let listen = format!("{scheme}://127.0.0.1:0");
-    let server = Server::start(Options {
-        args: &[
-            "--listen",
-            &listen,
-            "--cluster",
-            &broker.url,
-            "--node-name",
-            name,
-            "--rate-limit",
-            "0",
-        ],
-        ..Default::default()
-    })
-    .await;
+    let server = crate::node_with(broker, name, &["--listen", &listen]).await;
     let logged = format!("protocol=\"{scheme}\"");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

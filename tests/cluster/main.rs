@@ -1693,6 +1693,24 @@ async fn futures_join<T: Send + 'static>(
     out
 }
 
+/// A broker, node a following the lobby with bob in it, and a connection of the test's own
+/// to the broker: for tests that publish an origin's events by hand.
+async fn by_hand() -> (Broker, Server, Client, async_nats::Client) {
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let bob = Client::join(a.addr, "bob").await;
+    follows(
+        &broker,
+        "a",
+        &["lc.live.lobby", "lc.node.a", "lc.room.lobby"],
+    )
+    .await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    (broker, a, bob, nats)
+}
+
 /// Events of one origin that reach a node out of order (a publish that failed mid-window was
 /// sent again after a later one had been stored) are put back in order by their `rseq`, each
 /// once; a missing one is waited for, then given up, and not shown when it comes after all.
@@ -1703,18 +1721,7 @@ async fn events_out_of_order_reach_people_in_order_once() {
     if !broker::available() {
         return;
     }
-    let broker = Broker::start().await;
-    let a = node(&broker, "a").await;
-    let mut bob = Client::join(a.addr, "bob").await;
-    follows(
-        &broker,
-        "a",
-        &["lc.live.lobby", "lc.node.a", "lc.room.lobby"],
-    )
-    .await;
-    let nats = async_nats::connect(broker.url.as_str())
-        .await
-        .expect("connect to the broker");
+    let (_broker, _node, mut bob, nats) = by_hand().await;
     let publish = |rseq: u64, text: &str| {
         let event = serde_json::json!({
             "node": "x", "boot": 1, "seq": rseq, "rseq": rseq, "room": "lobby", "nick": "zed",
@@ -1761,18 +1768,7 @@ async fn a_record_brings_what_a_live_copy_lost_once_in_order() {
     if !broker::available() {
         return;
     }
-    let broker = Broker::start().await;
-    let a = node(&broker, "a").await;
-    let mut bob = Client::join(a.addr, "bob").await;
-    follows(
-        &broker,
-        "a",
-        &["lc.live.lobby", "lc.node.a", "lc.room.lobby"],
-    )
-    .await;
-    let nats = async_nats::connect(broker.url.as_str())
-        .await
-        .expect("connect to the broker");
+    let (_broker, _node, mut bob, nats) = by_hand().await;
     let event = |rseq: u64, text: &str| {
         serde_json::json!({
             "node": "x", "boot": 1, "seq": rseq, "rseq": rseq, "room": "lobby", "nick": "zed",
