@@ -90,6 +90,9 @@ impl Session {
             self.reply(319, &[nick, &rooms.join(" ")]);
         }
         self.reply(312, &[nick, node, "a linechat node of this cluster"]);
+        if let Some(away) = &person.away {
+            self.reply(301, &[nick, away]);
+        }
         if !person.proto.is_empty() {
             let how = format!("is connected over {} to {node}", person.proto);
             self.reply(320, &[nick, &how]);
