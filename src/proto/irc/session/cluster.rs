@@ -149,9 +149,17 @@ impl Session {
             return false;
         }
         shared.metrics.count_message(&self.conn.member.stats, 1);
+        // As on one server: a NOTICE is answered by nothing, a PRIVMSG by the away message.
+        let away = person
+            .away
+            .as_ref()
+            .filter(|_| !matches!(kind, Kind::Notice(_)));
         if self.has("echo-message") {
             let to = remote_identity(&person.nick, &node);
             self.show(&shared.hub.unsent(Target::Member(to), Some(from), kind));
+        }
+        if let Some(away) = away {
+            self.reply(301, &[&person.nick, away]);
         }
         true
     }
