@@ -26,7 +26,7 @@ use crate::core::event::{Event, Identity, Kind, MemberId};
 use crate::core::hub::{Relay, REMOTE};
 use crate::core::leave::LeaveReason;
 use crate::core::lock;
-use crate::core::modes::{flags_text, named_text, parse_flags, parse_named, Mode};
+use crate::core::modes::{flags_text, named_text, parse_flags, parse_named, Mode, Standing};
 use crate::core::names::nick_key;
 
 /// The bucket that holds every claimed nickname.
@@ -216,7 +216,7 @@ struct Wire {
 pub const LOST: &str = "connection to their server lost";
 
 /// Someone on a node, as that node's heartbeat says: what cluster-wide listings show.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Person {
     pub nick: String,
     /// `line`, `irc` or `web`; empty when known only from an arrival, until the next beat.
@@ -227,11 +227,51 @@ pub struct Person {
     /// rooms' members. Empty from a node from before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret: Vec<String>,
+    /// Those of `rooms` they are an operator of, and have a voice in (NAMES' `@` and `+`).
+    /// Empty from a node from before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voiced: Vec<String>,
+    /// Their away message (IRC `AWAY`), while they are away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
+}
+
+fn has_room(rooms: &[String], room: &str) -> bool {
+    rooms.iter().any(|r| r.eq_ignore_ascii_case(room))
+}
+
+/// Puts `room` in `rooms` or takes it out.
+fn mark_room(rooms: &mut Vec<String>, room: &str, on: bool) {
+    rooms.retain(|r| !r.eq_ignore_ascii_case(room));
+    if on {
+        rooms.push(room.to_owned());
+    }
 }
 
 impl Person {
     fn in_secret(&self, room: &str) -> bool {
-        self.secret.iter().any(|r| r.eq_ignore_ascii_case(room))
+        has_room(&self.secret, room)
+    }
+
+    /// Their standing in `room`, as their node last said.
+    pub fn standing(&self, room: &str) -> Standing {
+        Standing {
+            op: has_room(&self.ops, room),
+            voice: has_room(&self.voiced, room),
+        }
+    }
+
+    fn leave_room(&mut self, room: &str) {
+        for rooms in [
+            &mut self.rooms,
+            &mut self.secret,
+            &mut self.ops,
+            &mut self.voiced,
+        ] {
+            mark_room(rooms, room, false);
+        }
     }
 
     /// This person as listings show them to someone in `mine`: without the rooms `hidden`
@@ -242,7 +282,9 @@ impl Person {
             member || !(hidden(room) || self.in_secret(room))
         };
         let rooms: Vec<String> = self.rooms.iter().filter(|r| keep(r)).cloned().collect();
-        self.secret.retain(|r| rooms.contains(r));
+        for kept in [&mut self.secret, &mut self.ops, &mut self.voiced] {
+            kept.retain(|r| rooms.contains(r));
+        }
         self.rooms = rooms;
         self
     }
@@ -264,6 +306,10 @@ enum Change {
     Left(String),
     /// A rename (old, new) told in a room the person is in.
     Nick(String, String, String),
+    /// An operator status or voice given or taken in a room (`Mode::Operator`, `Mode::Voice`).
+    Standing(String, Mode<Arc<str>>),
+    /// Someone marked away (with the message) or back.
+    Away(String, Option<String>),
 }
 
 /// Another node's people, as this node knows them: its last beat, with the changes heard
@@ -288,9 +334,7 @@ impl Peer {
                 let secret = self.people.values().any(|p| p.in_secret(room));
                 let person = self.people.entry(nick_key(nick)).or_insert_with(|| Person {
                     nick: nick.clone(),
-                    proto: String::new(),
-                    rooms: Vec::new(),
-                    secret: Vec::new(),
+                    ..Person::default()
                 });
                 if !person.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)) {
                     person.rooms.push(room.clone());
@@ -301,8 +345,7 @@ impl Peer {
             }
             Change::Part(nick, room) => {
                 if let Some(person) = self.people.get_mut(&nick_key(nick)) {
-                    person.rooms.retain(|r| !r.eq_ignore_ascii_case(room));
-                    person.secret.retain(|r| !r.eq_ignore_ascii_case(room));
+                    person.leave_room(room);
                 }
             }
             Change::Left(nick) => {
@@ -318,7 +361,33 @@ impl Peer {
                     self.apply(&Change::Enter(new.clone(), room.clone()));
                 }
             }
+            Change::Standing(room, change) => {
+                let (Mode::Operator(on, who) | Mode::Voice(on, who)) = change else {
+                    return;
+                };
+                let Some(person) = self.people.get_mut(&nick_key(who)) else {
+                    return;
+                };
+                if !has_room(&person.rooms, room) {
+                    return;
+                }
+                let rooms = match change {
+                    Mode::Operator(..) => &mut person.ops,
+                    _ => &mut person.voiced,
+                };
+                mark_room(rooms, room, *on);
+            }
+            Change::Away(nick, message) => {
+                if let Some(person) = self.people.get_mut(&nick_key(nick)) {
+                    person.away.clone_from(message);
+                }
+            }
         }
+    }
+
+    /// Whether this node lists `nick` among its people.
+    fn lists(&self, nick: &str) -> bool {
+        self.people.contains_key(&nick_key(nick))
     }
 
     fn heard(&mut self, seq: u64, change: Change) {
@@ -1331,35 +1400,17 @@ impl Relay for Outbound {
     /// person's rooms list the new name at once too, not at the next heartbeat. Core NATS,
     /// not kept: one lost in an outage is the next heartbeat's to correct.
     fn renamed(&self, event: &Arc<Event>) {
-        let c = &self.0;
-        let Kind::Nick(new) = &event.kind else {
+        if let Kind::Nick(new) = &event.kind {
+            self.tell_nodes(event, "nick", &new.nick);
+        }
+    }
+
+    /// Told node-wide like a rename, for WHOIS, WHO and PRIVMSG's 301 everywhere.
+    fn away(&self, event: &Arc<Event>) {
+        let Kind::Away(message) = &event.kind else {
             return;
         };
-        let nodes: HashSet<String> = lock(&c.peers).values().map(|p| p.node.clone()).collect();
-        for node in nodes {
-            let wire = Wire {
-                node: c.node.to_string(),
-                boot: c.boot,
-                seq: c.seq.fetch_add(1, Relaxed) + 1,
-                rseq: 0,
-                room: String::new(),
-                nick: event.nick().to_owned(),
-                kind: "nick".to_owned(),
-                text: new.nick.to_string(),
-                reason: String::new(),
-                to: String::new(),
-                at_ms: ms_since_epoch(event.at),
-                at_us: 0,
-                clock: 0,
-            };
-            let Ok(body) = serde_json::to_vec(&wire) else {
-                return;
-            };
-            let subject = token_subject(NODES_SUBJECT, &node);
-            if c.out.try_send(Out::Publish(subject, body.into())).is_err() {
-                c.dropped.fetch_add(1, Relaxed);
-            }
-        }
+        self.tell_nodes(event, "away", message.as_deref().unwrap_or_default());
     }
 
     fn interest(&self, room: &Arc<str>, here: bool) {
@@ -1376,6 +1427,37 @@ impl Relay for Outbound {
 }
 
 impl Outbound {
+    /// Tells every other node, on its own subject, what `event` changes in this node's
+    /// list of people (`kind`, `text`).
+    fn tell_nodes(&self, event: &Arc<Event>, kind: &str, text: &str) {
+        let c = &self.0;
+        let nodes: HashSet<String> = lock(&c.peers).values().map(|p| p.node.clone()).collect();
+        for node in nodes {
+            let wire = Wire {
+                node: c.node.to_string(),
+                boot: c.boot,
+                seq: c.seq.fetch_add(1, Relaxed) + 1,
+                rseq: 0,
+                room: String::new(),
+                nick: event.nick().to_owned(),
+                kind: kind.to_owned(),
+                text: text.to_owned(),
+                reason: String::new(),
+                to: String::new(),
+                at_ms: ms_since_epoch(event.at),
+                at_us: 0,
+                clock: 0,
+            };
+            let Ok(body) = serde_json::to_vec(&wire) else {
+                return;
+            };
+            let subject = token_subject(NODES_SUBJECT, &node);
+            if c.out.try_send(Out::Publish(subject, body.into())).is_err() {
+                c.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// Numbers a room event and queues it for the stream, or counts it dropped.
     fn publish(
         &self,
@@ -1791,9 +1873,27 @@ impl Link {
     fn hand(&mut self, w: Wire, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
         if let Some(change) = w.change() {
             let mut peers = lock(&self.peers);
-            let peer = peers.entry(format!("{}.{}", w.node, w.boot)).or_default();
-            peer.node.clone_from(&w.node);
-            peer.heard(w.seq, change);
+            let origin = format!("{}.{}", w.node, w.boot);
+            // A standing is its member's, who may be on a third node: theirs to list at once,
+            // and their node's next beat to confirm (no seq of that node orders it).
+            let third = match &change {
+                Change::Standing(_, Mode::Operator(_, who) | Mode::Voice(_, who))
+                    if !peers.get(&origin).is_some_and(|p| p.lists(who)) =>
+                {
+                    peers
+                        .iter()
+                        .find(|(_, p)| p.lists(who))
+                        .map(|(k, _)| k.clone())
+                }
+                _ => None,
+            };
+            if let Some(holder) = third.and_then(|key| peers.get_mut(&key)) {
+                holder.apply(&change);
+            } else {
+                let peer = peers.entry(origin).or_default();
+                peer.node.clone_from(&w.node);
+                peer.heard(w.seq, change);
+            }
         }
         if !w.to.is_empty() {
             let to = w.to.clone();
@@ -1801,7 +1901,7 @@ impl Link {
                 deliver(Incoming::Private { to, remote });
             }
         } else if w.room.is_empty() {
-            // A rename told node-wide: the list above is all it changes.
+            // A rename or an away told node-wide: the list above is all it changes.
         } else if w.changes_state() {
             if let Some(remote) = w.into_remote() {
                 deliver(Incoming::Changed(remote));
@@ -2567,6 +2667,8 @@ impl Wire {
             // Known to be on the origin when their own node put them out; otherwise their
             // node's next beat says so.
             "kick" => Change::Part(self.text.clone(), room),
+            "standing" => Change::Standing(room, parse_named(&self.text)?),
+            "away" => Change::Away(nick, (!self.text.is_empty()).then(|| self.text.clone())),
             _ => return None,
         })
     }
@@ -2831,7 +2933,7 @@ mod tests {
                 nick: "alice".into(),
                 proto: "line".into(),
                 rooms: vec!["lobby".into(), "dev".into()],
-                secret: Vec::new(),
+                ..Person::default()
             }],
         });
         let nick = |room: &str| Change::Nick("Alice".into(), "alice2".into(), room.into());
@@ -2865,6 +2967,7 @@ mod tests {
                 proto: "line".into(),
                 rooms: vec!["lobby".into(), "dev".into()],
                 secret: vec!["dev".into()],
+                ..Person::default()
             }],
         });
         peer.heard(2, Change::Enter("carol".into(), "dev".into()));
@@ -2883,6 +2986,37 @@ mod tests {
             ..alice
         };
         assert_eq!(known_here.seen_from(&[], |r| r == "dev").rooms, ["lobby"]);
+    }
+
+    #[test]
+    fn standing_and_away_heard_change_the_list_at_once() {
+        let mut peer = Peer::default();
+        peer.heard(1, Change::Enter("alice".into(), "dev".into()));
+        let op = |on| Change::Standing("dev".into(), Mode::Operator(on, "Alice".into()));
+        peer.heard(2, op(true));
+        peer.heard(3, Change::Away("alice".into(), Some("lunch".into())));
+        let alice = &peer.people["alice"];
+        assert!(alice.standing("DEV").op && !alice.standing("dev").voice);
+        assert_eq!(alice.away.as_deref(), Some("lunch"));
+        // A beat from before both keeps them: the changes heard since are applied again.
+        peer.beat(Beat {
+            seq: 1,
+            people: vec![Person {
+                nick: "alice".into(),
+                rooms: vec!["dev".into()],
+                ..Person::default()
+            }],
+        });
+        assert!(peer.people["alice"].standing("dev").op);
+        peer.heard(4, op(false));
+        assert!(!peer.people["alice"].standing("dev").op);
+        peer.heard(5, op(true));
+        peer.heard(6, Change::Part("alice".into(), "dev".into()));
+        peer.heard(7, Change::Enter("alice".into(), "dev".into()));
+        assert!(
+            !peer.people["alice"].standing("dev").op,
+            "a standing leaves with them"
+        );
     }
 
     #[test]

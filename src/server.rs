@@ -321,6 +321,9 @@ pub async fn serve(
                         proto: w.protocol.to_owned(),
                         rooms: w.rooms.iter().map(|r| r.to_string()).collect(),
                         secret: w.secret.iter().map(|r| r.to_string()).collect(),
+                        ops: w.ops.iter().map(|r| r.to_string()).collect(),
+                        voiced: w.voiced.iter().map(|r| r.to_string()).collect(),
+                        away: w.away.as_deref().map(Into::into),
                     })
                     .collect()
             }),

@@ -46,6 +46,8 @@ pub trait Relay: Send + Sync + fmt::Debug {
     /// `room` got its first member here (`true`) or lost its last (`false`): what others say
     /// in it is wanted here from now on, or no longer.
     fn interest(&self, room: &Arc<str>, here: bool);
+    /// A local member was marked away or back (a [`Kind::Away`] event).
+    fn away(&self, event: &Arc<Event>);
     /// A local member changed the room's shared state (its topic, or flags among the
     /// changes of a [`Kind::Mode`]), stamped `clock` ([`Room::stamps`]).
     fn changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64);
@@ -172,6 +174,10 @@ pub struct Whereabouts {
     pub rooms: Vec<Arc<str>>,
     /// Those of `rooms` that are secret, so other nodes can keep them out of their listings.
     pub secret: Vec<Arc<str>>,
+    /// Those of `rooms` they are an operator of, and have a voice in.
+    pub ops: Vec<Arc<str>>,
+    pub voiced: Vec<Arc<str>>,
+    pub away: Option<Arc<str>>,
 }
 
 /// What [`Hub::change_modes`] did.
@@ -2200,6 +2206,9 @@ impl Hub {
             Kind::Away(message.map(Into::into)),
         );
         member.mark_seen(event.id);
+        if let Some(relay) = &self.relay {
+            relay.away(&event);
+        }
         for room in rooms {
             for m in &state.rooms[&room].members {
                 if m.wants_away() {
@@ -2408,19 +2417,23 @@ impl Hub {
             .members
             .values()
             .map(|e| {
-                let names = |secret_only: bool| {
+                let id = e.member.id;
+                let names = |which: fn(&Room, MemberId) -> bool| {
                     e.rooms
                         .iter()
                         .map(|(r, _)| &state.rooms[r])
-                        .filter(|room| !secret_only || room.modes.secret)
+                        .filter(|room| which(room, id))
                         .map(|room| room.name.clone())
                         .collect()
                 };
                 Whereabouts {
                     nick: e.identity.nick.clone(),
                     protocol: e.member.kind.protocol,
-                    rooms: names(false),
-                    secret: names(true),
+                    rooms: names(|_, _| true),
+                    secret: names(|room, _| room.modes.secret),
+                    ops: names(|room, id| room.standing(id).op),
+                    voiced: names(|room, id| room.standing(id).voice),
+                    away: e.away.clone(),
                 }
             })
             .collect()

@@ -730,3 +730,70 @@ async fn a_secret_channel_elsewhere_is_kept_out_of_irc_listings() {
         "{list:?}"
     );
 }
+
+/// An operator on node a shows as `@` in NAMES on node b: the creator's by a's heartbeat,
+/// one made by MODE as soon as b tells the MODE, gone with `-o`; AWAY on a shows in WHOIS
+/// (301) and WHO (`G`) on b, and is cleared by AWAY alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_and_away_on_another_node_show_in_irc_listings() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_a, a_irc) = irc_node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut alice = IrcClient::connect(a_irc).await;
+    alice.register("alice", &[]).await;
+    alice.send("JOIN #dev").await;
+    alice.until(|l| irc_command(l) == "366").await;
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    bob.send("JOIN #dev").await;
+    bob.until(|l| irc_command(l) == "366").await;
+    irc_until(&mut bob, "NAMES #dev", |l| {
+        irc_command(l) == "353" && l.contains("@alice")
+    })
+    .await;
+    let mut carol = IrcClient::connect(a_irc).await;
+    carol.register("carol", &[]).await;
+    carol.send("JOIN #dev").await;
+    carol.until(|l| irc_command(l) == "366").await;
+    bob.until(|l| l.contains("JOIN") && l.contains("carol"))
+        .await;
+    alice.send("MODE #dev +o carol").await;
+    bob.until(|l| l.contains("MODE #dev +o carol")).await;
+    bob.send("NAMES #dev").await;
+    let names = bob.sync().await;
+    assert!(names.iter().any(|l| l.contains("@carol")), "{names:?}");
+    alice.send("MODE #dev -o carol").await;
+    bob.until(|l| l.contains("MODE #dev -o carol")).await;
+    bob.send("NAMES #dev").await;
+    let names = bob.sync().await;
+    assert!(
+        names
+            .iter()
+            .any(|l| irc_command(l) == "353" && !l.contains("@carol")),
+        "{names:?}"
+    );
+    carol.send("AWAY :lunch").await;
+    irc_until(&mut bob, "WHOIS carol", |l| {
+        l.contains(" 301 bob carol ") && l.ends_with("lunch")
+    })
+    .await;
+    bob.send("WHO #dev").await;
+    let who = bob.sync().await;
+    assert!(who.iter().any(|l| l.contains(" carol G")), "{who:?}");
+    bob.send("PRIVMSG carol :hi").await;
+    let answer = bob.sync().await;
+    assert!(
+        answer
+            .iter()
+            .any(|l| l.contains(" 301 bob carol ") && l.ends_with("lunch")),
+        "{answer:?}"
+    );
+    carol.send("AWAY").await;
+    irc_until_reply(&mut bob, "WHOIS carol", |got| {
+        !got.iter().any(|l| irc_command(l) == "301")
+    })
+    .await;
+}

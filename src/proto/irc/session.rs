@@ -815,7 +815,7 @@ impl Session {
         let remote: Vec<String> = self
             .remote_in(target)
             .into_iter()
-            .map(|(_, p)| p.nick)
+            .map(|(_, p)| remote_prefixed(&p, target, multi))
             .collect();
         let joined = shared
             .hub
@@ -1133,7 +1133,11 @@ impl Session {
                 }
                 Err(_) => continue,
             };
-            nicks.extend(remote.into_iter().map(|(_, p)| p.nick));
+            nicks.extend(
+                remote
+                    .iter()
+                    .map(|(_, p)| remote_prefixed(p, target, multi)),
+            );
             names_lines(&mut out, &self.server, self.me(), &chan, secret, &nicks);
         }
         numeric(
@@ -1254,7 +1258,11 @@ impl Session {
             .collect();
         // Whether someone elsewhere is an operator is their node's to know.
         if !opers_only {
-            lines.extend(remote.iter().map(|(chan, r)| WhoRow::remote(chan, r)));
+            lines.extend(
+                remote
+                    .iter()
+                    .map(|(chan, r)| WhoRow::remote(chan, r, multi)),
+            );
         }
         for row in &lines {
             let mut out = BytesMut::new();
@@ -1997,8 +2005,12 @@ impl WhoRow {
 
     /// Someone on `node`: their node is their host and their server, as their messages'
     /// source says (`bob!bob@node-b`); what only their node knows (address, idleness,
-    /// standing, away) is left out.
-    fn remote(chan: &str, (node, person): &cluster::Remote) -> WhoRow {
+    /// away and standing as their node's beats and events say) is left out.
+    fn remote(chan: &str, (node, person): &cluster::Remote, multi: bool) -> WhoRow {
+        let standing = match chan.strip_prefix('#') {
+            Some(room) => person.standing(room),
+            None => Standing::default(),
+        };
         WhoRow {
             chan: chan.to_owned(),
             user: person.nick.clone(),
@@ -2006,7 +2018,11 @@ impl WhoRow {
             ip: "255.255.255.255".to_owned(),
             server: node.clone(),
             nick: person.nick.clone(),
-            flags: "H".to_owned(),
+            flags: format!(
+                "{}{}",
+                if person.away.is_some() { "G" } else { "H" },
+                prefixes(standing, multi)
+            ),
             idle: "0".to_owned(),
             account: "0".to_owned(),
             realname: String::new(),
@@ -2020,6 +2036,12 @@ fn room_of(target: &str) -> Result<&str, RoomError> {
         .strip_prefix('#')
         .map(|_| target)
         .ok_or(RoomError::InvalidName)
+}
+
+/// Someone elsewhere as NAMES lists them in `target` (`#dev`): with their standing there.
+fn remote_prefixed(person: &crate::cluster::Person, target: &str, multi: bool) -> String {
+    let room = target.strip_prefix('#').unwrap_or(target);
+    format!("{}{}", prefixes(person.standing(room), multi), person.nick)
 }
 
 /// `@` for an operator, `+` for a voice: the highest alone, or both with `multi-prefix`.

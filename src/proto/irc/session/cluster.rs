@@ -90,6 +90,9 @@ impl Session {
             self.reply(319, &[nick, &rooms.join(" ")]);
         }
         self.reply(312, &[nick, node, "a linechat node of this cluster"]);
+        if let Some(away) = &person.away {
+            self.reply(301, &[nick, away]);
+        }
         if !person.proto.is_empty() {
             let how = format!("is connected over {} to {node}", person.proto);
             self.reply(320, &[nick, &how]);
@@ -146,9 +149,17 @@ impl Session {
             return false;
         }
         shared.metrics.count_message(&self.conn.member.stats, 1);
+        // As on one server: a NOTICE is answered by nothing, a PRIVMSG by the away message.
+        let away = person
+            .away
+            .as_ref()
+            .filter(|_| !matches!(kind, Kind::Notice(_)));
         if self.has("echo-message") {
             let to = remote_identity(&person.nick, &node);
             self.show(&shared.hub.unsent(Target::Member(to), Some(from), kind));
+        }
+        if let Some(away) = away {
+            self.reply(301, &[&person.nick, away]);
         }
         true
     }
