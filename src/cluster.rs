@@ -475,7 +475,6 @@ struct Record {
     room: Arc<str>,
     /// The events' JSON, one a line.
     lines: Vec<u8>,
-    events: usize,
     /// The `seq` of its first event: the record's `Nats-Msg-Id`, unique per node and boot.
     seq: u64,
     first: u64,
@@ -508,7 +507,6 @@ impl Record {
         Record {
             room: said.room.clone(),
             lines: Vec::with_capacity(said.body.len() + 1),
-            events: 0,
             seq: said.seq,
             first: said.rseq,
             last: said.rseq,
@@ -519,12 +517,16 @@ impl Record {
     fn push(&mut self, said: &Said) {
         self.lines.extend_from_slice(&said.body);
         self.lines.push(b'\n');
-        self.events += 1;
         self.last = said.rseq;
     }
 
+    /// Its events are gapless from `first` to `last`.
+    fn events(&self) -> usize {
+        (self.last + 1 - self.first) as usize
+    }
+
     fn full(&self) -> bool {
-        self.events >= RECORD_MAX || self.lines.len() >= RECORD_BYTES
+        self.events() >= RECORD_MAX || self.lines.len() >= RECORD_BYTES
     }
 
     /// The record as the stream keeps it.
@@ -2004,10 +2006,15 @@ impl Link {
         match out {
             Out::Store(said) => {
                 self.tell_live(&said).await;
-                let record = self
-                    .records
-                    .entry(said.subject.clone())
-                    .or_insert_with(|| Record::new(&said));
+                // Looked up by reference: the room's subject is copied once per record, not
+                // once per event.
+                let record = match self.records.get_mut(&said.subject) {
+                    Some(record) => record,
+                    None => self
+                        .records
+                        .entry(said.subject.clone())
+                        .or_insert_with(|| Record::new(&said)),
+                };
                 record.push(&said);
                 if said.now || record.full() {
                     if let Some(record) = self.records.remove(&said.subject) {
@@ -2126,7 +2133,7 @@ impl Link {
         };
         // Counted with the queue's drops, in /metrics (a log line each could flood).
         if stored.is_none_or(|tx| tx.try_send(event).is_err()) {
-            self.dropped.fetch_add(record.events as u64, Relaxed);
+            self.dropped.fetch_add(record.events() as u64, Relaxed);
         }
     }
 
