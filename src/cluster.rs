@@ -548,6 +548,20 @@ impl Record {
     }
 }
 
+impl Head<'_> {
+    /// Whether this head is a true account of the record it leads, as far as can be told
+    /// without reading its events: written for the room of the subject it came on, and
+    /// holding as many lines as its range says. Only a head that fits is trusted to skip a
+    /// record; one that does not (a node's bug, a damaged message) costs reading its events,
+    /// each then taken on its own fields, never the events themselves.
+    fn fits(&self, subject: &str, lines: usize) -> bool {
+        let room = room_subject(&self.room);
+        self.last >= self.first
+            && (self.last - self.first + 1) as usize == lines
+            && subject.strip_prefix(ROOMS) == room.strip_prefix(ROOMS)
+    }
+}
+
 /// What a message on a room's subject holds: a record's head and its events' lines, or one
 /// event (its head `None`).
 fn unpack(payload: &[u8]) -> (Option<Head<'_>>, impl Iterator<Item = &[u8]>) {
@@ -655,6 +669,10 @@ struct Order {
     held: BTreeMap<u64, Wire>,
     /// Since when the first gap has been waited for (set while `held` is not empty).
     since: Option<Instant>,
+    /// When an event was first dropped for `held` being full, since its gap last closed:
+    /// the record that would have brought it again may have come and gone meanwhile, so the
+    /// room is read again from the stream from then once the gap closes.
+    dropped: Option<SystemTime>,
 }
 
 /// The events with an `rseq`, put in order per origin and room: each delivered once, in its
@@ -669,6 +687,9 @@ struct Reorder {
     holding: usize,
     /// Events given up so far (`/metrics` and Prometheus).
     given_up: Arc<AtomicU64>,
+    /// Rooms to read again from the stream, and from when: a gap closed in them behind
+    /// which events were dropped ([`Order::dropped`]).
+    rereads: Vec<(String, SystemTime)>,
 }
 
 /// Which order: the origin's node and boot, and the room (owned only on the rare paths that
@@ -734,8 +755,10 @@ impl Reorder {
             return Ready::default();
         }
         if w.rseq > order.last + 1 {
-            // Full: the origin's records bring this one again, in order, after the gap.
+            // Full: the origin's records bring this one again, in order, after the gap; or,
+            // if its record came already, a read of the stream once the gap closes.
             if order.held.len() >= HELD_MAX {
+                order.dropped.get_or_insert_with(SystemTime::now);
                 return Ready::default();
             }
             if order.held.is_empty() {
@@ -751,6 +774,9 @@ impl Reorder {
         } else {
             Self::release(order, &mut self.holding, now)
         };
+        if let Some(from) = order.dropped.take() {
+            self.rereads.push((w.room.clone(), from));
+        }
         Ready {
             first: Some(w),
             rest,
@@ -799,6 +825,9 @@ impl Reorder {
         self.given_up.fetch_add(first - order.last - 1, Relaxed);
         order.last = first - 1;
         let rest = Self::release(order, &mut self.holding, now);
+        if let Some(from) = order.dropped.take() {
+            self.rereads.push((room.clone(), from));
+        }
         Ready { first: None, rest }
     }
 
@@ -840,9 +869,6 @@ impl Reorder {
         }
     }
 
-    /// Notes that the events of `node`'s boot `boot` in `room` up to `rseq` are delivered
-    /// (read from the stream for the room's history): none of them is delivered again, and
-    /// the next one expected is the one after.
     /// Whether this node has delivered `room`'s events from `node`'s `boot` up to `rseq`.
     fn through(&self, node: &str, boot: u64, room: &str, rseq: u64) -> bool {
         let last = self
@@ -854,6 +880,9 @@ impl Reorder {
         last > 0 && last >= rseq
     }
 
+    /// Notes that the events of `node`'s boot `boot` in `room` up to `rseq` are delivered
+    /// (read from the stream for the room's history): none of them is delivered again, and
+    /// the next one expected is the one after.
     fn had(&mut self, node: &str, boot: u64, room: &str, rseq: u64) {
         let order = order(&mut self.orders, node, boot, room);
         order.last = order.last.max(rseq);
@@ -893,9 +922,37 @@ struct Stored {
     id: String,
     /// When its first event was said: the duplicate window counts from here.
     queued: Instant,
-    /// Told once the stream has it (or it is given up): a node asking for this room's
-    /// records before it reads the stream ([`FLUSH`]).
-    told: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Answered (an empty message each) once the stream has it and all before it, or they
+    /// are given up: the nodes that asked for this node's records of a room before reading
+    /// the stream ([`FLUSH`]). The publisher answers, so an ask costs no task and no wait in
+    /// the link.
+    replies: Vec<async_nats::Subject>,
+}
+
+impl Stored {
+    /// Nothing to store, only `reply` to answer once everything handed to the publisher
+    /// before it is in the stream: an ask for a room whose record was written already.
+    fn ask(reply: async_nats::Subject) -> Stored {
+        Stored {
+            subject: String::new(),
+            body: Bytes::new(),
+            id: String::new(),
+            queued: Instant::now(),
+            replies: vec![reply],
+        }
+    }
+
+    fn is_ask(&self) -> bool {
+        self.subject.is_empty()
+    }
+
+    /// The stream has it, or it is given up: whoever asked is answered.
+    async fn done(self, client: &async_nats::Client) {
+        for reply in self.replies {
+            // A core publish only queues in the client: it never waits for the broker.
+            let _ = client.publish(reply, Bytes::new()).await;
+        }
+    }
 }
 
 /// The task half: publishes the queue and receives the other nodes' messages.
@@ -1563,6 +1620,7 @@ impl Link {
                     for w in self.reorder.give_up(Instant::now()) {
                         self.hand(w, &*deliver);
                     }
+                    self.reread(&*deliver).await;
                 }
                 out = self.out.recv() => match out {
                     None => break,
@@ -1604,7 +1662,10 @@ impl Link {
                     Some(msg) if msg.subject.starts_with(FLUSH) => {
                         self.flush_asked(msg, &owner, stored.as_ref()).await;
                     }
-                    Some(msg) => self.receive(&msg.payload, &*deliver),
+                    Some(msg) => {
+                        self.receive(&msg.subject, &msg.payload, &*deliver);
+                        self.reread(&*deliver).await;
+                    }
                 },
             }
         }
@@ -1704,12 +1765,12 @@ impl Link {
             tokio::time::timeout(LOAD_WAIT, self.client.flush()).await,
             Ok(Ok(()))
         );
+        if flushed {
+            self.ask_records(&new).await;
+        }
         for subject in new {
             let read = match flushed {
-                true => {
-                    self.ask_records(&subject).await;
-                    self.load(&subject, deliver).await
-                }
+                true => self.load(&subject, deliver).await,
                 false => Err("the broker did not answer".to_owned()),
             };
             if let Err(e) = &read {
@@ -1826,12 +1887,27 @@ impl Link {
 
     /// One event from another node, live or from the stream: delivered unless this node has
     /// delivered it (or a later one from the same origin in the same room) already.
-    fn receive(&mut self, payload: &[u8], deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+    fn receive(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        deliver: &(dyn Fn(Incoming) + Send + Sync),
+    ) {
         let (head, events) = unpack(payload);
         // A record whose every event was told here live already: the usual case, known
-        // without reading them.
-        if head.is_some_and(|h| self.reorder.through(&h.node, h.boot, &h.room, h.last)) {
-            return;
+        // without parsing them.
+        if let Some(h) = head {
+            if self.reorder.through(&h.node, h.boot, &h.room, h.last) {
+                // Each event's line ends in a newline, as does the head's.
+                let lines = memchr::memchr_iter(b'\n', payload)
+                    .count()
+                    .saturating_sub(1);
+                if h.fits(subject, lines) {
+                    return;
+                }
+                tracing::warn!(%subject, origin = %format_args!("{}.{}", h.node, h.boot),
+                    "cluster: a record's head does not match its events; reading them one by one");
+            }
         }
         for event in events {
             self.receive_one(event, deliver);
@@ -1956,6 +2032,28 @@ impl Link {
         }
     }
 
+    /// Reads again from the stream the rooms where events were dropped behind a gap now
+    /// closed ([`Order::dropped`]): their records may have come while there was no room to
+    /// hold them. What was delivered already is dropped by the order as a repeat.
+    async fn reread(&mut self, deliver: &(dyn Fn(Incoming) + Send + Sync)) {
+        while let Some((room, from)) = self.reorder.rereads.pop() {
+            let subject = room_subject(&room);
+            let Some(followed) = self.rooms.get(&subject) else {
+                continue;
+            };
+            let start = from.checked_sub(CATCH_UP_MARGIN).unwrap_or(UNIX_EPOCH);
+            let start = start.max(followed.since);
+            match self.read_since(&subject, start, deliver).await {
+                Ok(n) => {
+                    tracing::info!(%room, read = n, "cluster: read a room again after events were dropped behind a gap")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %room, "cluster: a room was not read again after events were dropped behind a gap")
+                }
+            }
+        }
+    }
+
     async fn read_since(
         &mut self,
         subject: &str,
@@ -1993,7 +2091,7 @@ impl Link {
             while let Some(msg) = batch.next().await {
                 let msg = msg.map_err(|e| e.to_string())?;
                 n += 1;
-                self.receive(&msg.payload, deliver);
+                self.receive(&msg.subject, &msg.payload, deliver);
             }
             read += n;
             if n == 0 {
@@ -2018,7 +2116,7 @@ impl Link {
                 record.push(&said);
                 if said.now || record.full() {
                     if let Some(record) = self.records.remove(&said.subject) {
-                        self.write_record(said.subject, record, owner, stored, None);
+                        self.write_record(said.subject, record, owner, stored, Vec::new());
                     }
                 }
                 self.record_due
@@ -2047,33 +2145,36 @@ impl Link {
         }
     }
 
-    /// Asks every other node for its record of the room on `subject` so far and waits for
-    /// their answers (up to [`FLUSH_WAIT`]): what they said before this node followed the
-    /// room is then in the stream, and what they say after reaches it live.
-    async fn ask_records(&self, subject: &str) {
+    /// Asks every other node for its records of the rooms on `subjects` so far and waits for
+    /// their answers, all at once (up to [`FLUSH_WAIT`] in all, however many rooms): what they
+    /// said before this node followed the rooms is then in the stream, and what they say after
+    /// reaches it live. One wait, not one per room: a node that died and is not swept yet
+    /// never answers, and a JOIN of many channels must not wait for it once per channel.
+    async fn ask_records(&self, subjects: &[String]) {
         let nodes = lock(&self.peers)
             .values()
             .map(|p| p.node.clone())
             .collect::<HashSet<_>>()
             .len();
-        if nodes == 0 {
+        if nodes == 0 || subjects.is_empty() {
             return;
         }
         let inbox = self.client.new_inbox();
         let Ok(mut answers) = self.client.subscribe(inbox.clone()).await else {
             return;
         };
-        let ask = format!("{FLUSH}{}", &subject[ROOMS.len()..]);
-        if self
-            .client
-            .publish_with_reply(ask, inbox, Bytes::new())
-            .await
-            .is_err()
-        {
-            return;
+        let mut asked = 0;
+        for subject in subjects {
+            let ask = format!("{FLUSH}{}", &subject[ROOMS.len()..]);
+            let sent = self
+                .client
+                .publish_with_reply(ask, inbox.clone(), Bytes::new());
+            if sent.await.is_ok() {
+                asked += nodes;
+            }
         }
         let _ = tokio::time::timeout(FLUSH_WAIT, async {
-            for _ in 0..nodes {
+            for _ in 0..asked {
                 if answers.next().await.is_none() {
                     break;
                 }
@@ -2083,7 +2184,9 @@ impl Link {
     }
 
     /// Another node asks for this node's record of a room ([`FLUSH`]): written now, and
-    /// answered once the stream has it; at once when there is none.
+    /// answered once the stream has it. With no record waiting, the ask still goes through
+    /// the publisher, answered behind what it holds: a record written a moment before may
+    /// not be acknowledged yet.
     async fn flush_asked(
         &mut self,
         msg: async_nats::Message,
@@ -2095,23 +2198,20 @@ impl Link {
         };
         let subject = format!("{ROOMS}{}", &msg.subject[FLUSH.len()..]);
         let Some(record) = self.records.remove(&subject) else {
-            let _ = self.client.publish(reply, Bytes::new()).await;
+            // The publisher full (or gone): answered at once rather than left to time out.
+            if stored.is_none_or(|tx| tx.try_send(Stored::ask(reply.clone())).is_err()) {
+                let _ = self.client.publish(reply, Bytes::new()).await;
+            }
             return;
         };
-        let (told, written) = tokio::sync::oneshot::channel();
-        self.write_record(subject, record, owner, stored, Some(told));
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
-            let _ = client.publish(reply, Bytes::new()).await;
-        });
+        self.write_record(subject, record, owner, stored, vec![reply]);
     }
 
     /// Writes every record waiting, each room's in its order.
     fn write_records(&mut self, owner: &str, stored: Option<&mpsc::Sender<Stored>>) {
         self.record_due = None;
         for (subject, record) in std::mem::take(&mut self.records) {
-            self.write_record(subject, record, owner, stored, None);
+            self.write_record(subject, record, owner, stored, Vec::new());
         }
     }
 
@@ -2122,14 +2222,14 @@ impl Link {
         record: Record,
         owner: &str,
         stored: Option<&mpsc::Sender<Stored>>,
-        told: Option<tokio::sync::oneshot::Sender<()>>,
+        replies: Vec<async_nats::Subject>,
     ) {
         let event = Stored {
             body: record.body(&self.node, self.boot),
             subject,
             id: format!("{owner}:{}", record.seq),
             queued: record.since,
-            told,
+            replies,
         };
         // Counted with the queue's drops, in /metrics (a log line each could flood).
         if stored.is_none_or(|tx| tx.try_send(event).is_err()) {
@@ -2256,6 +2356,7 @@ async fn publish_stored(
     stop: CancellationToken,
     dropped: Arc<AtomicU64>,
 ) {
+    let client = js.client();
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(IN_FLIGHT);
     let mut open = true;
     // Nothing more is sent behind an event whose publish failed: it is sent again first.
@@ -2296,8 +2397,8 @@ async fn publish_stored(
             biased;
             acked = tokio::time::timeout_at(deadline, ack) => match acked {
                 Ok(Ok(_)) => {
-                    if let Some(told) = window.pop_front().and_then(|f| f.event.told) {
-                        let _ = told.send(());
+                    if let Some(f) = window.pop_front() {
+                        f.event.done(&client).await;
                     }
                 }
                 failed => {
@@ -2317,7 +2418,16 @@ async fn publish_stored(
 }
 /// Publishes `event` and puts it at the end of the window (without an acknowledgement to
 /// come if the publish itself failed: the window is recovered when it reaches the front).
+/// An ask is not published: it rides on the newest event of the window, answered with it,
+/// since the window is acknowledged in order; at once when the window is empty.
 async fn push(js: &jetstream::Context, window: &mut VecDeque<InFlight>, event: Stored) {
+    if event.is_ask() {
+        match window.back_mut() {
+            Some(last) => last.event.replies.extend(event.replies),
+            None => event.done(&js.client()).await,
+        }
+        return;
+    }
     let ack = publish_once(js, &event).await;
     window.push_back(InFlight {
         event,
@@ -2365,9 +2475,7 @@ async fn recover(
     );
     while let Some(InFlight { event, .. }) = window.pop_front() {
         publish_until_acked(js, &event, stop, dropped).await;
-        if let Some(told) = event.told {
-            let _ = told.send(());
-        }
+        event.done(&js.client()).await;
     }
 }
 
@@ -2896,6 +3004,38 @@ mod tests {
         assert_eq!(events.count(), 1);
     }
 
+    /// A head is trusted to skip its record only when it fits: its room is the subject's, and
+    /// its range counts the lines it leads.
+    #[test]
+    fn a_record_head_fits_only_its_own_subject_and_line_count() {
+        let head = |room: &'static str, first: u64, last: u64| Head {
+            node: "x".into(),
+            boot: 1,
+            room: room.into(),
+            first,
+            last,
+        };
+        assert!(head("lobby", 4, 6).fits("lc.room.lobby", 3));
+        assert!(head("Dev", 1, 1).fits("lc.room.dev", 1));
+        assert!(
+            !head("lobby", 4, 6).fits("lc.room.lobby", 2),
+            "a line short"
+        );
+        assert!(!head("lobby", 4, 6).fits("lc.room.lobby", 4), "a line over");
+        assert!(
+            !head("lobby", 4, 6).fits("lc.room.dev", 3),
+            "another room's subject"
+        );
+        assert!(
+            !head("lobby", 6, 4).fits("lc.room.lobby", 3),
+            "a range backwards"
+        );
+        assert!(
+            !head("lobby", 1, 1).fits("lc.live.lobby", 1),
+            "not a room subject"
+        );
+    }
+
     /// A record is known to be delivered only when every one of its events is.
     #[test]
     fn a_record_is_through_only_up_to_what_was_delivered() {
@@ -2923,9 +3063,36 @@ mod tests {
             assert!(take(&mut r, "lobby", q, t).is_empty());
         }
         assert!(r.holding());
+        assert!(r.rereads.is_empty(), "read again only once the gap closes");
         assert_eq!(take(&mut r, "lobby", 2, t), (2..past).collect::<Vec<_>>());
         assert!(!r.holding());
+        let rooms: Vec<&str> = r.rereads.iter().map(|(room, _)| room.as_str()).collect();
+        assert_eq!(
+            rooms,
+            ["lobby"],
+            "what was dropped may have had its record already"
+        );
         assert_eq!(take(&mut r, "lobby", past, t), [past]);
+    }
+
+    /// A gap given up with events dropped behind it asks for the room to be read again too;
+    /// one with nothing dropped does not.
+    #[test]
+    fn a_gap_given_up_with_events_dropped_behind_it_reads_the_room_again() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert_eq!(take(&mut r, "lobby", 1, t), [1]);
+        assert_eq!(take(&mut r, "dev", 1, t), [1]);
+        let past = HELD_MAX as u64 + 3;
+        for q in 3..=past {
+            take(&mut r, "lobby", q, t);
+        }
+        assert!(take(&mut r, "dev", 3, t).is_empty());
+        let later = t + GAP_WAIT;
+        let given: Vec<u64> = r.give_up(later).into_iter().map(|w| w.rseq).collect();
+        assert_eq!(given.len(), HELD_MAX + 1, "lobby's held and dev's 3");
+        let rooms: Vec<&str> = r.rereads.iter().map(|(room, _)| room.as_str()).collect();
+        assert_eq!(rooms, ["lobby"]);
     }
 
     /// A rename heard in a room moves the person to the new name with their rooms and

@@ -45,6 +45,62 @@ async fn irc_until(irc: &mut IrcClient, command: &str, want: impl Fn(&str) -> bo
     irc_until_reply(irc, command, |got| got.iter().any(|l| want(l))).await
 }
 
+/// A node listed but never answering (it died and is not swept yet): b asks it for its
+/// records of every room of a JOIN and waits for it once, not once per channel, so a JOIN of
+/// six channels still reads all six histories within the JOIN's bound (no "could not be
+/// read" notice), and CHATHISTORY of each holds what alice said on node a before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_of_many_channels_waits_once_for_a_node_that_never_answers() {
+    if !broker::available() {
+        return;
+    }
+    const ROOMS: usize = 6;
+    let broker = Broker::start().await;
+    let a = crate::node(&broker, "a").await;
+    let (_b, b_irc) = irc_node(&broker, "b").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    for i in 1..=ROOMS {
+        alice.command(&format!("/join r{i}")).await;
+        alice.send(&format!("before r{i}")).await;
+    }
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let nodes = async_nats::jetstream::new(nats)
+        .get_key_value("lc_nodes")
+        .await
+        .expect("the nodes bucket");
+    let beat = serde_json::json!({
+        "seq": 1, "people": [{"nick": "ghost", "proto": "line", "rooms": ["lobby"]}],
+    });
+    nodes
+        .put("z.1", beat.to_string().into())
+        .await
+        .expect("z's heartbeat");
+    let mut bob = IrcClient::connect(b_irc).await;
+    bob.register("bob", &[]).await;
+    // b lists z (and so waits for its answers) from its next look at the heartbeats.
+    irc_until(&mut bob, "WHOIS ghost", |l| irc_command(l) == "311").await;
+    let channels: Vec<String> = (1..=ROOMS).map(|i| format!("#r{i}")).collect();
+    bob.send(&format!("JOIN {}", channels.join(","))).await;
+    let mut joined = Vec::new();
+    for _ in 0..ROOMS {
+        joined.extend(bob.until(|l| irc_command(l) == "366").await);
+    }
+    let unread: Vec<&String> = joined
+        .iter()
+        .filter(|l| l.contains("could not be read"))
+        .collect();
+    assert!(unread.is_empty(), "{unread:?}");
+    for i in 1..=ROOMS {
+        bob.send(&format!("CHATHISTORY LATEST #r{i} * 10")).await;
+        assert_eq!(
+            bob.sync().await,
+            [format!(":alice!alice@a PRIVMSG #r{i} :before r{i}")]
+        );
+    }
+}
+
 /// An IRC client on node b and a netcat user on node a share the lobby: what alice said
 /// before bob's node had anyone there is in CHATHISTORY; NAMES, WHO, WHOIS and LIST show her
 /// with node a as her host; her lines reach bob and his PRIVMSG reaches her; a nick nobody

@@ -1696,8 +1696,22 @@ async fn futures_join<T: Send + 'static>(
 /// A broker, node a following the lobby with bob in it, and a connection of the test's own
 /// to the broker: for tests that publish an origin's events by hand.
 async fn by_hand() -> (Broker, Server, Client, async_nats::Client) {
+    by_hand_with(&[]).await
+}
+
+/// Event `rseq` of node x's boot 1 in the lobby, zed saying `text`, as x would publish it.
+fn zed_says(rseq: u64, text: &str) -> String {
+    serde_json::json!({
+        "node": "x", "boot": 1, "seq": rseq, "rseq": rseq, "room": "lobby", "nick": "zed",
+        "kind": "msg", "text": text, "at_ms": 0,
+    })
+    .to_string()
+}
+
+/// [`by_hand`], the node started with `more` options.
+async fn by_hand_with(more: &[&str]) -> (Broker, Server, Client, async_nats::Client) {
     let broker = Broker::start().await;
-    let a = node(&broker, "a").await;
+    let a = node_with(&broker, "a", more).await;
     let bob = Client::join(a.addr, "bob").await;
     follows(
         &broker,
@@ -1769,13 +1783,7 @@ async fn a_record_brings_what_a_live_copy_lost_once_in_order() {
         return;
     }
     let (_broker, _node, mut bob, nats) = by_hand().await;
-    let event = |rseq: u64, text: &str| {
-        serde_json::json!({
-            "node": "x", "boot": 1, "seq": rseq, "rseq": rseq, "room": "lobby", "nick": "zed",
-            "kind": "msg", "text": text, "at_ms": 0,
-        })
-        .to_string()
-    };
+    let event = zed_says;
     let publish = |subject: &'static str, body: String| {
         let nats = nats.clone();
         async move {
@@ -1802,6 +1810,136 @@ async fn a_record_brings_what_a_live_copy_lost_once_in_order() {
     publish("lc.live.lobby", event(2, "two again")).await;
     publish("lc.live.lobby", event(4, "four")).await;
     bob.expect("zed: four").await;
+}
+
+/// A record whose head does not match its events (here: it claims the three events already
+/// delivered, and holds two new ones) is not trusted to skip them: its events are taken one
+/// by one, on their own fields, and nobody loses a line to a wrong head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_head_does_not_match_its_events_costs_no_line() {
+    if !broker::available() {
+        return;
+    }
+    let (_broker, _node, mut bob, nats) = by_hand().await;
+    let event = |rseq: u64| zed_says(rseq, &format!("line {rseq}"));
+    for rseq in 1..=3 {
+        nats.publish("lc.live.lobby", event(rseq).into())
+            .await
+            .expect("publish");
+    }
+    nats.flush().await.expect("flush");
+    for rseq in 1..=3 {
+        bob.expect(&format!("zed: line {rseq}")).await;
+    }
+    let wrong = format!(
+        "R{}\n{}\n{}\n",
+        serde_json::json!({"node": "x", "boot": 1, "room": "lobby", "first": 1, "last": 3}),
+        event(4),
+        event(5),
+    );
+    nats.publish("lc.room.lobby", wrong.into())
+        .await
+        .expect("publish");
+    nats.flush().await.expect("flush");
+    bob.expect("zed: line 4").await;
+    bob.expect("zed: line 5").await;
+}
+
+/// Every ask for a node's records of a room is answered, once, and only when what its people
+/// said there before is in the stream: the ask with a record waiting has it written, one with
+/// none waits behind what the publisher holds. A flood of asks costs the node no task each
+/// (the publisher answers them) and loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ask_for_records_is_answered_once_what_was_said_is_stored() {
+    if !broker::available() {
+        return;
+    }
+    const ASKS: usize = 500;
+    let (_broker, _node, mut bob, nats) = by_hand().await;
+    let inbox = nats.new_inbox();
+    let mut answers = nats.subscribe(inbox.clone()).await.expect("subscribe");
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = js.get_stream("LINECHAT_ROOMS").await.expect("the stream");
+    for i in 0..5 {
+        bob.command(&format!("said {i}")).await;
+        nats.publish_with_reply("lc.flush.lobby", inbox.clone(), "".into())
+            .await
+            .expect("ask");
+        tokio::time::timeout(WAIT, answers.next())
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        let last = stream
+            .get_last_raw_message_by_subject("lc.room.lobby")
+            .await
+            .expect("a record of the lobby");
+        let payload = String::from_utf8_lossy(&last.payload);
+        assert!(payload.contains(&format!("said {i}")), "{payload}");
+    }
+    for _ in 0..ASKS {
+        nats.publish_with_reply("lc.flush.lobby", inbox.clone(), "".into())
+            .await
+            .expect("ask");
+    }
+    nats.flush().await.expect("flush");
+    for n in 0..ASKS {
+        let answer = tokio::time::timeout(WAIT, answers.next()).await;
+        assert!(
+            matches!(answer, Ok(Some(_))),
+            "answer {n} of {ASKS}: {answer:?}"
+        );
+    }
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), answers.next()).await;
+    assert!(more.is_err(), "an ask answered twice");
+}
+
+/// More events behind one gap than a node holds: what arrives past the limit is dropped,
+/// and here its origin's record came (and went) while the node was full. Once the gap is
+/// given up, the node reads the room again from the stream, so those events still reach bob,
+/// in order, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dropped_past_the_held_limit_are_read_again_once_the_gap_closes() {
+    if !broker::available() {
+        return;
+    }
+    // As src/cluster.rs's HELD_MAX: 8 publishing windows of 256.
+    const HELD: u64 = 8 * 256;
+    // bob's queue takes the whole gap's worth at once when it is given up.
+    let (_broker, _node, mut bob, nats) = by_hand_with(&["--queue-bytes", "16777216"]).await;
+    let event = |rseq: u64| zed_says(rseq, &format!("line {rseq}"));
+    nats.publish("lc.live.lobby", event(1).into())
+        .await
+        .expect("publish");
+    nats.flush().await.expect("flush");
+    bob.expect("zed: line 1").await;
+    // 2 never comes; 3 ..= HELD + 2 are held behind it, the rest is past the limit.
+    let last = HELD + 10;
+    for rseq in 3..=HELD + 2 {
+        nats.publish("lc.live.lobby", event(rseq).into())
+            .await
+            .expect("publish");
+    }
+    nats.flush().await.expect("flush");
+    // x's record of 3 onwards, as x writes it (2's was lost with it): it arrives while the
+    // node holds all it may, so most of it is dropped.
+    let events: Vec<String> = (3..=last).map(event).collect();
+    let record = format!(
+        "R{}\n{}\n",
+        serde_json::json!({"node": "x", "boot": 1, "room": "lobby", "first": 3, "last": last}),
+        events.join("\n"),
+    );
+    let js = async_nats::jetstream::new(nats.clone());
+    js.publish("lc.room.lobby", record.into())
+        .await
+        .expect("publish to the stream")
+        .await
+        .expect("stored");
+    // Given up after GAP_WAIT (5 s): everything held, then what was dropped, read again.
+    for rseq in 3..=last {
+        bob.expect(&format!("zed: line {rseq}")).await;
+    }
+    let more = tokio::time::timeout(std::time::Duration::from_millis(500), bob.line()).await;
+    assert!(more.is_err(), "a line delivered twice: {more:?}");
 }
 
 /// Three nodes, and alice (on a) the first in `dev` anywhere, so its operator; bob enters it
