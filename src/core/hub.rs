@@ -1186,6 +1186,7 @@ impl Hub {
         let renamed = Arc::new(entry.identity.renamed(new));
         let old = std::mem::replace(&mut entry.identity, renamed.clone());
         let member = entry.member.clone();
+        member.mark_renamed();
         let rooms: Vec<RoomId> = entry.rooms.iter().map(|&(r, _)| r).collect();
         state.by_nick.remove(&nick_key(&old.nick));
         state.by_nick.insert(key, id);

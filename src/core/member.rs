@@ -61,6 +61,10 @@ pub struct Member {
     oper: AtomicBool,
     /// Hidden from WHO by those who share no room with it (IRC user mode `+i`).
     invisible: AtomicBool,
+    /// Renamed by the hub since its session last looked ([`Member::take_renamed`]): on a
+    /// cluster the server itself may rename it (the conflict rule after an outage), and the
+    /// session asks the hub for its name only then, not under the hub's lock per command.
+    renamed: AtomicBool,
     /// The id of the last event fanned out to this member across several rooms, so an event
     /// that reaches it through two rooms is delivered once.
     seen: AtomicU64,
@@ -134,6 +138,7 @@ impl Member {
             echo: AtomicBool::new(false),
             wants_away: AtomicBool::new(false),
             wants_account: AtomicBool::new(false),
+            renamed: AtomicBool::new(false),
             oper: AtomicBool::new(false),
             invisible: AtomicBool::new(false),
             seen: AtomicU64::new(0),
@@ -208,6 +213,16 @@ impl Member {
 
     pub fn set_echo(&self, on: bool) {
         self.echo.store(on, Relaxed);
+    }
+
+    /// Set by the hub, under its lock, once the new name is in place.
+    pub fn mark_renamed(&self) {
+        self.renamed.store(true, Relaxed);
+    }
+
+    /// Whether the hub renamed this member since the last call: a plain load while not.
+    pub fn take_renamed(&self) -> bool {
+        self.renamed.load(Relaxed) && self.renamed.swap(false, Relaxed)
     }
 
     pub fn wants_away(&self) -> bool {

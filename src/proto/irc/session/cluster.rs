@@ -72,7 +72,7 @@ impl Session {
     /// The nickname as the hub has it now: on a cluster the server itself may rename this
     /// connection (the conflict rule after an outage), and replies must follow.
     pub(super) fn follow_rename(&mut self) {
-        if self.conn.shared.cluster.is_none() {
+        if self.conn.shared.cluster.is_none() || !self.conn.member.take_renamed() {
             return;
         }
         if let Some(identity) = self.conn.shared.hub.identity(self.conn.member.id) {
