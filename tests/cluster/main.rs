@@ -2371,3 +2371,58 @@ async fn a_dead_nodes_room_is_created_again_within_the_liveness_bound() {
     }
     eprintln!("y the operator {:?} after the kill", killed.elapsed());
 }
+
+/// The broker silent at an entry: the local rule, told to nobody (whoever enters a room
+/// nobody on any node is listed in is its operator), and the node's place in the room's
+/// claim is written once the broker answers again, so someone entering the room on another
+/// node afterwards is not its operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_broker_did_not_answer_takes_its_place_once_it_is_back() {
+    let Some((mut broker, _nodes, mut x, mut y)) = two_irc_nodes().await else {
+        return;
+    };
+    let down = |nick: &str| format!(" NOTICE {nick} :the cluster link is down");
+    let back = |nick: &str| format!(" NOTICE {nick} :the cluster link is back");
+    let restart = tokio::spawn(async move {
+        broker.restart(std::time::Duration::from_secs(3)).await;
+        broker
+    });
+    x.until(|l| l.contains(&down("x"))).await;
+    x.send("JOIN #quiet").await;
+    x.until(|l| support::irc_command(l) == "366").await;
+    let (ops, _) = names(&mut x, "#quiet").await;
+    assert_eq!(ops, ["x"], "the local rule while the broker is away");
+    let broker = restart.await.expect("the broker restarted");
+    x.wait = std::time::Duration::from_secs(20);
+    x.until(|l| l.contains(&back("x"))).await;
+    y.wait = std::time::Duration::from_secs(20);
+    y.until(|l| l.contains(&back("y"))).await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let claims = async_nats::jetstream::new(nats)
+        .get_key_value("lc_rooms")
+        .await
+        .expect("the rooms' claims");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let entry = claims.entry("quiet").await.expect("read the claim");
+        let value = entry
+            .as_ref()
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+        if value.as_deref().is_some_and(|v| v.contains("\"a.")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never took its place in #quiet: {value:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    y.send("JOIN #quiet").await;
+    y.until(|l| support::irc_command(l) == "366").await;
+    assert_eq!(
+        one_operator(&mut [&mut x, &mut y], "#quiet", &["x", "y"]).await,
+        "x"
+    );
+}
