@@ -33,6 +33,15 @@ use crate::core::names::nick_key;
 const NICKS: &str = "lc_nicks";
 /// The bucket of living nodes: key `<node>.<boot>`, rewritten every [`HEARTBEAT`].
 const NODES: &str = "lc_nodes";
+/// The bucket of rooms' creator claims: key the room's subject token, value a [`Claim`].
+const ROOMS_BUCKET: &str = "lc_rooms";
+/// Tries of one change to a room's claim against the revisions other nodes keep writing
+/// meanwhile, at most: each lost try means another node's change landed first, so a few
+/// suffice unless the room has a crowd of nodes arriving at the very same instant.
+const CLAIM_TRIES: usize = 16;
+/// How often this node's places in the rooms' claims are brought in line again while one
+/// change failed (the broker away).
+const PLACES_RETRY: Duration = Duration::from_secs(2);
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node whose heartbeats this node has not seen for this long is dead, and its names are freed: with the heartbeat
@@ -587,6 +596,18 @@ struct Interest {
     wanted: std::sync::Mutex<HashSet<String>>,
     changed: tokio::sync::Notify,
     loads: std::sync::Mutex<Loads>,
+    /// Woken with `changed`, for the task that keeps this node's places in the rooms'
+    /// claims ([`Places`]) in line with the same sets: a [`tokio::sync::Notify`] wakes one
+    /// waiter, so each task has its own.
+    places: tokio::sync::Notify,
+}
+
+impl Interest {
+    /// Whether someone here is in the room on `subject`, or about to enter it.
+    fn desired(&self, subject: &str) -> bool {
+        let wanted = lock(&self.wanted).contains(subject);
+        wanted || lock(&self.loads).held.contains_key(subject)
+    }
 }
 
 /// The rooms whose history this node has read from the stream since it last started
@@ -600,6 +621,9 @@ struct Loads {
     held: HashMap<String, usize>,
     /// Who waits for a subject's history: told whether it was read.
     waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<bool>>>,
+    /// The answer of each entry's claim (by subject and member, while its [`Hold`] lives):
+    /// whether nobody on another node was in the room ([`Relay::creator`]).
+    creators: HashMap<(String, MemberId), bool>,
 }
 
 /// Keeps a room followed (and its history, once read, kept up to date) until someone has
@@ -608,6 +632,8 @@ struct Loads {
 pub struct Hold {
     interest: Arc<Interest>,
     subject: String,
+    /// Whose entry this is: its claim's answer is kept for the hub under it until then.
+    member: MemberId,
     /// Whether the room's history here covers what the stream holds: `false` when it could
     /// not be read within [`LOAD_WAIT`] (the broker away, or slow).
     pub loaded: bool,
@@ -622,8 +648,345 @@ impl Drop for Hold {
                 loads.held.remove(&self.subject);
             }
         }
+        loads.creators.remove(&(self.subject.clone(), self.member));
         drop(loads);
         self.interest.changed.notify_one();
+        self.interest.places.notify_one();
+    }
+}
+
+/// A room's entry in `lc_rooms`: who created it (`<node>:<boot>:<member>`, as a nickname's
+/// claim names its holder) and the nodes (`<node>.<boot>`, their `lc_nodes` keys) with
+/// people in it or about to enter it. Only the set decides; the creator is what the broker
+/// ordered first, kept to be read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct Claim {
+    creator: String,
+    nodes: Vec<String>,
+}
+
+/// What a node entering a room does with its claim as read: whether it enters as nobody
+/// elsewhere is in the room (the creator), and the claim to write against the revision read
+/// (`None`: nothing to change). Nodes not `alive` (no `lc_nodes` entry: dead, and swept)
+/// are dropped from it, so a dead node's place frees within the liveness bound. `creator`
+/// is written only by an entry that finds nobody else, or by a claim made anew.
+fn entering(
+    claim: &Claim,
+    me: &str,
+    creator: Option<&str>,
+    alive: impl Fn(&str) -> bool,
+) -> (bool, Option<Claim>) {
+    let mut next = Claim {
+        creator: claim.creator.clone(),
+        nodes: claim
+            .nodes
+            .iter()
+            .filter(|n| *n != me && alive(n))
+            .cloned()
+            .collect(),
+    };
+    let alone = next.nodes.is_empty();
+    next.nodes.push(me.to_owned());
+    if let (true, Some(creator)) = (alone, creator) {
+        next.creator = creator.to_owned();
+    }
+    let same = next.creator == claim.creator && {
+        let mut was = claim.nodes.clone();
+        was.sort();
+        let mut now = next.nodes.clone();
+        now.sort();
+        was == now
+    };
+    (alone, (!same).then_some(next))
+}
+
+/// What a node whose last person left a room does with its claim as read: nothing (it is
+/// not in the set), the claim without it, or the key deleted (nobody left, or only nodes
+/// that are not `alive`).
+#[derive(Debug, PartialEq, Eq)]
+enum Leaving {
+    Nothing,
+    Write(Claim),
+    Delete,
+}
+
+fn leaving(claim: &Claim, me: &str, alive: impl Fn(&str) -> bool) -> Leaving {
+    if !claim.nodes.iter().any(|n| n == me) {
+        return Leaving::Nothing;
+    }
+    let nodes: Vec<String> = claim
+        .nodes
+        .iter()
+        .filter(|n| *n != me && alive(n))
+        .cloned()
+        .collect();
+    match nodes.is_empty() {
+        true => Leaving::Delete,
+        false => Leaving::Write(Claim {
+            creator: claim.creator.clone(),
+            nodes,
+        }),
+    }
+}
+
+/// This node's places in the rooms' claims (`lc_rooms`, docs/CLUSTER.md, "The creator
+/// rule"): an entry into a room nobody here is in claims it first ([`Cluster::prepare`]),
+/// and one task keeps the places in line with who is here ([`keep_places`]): taken out of a
+/// room's set once nobody here is in it or about to enter it, put in for a room people
+/// here are in without a place (their entry's claim unanswered, or the others took this
+/// node for dead). Each room's changes here are made one at a time.
+#[derive(Debug)]
+struct Places {
+    client: async_nats::Client,
+    rooms: kv::Store,
+    nodes: kv::Store,
+    /// This node's `lc_nodes` key, `<node>.<boot>`: its name in a claim's set.
+    me: String,
+    node: Arc<str>,
+    boot: u64,
+    interest: Arc<Interest>,
+    /// Subjects whose claim may list this node: a change was sent, answered or not.
+    listed: std::sync::Mutex<HashSet<String>>,
+    /// Those of them the broker said it lists this node in.
+    confirmed: std::sync::Mutex<HashSet<String>>,
+    /// One lock per room whose claim this node is changing.
+    busy: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether this node's `lc_nodes` entry has been written: a place in a set before it
+    /// would read as a dead node's to whoever looks.
+    beating: tokio::sync::watch::Sender<bool>,
+}
+
+/// A room's claim (under its `lc_rooms` key) as the broker has it, with its revision; `None`
+/// when there is none (never made, or deleted).
+async fn read_claim(rooms: &kv::Store, key: &str) -> Result<Option<(Claim, u64)>, String> {
+    let entry = rooms.entry(key).await.map_err(|e| e.to_string())?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        // A value that does not read is a claim that lists nobody.
+        .map(|e| {
+            (
+                serde_json::from_slice(&e.value).unwrap_or_default(),
+                e.revision,
+            )
+        }))
+}
+
+impl Places {
+    /// The `lc_rooms` key of the room on `subject`: its subject's last token.
+    fn key(subject: &str) -> &str {
+        subject.strip_prefix(ROOMS).map_or(subject, |k| &k[1..])
+    }
+
+    /// The nodes of `claim` other than this one that have an `lc_nodes` entry.
+    async fn living(&self, claim: &Claim) -> Result<HashSet<String>, String> {
+        let others = claim.nodes.iter().filter(|n| **n != self.me);
+        let read = futures_util::future::join_all(others.map(|n| async move {
+            let e = self.nodes.entry(n).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(e.filter(|e| e.operation == kv::Operation::Put).map(|_| n))
+        }))
+        .await;
+        let mut living = HashSet::new();
+        for n in read {
+            if let Some(n) = n? {
+                living.insert(n.clone());
+            }
+        }
+        Ok(living)
+    }
+
+    /// This room's turn: no other change of this node to its claim runs meanwhile.
+    async fn turn(&self, subject: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let busy = lock(&self.busy)
+            .entry(subject.to_owned())
+            .or_default()
+            .clone();
+        busy.lock_owned().await
+    }
+
+    fn done(&self, turn: tokio::sync::OwnedMutexGuard<()>) {
+        drop(turn);
+        lock(&self.busy).retain(|_, m| Arc::strong_count(m) > 1);
+    }
+
+    /// Puts this node in the set of the room on `subject` (making the claim when there is
+    /// none, as its creator `member`'s); whether it was alone there, the living nodes'
+    /// other people out of it. `member` `None`: the place of people already in the room.
+    async fn enter(&self, subject: &str, member: Option<MemberId>) -> Result<bool, String> {
+        let key = Self::key(subject);
+        let creator = member.map(|m| claim_value(&self.node, self.boot, m));
+        let made = creator
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.node, self.boot));
+        for _ in 0..CLAIM_TRIES {
+            let read = read_claim(&self.rooms, key).await?;
+            lock(&self.listed).insert(subject.to_owned());
+            let Some((claim, revision)) = read else {
+                let claim = Claim {
+                    creator: made.clone(),
+                    nodes: vec![self.me.clone()],
+                };
+                let value = Bytes::from(serde_json::to_vec(&claim).unwrap_or_default());
+                match self.rooms.create(key, value).await {
+                    Ok(_) => {
+                        lock(&self.confirmed).insert(subject.to_owned());
+                        return Ok(true);
+                    }
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
+            let living = self.living(&claim).await?;
+            let (alone, next) =
+                entering(&claim, &self.me, creator.as_deref(), |n| living.contains(n));
+            if let Some(next) = next {
+                let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+                match self.rooms.update(key, value, revision).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            lock(&self.confirmed).insert(subject.to_owned());
+            return Ok(alone);
+        }
+        Err("the room's claim kept changing".to_owned())
+    }
+
+    /// Takes this node out of the set of the room on `subject`, deleting the claim when
+    /// nobody living is left in it.
+    async fn leave(&self, subject: &str) -> Result<(), String> {
+        let key = Self::key(subject);
+        for _ in 0..CLAIM_TRIES {
+            let Some((claim, revision)) = read_claim(&self.rooms, key).await? else {
+                break;
+            };
+            let living = self.living(&claim).await?;
+            match leaving(&claim, &self.me, |n| living.contains(n)) {
+                Leaving::Nothing => break,
+                Leaving::Write(next) => {
+                    let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+                    match self.rooms.update(key, value, revision).await {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                // A failed delete reads the claim again: another node changed it first (the
+                // client does not tell that from the broker failing, which the read does).
+                Leaving::Delete => {
+                    if self
+                        .rooms
+                        .delete_expect_revision(key, Some(revision))
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        lock(&self.listed).remove(subject);
+        lock(&self.confirmed).remove(subject);
+        Ok(())
+    }
+
+    /// The claim of an entry by `member` into the room on `subject`: whether nobody on
+    /// another node is in it, or `None` when the broker did not answer within [`LOAD_WAIT`]
+    /// (the local rule decides, and the place is left to [`keep_places`]). People here in
+    /// the room already: someone is in it, with no question to the broker.
+    async fn claim(&self, subject: &str, member: MemberId) -> Option<bool> {
+        if lock(&self.interest.wanted).contains(subject) {
+            return Some(false);
+        }
+        let claimed = async {
+            // While the link is down the client would keep the change and send it once back,
+            // after the person was let in by the local rule.
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                return None;
+            }
+            let _ = self.beating.subscribe().wait_for(|b| *b).await;
+            let turn = self.turn(subject).await;
+            let entered = self.enter(subject, Some(member)).await;
+            self.done(turn);
+            match entered {
+                Ok(alone) => Some(alone),
+                Err(error) => {
+                    tracing::debug!(%error, subject, "cluster: a room's claim was not made");
+                    None
+                }
+            }
+        };
+        let answer = tokio::time::timeout(LOAD_WAIT, claimed)
+            .await
+            .ok()
+            .flatten();
+        if answer.is_none() {
+            self.interest.places.notify_one();
+        }
+        answer
+    }
+
+    /// Brings this node's places in line with who is here: out of the rooms nobody here is
+    /// in or about to enter, into those people here are in without a confirmed place.
+    /// Whether every change got through.
+    async fn keep(&self) -> bool {
+        let mut wanted = lock(&self.interest.wanted).clone();
+        // The lobby has no operators, so no claim.
+        wanted.remove(&room_subject(crate::core::room::LOBBY));
+        let listed = lock(&self.listed).clone();
+        let confirmed = lock(&self.confirmed).clone();
+        let mut ok = true;
+        let leaving = listed.iter().filter(|s| !self.interest.desired(s));
+        for subject in leaving {
+            let turn = self.turn(subject).await;
+            // Someone may have come (or be coming) meanwhile: then the place stays.
+            let stays = self.interest.desired(subject);
+            let left = match stays {
+                true => Ok(()),
+                false => self.leave(subject).await,
+            };
+            self.done(turn);
+            if let Err(error) = left {
+                tracing::debug!(%error, subject, "cluster: a room's place was not given up");
+                ok = false;
+            }
+        }
+        for subject in wanted.iter().filter(|s| !confirmed.contains(*s)) {
+            let turn = self.turn(subject).await;
+            let taken = lock(&self.confirmed).contains(subject);
+            let entered = match taken {
+                true => Ok(false),
+                false => self.enter(subject, None).await,
+            };
+            self.done(turn);
+            if let Err(error) = entered {
+                tracing::debug!(%error, subject, "cluster: a room's place was not taken");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// After an outage, or after the others took this node for dead: its places may have
+    /// been dropped by whoever read them, so each is checked again.
+    fn again(&self) {
+        lock(&self.confirmed).clear();
+        self.interest.places.notify_one();
+    }
+}
+
+/// Keeps this node's places in the rooms' claims in line with who is here ([`Places::keep`])
+/// each time that changes, and again every [`PLACES_RETRY`] while a change failed, until
+/// `stop`.
+async fn keep_places(places: Arc<Places>, stop: CancellationToken) {
+    let mut failed = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = places.interest.places.notified() => {}
+            () = tokio::time::sleep(PLACES_RETRY), if failed => {}
+        }
+        failed = !places.keep().await;
     }
 }
 
@@ -642,6 +1005,8 @@ pub struct Cluster {
     /// Each room's last `rseq` (by subject): the events of this node in it handed to the link.
     room_seqs: std::sync::Mutex<HashMap<String, u64>>,
     interest: Arc<Interest>,
+    /// This node's places in the rooms' creator claims.
+    places: Arc<Places>,
     /// The other nodes' people, by `<node>.<boot>`.
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     /// Cluster copies dropped because the queue was full.
@@ -992,6 +1357,7 @@ pub struct Link {
     record_due: Option<Instant>,
     /// The client's connection events (a handful at a time: one per drop and return).
     events: mpsc::Receiver<async_nats::Event>,
+    places: Arc<Places>,
 }
 
 /// Connects to the broker and opens (or creates) the nickname bucket.
@@ -1037,6 +1403,9 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let nodes = bucket(&js, NODES)
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e))?;
+    let rooms = bucket(&js, ROOMS_BUCKET)
+        .await
+        .map_err(|e| Error::JetStream(urls.clone(), e))?;
     js.get_or_create_stream(stream::Config {
         name: STREAM.to_owned(),
         subjects: vec![format!("{ROOMS}.>")],
@@ -1080,6 +1449,19 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
     let peers = Arc::<std::sync::Mutex<HashMap<String, Peer>>>::default();
     let seq = Arc::<AtomicU64>::default();
     let held = Held::default();
+    let places = Arc::new(Places {
+        client: client.clone(),
+        rooms,
+        nodes: nodes.clone(),
+        me: format!("{node}.{boot}"),
+        node: node.clone(),
+        boot,
+        interest: interest.clone(),
+        listed: Default::default(),
+        confirmed: Default::default(),
+        busy: Default::default(),
+        beating: tokio::sync::watch::Sender::new(false),
+    });
     let cluster = Arc::new(Cluster {
         node: node.clone(),
         boot,
@@ -1090,6 +1472,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         seq: seq.clone(),
         room_seqs: Default::default(),
         interest: interest.clone(),
+        places: places.clone(),
         peers: peers.clone(),
         dropped: Arc::default(),
         link_up: Arc::new(AtomicBool::new(true)),
@@ -1121,6 +1504,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         records: HashMap::new(),
         record_due: None,
         events,
+        places,
     };
     Ok((cluster, link))
 }
@@ -1335,11 +1719,14 @@ impl Cluster {
     }
 
     /// Makes sure the room called `room` is followed here and its history read from the
-    /// stream before someone enters it, waiting at most [`LOAD_WAIT`]: at once when the room
-    /// is followed already. The room stays followed while the [`Hold`] lives; it is to be
-    /// dropped once the person is in the room (or the entry failed).
-    pub async fn prepare(&self, room: &str) -> Option<Hold> {
-        let (name, _) = crate::core::names::room_name(room).ok()?;
+    /// stream before `member` enters it, waiting at most [`LOAD_WAIT`]: at once when the
+    /// room is followed already. Meanwhile, for a room nobody here is in, the room's claim
+    /// (`lc_rooms`) says whether anyone on another node is, for the hub to tell whether
+    /// `member` is its creator ([`Relay::creator`]). The room stays followed while the
+    /// [`Hold`] lives; it is to be dropped once the person is in the room (or the entry
+    /// failed).
+    pub async fn prepare(&self, room: &str, member: MemberId) -> Option<Hold> {
+        let (name, key) = crate::core::names::room_name(room).ok()?;
         let subject = room_subject(name);
         let waiter = {
             let mut loads = lock(&self.interest.loads);
@@ -1353,11 +1740,30 @@ impl Cluster {
         let mut hold = Hold {
             interest: self.interest.clone(),
             subject,
+            member,
             loaded: true,
         };
-        if let Some(rx) = waiter {
-            self.interest.changed.notify_one();
-            hold.loaded = matches!(tokio::time::timeout(LOAD_WAIT, rx).await, Ok(Ok(true)));
+        // The lobby has no operators: nothing to claim.
+        let claim = async {
+            match key == crate::core::room::LOBBY {
+                true => None,
+                false => self.places.claim(&hold.subject, member).await,
+            }
+        };
+        let load = async {
+            match waiter {
+                Some(rx) => {
+                    self.interest.changed.notify_one();
+                    matches!(tokio::time::timeout(LOAD_WAIT, rx).await, Ok(Ok(true)))
+                }
+                None => true,
+            }
+        };
+        let (creator, loaded) = tokio::join!(claim, load);
+        hold.loaded = loaded;
+        if let Some(creator) = creator {
+            let key = (hold.subject.clone(), member);
+            lock(&self.interest.loads).creators.insert(key, creator);
         }
         Some(hold)
     }
@@ -1451,6 +1857,11 @@ impl Relay for Outbound {
         })
     }
 
+    fn creator(&self, room: &Arc<str>, member: MemberId) -> Option<bool> {
+        let key = (room_subject(room), member);
+        lock(&self.0.interest.loads).creators.get(&key).copied()
+    }
+
     fn left(&self, identity: &Arc<Identity>) {
         self.0.release(&identity.nick, identity.id);
     }
@@ -1482,6 +1893,7 @@ impl Relay for Outbound {
             wanted.remove(&subject);
         }
         interest.changed.notify_one();
+        interest.places.notify_one();
     }
 }
 
@@ -1595,9 +2007,11 @@ impl Link {
                 people,
                 peers: self.peers.clone(),
                 deliver: deliver.clone(),
+                places: self.places.clone(),
             },
             stop.clone(),
         ));
+        let places = tokio::spawn(keep_places(self.places.clone(), stop.clone()));
         let (stored_tx, stored_rx) = mpsc::channel(UNACKED);
         let publisher = tokio::spawn(publish_stored(
             self.js.clone(),
@@ -1679,6 +2093,7 @@ impl Link {
         drop(stored.take());
         let _ = tokio::time::timeout(CLAIM_TIMEOUT, publisher).await;
         let _ = liveness.await;
+        let _ = places.await;
         // Leaving on purpose: this node's entry goes at once, not after DEAD_AFTER.
         let _ = self
             .nodes
@@ -2273,6 +2688,9 @@ struct Beats {
     people: Arc<dyn Fn() -> Vec<Person> + Send + Sync>,
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
     deliver: Arc<dyn Fn(Incoming) + Send + Sync>,
+    /// Told when this node's entry is first written, and when its places are to be checked
+    /// again (as its names are claimed again).
+    places: Arc<Places>,
 }
 
 /// Says every [`HEARTBEAT`] that this node is alive, with its people, and frees the names of
@@ -2302,6 +2720,10 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
         match beat_once(&beats, value, mine).await {
             Ok((revision, swept)) => {
                 mine = Some(revision);
+                beats
+                    .places
+                    .beating
+                    .send_if_modified(|b| !std::mem::replace(b, true));
                 if swept {
                     tracing::warn!(
                         "cluster: the others took this server for dead; claiming its names again"
@@ -2318,6 +2740,7 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
             }
         }
         if reclaim {
+            beats.places.again();
             match claim_again(&beats).await {
                 Ok(()) => reclaim = false,
                 Err(e) => tracing::debug!(error = %e, "cluster: names not all claimed again"),
@@ -3210,6 +3633,51 @@ mod tests {
         assert_eq!(claim_holder(b"node-a.1:42"), Some(("node-a.1", 42)));
         assert_eq!(claim_holder(b"node-a.1"), None);
         assert_eq!(claim_holder(b"node-a.1:x:7"), None);
+    }
+
+    fn claim(creator: &str, nodes: &[&str]) -> Claim {
+        Claim {
+            creator: creator.to_owned(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_room_claim_is_won_only_with_nobody_living_elsewhere() {
+        let alive = |n: &str| n != "c.3";
+        // Someone on b is in the room: a joins the set, and is no creator.
+        let (alone, next) = entering(&claim("b.2:9", &["b.2"]), "a.1", Some("a.1:5"), alive);
+        assert!(!alone);
+        assert_eq!(next, Some(claim("b.2:9", &["b.2", "a.1"])));
+        // Already in the set with b: nothing to write.
+        let (alone, next) = entering(&claim("b.2:9", &["b.2", "a.1"]), "a.1", None, alive);
+        assert_eq!((alone, next), (false, None));
+        // Only a dead node (no lc_nodes entry) was there: it is dropped, a is the creator.
+        let (alone, next) = entering(&claim("c.3:1", &["c.3"]), "a.1", Some("a.1:5"), alive);
+        assert!(alone);
+        assert_eq!(next, Some(claim("a.1:5", &["a.1"])));
+        // A place with no member to name (people already here): the creator stays.
+        let (alone, next) = entering(&claim("c.3:1", &["c.3"]), "a.1", None, alive);
+        assert!(alone);
+        assert_eq!(next, Some(claim("c.3:1", &["a.1"])));
+    }
+
+    #[test]
+    fn a_room_claim_goes_with_its_last_living_node() {
+        let alive = |n: &str| n != "c.3";
+        let two = claim("a.1:5", &["a.1", "b.2"]);
+        assert_eq!(
+            leaving(&two, "a.1", alive),
+            Leaving::Write(claim("a.1:5", &["b.2"]))
+        );
+        assert_eq!(leaving(&two, "d.4", alive), Leaving::Nothing);
+        assert_eq!(
+            leaving(&claim("a.1:5", &["a.1"]), "a.1", alive),
+            Leaving::Delete
+        );
+        // Nobody living left but for a dead node's place: deleted too.
+        let with_dead = claim("a.1:5", &["c.3", "a.1"]);
+        assert_eq!(leaving(&with_dead, "a.1", alive), Leaving::Delete);
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub trait Relay: Send + Sync + fmt::Debug {
     fn changed(&self, room: &Arc<str>, event: &Arc<Event>, clock: u64);
     /// Whether people on other servers are in `room`, as this server last heard.
     fn elsewhere(&self, room: &Arc<str>) -> bool;
+    /// Whether `member`, about to enter `room`, enters it as nobody on another server is in
+    /// it (`Some(true)`) or as someone is (`Some(false)`), by the cluster's claim made for
+    /// this entry; `None` when none was made (the broker did not answer in time), and then
+    /// [`Relay::elsewhere`] decides. Asked per member, not per room: two people of this
+    /// server entering at once each have their own claim's answer.
+    fn creator(&self, room: &Arc<str>, member: MemberId) -> Option<bool>;
 }
 
 /// The member id of every person on another server: no local connection has it (ids start at
@@ -883,6 +889,17 @@ impl Hub {
         self.relay.as_ref().is_some_and(|r| r.elsewhere(room))
     }
 
+    /// Whether people on other servers are in `room` as `id` enters it: the cluster's claim
+    /// for this entry when it made one (exact: of two people entering an empty room on two
+    /// servers at once, it says so to exactly one), else this server's lists
+    /// (docs/CLUSTER.md, "The creator rule").
+    fn elsewhere_for(&self, room: &Arc<str>, id: MemberId) -> bool {
+        match self.relay.as_ref().and_then(|r| r.creator(room, id)) {
+            Some(creator) => !creator,
+            None => self.elsewhere(room),
+        }
+    }
+
     /// Hands what local people say and their departures to `relay` from now on.
     pub fn with_relay(mut self, relay: Box<dyn Relay>) -> Self {
         self.relay = Some(relay);
@@ -991,7 +1008,7 @@ impl Hub {
     ) -> Result<(), RoomError> {
         let mut state = lock(&self.state);
         let room = self.room_or_create(&mut state, name, id)?;
-        let elsewhere = self.elsewhere(&state.rooms[&room].name);
+        let elsewhere = self.elsewhere_for(&state.rooms[&room].name, id);
         if let Err(e) = state.admit(id, room, elsewhere) {
             self.refused_entry(&state, id, &e);
             return Err(e);
@@ -1037,7 +1054,7 @@ impl Hub {
         );
         self.journal(&name, &event);
         self.relay_said(&name, &event);
-        let elsewhere = self.elsewhere(&name);
+        let elsewhere = self.elsewhere_for(&name, id);
         let (first, lists_changed) = state.add(id, room, elsewhere);
         if first {
             self.interest(&name, true);
@@ -1116,7 +1133,7 @@ impl Hub {
         if current == [room] {
             return Err(RoomError::AlreadyThere(state.rooms[&room].name.clone()));
         }
-        let elsewhere = self.elsewhere(&state.rooms[&room].name);
+        let elsewhere = self.elsewhere_for(&state.rooms[&room].name, id);
         if let Err(e) = state.admit(id, room, elsewhere) {
             self.refused_entry(&state, id, &e);
             return Err(e);

@@ -2295,3 +2295,272 @@ async fn a_secret_room_is_listed_on_other_nodes_only_to_its_members() {
     assert_eq!(carol.command("/who dev").await, [unlisted]);
     assert!(no_dev(carol.command("/rooms").await));
 }
+
+/// Everyone `irc` sees listed in `room` by NAMES, and those of them marked operators (`@`),
+/// each sorted.
+async fn names(irc: &mut support::IrcClient, room: &str) -> (Vec<String>, Vec<String>) {
+    irc.send(&format!("NAMES {room}")).await;
+    let (mut ops, mut all) = (Vec::new(), Vec::new());
+    for line in irc.sync().await {
+        if support::irc_command(&line) != "353" {
+            continue;
+        }
+        // The last parameter: after ` :`, or the last word when it is one name.
+        let listed = match line.split_once(" :") {
+            Some((_, names)) => names,
+            None => line.rsplit(' ').next().unwrap_or_default(),
+        };
+        for name in listed.split_whitespace() {
+            let bare = name.trim_start_matches(['@', '+']).to_owned();
+            if name.starts_with('@') {
+                ops.push(bare.clone());
+            }
+            all.push(bare);
+        }
+    }
+    ops.sort();
+    all.sort();
+    (ops, all)
+}
+
+/// Waits (within WAIT: another node's operators come with its heartbeat, every 2 s) until
+/// every one of `views` lists exactly `people` in `room`, with one operator, the same in
+/// every view; that operator. Two operators (each node's own first entrant) never pass:
+/// each node shows its own at once, so the views disagree until both show both.
+async fn one_operator(
+    views: &mut [&mut support::IrcClient],
+    room: &str,
+    people: &[&str],
+) -> String {
+    let mut want: Vec<String> = people.iter().map(|p| p.to_string()).collect();
+    want.sort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut seen = Vec::new();
+        for view in views.iter_mut() {
+            seen.push(names(view, room).await);
+        }
+        let agreed = seen
+            .iter()
+            .all(|(ops, all)| *all == want && ops.len() == 1 && *ops == seen[0].0);
+        if agreed {
+            return seen[0].0[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{room}: (operators, everyone) per node: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Two IRC nodes, `a` and `b`, with `x` registered on a and `y` on b.
+async fn two_irc_nodes() -> Option<(Broker, [Server; 2], support::IrcClient, support::IrcClient)> {
+    if !broker::available() {
+        return None;
+    }
+    let broker = Broker::start().await;
+    let (a, a_irc) = irc::irc_node(&broker, "a").await;
+    let (b, b_irc) = irc::irc_node(&broker, "b").await;
+    let mut x = support::IrcClient::connect(a_irc).await;
+    x.register("x", &[]).await;
+    let mut y = support::IrcClient::connect(b_irc).await;
+    y.register("y", &[]).await;
+    Some((broker, [a, b], x, y))
+}
+
+/// Both JOIN `room` at the same instant, and both are in.
+async fn join_at_once(x: &mut support::IrcClient, y: &mut support::IrcClient, room: &str) {
+    let join = format!("JOIN {room}");
+    tokio::join!(x.send(&join), y.send(&join));
+    let joined = |l: &str| support::irc_command(l) == "366";
+    tokio::join!(x.until(joined), y.until(joined));
+}
+
+/// The creator rule made exact by the rooms' claims (`lc_rooms`): two people entering the
+/// same new room on two nodes at the same instant, ten rooms over, and in every one exactly
+/// one of them is its operator, the same one on both nodes' NAMES. (Before the claims each
+/// node made its own entrant the operator: two in every room.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entering_a_new_room_on_two_nodes_at_once_make_one_operator() {
+    let Some((_broker, _nodes, mut x, mut y)) = two_irc_nodes().await else {
+        return;
+    };
+    let mut won = HashMap::new();
+    for round in 0..10 {
+        let room = format!("#race{round}");
+        join_at_once(&mut x, &mut y, &room).await;
+        let op = one_operator(&mut [&mut x, &mut y], &room, &["x", "y"]).await;
+        *won.entry(op).or_insert(0) += 1;
+    }
+    eprintln!("operators by name over the rounds: {won:?}");
+}
+
+/// `irc` PARTs `room`, and is told.
+async fn part(irc: &mut support::IrcClient, room: &str) {
+    let nick = irc.nick.clone();
+    irc.send(&format!("PART {room}")).await;
+    irc.until(|l| l.starts_with(&format!(":{nick}!")) && l.contains(" PART "))
+        .await;
+}
+
+/// A room emptied on every node is empty: the last leaver's node deletes its claim, and
+/// whoever enters next, on either node, alone or two at once, is its operator (one). A
+/// node whose last person left while someone on another node stays gives its place up
+/// and no more: its next entrant is not the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_emptied_everywhere_is_created_again_by_its_next_entrant() {
+    let Some((broker, _nodes, mut x, mut y)) = two_irc_nodes().await else {
+        return;
+    };
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let claims = async_nats::jetstream::new(nats)
+        .get_key_value("lc_rooms")
+        .await
+        .expect("the rooms' claims");
+    // Until nobody holds a claim of the room any more (the last leaver's node deleted it).
+    let emptied = || async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let entry = claims.entry("again").await.expect("read the claim");
+            if entry
+                .as_ref()
+                .is_none_or(|e| e.operation != async_nats::jetstream::kv::Operation::Put)
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the claim stayed: {entry:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    for round in 0..3 {
+        join_at_once(&mut x, &mut y, "#again").await;
+        let op = one_operator(&mut [&mut x, &mut y], "#again", &["x", "y"]).await;
+        eprintln!("round {round}: {op}");
+        part(&mut x, "#again").await;
+        part(&mut y, "#again").await;
+        emptied().await;
+    }
+    // One at a time, on each node in turn: the new entrant creates the room.
+    for (round, who) in ["x", "y", "x"].into_iter().enumerate() {
+        let irc = if who == "x" { &mut x } else { &mut y };
+        irc.send("JOIN #again").await;
+        irc.until(|l| support::irc_command(l) == "366").await;
+        let got = names(irc, "#again").await.0;
+        assert_eq!(got, [who], "alone, round {round}");
+        part(irc, "#again").await;
+        emptied().await;
+    }
+    // x creates it; y enters; x leaves and comes back: y was there all along.
+    x.send("JOIN #again").await;
+    x.until(|l| support::irc_command(l) == "366").await;
+    y.send("JOIN #again").await;
+    y.until(|l| support::irc_command(l) == "366").await;
+    assert_eq!(
+        one_operator(&mut [&mut x, &mut y], "#again", &["x", "y"]).await,
+        "x"
+    );
+    part(&mut x, "#again").await;
+    x.send("JOIN #again").await;
+    x.until(|l| support::irc_command(l) == "366").await;
+    let (ops, all) = names(&mut x, "#again").await;
+    assert!(ops.is_empty() && all == ["x", "y"], "{ops:?} {all:?}");
+}
+
+/// A node killed (SIGKILL) while its person is the only one in a room leaves its place in
+/// the room's claim; someone entering the room on another node is not its operator while
+/// the dead node's heartbeat entry stands, and is once the entry is swept (the liveness
+/// bound, 20 s): the dead node's place is dropped by whoever reads the claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_room_is_created_again_within_the_liveness_bound() {
+    let Some((_broker, [mut a, _b], mut x, mut y)) = two_irc_nodes().await else {
+        return;
+    };
+    x.send("JOIN #held").await;
+    x.until(|l| support::irc_command(l) == "366").await;
+    assert_eq!(names(&mut x, "#held").await.0, ["x"]);
+    a.child.kill().await.expect("kill node a");
+    let killed = tokio::time::Instant::now();
+    let mut tries = 0;
+    loop {
+        y.send("JOIN #held").await;
+        y.until(|l| support::irc_command(l) == "366").await;
+        let (ops, _) = names(&mut y, "#held").await;
+        tries += 1;
+        if ops == ["y"] {
+            break;
+        }
+        // The first try comes well inside the 10 s a node is watched before it is dead:
+        // its place still counts, as a node merely slow must.
+        if tries == 1 && killed.elapsed() < std::time::Duration::from_secs(5) {
+            assert!(ops.is_empty(), "y made the operator at once: {ops:?}");
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(20),
+            "y still no operator of #held 20 s after a died"
+        );
+        part(&mut y, "#held").await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    eprintln!("y the operator {:?} after the kill", killed.elapsed());
+}
+
+/// The broker silent at an entry: the local rule, told to nobody (whoever enters a room
+/// nobody on any node is listed in is its operator), and the node's place in the room's
+/// claim is written once the broker answers again, so someone entering the room on another
+/// node afterwards is not its operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_broker_did_not_answer_takes_its_place_once_it_is_back() {
+    let Some((mut broker, _nodes, mut x, mut y)) = two_irc_nodes().await else {
+        return;
+    };
+    let down = |nick: &str| format!(" NOTICE {nick} :the cluster link is down");
+    let back = |nick: &str| format!(" NOTICE {nick} :the cluster link is back");
+    let restart = tokio::spawn(async move {
+        broker.restart(std::time::Duration::from_secs(3)).await;
+        broker
+    });
+    x.until(|l| l.contains(&down("x"))).await;
+    x.send("JOIN #quiet").await;
+    x.until(|l| support::irc_command(l) == "366").await;
+    let (ops, _) = names(&mut x, "#quiet").await;
+    assert_eq!(ops, ["x"], "the local rule while the broker is away");
+    let broker = restart.await.expect("the broker restarted");
+    x.wait = std::time::Duration::from_secs(20);
+    x.until(|l| l.contains(&back("x"))).await;
+    y.wait = std::time::Duration::from_secs(20);
+    y.until(|l| l.contains(&back("y"))).await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let claims = async_nats::jetstream::new(nats)
+        .get_key_value("lc_rooms")
+        .await
+        .expect("the rooms' claims");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let entry = claims.entry("quiet").await.expect("read the claim");
+        let value = entry
+            .as_ref()
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+        if value.as_deref().is_some_and(|v| v.contains("\"a.")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never took its place in #quiet: {value:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    y.send("JOIN #quiet").await;
+    y.until(|l| support::irc_command(l) == "366").await;
+    assert_eq!(
+        one_operator(&mut [&mut x, &mut y], "#quiet", &["x", "y"]).await,
+        "x"
+    );
+}

@@ -213,7 +213,7 @@ impl Session {
             };
             // On a cluster, the lobby's history from every node is read first (bounded).
             let hold = match &shared.cluster {
-                Some(cluster) => cluster.prepare(LOBBY).await,
+                Some(cluster) => cluster.prepare(LOBBY, member.id).await,
                 None => None,
             };
             let entered = shared
@@ -367,7 +367,7 @@ impl Session {
             Flow::Move { room, leave } => {
                 let shared = self.conn.shared.clone();
                 let hold = match &shared.cluster {
-                    Some(cluster) => cluster.prepare(&room).await,
+                    Some(cluster) => cluster.prepare(&room, self.conn.member.id).await,
                     None => None,
                 };
                 cmd::join::moved(&mut self.ctx(&shared, nick), &room, leave);

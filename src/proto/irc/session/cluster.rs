@@ -52,7 +52,7 @@ impl Session {
         let targets: Vec<&str> = targets.split(',').take(MAX_TARGETS).collect();
         let holds = join_all(targets.iter().map(|target| async {
             match target.starts_with('#') {
-                true => cluster.prepare(target).await,
+                true => cluster.prepare(target, self.conn.member.id).await,
                 false => None,
             }
         }))
