@@ -2268,6 +2268,47 @@ async fn a_busy_rooms_history_is_its_newest_lines_read_at_once() {
     assert_eq!(b.logged("could not be read"), 0);
 }
 
+/// A read that starts part-way gets the order right across nodes: alice and carol, on two
+/// nodes, take turns saying 60 lines (each seen by the other before the next is said, so
+/// the stream holds them as small records of two origins), and bob enters on a third node
+/// that keeps 10 (`--history-retain 10`): it reads only the room's newest records, stepping
+/// back past the first record of each origin, and his scrollback is exactly the last 10
+/// lines in the order said. What either says next reaches him once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_the_newest_records_of_two_nodes_keeps_their_order() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, c) = (node(&broker, "a").await, node(&broker, "c").await);
+    let b = node_with(&broker, "b", &["--history-retain", "10", "--history", "10"]).await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(c.addr, "carol").await;
+    alice.expect("carol has joined the chat.").await;
+    let mut said = Vec::new();
+    for k in 0..60 {
+        let (speaker, listener) = match k % 3 {
+            0 => (&mut alice, &mut carol),
+            _ => (&mut carol, &mut alice),
+        };
+        let line = format!("line {k} from {}", speaker.nick);
+        speaker.send(&line).await;
+        let heard = format!("{}: {line}", speaker.nick);
+        listener.expect(&heard).await;
+        said.push(heard);
+    }
+    let mut bob = Client::join(b.addr, "bob").await;
+    assert_eq!(scrollback(&mut bob).await, said[50..]);
+    alice.skip_until("bob has joined the chat.").await;
+    alice.send("after").await;
+    carol.send("after too").await;
+    let mut next = vec![bob.line().await, bob.line().await];
+    next.sort();
+    assert_eq!(next, ["alice: after", "carol: after too"]);
+    assert!(bob.sync().await.is_empty(), "nothing more, nothing again");
+    drop((a, b, c));
+}
+
 /// A room's state outlives what the stream keeps of the room: a topic and a flag set, then
 /// 10 000 records (the stream's limit per room) said after them, so the stream holds nothing
 /// of the change any more; someone entering the room later on another node still finds the
