@@ -74,6 +74,9 @@ const NODES_SUBJECT: &str = "lc.node";
 /// Events waiting for the link task at most; past this the cluster copy is dropped (and
 /// counted): the local room has had it already. docs/CLUSTER.md, "Broker outage".
 const QUEUE: usize = 64 * 1024;
+/// The bucket of each room's state (its topic, flags, bans and mutes), which the stream's
+/// limit per room does not reach: key = the room's subject token, value = [`RoomState`].
+const STATES: &str = "lc_room_state";
 /// The stream that keeps every room event (subjects `lc.room.>`).
 const STREAM: &str = "LINECHAT_ROOMS";
 /// Events kept per room in the stream.
@@ -185,7 +188,7 @@ pub struct Remote {
 }
 
 /// What crosses the broker for one room event.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Wire {
     node: String,
     boot: u64,
@@ -476,6 +479,8 @@ struct Said {
     /// state, which a node starting to follow the room reads from the stream (who is in it,
     /// its topic and flags) and which are rare. Messages wait for [`RECORD_EVERY`].
     now: bool,
+    /// A change to the room's state (topic, flags, bans, mutes): kept in [`STATES`] too.
+    state: bool,
 }
 
 /// This node's events in one room told live and not yet written to the stream.
@@ -1335,6 +1340,8 @@ pub struct Link {
     reorder: Reorder,
     client: async_nats::Client,
     nodes: kv::Store,
+    /// Each room's state beyond the stream's reach ([`STATES`]).
+    states: kv::Store,
     /// What the rooms' subscriptions receive, in one queue (each room's in its order).
     incoming: mpsc::Receiver<async_nats::Message>,
     incoming_tx: mpsc::Sender<async_nats::Message>,
@@ -1404,6 +1411,9 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e))?;
     let rooms = bucket(&js, ROOMS_BUCKET)
+        .await
+        .map_err(|e| Error::JetStream(urls.clone(), e))?;
+    let states = bucket(&js, STATES)
         .await
         .map_err(|e| Error::JetStream(urls.clone(), e))?;
     js.get_or_create_stream(stream::Config {
@@ -1489,6 +1499,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         },
         client,
         nodes,
+        states,
         incoming,
         incoming_tx,
         rooms: HashMap::new(),
@@ -1971,6 +1982,7 @@ impl Outbound {
             seq,
             rseq,
             now: !matches!(kind, "msg" | "act" | "note"),
+            state: matches!(kind, "topic" | "mode" | "list"),
         };
         if c.out.try_send(Out::Store(said)).is_ok() {
             room_seqs.insert(subject, rseq);
@@ -2218,35 +2230,63 @@ impl Link {
         Ok(futures_util::stream::select(live, records))
     }
 
-    /// Reads what the stream holds of the room on `subject` and hands its last [`Link::keep`]
-    /// messages to the room's history here, oldest first, with every change to its topic and
-    /// flags; every other node's event read sets its origin's mark, so none is delivered
-    /// again live or by a catch-up. Bounded by [`LOAD_WAIT`]; how many events were read.
+    /// Reads the room on `subject` from the stream, its newest records as far back as its
+    /// last [`Link::keep`] messages need ([`read_room`]), and hands those messages to the
+    /// room's history here, oldest first, with its state: the changes kept in [`STATES`] and
+    /// those the records read hold. Every other node's event read sets where its origin
+    /// stands in the room, so none is delivered again live or by a catch-up; nothing older
+    /// can be either (docs/CLUSTER.md, "Scrollback and /history"). Bounded by [`LOAD_WAIT`];
+    /// how many events were read.
     async fn load(
         &mut self,
         subject: &str,
         deliver: &(dyn Fn(Incoming) + Send + Sync),
     ) -> Result<usize, String> {
-        let read = tokio::time::timeout(LOAD_WAIT, read_room(&self.js, subject))
+        let started = Instant::now();
+        let room = read_room(&self.js, &self.states, subject, self.keep);
+        let room = tokio::time::timeout(LOAD_WAIT, room)
             .await
             .map_err(|_| "timed out".to_owned())??;
+        tracing::debug!(
+            %subject,
+            records = room.records,
+            read = room.read,
+            probes = room.probes,
+            events = room.events.len(),
+            took = ?started.elapsed(),
+            "cluster: read a room from the stream"
+        );
+        let RoomRead {
+            events: mut read,
+            records,
+            state,
+            ..
+        } = room;
         let n = read.len();
         // Each origin's records are in its order; between origins, the order said in.
-        let mut read = read;
         read.sort_by_key(|w| (w.at_ms, w.at_us));
         let mut kept = std::collections::VecDeque::with_capacity(self.keep.min(n));
-        let mut changes = Vec::new();
+        let mut changes: Vec<Remote> = Vec::new();
+        // What the records hold that the state entry lacks (its origin's write failed, or
+        // came from a node of before the entry) is merged into it from here.
+        let mut entry = RoomState::default();
+        for w in &state {
+            entry.take(w);
+        }
         for w in read {
             self.had(&w);
             self.heard_read(&w);
             // A standing is a member's, given while they were in the room: none is here yet.
             if w.changes_state() {
                 if w.kind != "standing" {
+                    if entry.take(&w) {
+                        self.keep_change(subject, w.clone());
+                    }
                     changes.extend(w.into_remote());
                 }
                 continue;
             }
-            if !matches!(w.kind.as_str(), "msg" | "act" | "note") || self.keep == 0 {
+            if !w.is_message() || self.keep == 0 {
                 continue;
             }
             if kept.len() == self.keep {
@@ -2254,11 +2294,15 @@ impl Link {
             }
             kept.push_back(w);
         }
+        // Taken by their stamps, so what the entry and the records both hold is taken once.
+        let known = !state.is_empty();
+        changes.extend(state.into_iter().filter_map(Wire::into_remote));
         // Handed over even with no messages when the room exists in the cluster (someone's
-        // arrival is in the stream): the hub makes it, so that what arrives live before the
-        // arrival it is read for is kept for it. A room the stream knows nothing of is made
-        // by the entry, within the creation limit (`--rooms-per-minute`).
-        if let (Some(room), true) = (subject_room(subject), n > 0) {
+        // arrival is in the stream, or its state is kept): the hub makes it, so that what
+        // arrives live before the arrival it is read for is kept for it. A room the cluster
+        // knows nothing of is made by the entry, within the creation limit
+        // (`--rooms-per-minute`).
+        if let (Some(room), true) = (subject_room(subject), records > 0 || known) {
             let events = kept.into_iter().filter_map(Wire::into_remote).collect();
             deliver(Incoming::History {
                 room,
@@ -2518,6 +2562,9 @@ impl Link {
     async fn send(&mut self, out: Out, owner: &str, stored: Option<&mpsc::Sender<Stored>>) {
         match out {
             Out::Store(said) => {
+                if said.state {
+                    self.keep_state(&said);
+                }
                 self.tell_live(&said).await;
                 // Looked up by reference: the room's subject is copied once per record, not
                 // once per event.
@@ -2544,6 +2591,34 @@ impl Link {
             }
             Out::Release(key, value) => self.release(&key, &value).await,
         }
+    }
+
+    /// Merges a change this node made to a room's state into the room's entry in [`STATES`],
+    /// apart from the link's loop (the broker may take a while): the stream keeps only the
+    /// room's last records, the entry keeps its state however long ago it changed. Tried
+    /// again while the broker fails it; two tries at once (two changes) merge like any two.
+    fn keep_state(&self, said: &Said) {
+        if let Ok(w) = serde_json::from_slice::<Wire>(&said.body) {
+            self.keep_change(&said.subject, w);
+        }
+    }
+
+    /// Merges `w` into the entry of the room on `subject` in [`STATES`], as
+    /// [`Link::keep_state`] says.
+    fn keep_change(&self, subject: &str, w: Wire) {
+        let (states, key) = (self.states.clone(), state_key(subject).to_owned());
+        tokio::spawn(async move {
+            for _ in 0..STATE_TRIES {
+                match merge_state(&states, &key, &w).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cluster: a room's state waits for the broker")
+                    }
+                }
+                tokio::time::sleep(STATE_RETRY).await;
+            }
+            tracing::warn!(room = %w.room, "cluster: a room's state change was not kept beyond the stream");
+        });
     }
 
     /// The live copy of one of this node's events, to the nodes following its room now: none
@@ -3122,12 +3197,34 @@ fn lost(beats: &Beats, key: &str) {
 /// Every event the stream holds on `subject` (one room's; at most [`KEPT_PER_ROOM`]), in the
 /// stream's order, through an ephemeral pull consumer: read up to what it held when the
 /// consumer was made.
-async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, String> {
+/// What a node reads of a room as it starts following it ([`read_room`]).
+#[derive(Debug, Default)]
+struct RoomRead {
+    /// The events of the room's newest records, in the stream's order.
+    events: Vec<Wire>,
+    /// How many records the stream holds of the room (0: it knows nothing of it).
+    records: u64,
+    /// How many of them were read, and how many consumers were made to find where to start.
+    read: u64,
+    probes: u32,
+    /// The room's state as [`STATES`] keeps it: one event for each part, the newest.
+    state: Vec<Wire>,
+}
+
+/// A pull consumer of `subject`'s records from stream sequence `start` on, and how many
+/// it has to deliver: JetStream 2.9 reads a subject only forwards, but says at once how many
+/// of its messages lie ahead of any point, which is what finding where to start uses.
+async fn consumer_at(
+    stream: &stream::Stream,
+    subject: &str,
+    start: u64,
+) -> Result<(jetstream::consumer::PullConsumer, u64), String> {
     use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
     let consumer = stream
         .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start.max(1),
+            },
             ack_policy: AckPolicy::None,
             filter_subject: subject.to_owned(),
             inactive_threshold: Duration::from_secs(30),
@@ -3135,12 +3232,181 @@ async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, 
         })
         .await
         .map_err(|e| e.to_string())?;
-    let pending = consumer.cached_info().num_pending as usize;
-    let (mut read, mut got) = (Vec::with_capacity(pending), 0);
-    while got < pending {
+    let pending = consumer.cached_info().num_pending;
+    Ok((consumer, pending))
+}
+
+/// The consumer goes with its inactivity threshold; deleting it now spares the broker. Not
+/// waited for: nothing depends on it.
+fn drop_consumer(stream: &stream::Stream, consumer: jetstream::consumer::PullConsumer) {
+    let stream = stream.clone();
+    let name = consumer.cached_info().name.clone();
+    tokio::spawn(async move {
+        let _ = stream.delete_consumer(&name).await;
+    });
+}
+
+/// Where to start reading `subject` so that what lies between there and `end` holds at least
+/// `want` of its records and, when the stream allows, at most about twice as many: found by
+/// interpolating between what is known to hold too many (`lo`, a sequence and the records
+/// from it on) and too few (`end`, likewise), halving when the guess does not narrow it.
+/// Returns the consumer made there, with its count; `lo` itself when nothing between will do.
+async fn start_between(
+    stream: &stream::Stream,
+    subject: &str,
+    mut lo: (u64, u64),
+    end: (u64, u64),
+    want: u64,
+    probes: &mut u32,
+) -> Result<(u64, jetstream::consumer::PullConsumer, u64), String> {
+    let (target, most) = (end.1 + want, end.1 + 2 * want);
+    let mut hi = end;
+    let mut halve = false;
+    while hi.0 > lo.0 + 1 && *probes < PROBES_MAX {
+        let at = if halve || lo.1 <= hi.1 {
+            lo.0 + (hi.0 - lo.0) / 2
+        } else {
+            // Aim between the bounds of what will do, as if the room's records were spread
+            // evenly over the stream between the two points known.
+            let aim = (target + most) / 2;
+            let frac = (aim.saturating_sub(hi.1)) as f64 / (lo.1 - hi.1) as f64;
+            let back = ((hi.0 - lo.0) as f64 * frac.min(1.0)) as u64;
+            hi.0.saturating_sub(back).clamp(lo.0 + 1, hi.0 - 1)
+        };
+        *probes += 1;
+        let (consumer, count) = consumer_at(stream, subject, at).await?;
+        if (target..=most).contains(&count) {
+            return Ok((at, consumer, count));
+        }
+        drop_consumer(stream, consumer);
+        let before = hi.0 - lo.0;
+        if count >= target {
+            lo = (at, count);
+        } else {
+            hi = (at, count);
+        }
+        // An interpolation that left more than half standing is followed by a halving.
+        halve = !halve && (hi.0 - lo.0) * 2 > before;
+    }
+    *probes += 1;
+    let (consumer, count) = consumer_at(stream, subject, lo.0).await?;
+    Ok((lo.0, consumer, count))
+}
+
+/// Consumers made at most to find where a room's read starts, per step back: about
+/// twice the halvings a stream of a few million messages needs.
+const PROBES_MAX: u32 = 48;
+
+/// Reads the newest of the room's records on `subject`, stepping back from the end of the
+/// stream until what was read holds `keep` messages in records that are not the first read
+/// of their origin: a node gathers a room's next record once it has written the last, so
+/// what such a record holds was said after its origin's record before it was stored, and so
+/// after everything in the records not read (stored before that). The first record read of
+/// each origin may overlap in time with older records of others (records of two nodes are
+/// written apart: the stream's order is not quite the order said in), so it does not count.
+/// No clock is compared. `keep` 0 reads the newest records alone (for the marks and who is
+/// in the room). Also reads the room's state from [`STATES`], which the stream's limit does
+/// not reach.
+async fn read_room(
+    js: &jetstream::Context,
+    states: &kv::Store,
+    subject: &str,
+    keep: usize,
+) -> Result<RoomRead, String> {
+    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let info = stream.cached_info();
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut room = RoomRead {
+        state: read_state(states, subject).await?,
+        ..RoomRead::default()
+    };
+    let (whole, records) = consumer_at(&stream, subject, first).await?;
+    room.records = records;
+    if records == 0 {
+        drop_consumer(&stream, whole);
+        return Ok(room);
+    }
+    let mut whole = Some(whole);
+    let keep = keep as u64;
+    // Each record read, in the stream's order: its origin, and how many messages it holds.
+    let mut stored: Vec<(Origin, u64)> = Vec::new();
+    let mut want = keep.div_ceil(RECORD_MAX as u64) + 2;
+    // Where what is still unread ends, and how many records lie from there on: at first the
+    // end of the stream, read to whatever is stored by then.
+    let mut end = (last + 1, 0);
+    let mut limit = u64::MAX;
+    loop {
+        let (start, consumer, count) = if records <= end.1 + 2 * want {
+            // Little enough left to read it all.
+            let consumer = match whole.take() {
+                Some(c) => c,
+                None => consumer_at(&stream, subject, first).await?.0,
+            };
+            (first, consumer, records.max(end.1))
+        } else {
+            start_between(
+                &stream,
+                subject,
+                (first, records),
+                end,
+                want,
+                &mut room.probes,
+            )
+            .await?
+        };
+        let got = read_records(&consumer, count - end.1, limit, &mut room.events).await?;
+        drop_consumer(&stream, consumer);
+        room.read += got.len() as u64;
+        stored.splice(0..0, got);
+        let messages: u64 = stored.iter().map(|(_, m)| m).sum();
+        let newer = newer_messages(&stored);
+        if start <= first || keep == 0 || newer >= keep {
+            break;
+        }
+        // Enough more records, by how many messages a record held so far, with a margin.
+        let per_record = messages as f64 / room.read.max(1) as f64;
+        want = if per_record > 0.0 {
+            ((keep - newer) as f64 / per_record * 1.25).ceil() as u64 + 2
+        } else {
+            room.read * 2
+        };
+        (end, limit) = ((start, count), start);
+    }
+    if let Some(c) = whole {
+        drop_consumer(&stream, c);
+    }
+    Ok(room)
+}
+
+/// Who wrote a record: its node and boot.
+type Origin = (String, u64);
+
+/// The messages of `records` (in the stream's order) certainly newer than anything stored
+/// before them: those of each record but the first of its origin ([`read_room`]).
+fn newer_messages(records: &[(Origin, u64)]) -> u64 {
+    let mut seen: HashSet<&Origin> = HashSet::new();
+    records
+        .iter()
+        .filter(|(origin, _)| !seen.insert(origin))
+        .map(|(_, m)| m)
+        .sum()
+}
+
+/// Reads up to `count` records from `consumer`, those stored before stream sequence `limit`,
+/// their events into `events`; for each record, in the stream's order, its origin and how
+/// many messages it holds.
+async fn read_records(
+    consumer: &jetstream::consumer::PullConsumer,
+    count: u64,
+    limit: u64,
+    events: &mut Vec<Wire>,
+) -> Result<Vec<(Origin, u64)>, String> {
+    let mut records = Vec::new();
+    let mut got = 0;
+    'read: while got < count {
         let mut batch = consumer
             .fetch()
-            .max_messages(LOAD_BATCH.min(pending - got))
+            .max_messages(LOAD_BATCH.min((count - got) as usize))
             .messages()
             .await
             .map_err(|e| e.to_string())?;
@@ -3148,23 +3414,171 @@ async fn read_room(js: &jetstream::Context, subject: &str) -> Result<Vec<Wire>, 
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| e.to_string())?;
             got += 1;
-            for event in unpack(&msg.payload).1 {
+            let info = msg.info().map_err(|e| e.to_string())?;
+            if info.stream_sequence >= limit {
+                break 'read;
+            }
+            let (head, lines) = unpack(&msg.payload);
+            let mut origin = head.map(|h| (h.node.into_owned(), h.boot));
+            let mut messages = 0;
+            for event in lines {
                 match serde_json::from_slice::<Wire>(event) {
-                    Ok(w) => read.push(w),
+                    Ok(w) => {
+                        messages += u64::from(w.is_message());
+                        // A single event (a node of before records) is its own origin's.
+                        origin.get_or_insert_with(|| (w.node.clone(), w.boot));
+                        events.push(w);
+                    }
                     Err(e) => tracing::warn!(error = %e, "cluster: an unreadable message, ignored"),
                 }
             }
+            records.push((origin.unwrap_or_default(), messages));
         }
         // A fetch that does not wait comes back empty only when nothing is left to read.
         if got == before {
             break;
         }
     }
-    // The consumer goes with its inactivity threshold; deleting it now spares the broker.
-    let name = consumer.cached_info().name.clone();
-    let _ = stream.delete_consumer(&name).await;
-    Ok(read)
+    Ok(records)
 }
+
+/// A room's state as [`STATES`] keeps it: for each part (the topic, each flag, each ban or
+/// mute mask set or lifted) the newest change to it, as the stream carries changes, so the
+/// changes that rebuild the room's state are these few, however long ago they were made.
+/// Merged by the stamps the hub takes changes by (the clock, then the setter's name), so two
+/// nodes writing at once end with the same entry whichever lands first.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RoomState {
+    parts: BTreeMap<String, Wire>,
+}
+
+/// Parts kept at most; past it the lifted bans and mutes made longest ago go (what the
+/// stream may still hold from before them is older than what the entry keeps of the room).
+const STATE_PARTS_MAX: usize = 4096;
+
+impl RoomState {
+    /// Takes each part of `w` (a `topic`, `mode` or `list` event) that is newer than the one
+    /// held; whether any was.
+    fn take(&mut self, w: &Wire) -> bool {
+        let mut taken = false;
+        for (part, text) in state_parts(w) {
+            let newer = self
+                .parts
+                .get(&part)
+                .is_none_or(|held| (held.clock, held.nick.as_str()) < (w.clock, w.nick.as_str()));
+            if newer {
+                let mut one = w.clone();
+                one.text = text;
+                self.parts.insert(part, one);
+                taken = true;
+            }
+        }
+        while self.parts.len() > STATE_PARTS_MAX {
+            let oldest_lifted = self
+                .parts
+                .iter()
+                .filter(|(part, w)| !part.starts_with("topic") && w.text.starts_with('-'))
+                .min_by_key(|(_, w)| w.clock)
+                .map(|(part, _)| part.clone());
+            match oldest_lifted {
+                Some(part) => self.parts.remove(&part),
+                None => break,
+            };
+        }
+        taken
+    }
+}
+
+/// The parts of the room's state a `topic`, `mode` (one part per flag) or `list` event sets,
+/// each with its text alone.
+fn state_parts(w: &Wire) -> Vec<(String, String)> {
+    match w.kind.as_str() {
+        "topic" => vec![("topic".to_owned(), w.text.clone())],
+        "mode" => w
+            .text
+            .as_bytes()
+            .chunks(2)
+            .filter_map(|pair| {
+                let text = std::str::from_utf8(pair).ok()?;
+                parse_flags::<Arc<str>>(text)?;
+                Some((format!("flag {}", &text[1..]), text.to_owned()))
+            })
+            .collect(),
+        "list" => match parse_named(&w.text) {
+            Some(Mode::Ban(_, mask)) => {
+                vec![(format!("ban {}", mask.to_ascii_lowercase()), w.text.clone())]
+            }
+            Some(Mode::Mute(_, mask)) => {
+                vec![(
+                    format!("mute {}", mask.to_ascii_lowercase()),
+                    w.text.clone(),
+                )]
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// The key of a room's entry in [`STATES`]: its subject's last token.
+fn state_key(subject: &str) -> &str {
+    subject
+        .strip_prefix(ROOMS)
+        .map_or(subject, |t| t.trim_start_matches('.'))
+}
+
+/// The changes [`STATES`] keeps for the room on `subject` (none when it has no entry).
+async fn read_state(states: &kv::Store, subject: &str) -> Result<Vec<Wire>, String> {
+    let entry = states
+        .entry(state_key(subject))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .and_then(|e| serde_json::from_slice::<RoomState>(&e.value).ok())
+        .map(|state| state.parts.into_values().collect())
+        .unwrap_or_default())
+}
+
+/// Merges the change `w` into its room's entry in [`STATES`] by compare-and-set: read,
+/// merged, written against the revision read, and all again when another node wrote in
+/// between.
+async fn merge_state(states: &kv::Store, key: &str, w: &Wire) -> Result<(), String> {
+    loop {
+        let entry = states.entry(key).await.map_err(|e| e.to_string())?;
+        let (mut state, revision) = match entry {
+            Some(e) if e.operation == kv::Operation::Put => (
+                serde_json::from_slice::<RoomState>(&e.value).unwrap_or_default(),
+                Some(e.revision),
+            ),
+            _ => (RoomState::default(), None),
+        };
+        if !state.take(w) {
+            return Ok(());
+        }
+        let value: Bytes = serde_json::to_vec(&state)
+            .map_err(|e| e.to_string())?
+            .into();
+        // Written by another node in between: merged again with what it wrote.
+        match revision {
+            Some(revision) => match states.update(key, value, revision).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(e.to_string()),
+            },
+            None => match states.create(key, value).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.to_string()),
+            },
+        }
+    }
+}
+
+/// How often, and how far apart, a change is tried again into [`STATES`] while the broker
+/// fails it: about the duplicate window (the stream holds the change meanwhile).
+const STATE_TRIES: u32 = 60;
+const STATE_RETRY: Duration = Duration::from_secs(2);
 
 fn us_within_ms(at: SystemTime) -> u32 {
     at.duration_since(UNIX_EPOCH)
@@ -3209,6 +3623,11 @@ impl Wire {
             "away" => Change::Away(nick, (!self.text.is_empty()).then(|| self.text.clone())),
             _ => return None,
         })
+    }
+
+    /// Whether this is something said (a message, an action, a notice): scrollback.
+    fn is_message(&self) -> bool {
+        matches!(self.kind.as_str(), "msg" | "act" | "note")
     }
 
     /// Whether this is a change to the room's topic or flags (room state, not chat).
@@ -3281,6 +3700,80 @@ mod tests {
             at_us: 0,
             clock: 0,
         }
+    }
+
+    /// A change to dev's state by `nick` at `clock`.
+    fn change(kind: &str, text: &str, nick: &str, clock: u64) -> Wire {
+        Wire {
+            kind: kind.into(),
+            text: text.into(),
+            nick: nick.into(),
+            clock,
+            ..wire("dev", clock)
+        }
+    }
+
+    /// What the state entry holds: each part's text and setter.
+    fn parts(state: &RoomState) -> Vec<(String, String, String)> {
+        let parts = state.parts.iter();
+        parts
+            .map(|(p, w)| (p.clone(), w.text.clone(), w.nick.clone()))
+            .collect()
+    }
+
+    /// Two nodes' changes merged into a room's state entry in either order end the same: per
+    /// part (the topic, each flag of a `mode`, each mask) the newest stamp, the setter's name
+    /// breaking a tie as the hub does; a change older than the entry's is no change.
+    #[test]
+    fn room_state_merges_the_same_whichever_lands_first() {
+        let changes = [
+            change("topic", "first", "alice", 1),
+            change("mode", "+m-t", "alice", 2),
+            change("topic", "second", "bob", 3),
+            change("topic", "tie", "alice", 3),
+            change("mode", "-m", "bob", 4),
+            change("list", "+b zed!*@*", "alice", 5),
+            change("list", "-b ZED!*@*", "bob", 6),
+            change("standing", "+o bob", "alice", 7),
+        ];
+        let mut forwards = RoomState::default();
+        for w in &changes {
+            forwards.take(w);
+        }
+        let mut backwards = RoomState::default();
+        for w in changes.iter().rev() {
+            backwards.take(w);
+        }
+        let want = [
+            ("ban zed!*@*", "-b ZED!*@*", "bob"),
+            ("flag m", "-m", "bob"),
+            ("flag t", "-t", "alice"),
+            ("topic", "second", "bob"),
+        ]
+        .map(|(p, t, n)| (p.to_owned(), t.to_owned(), n.to_owned()));
+        assert_eq!(parts(&forwards), want);
+        assert_eq!(parts(&backwards), want);
+        assert!(!forwards.take(&change("topic", "stale", "zed", 2)));
+        // What the entry keeps reads back as the events the stream carries.
+        let back: RoomState =
+            serde_json::from_slice(&serde_json::to_vec(&forwards).unwrap()).unwrap();
+        let kinds: Vec<Option<Kind>> = back
+            .parts
+            .into_values()
+            .map(|w| w.into_remote().map(|r| r.kind))
+            .collect();
+        assert!(kinds.iter().all(Option::is_some), "{kinds:?}");
+    }
+
+    /// Of the records read, the first of each origin does not count towards the scrollback's
+    /// messages: it may overlap in time with older records of others.
+    #[test]
+    fn only_an_origins_later_records_count_as_newer_than_the_unread() {
+        let a = || ("a".to_owned(), 1);
+        let b = || ("b".to_owned(), 1);
+        assert_eq!(newer_messages(&[(a(), 5)]), 0);
+        assert_eq!(newer_messages(&[(a(), 5), (b(), 7), (a(), 3), (b(), 2)]), 5);
+        assert_eq!(newer_messages(&[(a(), 5), (("a".to_owned(), 2), 4)]), 0);
     }
 
     fn take(r: &mut Reorder, room: &str, rseq: u64, now: Instant) -> Vec<u64> {
@@ -3406,6 +3899,7 @@ mod tests {
                 seq: rseq,
                 rseq,
                 now: false,
+                state: false,
             }
         };
         let mut record = Record::new(&said(4));

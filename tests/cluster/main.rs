@@ -1699,8 +1699,9 @@ async fn by_hand() -> (Broker, Server, Client, async_nats::Client) {
     by_hand_with(&[]).await
 }
 
-/// Event `rseq` of node x's boot 1 in the lobby, zed saying `text`, as x would publish it.
-fn zed_says(rseq: u64, text: &str) -> String {
+/// Event `rseq` of node x's boot 1 in the lobby, zed saying `text`, as x would publish it
+/// ([`zed_says`] for the numbered lines).
+fn zed_event(rseq: u64, text: &str) -> String {
     serde_json::json!({
         "node": "x", "boot": 1, "seq": rseq, "rseq": rseq, "room": "lobby", "nick": "zed",
         "kind": "msg", "text": text, "at_ms": 0,
@@ -1783,7 +1784,7 @@ async fn a_record_brings_what_a_live_copy_lost_once_in_order() {
         return;
     }
     let (_broker, _node, mut bob, nats) = by_hand().await;
-    let event = zed_says;
+    let event = zed_event;
     let publish = |subject: &'static str, body: String| {
         let nats = nats.clone();
         async move {
@@ -1821,7 +1822,7 @@ async fn a_record_whose_head_does_not_match_its_events_costs_no_line() {
         return;
     }
     let (_broker, _node, mut bob, nats) = by_hand().await;
-    let event = |rseq: u64| zed_says(rseq, &format!("line {rseq}"));
+    let event = |rseq: u64| zed_says("lobby", rseq, 0);
     for rseq in 1..=3 {
         nats.publish("lc.live.lobby", event(rseq).into())
             .await
@@ -1906,7 +1907,7 @@ async fn events_dropped_past_the_held_limit_are_read_again_once_the_gap_closes()
     const HELD: u64 = 8 * 256;
     // bob's queue takes the whole gap's worth at once when it is given up.
     let (_broker, _node, mut bob, nats) = by_hand_with(&["--queue-bytes", "16777216"]).await;
-    let event = |rseq: u64| zed_says(rseq, &format!("line {rseq}"));
+    let event = |rseq: u64| zed_says("lobby", rseq, 0);
     nats.publish("lc.live.lobby", event(1).into())
         .await
         .expect("publish");
@@ -2562,5 +2563,262 @@ async fn an_entry_the_broker_did_not_answer_takes_its_place_once_it_is_back() {
     assert_eq!(
         one_operator(&mut [&mut x, &mut y], "#quiet", &["x", "y"]).await,
         "x"
+    );
+}
+
+/// One event of the by-hand origin `x` (boot 1, `zed`) in `room`: message `rseq` of it,
+/// `line <rseq>`, said at `at_ms`.
+fn zed_says(room: &str, rseq: u64, at_ms: u64) -> String {
+    // By hand, not `json!`: a test fills rooms with hundreds of thousands of these.
+    format!(
+        r#"{{"node":"x","boot":1,"seq":{rseq},"rseq":{rseq},"room":"{room}","nick":"zed","kind":"msg","text":"line {rseq}","at_ms":{at_ms}}}"#
+    )
+}
+
+/// Writes `records` records of `per` events each into `room`'s subject of the stream, as
+/// origin `x` would have (its messages `line <first>`, `line <first + 1>`, ... one
+/// millisecond apart), each acknowledged, with a record of another room between every two
+/// (a busy stream, where a room's records are not next to each other); the last `rseq`.
+async fn fill_room(
+    nats: &async_nats::Client,
+    room: &str,
+    first: u64,
+    records: u64,
+    per: u64,
+) -> u64 {
+    let js = async_nats::jetstream::new(nats.clone());
+    let start_ms = 1_700_000_000_000;
+    let mut acks = std::collections::VecDeque::new();
+    let mut rseq = first;
+    for _ in 0..records {
+        let (from, to) = (rseq, rseq + per - 1);
+        // A record of another room between two of this one's, of one event.
+        for (subject, room, to) in [
+            (format!("lc.room.{room}"), room, to),
+            ("lc.room.elsewhere".to_owned(), "elsewhere", from),
+        ] {
+            let mut body =
+                format!(r#"R{{"node":"x","boot":1,"room":"{room}","first":{from},"last":{to}}}"#);
+            body.push('\n');
+            for k in from..=to {
+                body.push_str(&zed_says(room, k, start_ms + k));
+                body.push('\n');
+            }
+            acks.push_back(js.publish(subject, body.into()).await.expect("publish"));
+            if acks.len() >= 256 {
+                acks.pop_front().unwrap().await.expect("stored");
+            }
+        }
+        rseq = to + 1;
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+    rseq - 1
+}
+
+/// A busy room's history is read from its newest records, not the whole of what the stream
+/// keeps: a room of 768 000 events (3 000 full records, more than a node reads in its 2 s
+/// bound from the start) shows someone entering it on a node with nobody in it exactly its
+/// last `--history-retain` lines, in order, at once. Nothing said before the read is
+/// delivered again: a live copy of an old line, and an old record published again (a
+/// retried publish), show nothing; the next line shows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_rooms_history_is_its_newest_lines_read_at_once() {
+    if !broker::available() {
+        return;
+    }
+    const KEEP: u64 = 300;
+    let broker = Broker::start().await;
+    let keep = KEEP.to_string();
+    let b = node_with(
+        &broker,
+        "b",
+        &["--history-retain", &keep, "--history", &keep],
+    )
+    .await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    let last = fill_room(&nats, "big", 1, 3000, 256).await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    carol.send("/join big").await;
+    carol.expect("You are now in big (just you so far).").await;
+    let want: Vec<String> = (last + 1 - KEEP..=last)
+        .map(|k| format!("zed: line {k}"))
+        .collect();
+    assert_eq!(scrollback(&mut carol).await, want);
+    follows(&broker, "b", &["lc.live.big", "lc.node.b", "lc.room.big"]).await;
+    let publish = |subject: &'static str, body: String| {
+        let nats = nats.clone();
+        async move {
+            nats.publish(subject, body.into()).await.expect("publish");
+            nats.flush().await.expect("flush");
+        }
+    };
+    let at = 1_700_000_000_000;
+    publish("lc.live.big", zed_says("big", 5, at + 5)).await;
+    publish("lc.live.big", zed_says("big", last - 1, at + last - 1)).await;
+    let mut old = r#"R{"node":"x","boot":1,"room":"big","first":1,"last":2}"#.to_owned();
+    for k in 1..=2 {
+        old.push('\n');
+        old.push_str(&zed_says("big", k, at + k));
+    }
+    publish("lc.room.big", old).await;
+    publish("lc.live.big", zed_says("big", last + 1, at + last + 1)).await;
+    let next = carol.sync().await;
+    let next = if next.is_empty() {
+        vec![carol.line().await]
+    } else {
+        next
+    };
+    assert_eq!(next, [format!("zed: line {}", last + 1)]);
+    assert_eq!(b.logged("could not be read"), 0);
+}
+
+/// A read that starts part-way gets the order right across nodes: alice and carol, on two
+/// nodes, take turns saying 60 lines (each seen by the other before the next is said, so
+/// the stream holds them as small records of two origins), and bob enters on a third node
+/// that keeps 10 (`--history-retain 10`): it reads only the room's newest records, stepping
+/// back past the first record of each origin, and his scrollback is exactly the last 10
+/// lines in the order said. What either says next reaches him once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_the_newest_records_of_two_nodes_keeps_their_order() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (a, c) = (node(&broker, "a").await, node(&broker, "c").await);
+    let b = node_with(&broker, "b", &["--history-retain", "10", "--history", "10"]).await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    let mut carol = Client::join(c.addr, "carol").await;
+    alice.expect("carol has joined the chat.").await;
+    let mut said = Vec::new();
+    for k in 0..60 {
+        let (speaker, listener) = match k % 3 {
+            0 => (&mut alice, &mut carol),
+            _ => (&mut carol, &mut alice),
+        };
+        let line = format!("line {k} from {}", speaker.nick);
+        speaker.send(&line).await;
+        let heard = format!("{}: {line}", speaker.nick);
+        listener.expect(&heard).await;
+        said.push(heard);
+    }
+    let mut bob = Client::join(b.addr, "bob").await;
+    assert_eq!(scrollback(&mut bob).await, said[50..]);
+    alice.skip_until("bob has joined the chat.").await;
+    alice.send("after").await;
+    carol.send("after too").await;
+    let mut next = vec![bob.line().await, bob.line().await];
+    next.sort();
+    assert_eq!(next, ["alice: after", "carol: after too"]);
+    assert!(bob.sync().await.is_empty(), "nothing more, nothing again");
+    drop((a, b, c));
+}
+
+/// A room's state outlives what the stream keeps of the room: a topic and a flag set, then
+/// 10 000 records (the stream's limit per room) said after them, so the stream holds nothing
+/// of the change any more; someone entering the room later on another node still finds the
+/// topic, with who set it, and the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_state_outlives_the_streams_limit() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start().await;
+    let a = node(&broker, "a").await;
+    let mut alice = Client::join(a.addr, "alice").await;
+    alice.command("/join dev").await;
+    alice.command("/topic release on Friday").await;
+    alice.command("/mode +m").await;
+    alice.command("/leave").await;
+    follows(
+        &broker,
+        "a",
+        &["lc.live.lobby", "lc.node.a", "lc.room.lobby"],
+    )
+    .await;
+    let nats = async_nats::connect(broker.url.as_str())
+        .await
+        .expect("connect to the broker");
+    fill_room(&nats, "dev", 1, 10_000, 1).await;
+    // What the stream holds of dev now is the by-hand origin's alone, from its first record.
+    let stream = async_nats::jetstream::new(nats.clone())
+        .get_stream("LINECHAT_ROOMS")
+        .await
+        .expect("the stream");
+    let oldest = stream
+        .get_first_raw_message_by_subject("lc.room.dev", 1)
+        .await
+        .expect("the room's oldest record");
+    assert!(
+        oldest
+            .payload
+            .starts_with(br#"R{"node":"x","boot":1,"room":"dev","first":1,"#),
+        "{:?}",
+        String::from_utf8_lossy(&oldest.payload)
+    );
+    let b = node(&broker, "b").await;
+    let mut carol = Client::join(b.addr, "carol").await;
+    let entry = carol.command("/join dev").await;
+    assert!(
+        entry
+            .iter()
+            .any(|l| l == "Topic of dev: release on Friday (set by alice)"),
+        "{entry:?}"
+    );
+    assert_eq!(
+        carol.command("/mode").await,
+        ["Modes of dev: moderated (+m), topic locked (+t)."]
+    );
+}
+
+/// Not a check: what reading a busy room costs an arrival: `EVENTS` events (200 000 unless
+/// told) in full records (256 each), a record of another room between every two, read by a
+/// node with nobody in the room. Prints
+/// how long the arrival took from `/join` to the end of its scrollback, 5 times; run alone
+/// with `cargo test --release --test cluster -- --ignored --nocapture reading_a_busy_room`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn reading_a_busy_room_costs_an_arrival() {
+    if !broker::available() {
+        return;
+    }
+    let events: u64 = std::env::var("EVENTS")
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(200_000);
+    let (broker, a, _bob, nats) = by_hand().await;
+    let filled = std::time::Instant::now();
+    fill_room(&nats, "big", 1, events / 256, 256).await;
+    println!("filled {events} events in {:?}", filled.elapsed());
+    let mut took = Vec::new();
+    for i in 0..5 {
+        follows(
+            &broker,
+            "a",
+            &["lc.live.lobby", "lc.node.a", "lc.room.lobby"],
+        )
+        .await;
+        let mut c = Client::join(a.addr, &format!("r{i}")).await;
+        let started = std::time::Instant::now();
+        c.send("/join big").await;
+        let got = c.skip_until("--- End of history ---").await;
+        took.push(started.elapsed());
+        let unread = got.iter().any(|l| l.contains("could not be read"));
+        let last = got.iter().rev().find(|l| l.contains("zed: "));
+        println!(
+            "arrival {i}: {:?}, last line {last:?}{}",
+            took[i],
+            if unread { " (not read in time)" } else { "" }
+        );
+        c.send("/quit").await;
+        c.expect_closed().await;
+    }
+    took.sort();
+    println!(
+        "reading a room of {events} events: median of 5 {:?}, all {took:?}",
+        took[2]
     );
 }
