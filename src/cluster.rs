@@ -1352,6 +1352,9 @@ pub struct Link {
     keep: usize,
     interest: Arc<Interest>,
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
+    /// Whether the liveness task has read the other nodes' entries once: until then `peers`
+    /// is empty whether or not there are others, and an ask for records would ask nobody.
+    peers_read: Arc<tokio::sync::watch::Sender<bool>>,
     seq: Arc<AtomicU64>,
     nicks: kv::Store,
     held: Held,
@@ -1506,6 +1509,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         keep: 0,
         interest,
         peers,
+        peers_read: Arc::new(tokio::sync::watch::Sender::new(false)),
         seq,
         nicks,
         held,
@@ -2018,6 +2022,7 @@ impl Link {
                 seq: self.seq.clone(),
                 people,
                 peers: self.peers.clone(),
+                peers_read: self.peers_read.clone(),
                 deliver: deliver.clone(),
                 places: self.places.clone(),
             },
@@ -2641,6 +2646,10 @@ impl Link {
     /// reaches it live. One wait, not one per room: a node that died and is not swept yet
     /// never answers, and a JOIN of many channels must not wait for it once per channel.
     async fn ask_records(&self, subjects: &[String]) {
+        // Just started, the others may not be known yet: asking nobody would read the stream
+        // without what they hold back. Once per start, and within the asks' own bound.
+        let mut read = self.peers_read.subscribe();
+        let _ = tokio::time::timeout(FLUSH_WAIT, read.wait_for(|read| *read)).await;
         let nodes = lock(&self.peers)
             .values()
             .map(|p| p.node.clone())
@@ -2762,6 +2771,8 @@ struct Beats {
     seq: Arc<AtomicU64>,
     people: Arc<dyn Fn() -> Vec<Person> + Send + Sync>,
     peers: Arc<std::sync::Mutex<HashMap<String, Peer>>>,
+    /// Set once the others' entries have been read (the first sweep, done or failed).
+    peers_read: Arc<tokio::sync::watch::Sender<bool>>,
     deliver: Arc<dyn Fn(Incoming) + Send + Sync>,
     /// Told when this node's entry is first written, and when its places are to be checked
     /// again (as its names are claimed again).
@@ -2824,6 +2835,9 @@ async fn liveness(beats: Beats, stop: CancellationToken) {
         if let Err(e) = sweep(&beats, &mut watched).await {
             tracing::debug!(error = %e, "cluster: the dead-node sweep did not finish");
         }
+        beats
+            .peers_read
+            .send_if_modified(|read| !std::mem::replace(read, true));
     }
 }
 
