@@ -1347,6 +1347,8 @@ pub struct Link {
     incoming_tx: mpsc::Sender<async_nats::Message>,
     /// One forwarding task per room this node has members in.
     rooms: HashMap<String, Followed>,
+    /// A room subject made from a live one, to look it up in `rooms` without allocating.
+    scratch: String,
     /// Messages a room's history holds here (`--history-retain`): what is read of a room
     /// from the stream when this node starts following it.
     keep: usize,
@@ -1506,6 +1508,7 @@ pub async fn connect(settings: &Settings) -> Result<(Arc<Cluster>, Link), Error>
         incoming,
         incoming_tx,
         rooms: HashMap::new(),
+        scratch: String::new(),
         keep: 0,
         interest,
         peers,
@@ -2093,6 +2096,10 @@ impl Link {
                     Some(msg) if msg.subject.starts_with(FLUSH) => {
                         self.flush_asked(msg, &owner, stored.as_ref()).await;
                     }
+                    // Forwarded before its room was given up (the forwarding task is gone,
+                    // what it queued is not): nobody here is in the room any more, and its
+                    // events would reach the hub's copy of it out of any order.
+                    Some(msg) if !self.following(&msg.subject) => {}
                     Some(msg) => {
                         self.receive(&msg.subject, &msg.payload, &*deliver);
                         self.reread(&*deliver).await;
@@ -2197,14 +2204,14 @@ impl Link {
             tokio::time::timeout(LOAD_WAIT, self.client.flush()).await,
             Ok(Ok(()))
         );
-        if flushed {
-            self.ask_records(&new).await;
-        }
-        for subject in new {
-            let read = match flushed {
-                true => self.load(&subject, deliver).await,
-                false => Err("the broker did not answer".to_owned()),
-            };
+        let reads = match flushed {
+            true => {
+                self.ask_records(&new).await;
+                self.load_all(&new, deliver).await
+            }
+            false => vec![Err("the broker did not answer".to_owned()); new.len()],
+        };
+        for (subject, read) in new.into_iter().zip(reads) {
             if let Err(e) = &read {
                 tracing::warn!(error = %e, %subject, "cluster: a room's history was not read from the stream");
             }
@@ -2221,6 +2228,18 @@ impl Link {
         }
     }
 
+    /// Whether a message on `subject` is for this node now: a room's, live or recorded, only
+    /// while the room is followed; anything else (its own `lc.node.<N>`) always.
+    fn following(&mut self, subject: &str) -> bool {
+        if let Some(token) = subject.strip_prefix(LIVE) {
+            self.scratch.clear();
+            self.scratch.push_str(ROOMS);
+            self.scratch.push_str(token);
+            return self.rooms.contains_key(&self.scratch);
+        }
+        !subject.starts_with(ROOMS) || self.rooms.contains_key(subject)
+    }
+
     /// Both of a room's subjects, as one: its events live, and its records as they are
     /// written, which bring what a live copy lost (a reconnect, the client's buffer) within
     /// [`RECORD_EVERY`] and an acknowledgement.
@@ -2235,30 +2254,56 @@ impl Link {
         Ok(futures_util::stream::select(live, records))
     }
 
-    /// Reads the room on `subject` from the stream, its newest records as far back as its
-    /// last [`Link::keep`] messages need ([`read_room`]), and hands those messages to the
+    /// Reads the rooms on `subjects` from the stream, each its newest records as far back as
+    /// its last [`Link::keep`] messages need ([`read_room`]), and hands those messages to the
     /// room's history here, oldest first, with its state: the changes kept in [`STATES`] and
     /// those the records read hold. Every other node's event read sets where its origin
     /// stands in the room, so none is delivered again live or by a catch-up; nothing older
-    /// can be either (docs/CLUSTER.md, "Scrollback and /history"). Bounded by [`LOAD_WAIT`];
-    /// how many events were read.
-    async fn load(
+    /// can be either (docs/CLUSTER.md, "Scrollback and /history"). The reads go at once,
+    /// each bounded by [`LOAD_WAIT`]: a broker slow to answer costs the link, which delivers
+    /// nothing meanwhile, one wait, not one per room of a JOIN. Each read is taken in turn
+    /// once all are done, before anything that arrived live meanwhile; how many events each
+    /// held.
+    async fn load_all(
+        &mut self,
+        subjects: &[String],
+        deliver: &(dyn Fn(Incoming) + Send + Sync),
+    ) -> Vec<Result<usize, String>> {
+        let reads = futures_util::future::join_all(subjects.iter().map(|subject| {
+            let read = read_room(&self.js, &self.states, subject, self.keep);
+            async move {
+                let started = Instant::now();
+                match tokio::time::timeout(LOAD_WAIT, read).await {
+                    Ok(read) => read.map(|room| (room, started.elapsed())),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
+        }))
+        .await;
+        subjects
+            .iter()
+            .zip(reads)
+            .map(|(subject, read)| {
+                read.map(|(room, took)| self.take_read(subject, room, took, deliver))
+            })
+            .collect()
+    }
+
+    /// Takes one room's read ([`Link::load_all`]); how many events it held.
+    fn take_read(
         &mut self,
         subject: &str,
+        room: RoomRead,
+        took: Duration,
         deliver: &(dyn Fn(Incoming) + Send + Sync),
-    ) -> Result<usize, String> {
-        let started = Instant::now();
-        let room = read_room(&self.js, &self.states, subject, self.keep);
-        let room = tokio::time::timeout(LOAD_WAIT, room)
-            .await
-            .map_err(|_| "timed out".to_owned())??;
+    ) -> usize {
         tracing::debug!(
             %subject,
             records = room.records,
             read = room.read,
             probes = room.probes,
             events = room.events.len(),
-            took = ?started.elapsed(),
+            ?took,
             "cluster: read a room from the stream"
         );
         let RoomRead {
@@ -2315,7 +2360,7 @@ impl Link {
                 changes,
             });
         }
-        Ok(n)
+        n
     }
 
     /// Notes that `w`, read from the stream for a room's history, is delivered: neither it
@@ -2484,8 +2529,9 @@ impl Link {
                 .cloned()
                 .collect()
         };
-        for subject in unread {
-            match self.load(&subject, deliver).await {
+        let reads = self.load_all(&unread, deliver).await;
+        for (subject, read) in unread.into_iter().zip(reads) {
+            match read {
                 Ok(_) => {
                     lock(&self.interest.loads).ready.insert(subject);
                 }
